@@ -1,5 +1,27 @@
-"""rxflow: backpressured ReactiveX pipelines for trio and asyncio."""
+"""rxflow: backpressured ReactiveX pipelines for trio and asyncio.
+
+Compose `reactivex` operators over async sources and read the results as an anyio stream;
+a slow consumer slows the source instead of filling memory::
+
+    async with rxflow.open_pipe(source, ops.map(parse), ops.buffer_with_time(1.0)) as pipe:
+        async for window in pipe:
+            ...
+"""
 
 from rxflow import errors
+from rxflow._handoff import OverflowPolicy
+from rxflow.pipe import Pipe, PipeStats, open_pipe
+from rxflow.scheduler import AnyioScheduler
+from rxflow.sources import from_async_iterable, from_stream, to_async_iterable
 
-__all__ = ["errors"]
+__all__ = [
+    "AnyioScheduler",
+    "OverflowPolicy",
+    "Pipe",
+    "PipeStats",
+    "errors",
+    "from_async_iterable",
+    "from_stream",
+    "open_pipe",
+    "to_async_iterable",
+]

@@ -1,0 +1,485 @@
+"""``open_pipe``: run Rx operators over a source and read the results as an anyio stream.
+
+The pump owns the only loop: it pulls one item from the source, pushes it through the
+operator chain synchronously, and the chain's outputs land in the pipe's bounded buffer
+(:mod:`rxflow._handoff`). It pulls again only while the consumer has room, so a slow
+consumer slows the source. Outputs that operators emit on their own (a window closing on a
+timer) land in the same buffer, from the pipe's :class:`~rxflow.AnyioScheduler`.
+
+A source that cannot be paused (a ``reactivex.Observable``) is subscribed instead of pumped,
+and the buffer applies the chosen overflow policy to what it pushes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeAlias, TypeVar, overload
+
+import anyio
+import attrs
+from anyio.abc import TaskStatus
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+from rxflow._handoff import OVERFLOW_POLICIES, Handoff, OverflowPolicy
+from rxflow.errors import WrongThreadError
+from rxflow.scheduler import AnyioScheduler
+
+T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+
+Source: TypeAlias = AsyncIterable[T] | Iterable[T] | Observable[T]
+"""What ``open_pipe`` reads: an async iterable (an async generator, an anyio receive stream,
+a connector), a plain iterable, or a ``reactivex.Observable``."""
+
+Operator: TypeAlias = Callable[[Observable[Any]], Observable[Any]]
+
+DEFAULT_MAX_BUFFER_SIZE = 128
+
+
+@attrs.frozen
+class PipeStats:
+    """Counters of one pipe, read with :meth:`Pipe.stats`.
+
+    Attributes:
+        admitted: items the source produced into the pipe (pulled, or pushed).
+        delivered: items the consumer has received.
+        buffered: outputs waiting for the consumer.
+        dropped: outputs the overflow policy dropped (pushed sources only).
+    """
+
+    admitted: int
+    delivered: int
+    buffered: int
+    dropped: int
+
+
+class _Inlet(Observable[T]):
+    """Head of a pipe's operator chain: where the source's items enter.
+
+    The pump calls ``on_next`` for a pulled source; for a pushed source the inlet subscribes
+    to it. Like a ``Subject``, it replays its end to anyone who subscribes after it ended
+    (an operator such as ``retry`` resubscribes; a pulled source cannot be restarted).
+    """
+
+    def __init__(self, pushed: Observable[T] | None) -> None:
+        super().__init__()
+        self._pushed = pushed
+        self._upstream: abc.DisposableBase | None = None
+        self._observers: list[abc.ObserverBase[T]] = []
+        self._ended = False
+        self._error: Exception | None = None
+        self._thread = threading.get_ident()
+        self.admitted = 0
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        if self._ended:
+            if self._error is not None:
+                observer.on_error(self._error)
+            else:
+                observer.on_completed()
+            return Disposable()
+        self._observers.append(observer)
+        if self._pushed is not None and self._upstream is None:
+            self._upstream = self._pushed.subscribe(
+                self._on_pushed, self.on_error, self.on_completed, scheduler=scheduler
+            )
+
+        def unsubscribe() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+            if not self._observers:
+                self._dispose_upstream()
+
+        return Disposable(unsubscribe)
+
+    def _on_pushed(self, item: T) -> None:
+        if threading.get_ident() != self._thread:
+            raise WrongThreadError(
+                "a source Observable of open_pipe() pushed an item from a thread other than "
+                "the event loop's; push it with anyio.from_thread.run_sync(subject.on_next, x)"
+            )
+        self.on_next(item)
+
+    def on_next(self, item: T) -> None:
+        self.admitted += 1
+        for observer in self._observers:
+            observer.on_next(item)
+
+    def on_error(self, error: Exception) -> None:
+        if self._ended:
+            return
+        self._ended, self._error = True, error
+        for observer in list(self._observers):
+            observer.on_error(error)
+
+    def on_completed(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        for observer in list(self._observers):
+            observer.on_completed()
+
+    def stop_pushed(self) -> None:
+        """Graceful stop of a pushed source: unsubscribe from it and complete the chain."""
+        self._dispose_upstream()
+        self.on_completed()
+
+    def _dispose_upstream(self) -> None:
+        upstream, self._upstream = self._upstream, None
+        if upstream is not None:
+            upstream.dispose()
+
+
+class _PullFromIterable:
+    """``__anext__`` for a plain iterable, so the pump has one loop for both kinds."""
+
+    def __init__(self, iterable: Iterable[Any]) -> None:
+        self._iterator = iter(iterable)
+        self._next = self._iterator.__next__
+
+    async def __call__(self) -> Any:
+        try:
+            return self._next()
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()
+
+
+class Pipe(Handoff[T]):
+    """The consumer end of :func:`open_pipe`: an anyio ``ObjectReceiveStream`` of outputs.
+
+    Read it with ``async for item in pipe`` or ``await pipe.receive()``. An error raised by
+    the source or an operator comes out of the read as the original exception (with a note
+    naming the pipe) after every item emitted before it; completion ends the iteration.
+
+    Example:
+        >>> import anyio
+        >>> from reactivex import operators as ops
+        >>> from rxflow import open_pipe
+        >>> async def main():
+        ...     async with open_pipe(range(5), ops.map(lambda x: x * 10)) as pipe:
+        ...         print([x async for x in pipe], pipe.stats().delivered)
+        >>> anyio.run(main)
+        [0, 10, 20, 30, 40] 5
+    """
+
+    def __init__(
+        self,
+        source: Source[Any],
+        operators: tuple[Operator, ...],
+        max_buffer_size: int,
+        overflow: OverflowPolicy | None,
+        on_drop: Callable[[T], object] | None,
+    ) -> None:
+        super().__init__(max_buffer_size, overflow, on_drop)
+        pushed = source if isinstance(source, Observable) else None
+        self._source = source
+        self._inlet: _Inlet[Any] = _Inlet(pushed)
+        self._chain: Observable[T] = self._inlet.pipe(*operators)
+        self._scope: anyio.CancelScope | None = None
+        self._pull_scope: anyio.CancelScope | None = None
+        self._stop_requested = False
+        self._subscription: abc.DisposableBase | None = None
+        self._source_error: Exception | None = None
+
+    def stop(self) -> None:
+        """Stop taking items from the source, gracefully.
+
+        The operators see the source complete, so open windows and buffers are flushed;
+        the consumer then receives those last outputs and the end of the stream.
+        """
+        self._stop_requested = True
+        if self._pull_scope is not None:
+            self._pull_scope.cancel()
+        if isinstance(self._source, Observable):
+            self._inlet.stop_pushed()
+
+    def stats(self) -> PipeStats:
+        """A snapshot of this pipe's counters."""
+        return PipeStats(
+            admitted=self._inlet.admitted,
+            delivered=self._taken,
+            buffered=len(self._items),
+            dropped=self._dropped,
+        )
+
+    # -- running the pipe --------------------------------------------------------------
+
+    async def _run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with anyio.create_task_group() as task_group:
+                self._scope = task_group.cancel_scope
+                scheduler = AnyioScheduler(task_group, on_error=self._fail, pace=self.wait_for_room)
+                self._subscription = self._chain.subscribe(
+                    self.put, self._on_chain_error, self._on_chain_completed, scheduler=scheduler
+                )
+                if not isinstance(self._source, Observable):
+                    task_group.start_soon(self._pump, name="rxflow pipe pump")
+                task_status.started()
+                # Hold the subscription until the pipe ends or its consumer leaves: both
+                # cancel this task group.
+                await anyio.sleep_forever()
+        finally:
+            if self._subscription is not None:
+                self._subscription.dispose()
+
+    async def aclose(self) -> None:
+        """Stop reading: buffered outputs are discarded and the pipe's work is cancelled."""
+        await super().aclose()
+        self._cancel_tasks()
+
+    def _shut_down(self) -> None:
+        """The consumer left ``open_pipe``: cancel every task and close the stream."""
+        self._closed = True
+        self._items.clear()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _pump(self) -> None:
+        source = self._source
+        if isinstance(source, AsyncIterable):
+            iterator: Any = aiter(source)
+            pull: Callable[[], Awaitable[Any]] = iterator.__anext__
+        else:
+            assert not isinstance(source, Observable)  # subscribed, never pumped
+            pull = _PullFromIterable(source)
+            iterator = pull
+        inlet = self._inlet
+        items = self._items
+        limit = self._limit
+        try:
+            with anyio.CancelScope() as self._pull_scope:
+                if self._stop_requested:
+                    self._pull_scope.cancel()
+                while True:
+                    if len(items) >= limit and not self.has_room():
+                        await self.wait_for_room()
+                        if self._ended or self._closed:
+                            return
+                        continue
+                    try:
+                        item = await pull()
+                    except StopAsyncIteration:
+                        break
+                    except Exception as error:
+                        self._source_error = error
+                        inlet.on_error(error)
+                        return
+                    try:
+                        inlet.on_next(item)
+                    except Exception as error:
+                        self._fail(error)
+                        return
+                    if self._ended or self._closed:
+                        return
+            if not (self._ended or self._closed):
+                try:
+                    inlet.on_completed()
+                except Exception as error:
+                    self._fail(error)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _close_iterator(iterator)
+
+    # -- the end of the chain ------------------------------------------------------------
+
+    def _on_chain_completed(self) -> None:
+        self.finish()
+        self._cancel_tasks()
+
+    def _on_chain_error(self, error: Exception) -> None:
+        origin = "its source" if error is self._source_error else "its operators"
+        error.add_note(
+            f"rxflow: raised by {origin}, this error ended open_pipe(); the items emitted "
+            "before it were delivered"
+        )
+        self.finish(error)
+        self._cancel_tasks()
+
+    def _fail(self, error: Exception) -> None:
+        """An exception escaped the Rx chain (a scheduled action, an observer): end the pipe."""
+        self._on_chain_error(error)
+
+    def _cancel_tasks(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+        if self._subscription is not None:
+            self._subscription.dispose()
+
+
+async def _close_iterator(iterator: Any) -> None:
+    """Close what the pump pulled from: async generators, receive streams, generators."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+        return
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
+
+
+@overload
+def open_pipe(
+    source: Source[T],
+    /,
+    *,
+    max_buffer_size: int = ...,
+    overflow: OverflowPolicy | None = ...,
+    on_drop: Callable[[T], object] | None = ...,
+) -> AbstractAsyncContextManager[Pipe[T]]: ...
+@overload
+def open_pipe(
+    source: Source[T],
+    op1: Callable[[Observable[T]], Observable[A]],
+    /,
+    *,
+    max_buffer_size: int = ...,
+    overflow: OverflowPolicy | None = ...,
+    on_drop: Callable[[A], object] | None = ...,
+) -> AbstractAsyncContextManager[Pipe[A]]: ...
+@overload
+def open_pipe(
+    source: Source[T],
+    op1: Callable[[Observable[T]], Observable[A]],
+    op2: Callable[[Observable[A]], Observable[B]],
+    /,
+    *,
+    max_buffer_size: int = ...,
+    overflow: OverflowPolicy | None = ...,
+    on_drop: Callable[[B], object] | None = ...,
+) -> AbstractAsyncContextManager[Pipe[B]]: ...
+@overload
+def open_pipe(
+    source: Source[T],
+    op1: Callable[[Observable[T]], Observable[A]],
+    op2: Callable[[Observable[A]], Observable[B]],
+    op3: Callable[[Observable[B]], Observable[C]],
+    /,
+    *,
+    max_buffer_size: int = ...,
+    overflow: OverflowPolicy | None = ...,
+    on_drop: Callable[[C], object] | None = ...,
+) -> AbstractAsyncContextManager[Pipe[C]]: ...
+@overload
+def open_pipe(
+    source: Source[Any],
+    /,
+    *operators: Operator,
+    max_buffer_size: int = ...,
+    overflow: OverflowPolicy | None = ...,
+    on_drop: Callable[[Any], object] | None = ...,
+) -> AbstractAsyncContextManager[Pipe[Any]]: ...
+def open_pipe(
+    source: Source[Any],
+    /,
+    *operators: Operator,
+    max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE,
+    overflow: OverflowPolicy | None = None,
+    on_drop: Callable[[Any], object] | None = None,
+) -> AbstractAsyncContextManager[Pipe[Any]]:
+    """Run ``operators`` over ``source``; yield a :class:`Pipe` to read the outputs from.
+
+    Args:
+        source: an async iterable (async generator, anyio receive stream, connector), a
+            plain iterable, or a ``reactivex.Observable``. Async and plain iterables are
+            *pulled*: one item at a time, only while the consumer has room. The pipe closes
+            the iterator it pulled from when it ends (``aclose()``).
+        operators: `reactivex` operators, applied in order as by ``Observable.pipe``. Time-
+            based ones run on the pipe's :class:`~rxflow.AnyioScheduler` unless they name
+            another scheduler.
+        max_buffer_size: outputs the consumer has not taken yet, at most, before the source
+            is no longer pulled (0: pull only when the consumer is waiting). Operators that
+            emit on their own, such as a window closing on a timer, may add to it.
+        overflow: required for an Observable source, which pushes and cannot be paused: what
+            to do when ``max_buffer_size`` outputs are waiting: ``"error"``,
+            ``"drop_newest"``, ``"drop_oldest"`` or ``"latest"``.
+        on_drop: called with each output the overflow policy drops.
+
+    Leaving the ``async with`` block, normally, by an error or by cancellation, disposes the
+    subscription, cancels every timer and task of the pipe and closes the source.
+
+    Example:
+        >>> import anyio
+        >>> from reactivex import operators as ops
+        >>> from rxflow import open_pipe
+        >>> async def numbers():
+        ...     for n in range(10):
+        ...         yield n
+        >>> async def main():
+        ...     async with open_pipe(
+        ...         numbers(), ops.filter(lambda n: n % 2 == 0), ops.map(lambda n: n * n)
+        ...     ) as squares:
+        ...         async for square in squares:
+        ...             print(square, end=" ")
+        >>> anyio.run(main)
+        0 4 16 36 64
+    """
+    if isinstance(max_buffer_size, bool) or not isinstance(max_buffer_size, int):
+        raise TypeError(f"open_pipe(): max_buffer_size must be an int, got {max_buffer_size!r}")
+    if max_buffer_size < 0:
+        raise ValueError(f"open_pipe(): max_buffer_size must be 0 or more, got {max_buffer_size}")
+    if overflow is not None and overflow not in OVERFLOW_POLICIES:
+        raise ValueError(
+            f"open_pipe(): overflow must be one of {', '.join(map(repr, OVERFLOW_POLICIES))}, "
+            f"got {overflow!r}"
+        )
+    if isinstance(source, Observable):
+        if overflow is None:
+            raise ValueError(
+                "open_pipe(): the source is a reactivex Observable, which pushes items and "
+                "cannot be paused, so say what happens when it outpaces the consumer: "
+                "overflow='error' (buffer max_buffer_size items, then fail), 'drop_newest', "
+                "'drop_oldest' or 'latest'. To get backpressure instead, pass an async "
+                "iterable or a plain iterable as the source"
+            )
+    elif isinstance(source, str | bytes | bytearray):
+        raise TypeError(
+            f"open_pipe(): the source is a {type(source).__name__}, which would be read one "
+            "character at a time; wrap it in a list if that is what you want"
+        )
+    elif not isinstance(source, AsyncIterable | Iterable):
+        raise TypeError(
+            "open_pipe(): the source must be an async iterable, an iterable or a reactivex "
+            f"Observable, got {type(source).__name__}"
+        )
+    elif overflow is not None:
+        raise ValueError(
+            "open_pipe(): overflow= is for Observable sources, which cannot be paused; this "
+            "source is pulled only while the consumer has room, so it never overflows"
+        )
+    for position, operator in enumerate(operators, start=1):
+        if not callable(operator):
+            raise TypeError(
+                f"open_pipe(): operator {position} is {operator!r}, not an operator; pass "
+                "operators such as reactivex.operators.map(f), not their results"
+            )
+    pipe: Pipe[Any] = Pipe(source, operators, max_buffer_size, overflow, on_drop)
+    return _running(pipe)
+
+
+@asynccontextmanager
+async def _running(pipe: Pipe[T]) -> AsyncIterator[Pipe[T]]:
+    body_error: Exception | None = None
+    async with anyio.create_task_group() as task_group:
+        await task_group.start(pipe._run)
+        try:
+            yield pipe
+        except Exception as error:
+            # Re-raised below, outside the task group, so that the caller gets its own
+            # exception rather than an ExceptionGroup wrapping it.
+            body_error = error
+        finally:
+            pipe._shut_down()
+    if body_error is not None:
+        raise body_error

@@ -1,0 +1,228 @@
+"""A `reactivex` scheduler that runs on whichever anyio backend is running.
+
+Rx's time-based operators (``buffer_with_time``, ``debounce``, ``delay``, ``interval``) ask a
+scheduler to run an action later. :class:`AnyioScheduler` keeps those actions in one heap,
+ordered by due time and then by the order they were scheduled, and runs them from a single
+timer task in the task group it is given. One task instead of one task per timer keeps
+per-item timers (``delay``) cheap and makes actions due at the same instant run in a fixed,
+deterministic order, which virtual-time tests rely on.
+
+Time is ``anyio.current_time()``: the event loop's monotonic clock, so trio's ``MockClock``
+drives Rx time. ``now`` is that clock expressed as a UTC ``datetime`` counted from the
+epoch (that is what `reactivex` schedulers return); it is *not* the wall clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+from anyio.lowlevel import checkpoint
+from reactivex import abc, typing
+from reactivex.scheduler.periodicscheduler import PeriodicScheduler
+
+from rxflow.errors import WrongThreadError
+
+_TState = TypeVar("_TState")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class _Timer(abc.DisposableBase):
+    """One scheduled action; disposing it before it runs takes it out of the schedule."""
+
+    __slots__ = ("_action", "_result", "_scheduler", "_state", "due", "pending")
+
+    def __init__(
+        self,
+        scheduler: AnyioScheduler,
+        due: float,
+        action: typing.ScheduledAction[Any],
+        state: Any,
+    ) -> None:
+        self._scheduler = scheduler
+        self._action: typing.ScheduledAction[Any] | None = action
+        self._state = state
+        self._result: abc.DisposableBase | None = None
+        self.due = due
+        self.pending = True
+
+    def run(self) -> None:
+        action, self._action = self._action, None
+        self.pending = False
+        if action is None:
+            return
+        result = action(self._scheduler, self._state)
+        self._state = None
+        if isinstance(result, abc.DisposableBase):
+            self._result = result
+
+    def dispose(self) -> None:
+        if self.pending:
+            self.pending = False
+            self._action = None
+            self._state = None
+            self._scheduler._forget(self)
+        if self._result is not None:
+            result, self._result = self._result, None
+            result.dispose()
+
+
+class AnyioScheduler(PeriodicScheduler):
+    """Run `reactivex` scheduled actions on the running anyio event loop.
+
+    Args:
+        task_group: where the timer task runs. The task starts when the first action is
+            scheduled and ends when no action is left, so a task group that owns the
+            scheduler exits as soon as its other work is done.
+        on_error: called with an exception raised by a scheduled action. Without it the
+            exception propagates out of the timer task and cancels ``task_group``.
+        pace: awaited by observables that pull from async sources
+            (:func:`rxflow.from_async_iterable`) between items. :func:`rxflow.open_pipe`
+            passes one that waits until its consumer has room, so such sources are paced
+            by the consumer. The default only yields to other tasks.
+
+    All scheduling must happen on the event-loop thread; from another thread, hand the
+    call over with ``anyio.from_thread.run_sync``.
+
+    Example:
+        >>> import anyio, reactivex
+        >>> from reactivex import operators as ops
+        >>> from rxflow import AnyioScheduler
+        >>> async def main():
+        ...     async with anyio.create_task_group() as tg:
+        ...         scheduler = AnyioScheduler(tg)
+        ...         reactivex.timer(0.01).pipe(ops.map(lambda _: "tick")).subscribe(
+        ...             print, scheduler=scheduler)
+        >>> anyio.run(main)
+        tick
+    """
+
+    def __init__(
+        self,
+        task_group: anyio.abc.TaskGroup,
+        *,
+        on_error: Callable[[Exception], None] | None = None,
+        pace: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__()
+        self._task_group = task_group
+        self._on_error = on_error
+        self._pace = pace
+        self._thread = threading.get_ident()
+        self._heap: list[tuple[float, int, _Timer]] = []
+        self._sequence = itertools.count()
+        self._live = 0
+        self._running = False
+        self._wakeup: anyio.Event | None = None
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup:
+        """The task group that timers, and async sources subscribed with this scheduler, run in."""
+        return self._task_group
+
+    @property
+    def now(self) -> datetime:
+        """The event loop's clock (``anyio.current_time()``) as a UTC datetime from the epoch."""
+        return _EPOCH + timedelta(seconds=anyio.current_time())
+
+    async def pace(self) -> None:
+        """Wait until an async source may push its next item (see ``pace`` above)."""
+        if self._pace is None:
+            await checkpoint()
+        else:
+            await self._pace()
+
+    def schedule(
+        self, action: typing.ScheduledAction[_TState], state: _TState | None = None
+    ) -> abc.DisposableBase:
+        """Run ``action`` as soon as the timer task gets its turn, after earlier-due actions."""
+        return self._add(anyio.current_time(), action, state)
+
+    def schedule_relative(
+        self,
+        duetime: typing.RelativeTime,
+        action: typing.ScheduledAction[_TState],
+        state: _TState | None = None,
+    ) -> abc.DisposableBase:
+        """Run ``action`` after ``duetime`` (seconds or a ``timedelta``)."""
+        seconds = max(0.0, self.to_seconds(duetime))
+        return self._add(anyio.current_time() + seconds, action, state)
+
+    def schedule_absolute(
+        self,
+        duetime: typing.AbsoluteTime,
+        action: typing.ScheduledAction[_TState],
+        state: _TState | None = None,
+    ) -> abc.DisposableBase:
+        """Run ``action`` at ``duetime``, a time on this scheduler's clock (see ``now``)."""
+        due = (self.to_datetime(duetime) - _EPOCH).total_seconds()
+        return self._add(max(due, anyio.current_time()), action, state)
+
+    def _add(
+        self, due: float, action: typing.ScheduledAction[Any], state: Any
+    ) -> abc.DisposableBase:
+        if threading.get_ident() != self._thread:
+            raise WrongThreadError(
+                "AnyioScheduler was used from a thread other than its event loop's; "
+                "hand the call over with anyio.from_thread.run_sync(...)"
+            )
+        timer = _Timer(self, due, action, state)
+        first = not self._heap or due < self._heap[0][0]
+        heapq.heappush(self._heap, (due, next(self._sequence), timer))
+        self._live += 1
+        if not self._running:
+            self._running = True
+            self._task_group.start_soon(self._run_timers, name="rxflow AnyioScheduler timers")
+        elif first:
+            self._wake()
+        return timer
+
+    def _forget(self, timer: _Timer) -> None:
+        """A pending timer was disposed: it stays in the heap, skipped when it comes up."""
+        self._live -= 1
+        if self._live == 0:
+            # Nothing left to run: let the timer task end now rather than at the disposed
+            # timer's due time, so the task group is not held open by a cancelled timeout.
+            self._heap.clear()
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _run_timers(self) -> None:
+        try:
+            while self._heap:
+                due, _, timer = self._heap[0]
+                if not timer.pending:
+                    heapq.heappop(self._heap)
+                    continue
+                if due > anyio.current_time():
+                    self._wakeup = anyio.Event()
+                    with anyio.CancelScope(deadline=due):
+                        await self._wakeup.wait()
+                    self._wakeup = None
+                    continue
+                heapq.heappop(self._heap)
+                self._live -= 1
+                self._invoke(timer)
+                # Yield between actions so that an action that reschedules itself at once
+                # cannot starve the event loop.
+                await checkpoint()
+        finally:
+            self._running = False
+
+    def _invoke(self, timer: _Timer) -> None:
+        try:
+            timer.run()
+        except Exception as exc:
+            if self._on_error is None:
+                raise
+            self._on_error(exc)
