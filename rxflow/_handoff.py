@@ -80,6 +80,7 @@ class Handoff(ObjectReceiveStream[T], Generic[T]):
         self._closed = False
         self._taken = 0
         self._dropped = 0
+        self._holds = 0
 
     # -- consumer side ---------------------------------------------------------------
 
@@ -89,17 +90,12 @@ class Handoff(ObjectReceiveStream[T], Generic[T]):
         If the pipe failed, the original exception is raised once, after every item
         emitted before it.
         """
-        items = self._items
-        if items:
-            item = items.popleft()
-            self._taken += 1
-            if self._producer_waiting is not None and len(items) <= self._low_water:
-                self._wake_producer()
-            return item
+        if self._items:
+            return self.receive_nowait()
         return await self._receive_when_ready()
 
     async def __anext__(self) -> T:
-        # receive()'s fast path, repeated: one coroutine per item instead of two.
+        # receive_nowait() inlined: this is the per-item path of `async for`.
         items = self._items
         if items:
             item = items.popleft()
@@ -112,26 +108,46 @@ class Handoff(ObjectReceiveStream[T], Generic[T]):
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
 
+    def receive_nowait(self) -> T:
+        """Return a buffered item at once; raise ``anyio.WouldBlock`` if none is buffered.
+
+        After the last item it raises like :meth:`receive` (the error, then the end).
+        """
+        items = self._items
+        if items:
+            item = items.popleft()
+            self._taken += 1
+            if self._producer_waiting is not None and len(items) <= self._low_water:
+                self._wake_producer()
+            return item
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._ended:
+            error, self._error = self._error, None
+            if error is not None:
+                raise error
+            raise anyio.EndOfStream
+        if self._producer_waiting is not None:
+            self._wake_producer()
+        raise anyio.WouldBlock
+
     async def _receive_when_ready(self) -> T:
         while True:
-            if self._closed:
-                raise anyio.ClosedResourceError
-            if self._items:
-                return await self.receive()
-            if self._ended:
-                error, self._error = self._error, None
-                if error is not None:
-                    raise error
-                raise anyio.EndOfStream
-            if self._producer_waiting is not None:
-                self._wake_producer()
+            try:
+                return self.receive_nowait()
+            except anyio.WouldBlock:
+                pass
             if self._consumer_waiting is None:
                 self._consumer_waiting = anyio.Event()
             await self._consumer_waiting.wait()
 
     async def aclose(self) -> None:
         """Stop receiving: buffered items are discarded and the producer is told to stop."""
+        self._close()
+
+    def _close(self) -> None:
         self._closed = True
+        self._capacity = 0  # later puts are ignored (see finish())
         self._items.clear()
         self._wake_producer()
 
@@ -151,7 +167,7 @@ class Handoff(ObjectReceiveStream[T], Generic[T]):
         if self._ended or self._closed:
             return
         if self._overflow == "error":
-            self.finish(
+            self._fail(
                 SourceOverflowError(
                     f"the source pushed more than max_buffer_size={self._limit} items that "
                     "the consumer had not taken yet. Consume faster, raise max_buffer_size, "
@@ -173,8 +189,21 @@ class Handoff(ObjectReceiveStream[T], Generic[T]):
         if self._on_drop is not None:
             self._on_drop(item)
 
+    def hold_source(self) -> None:
+        """An operator has as much work in hand as it may (``map_async`` at its concurrency):
+        pull nothing more until it calls :meth:`release_source`."""
+        self._holds += 1
+
+    def release_source(self) -> None:
+        """Undo one :meth:`hold_source`; the source is pulled again once no hold is left."""
+        self._holds -= 1
+        if not self._holds:
+            self._wake_producer()
+
     def has_room(self) -> bool:
         """Whether a pumped source may pull another item now."""
+        if self._holds:
+            return False
         buffered = len(self._items)
         if buffered < self._limit:
             return True
@@ -193,11 +222,17 @@ class Handoff(ObjectReceiveStream[T], Generic[T]):
         """False once the pipe ended or the consumer closed its end."""
         return not (self._ended or self._closed)
 
+    def _fail(self, error: Exception) -> None:
+        """The producer side failed (here: overflow); a pipe also stops its work."""
+        self.finish(error)
+
     def finish(self, error: BaseException | None = None) -> None:
         """End the stream: the consumer gets the buffered items, then ``error`` or the end."""
         if self._ended:
             return
         self._ended = True
+        # Every later put() now takes the overflow path, which ignores items after the end.
+        self._capacity = 0
         self._error = error
         self._wake_consumer()
         self._wake_producer()

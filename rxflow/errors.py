@@ -22,7 +22,7 @@ class SourceOverflowError(RxflowError):
     """A source that cannot be paused pushed more items than its overflow buffer holds.
 
     Raised to the consumer of a pipe whose ``overflow`` policy is
-    ``Overflow.buffer(n)``, after the items that fit were delivered.
+    ``"error"``, after the items that fit were delivered.
     """
 
 

@@ -18,13 +18,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeAlias, TypeVar, overload
 
 import anyio
+import anyio.lowlevel
 import attrs
 from anyio.abc import TaskStatus
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from rxflow._handoff import OVERFLOW_POLICIES, Handoff, OverflowPolicy
-from rxflow.errors import WrongThreadError
+from rxflow.errors import SourceOverflowError, WrongThreadError
 from rxflow.scheduler import AnyioScheduler
 
 T = TypeVar("T")
@@ -39,6 +40,9 @@ a connector), a plain iterable, or a ``reactivex.Observable``."""
 Operator: TypeAlias = Callable[[Observable[Any]], Observable[Any]]
 
 DEFAULT_MAX_BUFFER_SIZE = 128
+
+# The pump yields to the event loop at least this often, whatever the source does.
+_PULLS_PER_CHECKPOINT = 64
 
 
 @attrs.frozen
@@ -74,7 +78,18 @@ class _Inlet(Observable[T]):
         self._ended = False
         self._error: Exception | None = None
         self._thread = threading.get_ident()
+        self._observed: anyio.Event | None = None
         self.admitted = 0
+
+    async def wait_for_observer(self) -> None:
+        """Return once the chain has subscribed here.
+
+        Some operators (``catch``, ``concat``) subscribe to their source from a scheduled
+        action rather than at once; an item pushed before that would reach nobody.
+        """
+        if not self._observers and not self._ended:
+            self._observed = anyio.Event()
+            await self._observed.wait()
 
     def _subscribe_core(
         self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
@@ -86,6 +101,8 @@ class _Inlet(Observable[T]):
                 observer.on_completed()
             return Disposable()
         self._observers.append(observer)
+        if self._observed is not None:
+            self._observed.set()
         if self._pushed is not None and self._upstream is None:
             self._upstream = self._pushed.subscribe(
                 self._on_pushed, self.on_error, self.on_completed, scheduler=scheduler
@@ -109,7 +126,11 @@ class _Inlet(Observable[T]):
 
     def on_next(self, item: T) -> None:
         self.admitted += 1
-        for observer in self._observers:
+        observers = self._observers
+        if len(observers) == 1:  # the usual case: the operator chain
+            observers[0].on_next(item)
+            return
+        for observer in observers:
             observer.on_next(item)
 
     def on_error(self, error: Exception) -> None:
@@ -135,25 +156,6 @@ class _Inlet(Observable[T]):
         upstream, self._upstream = self._upstream, None
         if upstream is not None:
             upstream.dispose()
-
-
-class _PullFromIterable:
-    """``__anext__`` for a plain iterable, so the pump has one loop for both kinds."""
-
-    def __init__(self, iterable: Iterable[Any]) -> None:
-        self._iterator = iter(iterable)
-        self._next = self._iterator.__next__
-
-    async def __call__(self) -> Any:
-        try:
-            return self._next()
-        except StopIteration:
-            raise StopAsyncIteration from None
-
-    def close(self) -> None:
-        close = getattr(self._iterator, "close", None)
-        if close is not None:
-            close()
 
 
 class Pipe(Handoff[T]):
@@ -220,7 +222,9 @@ class Pipe(Handoff[T]):
         try:
             async with anyio.create_task_group() as task_group:
                 self._scope = task_group.cancel_scope
-                scheduler = AnyioScheduler(task_group, on_error=self._fail, pace=self.wait_for_room)
+                scheduler = AnyioScheduler(
+                    task_group, on_error=self._fail, pace=self._pace, source_gate=self
+                )
                 self._subscription = self._chain.subscribe(
                     self.put, self._on_chain_error, self._on_chain_completed, scheduler=scheduler
                 )
@@ -234,63 +238,113 @@ class Pipe(Handoff[T]):
             if self._subscription is not None:
                 self._subscription.dispose()
 
+    async def _pace(self) -> None:
+        """What async sources inside the chain await between items (``scheduler.pace``)."""
+        await self.wait_for_room()
+        if not self.is_open:
+            # The pipe is over and its tasks are cancelled: let this one see it, instead of
+            # returning at once forever to a source that never awaits.
+            await anyio.lowlevel.checkpoint()
+
     async def aclose(self) -> None:
         """Stop reading: buffered outputs are discarded and the pipe's work is cancelled."""
-        await super().aclose()
+        self._close()
         self._cancel_tasks()
 
     def _shut_down(self) -> None:
         """The consumer left ``open_pipe``: cancel every task and close the stream."""
-        self._closed = True
-        self._items.clear()
+        self._close()
         if self._scope is not None:
             self._scope.cancel()
 
     async def _pump(self) -> None:
         source = self._source
-        if isinstance(source, AsyncIterable):
-            iterator: Any = aiter(source)
-            pull: Callable[[], Awaitable[Any]] = iterator.__anext__
-        else:
-            assert not isinstance(source, Observable)  # subscribed, never pumped
-            pull = _PullFromIterable(source)
-            iterator = pull
-        inlet = self._inlet
-        items = self._items
-        limit = self._limit
+        assert not isinstance(source, Observable)  # subscribed, never pumped
+        iterator: Any = aiter(source) if isinstance(source, AsyncIterable) else iter(source)
+        finished = True  # also when stop() cancels the pulling: the chain then completes
         try:
             with anyio.CancelScope() as self._pull_scope:
                 if self._stop_requested:
                     self._pull_scope.cancel()
-                while True:
-                    if len(items) >= limit and not self.has_room():
-                        await self.wait_for_room()
-                        if self._ended or self._closed:
-                            return
-                        continue
-                    try:
-                        item = await pull()
-                    except StopAsyncIteration:
-                        break
-                    except Exception as error:
-                        self._source_error = error
-                        inlet.on_error(error)
-                        return
-                    try:
-                        inlet.on_next(item)
-                    except Exception as error:
-                        self._fail(error)
-                        return
-                    if self._ended or self._closed:
-                        return
-            if not (self._ended or self._closed):
+                await self._inlet.wait_for_observer()
+                if isinstance(source, AsyncIterable):
+                    finished = await self._pump_async(iterator.__anext__)
+                else:
+                    finished = await self._pump_sync(iterator.__next__)
+            if finished is not False and not (self._ended or self._closed):
                 try:
-                    inlet.on_completed()
+                    self._inlet.on_completed()
                 except Exception as error:
                     self._fail(error)
         finally:
             with anyio.CancelScope(shield=True):
                 await _close_iterator(iterator)
+
+    # The two pump loops are the hot path: one pull, one push, a room check per item.
+    # They differ only in how they pull; the sync one avoids a coroutine per item. Each
+    # returns False if the pipe ended while pumping, True when the source is exhausted.
+
+    async def _pump_async(self, pull: Callable[[], Awaitable[Any]]) -> bool:
+        emit, items, limit = self._inlet.on_next, self._items, self._limit
+        countdown = _PULLS_PER_CHECKPOINT
+        while True:
+            if (len(items) >= limit or self._holds) and not self.has_room():
+                await self.wait_for_room()
+                if self._ended or self._closed:
+                    return False
+                continue
+            try:
+                item = await pull()
+            except StopAsyncIteration:
+                return True
+            except Exception as error:
+                self._source_failed(error)
+                return False
+            try:
+                emit(item)
+            except Exception as error:
+                self._fail(error)
+                return False
+            if self._ended or self._closed:
+                return False
+            countdown -= 1
+            if not countdown:
+                # A source that never awaits, feeding operators that hold or drop items
+                # (filter, delay), would otherwise never let other tasks run.
+                countdown = _PULLS_PER_CHECKPOINT
+                await anyio.lowlevel.checkpoint()
+
+    async def _pump_sync(self, pull: Callable[[], Any]) -> bool:
+        emit, items, limit = self._inlet.on_next, self._items, self._limit
+        countdown = _PULLS_PER_CHECKPOINT
+        while True:
+            if (len(items) >= limit or self._holds) and not self.has_room():
+                await self.wait_for_room()
+                if self._ended or self._closed:
+                    return False
+                continue
+            try:
+                item = pull()
+            except StopIteration:
+                return True
+            except Exception as error:
+                self._source_failed(error)
+                return False
+            try:
+                emit(item)
+            except Exception as error:
+                self._fail(error)
+                return False
+            if self._ended or self._closed:
+                return False
+            countdown -= 1
+            if not countdown:
+                countdown = _PULLS_PER_CHECKPOINT
+                await anyio.lowlevel.checkpoint()
+
+    def _source_failed(self, error: Exception) -> None:
+        self._source_error = error
+        self._inlet.on_error(error)
 
     # -- the end of the chain ------------------------------------------------------------
 
@@ -299,11 +353,12 @@ class Pipe(Handoff[T]):
         self._cancel_tasks()
 
     def _on_chain_error(self, error: Exception) -> None:
-        origin = "its source" if error is self._source_error else "its operators"
-        error.add_note(
-            f"rxflow: raised by {origin}, this error ended open_pipe(); the items emitted "
-            "before it were delivered"
-        )
+        if not isinstance(error, SourceOverflowError):  # rxflow's own message says it all
+            origin = "its source" if error is self._source_error else "its operators"
+            error.add_note(
+                f"rxflow: raised by {origin}, this error ended open_pipe(); the items "
+                "emitted before it were delivered"
+            )
         self.finish(error)
         self._cancel_tasks()
 
@@ -420,10 +475,9 @@ def open_pipe(
         ...     async with open_pipe(
         ...         numbers(), ops.filter(lambda n: n % 2 == 0), ops.map(lambda n: n * n)
         ...     ) as squares:
-        ...         async for square in squares:
-        ...             print(square, end=" ")
+        ...         print([square async for square in squares])
         >>> anyio.run(main)
-        0 4 16 36 64
+        [0, 4, 16, 36, 64]
     """
     if isinstance(max_buffer_size, bool) or not isinstance(max_buffer_size, int):
         raise TypeError(f"open_pipe(): max_buffer_size must be an int, got {max_buffer_size!r}")

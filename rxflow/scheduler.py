@@ -19,7 +19,7 @@ import itertools
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -32,6 +32,13 @@ from rxflow.errors import WrongThreadError
 _TState = TypeVar("_TState")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class SourceGate(Protocol):
+    """Something that can stop a source being pulled: a pipe's pump."""
+
+    def hold_source(self) -> None: ...
+    def release_source(self) -> None: ...
 
 
 class _Timer(abc.DisposableBase):
@@ -87,6 +94,9 @@ class AnyioScheduler(PeriodicScheduler):
             (:func:`rxflow.from_async_iterable`) between items. :func:`rxflow.open_pipe`
             passes one that waits until its consumer has room, so such sources are paced
             by the consumer. The default only yields to other tasks.
+        source_gate: what :meth:`hold_source` and :meth:`release_source` act on;
+            :func:`rxflow.open_pipe` passes its pump, so that an operator with its hands
+            full (``rxflow.map_async`` at its concurrency) stops the source being pulled.
 
     All scheduling must happen on the event-loop thread; from another thread, hand the
     call over with ``anyio.from_thread.run_sync``.
@@ -110,11 +120,13 @@ class AnyioScheduler(PeriodicScheduler):
         *,
         on_error: Callable[[Exception], None] | None = None,
         pace: Callable[[], Awaitable[None]] | None = None,
+        source_gate: SourceGate | None = None,
     ) -> None:
         super().__init__()
         self._task_group = task_group
         self._on_error = on_error
         self._pace = pace
+        self._source_gate = source_gate
         self._thread = threading.get_ident()
         self._heap: list[tuple[float, int, _Timer]] = []
         self._sequence = itertools.count()
@@ -139,10 +151,24 @@ class AnyioScheduler(PeriodicScheduler):
         else:
             await self._pace()
 
+    def hold_source(self) -> None:
+        """Ask the pipe this scheduler serves to pull no more items until released.
+
+        Outside a pipe (no ``source_gate``) there is nothing to hold and this does nothing.
+        """
+        if self._source_gate is not None:
+            self._source_gate.hold_source()
+
+    def release_source(self) -> None:
+        """Undo one :meth:`hold_source`."""
+        if self._source_gate is not None:
+            self._source_gate.release_source()
+
     def schedule(
         self, action: typing.ScheduledAction[_TState], state: _TState | None = None
     ) -> abc.DisposableBase:
         """Run ``action`` as soon as the timer task gets its turn, after earlier-due actions."""
+        self._check_thread()
         return self._add(anyio.current_time(), action, state)
 
     def schedule_relative(
@@ -152,6 +178,7 @@ class AnyioScheduler(PeriodicScheduler):
         state: _TState | None = None,
     ) -> abc.DisposableBase:
         """Run ``action`` after ``duetime`` (seconds or a ``timedelta``)."""
+        self._check_thread()
         seconds = max(0.0, self.to_seconds(duetime))
         return self._add(anyio.current_time() + seconds, action, state)
 
@@ -162,17 +189,20 @@ class AnyioScheduler(PeriodicScheduler):
         state: _TState | None = None,
     ) -> abc.DisposableBase:
         """Run ``action`` at ``duetime``, a time on this scheduler's clock (see ``now``)."""
+        self._check_thread()
         due = (self.to_datetime(duetime) - _EPOCH).total_seconds()
         return self._add(max(due, anyio.current_time()), action, state)
 
-    def _add(
-        self, due: float, action: typing.ScheduledAction[Any], state: Any
-    ) -> abc.DisposableBase:
+    def _check_thread(self) -> None:
         if threading.get_ident() != self._thread:
             raise WrongThreadError(
                 "AnyioScheduler was used from a thread other than its event loop's; "
                 "hand the call over with anyio.from_thread.run_sync(...)"
             )
+
+    def _add(
+        self, due: float, action: typing.ScheduledAction[Any], state: Any
+    ) -> abc.DisposableBase:
         timer = _Timer(self, due, action, state)
         first = not self._heap or due < self._heap[0][0]
         heapq.heappush(self._heap, (due, next(self._sequence), timer))

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import reactivex
 from anyio.abc import ObjectReceiveStream
 from reactivex import Observable, abc
@@ -27,6 +28,9 @@ from rxflow.pipe import DEFAULT_MAX_BUFFER_SIZE, Pipe, open_pipe
 from rxflow.scheduler import AnyioScheduler
 
 T = TypeVar("T")
+
+# An iterating task yields to the event loop at least this often, whatever its source does.
+_ITEMS_PER_CHECKPOINT = 64
 
 
 def from_async_iterable(
@@ -83,10 +87,17 @@ def from_async_iterable(
         async def iterate() -> None:
             with scope:
                 iterator = aiter(source)
+                items_until_checkpoint = _ITEMS_PER_CHECKPOINT
                 try:
                     async for item in iterator:
                         observer.on_next(item)
                         await pace()
+                        items_until_checkpoint -= 1
+                        if not items_until_checkpoint:
+                            # pace() returns at once while there is room; a source that
+                            # never awaits would otherwise keep the loop to itself.
+                            items_until_checkpoint = _ITEMS_PER_CHECKPOINT
+                            await anyio.lowlevel.checkpoint()
                 except Exception as error:
                     observer.on_error(error)
                     return
