@@ -1,0 +1,445 @@
+"""Windows in event time: assigned by each item's own timestamp, closed by a watermark.
+
+The watermark is the largest timestamp seen minus ``out_of_orderness``: the promise that
+nothing older is still expected. A window ``[start, end)`` is emitted once the watermark
+reaches ``end``. When the source is quiet for ``idle_timeout`` (processing time), event
+time is taken to pass as fast as processing time, so windows still close.
+
+An item is *late* for a window that was already emitted. ``late=`` says what happens:
+
+* ``"drop"``: it is left out of that window, and counted (``late_dropped``);
+* ``"side"``: it is pushed to the operator's ``late_items`` observable, once;
+* ``"update"``: if the window closed less than ``allowed_lateness`` ago (in event time),
+  the window is emitted again with the item, marked ``update=True``; later than that, the
+  item is dropped and counted.
+
+Sessions of one key merge when an item bridges them, as in Beam and Flink.
+
+On completion (and so on a pipe's graceful stop) every open window is emitted, oldest end
+first. On error the error is passed on at once and open windows are discarded: an
+incomplete window is never emitted as if it were whole.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import attrs
+import reactivex
+from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
+from reactivex.scheduler import TimeoutScheduler
+from reactivex.subject import Subject
+
+from rxflow.metrics import StageMetrics
+from rxflow.windows._window import Window
+from rxflow.windows.processing import clock_of
+
+LatePolicy = Literal["drop", "side", "update"]
+LATE_POLICIES: tuple[LatePolicy, ...] = ("drop", "side", "update")
+
+
+@attrs.frozen
+class Aligned:
+    """Tumbling (``every == span``) or sliding windows aligned on multiples of ``every``."""
+
+    span: float
+    every: float
+
+    @property
+    def sliding(self) -> bool:
+        return self.every != self.span
+
+    def windows_for(self, t: float) -> range:
+        """Indexes ``k`` of the windows that hold time ``t``: window ``k`` starts at
+        ``k * every`` and holds ``k * every <= t < k * every + span``."""
+        every = self.every
+        return range(int((t - self.span) // every) + 1, int(t // every) + 1)
+
+
+@attrs.define(eq=False)
+class _Open:
+    """An open (or, for updates, recently closed) window's state."""
+
+    key: Any
+    start: float
+    end: float
+    items: list[Any]
+    order: int
+    emitted: bool = False
+    first: float = 0.0  # sessions: the earliest and latest timestamps in it
+    last: float = 0.0
+    index: int = 0  # aligned windows: start = index * every
+
+
+class EventTimeWindows:
+    """The operator that :func:`rxflow.tumbling`, :func:`rxflow.sliding` and
+    :func:`rxflow.session` return when given ``timestamp=``.
+
+    Attributes:
+        late_items: an observable of the items that were late for a window (``late="side"``).
+        late_dropped: how many (item, window) placements were dropped as late.
+        metrics: a :class:`rxflow.metrics.StageMetrics`; its ``backlog`` is the number of
+            items held in open windows (the operator's state size).
+    """
+
+    def __init__(
+        self,
+        *,
+        timestamp: Callable[[Any], float],
+        key: Callable[[Any], Any] | None,
+        aligned: Aligned | None,
+        gap: float | None,
+        max_duration: float | None,
+        out_of_orderness: float,
+        allowed_lateness: float,
+        idle_timeout: float | None,
+        late: LatePolicy,
+        scheduler: abc.SchedulerBase | None,
+        name: str,
+    ) -> None:
+        self.timestamp = timestamp
+        self.key = key
+        self.aligned = aligned
+        self.gap = gap
+        self.max_duration = max_duration
+        self.out_of_orderness = out_of_orderness
+        self.allowed_lateness = allowed_lateness if late == "update" else 0.0
+        self.idle_timeout = idle_timeout
+        self.late = late
+        self.scheduler = scheduler
+        self.late_items: Subject[Any] = Subject()
+        self.late_dropped = 0
+        self._runs: set[_Run] = set()
+        self.metrics = StageMetrics(name, "window", backlog=self.state_size)
+
+    def state_size(self) -> int:
+        """Items held in windows now, over all subscriptions."""
+        return sum(run.held for run in self._runs)
+
+    def __call__(self, source: Observable[Any]) -> Observable[Window]:
+        def subscribe(
+            observer: abc.ObserverBase[Window], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            chosen = self.scheduler or scheduler or TimeoutScheduler.singleton()
+            run = _Run(self, observer, chosen)
+            self._runs.add(run)
+            # Upstream gets the subscription's own scheduler: the fallback is only this
+            # operator's clock, and would make a synchronous source push from timer threads.
+            upstream = source.subscribe(
+                run.on_next, run.on_error, run.on_completed, scheduler=scheduler
+            )
+            return CompositeDisposable(upstream, run.idle_timer, Disposable(run.dispose))
+
+        return reactivex.create(subscribe)
+
+
+class _Run:
+    """One subscription: open windows, the watermark, and what closes windows."""
+
+    def __init__(
+        self,
+        spec: EventTimeWindows,
+        observer: abc.ObserverBase[Window],
+        scheduler: abc.SchedulerBase,
+    ) -> None:
+        self.spec = spec
+        self.observer = observer
+        self.scheduler = scheduler
+        # Aligned windows by key, then by index (an int: cheaper to hash than a start time).
+        self.windows: dict[Any, dict[int, _Open]] = {}
+        self.sessions: dict[Any, list[_Open]] = {}  # sessions by key
+        self.closing: list[tuple[float, int, _Open]] = []  # (end, order, window) heap
+        self.forgetting: list[tuple[float, int, _Open]] = []  # closed, kept for updates
+        self.order = itertools.count()
+        self.max_seen = -math.inf
+        self.watermark = -math.inf
+        self.last_arrival = 0.0
+        self.held = 0
+        self.ended = False
+        self.idle_timer = SerialDisposable()
+        self.now = clock_of(scheduler)
+
+    # -- items ---------------------------------------------------------------------------
+
+    def on_next(self, item: Any) -> None:
+        # The hot path of every event-time window: kept to plain local operations.
+        if self.ended:
+            return
+        spec = self.spec
+        t = spec.timestamp(item)
+        kind = type(t)
+        if (kind is not float and kind is not int) or t != t:  # t != t: NaN
+            self._check_timestamp(item, t)
+            if self.ended:
+                return
+        key = spec.key(item) if spec.key is not None else None
+        spec.metrics.received += 1
+        aligned = spec.aligned
+        if aligned is None:
+            missed_a_window = not self._place_in_session(item, key, t)
+        else:
+            missed_a_window = False
+            by_index = self.windows.get(key)
+            if by_index is None:
+                by_index = self.windows[key] = {}
+            # Tumbling windows (every == span): exactly one index, no range to build.
+            indexes = aligned.windows_for(t) if aligned.sliding else (int(t // aligned.every),)
+            for index in indexes:
+                window = by_index.get(index)
+                if window is not None and not window.emitted:
+                    window.items.append(item)
+                    self.held += 1
+                elif not self._place(item, key, index, window):
+                    missed_a_window = True
+        if missed_a_window and spec.late == "side":
+            spec.late_items.on_next(item)
+        if t > self.max_seen:
+            self.max_seen = t
+            self._advance(t - spec.out_of_orderness)
+        if spec.idle_timeout is not None:
+            self.last_arrival = self.now()
+            if self.idle_timer.disposable is None:
+                self._arm_idle_timer(spec.idle_timeout)
+
+    def _check_timestamp(self, item: Any, t: Any) -> None:
+        """Refuse a timestamp that is not a number (ints and floats pass the fast check;
+        other real numbers, such as Decimal or numpy floats, are accepted here)."""
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or math.isnan(t):
+            self.on_error(
+                TypeError(
+                    f"the timestamp function returned {t!r} for item {item!r}; it must "
+                    "return a number (seconds, in the event's own time)"
+                )
+            )
+
+    def _place(self, item: Any, key: Any, index: int, window: _Open | None) -> bool:
+        """Put ``item`` in aligned window ``index`` of ``key`` (``window``, if it exists,
+        was emitted already); False if the item was late for it."""
+        aligned = self.spec.aligned
+        assert aligned is not None
+        start = index * aligned.every
+        end = start + aligned.span
+        if window is None:
+            if end <= self.watermark:
+                self._late_without_window(item, key, start, end)
+                return False
+            window = _Open(key, start, end, [], next(self.order), index=index)
+            self.windows[key][index] = window
+            heapq.heappush(self.closing, (end, window.order, window))
+            window.items.append(item)
+            self.held += 1
+            return True
+        self._late_for(window, item)
+        return False
+
+    def _place_in_session(self, item: Any, key: Any, t: float) -> bool:
+        spec = self.spec
+        gap = spec.gap
+        assert gap is not None
+        sessions = self.sessions.setdefault(key, [])
+        touching = [s for s in sessions if t < s.last + gap and s.first < t + gap]
+        if len(touching) == 1 and not touching[0].emitted:
+            return self._extend(touching[0], item, t)
+        open_ones = [s for s in touching if not s.emitted]
+        closed_ones = [s for s in touching if s.emitted]
+        if not open_ones and t + gap <= self.watermark:
+            if closed_ones:
+                self._late_for(closed_ones[0], item, t)
+            else:
+                self._late_without_window(item, key, t, t + gap)
+            return False
+        first = min([t, *(s.first for s in open_ones)])
+        last = max([t, *(s.last for s in open_ones)])
+        if spec.max_duration is not None and last + gap - first > spec.max_duration:
+            self._start_session(item, t)  # would run too long: a session of its own
+            return True
+        session = self._start_session(item, t, merging=open_ones)
+        session.first, session.last = first, last
+        session.start, session.end = first, last + gap
+        return True
+
+    def _start_session(self, item: Any, t: float, merging: Iterable[_Open] = ()) -> _Open:
+        """A new session holding ``item`` (after the items of the sessions it merges)."""
+        gap = self.spec.gap
+        assert gap is not None
+        key = self.spec.key(item) if self.spec.key is not None else None
+        sessions = self.sessions.setdefault(key, [])
+        session = _Open(key, t, t + gap, [], next(self.order), first=t, last=t)
+        for merged in sorted(merging, key=lambda s: s.order):
+            session.items.extend(merged.items)
+            sessions.remove(merged)
+        session.items.append(item)
+        self.held += 1
+        sessions.append(session)
+        heapq.heappush(self.closing, (session.end, session.order, session))
+        return session
+
+    def _extend(self, session: _Open, item: Any, t: float) -> bool:
+        """The common case: ``item`` falls in one open session, which grows in place. Its
+        entry in the closing heap keeps the old end; :meth:`_advance` pushes it again."""
+        gap = self.spec.gap
+        assert gap is not None
+        first, last = min(session.first, t), max(session.last, t)
+        max_duration = self.spec.max_duration
+        if max_duration is not None and last + gap - first > max_duration:
+            self._start_session(item, t)
+            return True
+        session.first, session.last = first, last
+        session.start, session.end = first, last + gap
+        session.items.append(item)
+        self.held += 1
+        return True
+
+    # -- late items ----------------------------------------------------------------------
+
+    def _late_for(self, window: _Open, item: Any, t: float | None = None) -> None:
+        """``item`` belongs to ``window``, which was emitted already."""
+        if self.spec.late == "update" and window.end + self.spec.allowed_lateness > self.watermark:
+            window.items.append(item)
+            self.held += 1
+            if t is not None:  # a session: it may grow at either end
+                window.first, window.last = min(window.first, t), max(window.last, t)
+                window.start, window.end = window.first, window.last + (self.spec.gap or 0.0)
+            self._emit(window, update=True)
+        elif self.spec.late != "side":  # a side output got the item already
+            self._count_late_drop()
+
+    def _late_without_window(self, item: Any, key: Any, start: float, end: float) -> None:
+        """``item`` belongs to a window that closed and is forgotten (or never held items)."""
+        if self.spec.late == "update" and end + self.spec.allowed_lateness > self.watermark:
+            window = _Open(key, start, end, [item], next(self.order), first=start, last=start)
+            self.held += 1
+            self._keep_for_updates(window)
+            aligned = self.spec.aligned
+            if aligned is not None:
+                window.index = round(start / aligned.every)
+                self.windows.setdefault(key, {})[window.index] = window
+            else:
+                self.sessions.setdefault(key, []).append(window)
+            self._emit(window, update=True)
+        elif self.spec.late != "side":
+            self._count_late_drop()
+
+    def _count_late_drop(self) -> None:
+        self.spec.late_dropped += 1
+        self.spec.metrics.dropped += 1
+
+    # -- the watermark -------------------------------------------------------------------
+
+    def _advance(self, watermark: float) -> None:
+        if watermark <= self.watermark:
+            return
+        self.watermark = watermark
+        closing = self.closing
+        while closing and closing[0][0] <= watermark:
+            end, order, window = heapq.heappop(closing)
+            if window.emitted or not self._is_current(window):
+                continue  # merged into another session since this entry was pushed
+            if window.end > end:  # a session that grew: it closes later
+                heapq.heappush(closing, (window.end, order, window))
+                continue
+            self._emit(window, update=False)
+            self._keep_for_updates(window)
+        forgetting = self.forgetting
+        lateness = self.spec.allowed_lateness
+        while forgetting and forgetting[0][0] + lateness <= watermark:
+            _, _, window = heapq.heappop(forgetting)
+            self._forget(window)
+
+    def _is_current(self, window: _Open) -> bool:
+        if self.spec.aligned is not None:
+            by_index = self.windows.get(window.key)
+            return by_index is not None and by_index.get(window.index) is window
+        return window in self.sessions.get(window.key, ())
+
+    def _keep_for_updates(self, window: _Open) -> None:
+        window.emitted = True
+        if self.spec.late == "update" and self.spec.allowed_lateness > 0:
+            heapq.heappush(self.forgetting, (window.end, window.order, window))
+        else:
+            self._forget(window)
+
+    def _forget(self, window: _Open) -> None:
+        self.held -= len(window.items)
+        window.items = []
+        if self.spec.aligned is not None:
+            by_index = self.windows.get(window.key)
+            if by_index is not None and by_index.get(window.index) is window:
+                del by_index[window.index]
+                if not by_index:  # an idle key costs nothing
+                    del self.windows[window.key]
+        else:
+            sessions = self.sessions.get(window.key)
+            if sessions is not None and window in sessions:
+                sessions.remove(window)
+                if not sessions:
+                    del self.sessions[window.key]
+
+    def _emit(self, window: _Open, *, update: bool) -> None:
+        self.spec.metrics.emitted += 1
+        self.observer.on_next(
+            Window(window.key, window.start, window.end, tuple(window.items), update=update)
+        )
+
+    # -- idleness ------------------------------------------------------------------------
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        self.idle_timer.disposable = self.scheduler.schedule_relative(delay, self._on_idle_timer)
+
+    def _on_idle_timer(self, scheduler: abc.SchedulerBase, state: Any = None) -> None:
+        timeout = self.spec.idle_timeout
+        assert timeout is not None
+        self.idle_timer.disposable = None
+        if self.ended:
+            return
+        quiet_for = self.now() - self.last_arrival
+        if quiet_for < timeout:
+            self._arm_idle_timer(timeout - quiet_for)
+            return
+        # Quiet long enough: let event time pass as fast as processing time since the
+        # last item, and wake again when that closes the next window.
+        self._advance(self.max_seen - self.spec.out_of_orderness + quiet_for)
+        if self.closing:
+            self._arm_idle_timer(max(self.closing[0][0] - self.watermark, 0.0))
+
+    # -- the end -------------------------------------------------------------------------
+
+    def on_completed(self) -> None:
+        if self.ended:
+            return
+        # Every open window, oldest end first; a session may have several heap entries.
+        pending = {id(entry[2]): entry[2] for entry in self.closing}.values()
+        for window in sorted(pending, key=lambda window: (window.end, window.order)):
+            if not window.emitted and self._is_current(window):
+                self._emit(window, update=False)
+                window.emitted = True
+        self._finish()
+        if self.spec.late == "side":
+            self.spec.late_items.on_completed()
+        self.observer.on_completed()
+
+    def on_error(self, error: Exception) -> None:
+        if self.ended:
+            return
+        self._finish()
+        self.observer.on_error(error)
+
+    def _finish(self) -> None:
+        self.ended = True
+        self.idle_timer.dispose()
+        self.windows.clear()
+        self.sessions.clear()
+        self.closing.clear()
+        self.forgetting.clear()
+        self.held = 0
+        self.spec._runs.discard(self)
+
+    def dispose(self) -> None:
+        if not self.ended:
+            self._finish()
