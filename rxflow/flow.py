@@ -1,0 +1,480 @@
+"""``Flow``: sources, operators and sinks run as one unit that a service can start, watch
+and stop without losing data.
+
+A flow is one :func:`rxflow.open_pipe` with the plumbing around it:
+
+* fan-in: several sources are merged fairly (a source that is always ready does not starve
+  the others: waiting sources are served in turn, and under trio, which shuffles ready
+  tasks, a ready source waits at most two turns);
+* fan-out: every sink gets every output. By default the slowest sink sets the pace of the
+  whole flow; a sink given an ``overflow=`` policy gets a buffer of its own instead and
+  drops (counted) when it falls behind;
+* sinks confirm: an item counts as written when the sink's call returned. A failing sink
+  call goes to the sink's error strategy (:mod:`rxflow.strategies`);
+* graceful stop (:meth:`FlowHandle.stop`): no source is read any more, the operators see
+  completion so windows flush, every sink drains and confirms what it was given, then the
+  flow ends. Every item a source handed over is then written, or dropped by a policy you
+  chose, or dead-lettered, or skipped: each counted in :meth:`FlowHandle.snapshot`.
+* abort (:meth:`FlowHandle.abort`): everything is cancelled at once; nothing keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from reactivex import Observable
+
+from rxflow._handoff import OVERFLOW_POLICIES, OverflowPolicy
+from rxflow.errors import RxflowError, SourceOverflowError
+from rxflow.metrics import FlowSnapshot, StageMetrics
+from rxflow.pipe import DEFAULT_MAX_BUFFER_SIZE, Operator, Pipe, open_pipe
+from rxflow.strategies import (
+    FAIL_FAST,
+    SKIPPED,
+    ErrorStrategy,
+    call_with_strategy,
+    check_strategy,
+)
+
+logger = logging.getLogger("rxflow")
+
+SinkTarget = Callable[[Any], Awaitable[object] | object] | anyio.abc.ObjectSendStream[Any]
+"""A sink: a function (sync or async) called with each item or batch, or an anyio send
+stream. Its call returning is its confirmation."""
+
+
+class FlowStateError(RxflowError, RuntimeError):
+    """A flow was used in a way its state does not allow (started twice, run without a
+    source or a sink)."""
+
+
+@attrs.define
+class _Source:
+    items: AsyncIterable[Any] | Iterable[Any]
+    metrics: StageMetrics
+
+
+@attrs.define
+class _Sink:
+    target: SinkTarget
+    metrics: StageMetrics
+    on_error: ErrorStrategy
+    batch_size: int | None
+    max_buffer_size: int
+    overflow: OverflowPolicy | None
+
+
+class Flow:
+    """A pipeline to run as a unit: ``Flow(name).source(...).pipe(...).sink(...)``.
+
+    Build it with :meth:`source`, :meth:`pipe` and :meth:`sink` (each returns the flow), then
+    ``await flow.run()`` to run it to the end, or ``flow.start(task_group)`` to embed it in a
+    service and get a :class:`FlowHandle`. A flow runs once.
+
+    Args:
+        name: the flow's name in metrics and logs.
+        max_buffer_size: the pipe's buffer (see :func:`rxflow.open_pipe`).
+        log_every: if given, log a progress line (``logging`` logger ``"rxflow"``, INFO)
+            every this many seconds while the flow runs.
+
+    Example:
+        >>> import anyio
+        >>> from reactivex import operators as ops
+        >>> from rxflow import Flow
+        >>> written = []
+        >>> async def save(batch):
+        ...     written.extend(batch)
+        >>> flow = (
+        ...     Flow("squares")
+        ...     .source(range(5))
+        ...     .pipe(ops.map(lambda n: n * n))
+        ...     .sink(save, batch_size=2)
+        ... )
+        >>> snapshot = anyio.run(flow.run)
+        >>> written, snapshot["save"].emitted
+        ([0, 1, 4, 9, 16], 5)
+    """
+
+    def __init__(
+        self,
+        name: str = "flow",
+        *,
+        max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE,
+        log_every: float | None = None,
+    ) -> None:
+        self.name = name
+        self._max_buffer_size = max_buffer_size
+        self._log_every = log_every
+        self._sources: list[_Source] = []
+        self._operators: list[Operator] = []
+        self._sinks: list[_Sink] = []
+        self._handle: FlowHandle | None = None
+
+    # -- building ------------------------------------------------------------------------
+
+    def source(self, items: AsyncIterable[Any] | Iterable[Any], *, name: str | None = None) -> Flow:
+        """Add a source: an async iterable (a connector, a generator) or a plain iterable.
+
+        Several sources are merged fairly, in the order their items arrive.
+        """
+        if isinstance(items, Observable):
+            raise TypeError(
+                f"Flow.source(): {name or 'this source'} is an Observable, which cannot be "
+                "paused; read it with rxflow.to_async_iterable(observable, overflow=...) and "
+                "pass that, so you choose what happens when it outpaces the flow"
+            )
+        if not isinstance(items, AsyncIterable | Iterable) or isinstance(items, str | bytes):
+            raise TypeError(
+                f"Flow.source(): expected an async iterable or an iterable, got {items!r}"
+            )
+        stage = name or f"source{len(self._sources) + 1}"
+        self._sources.append(_Source(items, self._new_stage(stage, "source")))
+        return self
+
+    def pipe(self, *operators: Operator) -> Flow:
+        """Add ``reactivex`` operators (and rxflow's, such as ``map_async``), in order."""
+        for position, operator in enumerate(operators, start=1):
+            if not callable(operator):
+                raise TypeError(
+                    f"Flow.pipe(): operator {position} is {operator!r}, not an operator"
+                )
+        self._operators.extend(operators)
+        return self
+
+    def sink(
+        self,
+        target: SinkTarget,
+        *,
+        name: str | None = None,
+        on_error: ErrorStrategy = FAIL_FAST,
+        batch_size: int | None = None,
+        max_buffer_size: int = 0,
+        overflow: OverflowPolicy | None = None,
+    ) -> Flow:
+        """Add a sink; every sink gets every output of the operators.
+
+        Args:
+            target: a function (sync or async) called with each item, or with a list of up
+                to ``batch_size`` items; or an anyio ``ObjectSendStream``.
+            name: the sink's name in metrics (default: the function's name).
+            on_error: what a failing call does: ``FailFast()`` ends the flow, ``Skip()``,
+                ``DeadLetter(sink)`` or ``Retry(...)`` (:mod:`rxflow.strategies`).
+            batch_size: hand the sink lists of up to this many items: whatever is waiting
+                when it is ready, never waiting to fill a batch.
+            max_buffer_size: items waiting for this sink at most. Without ``overflow``, a
+                full sink holds back the whole flow (the slowest sink sets the pace).
+            overflow: let this sink fall behind instead: ``"drop_newest"``,
+                ``"drop_oldest"``, ``"latest"`` or ``"error"`` when its buffer is full.
+        """
+        if not (callable(target) or isinstance(target, anyio.abc.ObjectSendStream)):
+            raise TypeError(
+                f"Flow.sink(): expected a function or an anyio ObjectSendStream, got {target!r}"
+            )
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(
+                f"Flow.sink(): batch_size must be None or 1 or more, got {batch_size!r}"
+            )
+        if overflow is not None:
+            if overflow not in OVERFLOW_POLICIES:
+                raise ValueError(
+                    f"Flow.sink(): overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}"
+                )
+            if max_buffer_size < 1:
+                raise ValueError(
+                    "Flow.sink(): a sink with an overflow policy needs max_buffer_size >= 1 "
+                    "to hold what it falls behind by"
+                )
+        stage = name or getattr(target, "__name__", None) or f"sink{len(self._sinks) + 1}"
+        self._sinks.append(
+            _Sink(
+                target,
+                self._new_stage(stage, "sink"),
+                check_strategy(on_error, "Flow.sink()"),
+                batch_size,
+                1 if overflow == "latest" else max_buffer_size,
+                overflow,
+            )
+        )
+        return self
+
+    def _new_stage(self, name: str, kind: str) -> StageMetrics:
+        if name in {stage.name for stage in self._stages()}:
+            raise ValueError(f"Flow: two stages are named {name!r}; pass name= to tell them apart")
+        return StageMetrics(name, kind)
+
+    def _stages(self) -> list[StageMetrics]:
+        operator_stages = [
+            metrics
+            for operator in self._operators
+            if isinstance(metrics := getattr(operator, "metrics", None), StageMetrics)
+        ]
+        return [
+            *(source.metrics for source in self._sources),
+            *operator_stages,
+            *(sink.metrics for sink in self._sinks),
+        ]
+
+    # -- running -------------------------------------------------------------------------
+
+    def start(self, task_group: anyio.abc.TaskGroup) -> FlowHandle:
+        """Start the flow in ``task_group`` (a service's own) and return its handle.
+
+        If the flow fails, its error is raised by :meth:`FlowHandle.wait` and, like any
+        failing task's, fails ``task_group``.
+        """
+        handle = self.prepare()
+        task_group.start_soon(handle.run, name=f"rxflow flow {self.name}")
+        return handle
+
+    async def run(self) -> FlowSnapshot:
+        """Run the flow to its end (its sources exhausted and every sink confirmed) and
+        return its final metrics. An error of a stage that fails fast is raised here."""
+        return await self.prepare().run()
+
+    def prepare(self) -> FlowHandle:
+        """The flow's handle, not started: ``await handle.run()`` runs it where you like,
+        while another task may ``stop()`` or ``abort()`` it."""
+        if self._handle is not None:
+            raise FlowStateError(f"flow {self.name!r} was started already; a Flow runs once")
+        if not self._sources:
+            raise FlowStateError(f"flow {self.name!r} has no source: add one with .source()")
+        if not self._sinks:
+            raise FlowStateError(f"flow {self.name!r} has no sink: add one with .sink()")
+        self._handle = FlowHandle(self)
+        return self._handle
+
+    def snapshot(self) -> FlowSnapshot:
+        """The flow's metrics now: every source, metered operator, the pipe, every sink."""
+        pipe = self._handle._pipe if self._handle is not None else None
+        stages = self._stages()
+        if pipe is not None:
+            stats = pipe.stats()
+            pipe_stage = StageMetrics("pipe", "pipe", backlog=lambda: stats.buffered)
+            pipe_stage.received, pipe_stage.emitted = stats.admitted, stats.delivered
+            pipe_stage.dropped = stats.dropped
+            stages.insert(len(self._sources), pipe_stage)
+        return FlowSnapshot(self.name, tuple(stage.snapshot() for stage in stages))
+
+
+class FlowHandle:
+    """A running flow: stop it gracefully, abort it, wait for it, read its metrics."""
+
+    def __init__(self, flow: Flow) -> None:
+        self._flow = flow
+        self._pipe: Pipe[Any] | None = None
+        self._scope = anyio.CancelScope()
+        self._sources_scope = anyio.CancelScope()
+        self._stop_requested = False
+        self._done = anyio.Event()
+        self._error: BaseException | None = None
+        self.aborted = False
+
+    def stop(self) -> None:
+        """Stop gracefully: read no more from the sources, flush the operators (open
+        windows are emitted), let every sink drain and confirm, then end."""
+        self._stop_requested = True
+        self._sources_scope.cancel()
+        if self._pipe is not None:
+            self._pipe.stop()
+
+    def abort(self) -> None:
+        """Cancel everything now. Items in flight are not written; nothing keeps running."""
+        self.aborted = True
+        self._scope.cancel()
+
+    async def wait(self) -> FlowSnapshot:
+        """Wait for the flow to end; raise its error if it failed; return its metrics."""
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self.snapshot()
+
+    def snapshot(self) -> FlowSnapshot:
+        """The flow's metrics now (see :meth:`Flow.snapshot`)."""
+        return self._flow.snapshot()
+
+    async def run(self) -> FlowSnapshot:
+        """Run the flow to its end here; return its final metrics or raise its error."""
+        await self._run()
+        return self.snapshot()
+
+    async def _run(self) -> None:
+        flow = self._flow
+        logger.info("rxflow: flow %s started", flow.name)
+        try:
+            with self._scope:
+                try:
+                    await self._run_stages()
+                except BaseExceptionGroup as group:
+                    raise _the_one_error(group) from None
+        except Exception as error:
+            self._error = error
+            logger.exception("rxflow: flow %s failed", flow.name)
+            raise
+        finally:
+            self._done.set()
+        state = "aborted" if self.aborted else "ended"
+        logger.info("rxflow: flow %s %s: %s", flow.name, state, self.snapshot().progress_line())
+
+    async def _run_stages(self) -> None:
+        flow = self._flow
+        async with anyio.create_task_group() as tg:
+            source = self._merged_source(tg)
+            async with open_pipe(
+                source, *flow._operators, max_buffer_size=flow._max_buffer_size
+            ) as pipe:
+                self._pipe = pipe
+                if self._stop_requested:
+                    pipe.stop()
+                if flow._log_every:
+                    tg.start_soon(self._log_progress, flow._log_every)
+                await self._fan_out(pipe)
+            tg.cancel_scope.cancel()  # the progress logger, and sources a take() left
+
+    def _merged_source(self, tg: anyio.abc.TaskGroup) -> AsyncIterable[Any]:
+        sources = self._flow._sources
+        if len(sources) == 1:
+            return _counted(sources[0])
+        # Each source's task waits in send() on an unbuffered stream; anyio serves waiting
+        # senders in turn, which is the fairness a merge needs.
+        send, receive = anyio.create_memory_object_stream[Any](0)
+
+        async def forward(source: _Source, send: anyio.abc.ObjectSendStream[Any]) -> None:
+            async with send:
+                async for item in _counted(source):
+                    try:
+                        await send.send(item)
+                    except anyio.BrokenResourceError:
+                        return  # the pipe stopped reading (an operator such as take() ended)
+
+        async def forward_all() -> None:
+            with self._sources_scope:
+                async with send, anyio.create_task_group() as sources_tg:
+                    for source in sources:
+                        sources_tg.start_soon(forward, source, send.clone())
+
+        tg.start_soon(forward_all, name=f"rxflow flow {self._flow.name} sources")
+        return receive
+
+    async def _fan_out(self, pipe: Pipe[Any]) -> None:
+        sinks = self._flow._sinks
+        async with anyio.create_task_group() as tg:
+            branches = []
+            for sink in sinks:
+                send, receive = anyio.create_memory_object_stream[Any](sink.max_buffer_size)
+                sink.metrics.backlog = _backlog_of(receive)
+                branches.append((sink, send, receive))
+                tg.start_soon(_drain_into, sink, receive, name=f"rxflow sink {sink.metrics.name}")
+            try:
+                async for item in pipe:
+                    for sink, send, receive in branches:
+                        sink.metrics.received += 1
+                        if sink.overflow is None:
+                            await send.send(item)
+                        else:
+                            _send_or_overflow(sink, send, receive, item)
+            finally:
+                for _, send, _ in branches:
+                    send.close()
+
+    async def _log_progress(self, every: float) -> None:
+        while True:
+            await anyio.sleep(every)
+            logger.info("rxflow: %s", self.snapshot().progress_line())
+
+
+def _send_or_overflow(
+    sink: _Sink,
+    send: MemoryObjectSendStream[Any],
+    receive: MemoryObjectReceiveStream[Any],
+    item: Any,
+) -> None:
+    try:
+        send.send_nowait(item)
+    except anyio.WouldBlock:
+        pass
+    else:
+        return
+    if sink.overflow == "error":
+        raise SourceOverflowError(
+            f"sink {sink.metrics.name!r} fell more than max_buffer_size="
+            f"{sink.max_buffer_size} items behind; raise its buffer or choose another overflow"
+        )
+    sink.metrics.dropped += 1
+    if sink.overflow == "drop_newest":
+        return
+    receive.receive_nowait()  # drop_oldest, and latest (a buffer of one)
+    send.send_nowait(item)
+
+
+async def _counted(source: _Source) -> AsyncIterator[Any]:
+    metrics = source.metrics
+    if isinstance(source.items, AsyncIterable):
+        iterator = aiter(source.items)
+        try:
+            async for item in iterator:
+                metrics.emitted += 1
+                yield item
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+    else:
+        for item in source.items:
+            metrics.emitted += 1
+            yield item
+
+
+async def _drain_into(sink: _Sink, receive: MemoryObjectReceiveStream[Any]) -> None:
+    """Feed one sink until its branch closes; every item it got is confirmed or handled."""
+    write = _writer(sink.target)
+    async with receive:
+        async for item in receive:
+            if sink.batch_size is None:
+                batch: Any = item
+                count = 1
+            else:
+                batch = [item]
+                while len(batch) < sink.batch_size:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                count = len(batch)
+            outcome = await call_with_strategy(write, batch, sink.on_error, sink.metrics)
+            if outcome is not SKIPPED:
+                sink.metrics.emitted += count
+
+
+def _writer(target: SinkTarget) -> Callable[[Any], Any]:
+    return target.send if isinstance(target, anyio.abc.ObjectSendStream) else target
+
+
+def _backlog_of(receive: MemoryObjectReceiveStream[Any]) -> Callable[[], int]:
+    return lambda: receive.statistics().current_buffer_used
+
+
+def _the_one_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The error a task group failed with, unwrapped when it is the only one, so that a
+    flow raises its stage's own exception rather than a group around it."""
+    errors = [
+        leaf for leaf in _leaves(group) if not isinstance(leaf, anyio.get_cancelled_exc_class())
+    ]
+    if len(errors) > 1:
+        # A stage that failed closed its stream, so its neighbour's send broke: that is a
+        # consequence, not a second error.
+        errors = [error for error in errors if not isinstance(error, anyio.BrokenResourceError)]
+    return errors[0] if len(errors) == 1 else group
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]

@@ -1,0 +1,230 @@
+"""``map_async``: call an async function per item inside an Rx chain, a bounded number at once.
+
+The calls run as tasks of the scheduler's task group (the pipe's, inside
+:func:`rxflow.open_pipe`). At most ``concurrency`` items are in hand at a time, counting
+those whose result waits for an earlier one (``ordered=True``); while the stage is full it
+holds the pipe's source (:meth:`rxflow.AnyioScheduler.hold_source`), so the bound reaches
+the source instead of becoming a queue. Disposing the subscription cancels every call.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+import reactivex
+from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, Disposable
+
+from rxflow.errors import NoTaskGroupError
+from rxflow.metrics import StageMetrics
+from rxflow.scheduler import AnyioScheduler
+from rxflow.strategies import (
+    FAIL_FAST,
+    SKIPPED,
+    ErrorStrategy,
+    call_with_strategy,
+    check_strategy,
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class MapAsync:
+    """The operator :func:`map_async` returns; ``metrics`` counts its calls."""
+
+    def __init__(
+        self,
+        function: Callable[[Any], Awaitable[Any] | Any],
+        concurrency: int,
+        ordered: bool,
+        on_error: ErrorStrategy,
+        name: str,
+    ) -> None:
+        self.function = function
+        self.concurrency = concurrency
+        self.ordered = ordered
+        self.on_error = on_error
+        self.metrics = StageMetrics(name, "map_async")
+
+    def __call__(self, source: Observable[Any]) -> Observable[Any]:
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            if not isinstance(scheduler, AnyioScheduler):
+                raise NoTaskGroupError(
+                    f"map_async({self.metrics.name}) needs a task group for its calls: use it "
+                    "inside rxflow.open_pipe(...), or subscribe with "
+                    "scheduler=rxflow.AnyioScheduler(task_group)"
+                )
+            run = _Run(self, observer, scheduler)
+            upstream = source.subscribe(
+                run.on_next, run.on_error, run.on_completed, scheduler=scheduler
+            )
+            return CompositeDisposable(upstream, Disposable(run.dispose))
+
+        return reactivex.create(subscribe)
+
+
+class _Run:
+    """One subscription of a :class:`MapAsync`: the items in hand and their tasks."""
+
+    def __init__(
+        self, stage: MapAsync, observer: abc.ObserverBase[Any], scheduler: AnyioScheduler
+    ) -> None:
+        self.stage = stage
+        self.observer = observer
+        self.scheduler = scheduler
+        self.metrics = stage.metrics
+        self.waiting: deque[tuple[int, Any]] = deque()  # admitted, no call started yet
+        self.results: dict[int, Any] = {}  # finished, waiting for an earlier one (ordered)
+        self.next_sequence = 0
+        self.next_to_emit = 0
+        self.in_hand = 0  # admitted and not yet emitted (or skipped)
+        self.running = 0
+        self.holding = False
+        self.upstream_done = False
+        self.ended = False
+        self.scopes: set[anyio.CancelScope] = set()
+
+    # -- from upstream -------------------------------------------------------------------
+
+    def on_next(self, item: Any) -> None:
+        if self.ended:
+            return
+        self.metrics.received += 1
+        self.waiting.append((self.next_sequence, item))
+        self.next_sequence += 1
+        self.in_hand += 1
+        self._update_hold()
+        self._start_calls()
+
+    def on_error(self, error: Exception) -> None:
+        self._end()
+        self.observer.on_error(error)
+
+    def on_completed(self) -> None:
+        self.upstream_done = True
+        self._complete_if_done()
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def _start_calls(self) -> None:
+        while self.waiting and self.running < self.stage.concurrency:
+            sequence, item = self.waiting.popleft()
+            self.running += 1
+            scope = anyio.CancelScope()
+            self.scopes.add(scope)
+            self.scheduler.task_group.start_soon(
+                self._call, sequence, item, scope, name=f"rxflow map_async {self.metrics.name}"
+            )
+
+    async def _call(self, sequence: int, item: Any, scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                result = await call_with_strategy(
+                    self.stage.function, item, self.stage.on_error, self.metrics
+                )
+            except Exception as error:
+                if not self.ended:
+                    self._end()
+                    self.observer.on_error(error)
+                return
+            finally:
+                self.scopes.discard(scope)
+                self.running -= 1
+            if self.ended:
+                return
+            self._finished(sequence, result)
+            self._start_calls()
+            self._complete_if_done()
+
+    def _finished(self, sequence: int, result: Any) -> None:
+        if not self.stage.ordered:
+            self._emit(result)
+        else:
+            self.results[sequence] = result
+            while self.next_to_emit in self.results:
+                self._emit(self.results.pop(self.next_to_emit))
+                self.next_to_emit += 1
+        self._update_hold()
+
+    def _emit(self, result: Any) -> None:
+        self.in_hand -= 1
+        if result is not SKIPPED:
+            self.metrics.emitted += 1
+            self.observer.on_next(result)
+
+    def _update_hold(self) -> None:
+        full = self.in_hand >= self.stage.concurrency
+        if full and not self.holding:
+            self.holding = True
+            self.scheduler.hold_source()
+        elif not full and self.holding:
+            self.holding = False
+            self.scheduler.release_source()
+
+    def _complete_if_done(self) -> None:
+        if self.upstream_done and not self.in_hand and not self.ended:
+            self._end()
+            self.observer.on_completed()
+
+    def _end(self) -> None:
+        self.ended = True
+        if self.holding:
+            self.holding = False
+            self.scheduler.release_source()
+
+    def dispose(self) -> None:
+        self._end()
+        for scope in list(self.scopes):
+            scope.cancel()
+
+
+def map_async(
+    function: Callable[[T], Awaitable[R] | R],
+    *,
+    concurrency: int = 1,
+    ordered: bool = True,
+    on_error: ErrorStrategy = FAIL_FAST,
+    name: str | None = None,
+) -> Callable[[Observable[T]], Observable[R]]:
+    """An operator that calls ``function`` (async, or plain) on each item, up to
+    ``concurrency`` items at a time, and emits the results.
+
+    Args:
+        function: called with each item; an awaitable result is awaited.
+        concurrency: the most items in hand at once (being called, or finished and waiting
+            for an earlier item when ``ordered``). Inside a pipe, a full stage holds the
+            source.
+        ordered: emit results in input order (a slow item holds back later ones), or as
+            they finish.
+        on_error: what a failing call does (:mod:`rxflow.strategies`): ``FailFast()``
+            ends the pipeline, ``Skip()``, ``DeadLetter(sink)`` or ``Retry(...)``.
+        name: the stage's name in metrics, logs and error notes (default: the function's).
+
+    Example:
+        >>> import anyio
+        >>> from rxflow import map_async, open_pipe
+        >>> async def lookup(user_id):
+        ...     await anyio.sleep(0.01 * (3 - user_id))  # later ids answer sooner
+        ...     return f"user-{user_id}"
+        >>> async def main():
+        ...     async with open_pipe([1, 2, 3], map_async(lookup, concurrency=3)) as users:
+        ...         print([user async for user in users])
+        >>> anyio.run(main)
+        ['user-1', 'user-2', 'user-3']
+    """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(
+            f"map_async(): concurrency must be an int of 1 or more, got {concurrency!r}"
+        )
+    if not callable(function):
+        raise TypeError(f"map_async(): function must be callable, got {function!r}")
+    strategy = check_strategy(on_error, "map_async()")
+    stage_name = name or getattr(function, "__name__", None) or repr(function)
+    return MapAsync(function, concurrency, ordered, strategy, stage_name)
