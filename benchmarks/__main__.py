@@ -1,0 +1,49 @@
+"""Run the benchmarks: ``python -m benchmarks [--quick] [--only CASE ...]``.
+
+Prints one JSON object per line, as each case finishes, with at least ``name``,
+``backend``, ``items``, ``rxflow_per_s``, ``baseline``, ``baseline_per_s`` and ``ratio``
+(rxflow / baseline); memory cases add ``peak_rss_mb``. ``--quick`` runs each case in
+seconds; without it, the full sizes run (millions of items).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import chart, core, peers, windows
+
+Case = Callable[[bool], Iterable[dict[str, Any]]]
+
+RESULTS = Path(__file__).parent / "results"
+
+CASES: dict[str, Case] = {**core.CASES, **windows.CASES, **peers.CASES}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, seconds per case")
+    parser.add_argument("--only", nargs="+", choices=sorted(CASES), help="run these cases")
+    parser.add_argument(
+        "--save", action="store_true",
+        help="also write benchmarks/results/latest.jsonl and latest.png (the chart)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    rows = []
+    for name in args.only or CASES:
+        for result in CASES[name](args.quick):
+            print(json.dumps(result), flush=True)
+            rows.append(result)
+    if args.save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "latest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if chart.draw(rows, RESULTS / "latest.png"):
+            print(f"chart: {RESULTS / 'latest.png'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
