@@ -10,18 +10,34 @@ a slow consumer slows the source instead of filling memory::
 
 from rxflow import errors
 from rxflow._handoff import OverflowPolicy
+from rxflow.flow import Flow, FlowHandle
+from rxflow.map_async import map_async
 from rxflow.pipe import Pipe, PipeStats, open_pipe
 from rxflow.scheduler import AnyioScheduler
 from rxflow.sources import from_async_iterable, from_stream, to_async_iterable
+from rxflow.strategies import DeadLetter, FailFast, Failure, Retry, Skip
+from rxflow.windows import Window, session, sliding, tumbling
 
 __all__ = [
     "AnyioScheduler",
+    "DeadLetter",
+    "FailFast",
+    "Failure",
+    "Flow",
+    "FlowHandle",
     "OverflowPolicy",
     "Pipe",
     "PipeStats",
+    "Retry",
+    "Skip",
+    "Window",
     "errors",
     "from_async_iterable",
     "from_stream",
+    "map_async",
     "open_pipe",
+    "session",
+    "sliding",
     "to_async_iterable",
+    "tumbling",
 ]
