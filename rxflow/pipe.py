@@ -42,7 +42,7 @@ Operator: TypeAlias = Callable[[Observable[Any]], Observable[Any]]
 DEFAULT_MAX_BUFFER_SIZE = 128
 
 # The pump yields to the event loop at least this often, whatever the source does.
-_PULLS_PER_CHECKPOINT = 64
+_PULLS_PER_CHECKPOINT = 128
 
 
 @attrs.frozen
