@@ -40,3 +40,15 @@ class WrongThreadError(RxflowError, RuntimeError):
     Rx callbacks in rxflow run on the event-loop thread. From another thread, hand the call
     over with ``anyio.from_thread.run_sync(...)``.
     """
+
+
+class DecodeError(RxflowError, ValueError):
+    """A connector's codec rejected a record and the decode policy is ``"raise"``.
+
+    The message names the source and the record; ``__cause__`` is the codec's exception.
+    Pass ``on_decode_error="skip"`` or ``"dead_letter"`` to set such records aside instead.
+    """
+
+
+class ServiceUnavailableError(RxflowError, ConnectionError):
+    """A connector could not reach its server (the message names the service and address)."""

@@ -1,0 +1,96 @@
+"""``Message``: what a connector source yields, and the handle that settles it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+class Settlement:
+    """How a message is acknowledged to the system it came from, once.
+
+    Connectors subclass it and implement :meth:`_ack` and :meth:`_nack` with their client
+    (``XACK``, ``msg.ack()``, ``basic_ack``...). Settling twice is a no-op, so the flow's
+    delivery tracking and a user who acks by hand never ack a message twice.
+    """
+
+    __slots__ = ("settled",)
+
+    def __init__(self) -> None:
+        self.settled: str | None = None  # "ack" or "nack" once settled
+
+    async def ack(self) -> None:
+        if self.settled is None:
+            self.settled = "ack"
+            await self._ack()
+
+    async def nack(self, *, requeue: bool = True) -> None:
+        if self.settled is None:
+            self.settled = "nack"
+            await self._nack(requeue)
+
+    async def _ack(self) -> None:
+        """Tell the source system the message is done with (override)."""
+
+    async def _nack(self, requeue: bool) -> None:
+        """Tell the source system the message failed (override; default: leave it to the
+        system's redelivery timeout)."""
+
+
+@attrs.frozen
+class Message(Generic[T]):
+    """One record from a connector: its decoded value and where it came from.
+
+    Args:
+        value: the record, decoded by the source's codec.
+        key: the record's key or subject, if the system has one (a Redis stream id, a NATS
+            subject, an MQTT topic, a RabbitMQ routing key).
+        headers: string headers, when the system carries them.
+        timestamp: when the system received the record (seconds since the epoch), if known.
+        source: which connector produced it, for logs and dead letters (``"redis:orders"``).
+
+    ``await message.ack()`` settles it by hand. Inside a :class:`rxflow.Flow` you do not
+    need to: the flow acks each source message once what was derived from it has been
+    confirmed by every sink (see :mod:`rxflow.connectors`).
+
+    Example:
+        >>> from rxflow.connectors import Message
+        >>> message = Message(b'{"n": 1}', key="orders")
+        >>> message.with_value({"n": 1})
+        Message(value={'n': 1}, key='orders', headers={}, timestamp=None, source='')
+    """
+
+    value: T
+    key: str | bytes | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    timestamp: float | None = None
+    source: str = ""
+    settlement: Settlement = attrs.field(factory=Settlement, eq=False, repr=False)
+
+    async def ack(self) -> None:
+        """Acknowledge the message to its source (once; later calls do nothing)."""
+        await self.settlement.ack()
+
+    async def nack(self, *, requeue: bool = True) -> None:
+        """Reject the message; with ``requeue`` the system may deliver it again."""
+        await self.settlement.nack(requeue=requeue)
+
+    @property
+    def settled(self) -> str | None:
+        """``"ack"`` or ``"nack"`` once settled, else ``None``."""
+        return self.settlement.settled
+
+    def with_value(self, value: U) -> Message[U]:
+        """The same message (same settlement) carrying another value, such as a parsed one."""
+        return Message(value, self.key, self.headers, self.timestamp, self.source, self.settlement)
+
+
+def describe(message: Message[Any]) -> str:
+    """A short name of a message for errors: its source and key."""
+    where = message.source or "a source"
+    return f"{where} record {message.key!r}" if message.key is not None else f"{where} record"

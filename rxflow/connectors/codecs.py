@@ -1,0 +1,165 @@
+"""Codecs turn a connector's raw records into values; a decode policy says what happens to
+a record the codec rejects.
+
+A codec is any function ``bytes -> value``; ``"bytes"``, ``"text"`` (UTF-8) and ``"json"``
+name the built-in ones. A record that fails to decode is never dropped silently:
+
+* ``on_decode_error="raise"`` (default): the source raises :class:`~rxflow.errors.DecodeError`
+  naming the record, and the stream ends with it; the record is not acknowledged, so the
+  system delivers it again to whoever reads next;
+* ``"skip"``: the record is counted in ``decoder.skipped`` and acknowledged;
+* ``"dead_letter"``: the record and its error go to ``dead_letter`` (a function, sync or
+  async, called with a :class:`DecodeFailure`), and are acknowledged once it returned.
+
+Example:
+    >>> import anyio
+    >>> from rxflow.connectors.codecs import Decoder, SKIPPED
+    >>> decoder = Decoder("json", on_decode_error="skip", source="demo")
+    >>> async def main():
+    ...     return [await decoder.decode(b'{"n": 1}'), await decoder.decode(b"{oops")]
+    >>> anyio.run(main) == [{"n": 1}, SKIPPED]
+    True
+    >>> decoder.skipped
+    1
+"""
+
+from __future__ import annotations
+
+import inspect
+import json as _json
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Literal
+
+import attrs
+
+from rxflow.errors import DecodeError
+
+Codec = Callable[[bytes], Any]
+CodecName = Literal["bytes", "text", "json"]
+DecodePolicy = Literal["raise", "skip", "dead_letter"]
+DECODE_POLICIES: Final = ("raise", "skip", "dead_letter")
+
+
+def as_bytes(data: bytes) -> bytes:
+    """The record as it came."""
+    return bytes(data)
+
+
+def as_text(data: bytes) -> str:
+    """The record as UTF-8 text (a ``UnicodeDecodeError`` is a decode failure)."""
+    return bytes(data).decode("utf-8")
+
+
+def as_json(data: bytes) -> Any:
+    """The record parsed as JSON."""
+    return _json.loads(data)
+
+
+CODECS: Final[dict[str, Codec]] = {"bytes": as_bytes, "text": as_text, "json": as_json}
+
+
+def resolve_codec(codec: Codec | CodecName, *, where: str) -> Codec:
+    """The codec function for a name or a function; a clear error for anything else."""
+    if isinstance(codec, str):
+        try:
+            return CODECS[codec]
+        except KeyError:
+            raise ValueError(
+                f"{where}: unknown codec {codec!r}; use one of {', '.join(map(repr, CODECS))} "
+                "or a function bytes -> value"
+            ) from None
+    if not callable(codec):
+        raise TypeError(
+            f"{where}: codec must be a name or a function bytes -> value, got {codec!r}"
+        )
+    return codec
+
+
+@attrs.frozen
+class DecodeFailure:
+    """A record the codec rejected, as handed to a dead-letter target."""
+
+    data: bytes
+    error: Exception
+    source: str
+    key: str | bytes | None = None
+
+
+class _Skipped:
+    def __repr__(self) -> str:
+        return "SKIPPED"
+
+
+SKIPPED: Final = _Skipped()
+"""What :meth:`Decoder.decode` returns for a record its policy skipped or dead-lettered."""
+
+
+class Decoder:
+    """A codec applied with a decode policy, counting what it did.
+
+    Args:
+        codec: ``"bytes"``, ``"text"``, ``"json"`` or a function ``bytes -> value``.
+        on_decode_error: ``"raise"``, ``"skip"`` or ``"dead_letter"``.
+        dead_letter: required with ``"dead_letter"``: called (and awaited, if async) with a
+            :class:`DecodeFailure` for each rejected record.
+        source: the connector's name, used in errors (``"redis:orders"``).
+    """
+
+    def __init__(
+        self,
+        codec: Codec | CodecName = "bytes",
+        *,
+        on_decode_error: DecodePolicy = "raise",
+        dead_letter: Callable[[DecodeFailure], Awaitable[object] | object] | None = None,
+        source: str = "source",
+    ) -> None:
+        self.codec = resolve_codec(codec, where=source)
+        if on_decode_error not in DECODE_POLICIES:
+            raise ValueError(
+                f"{source}: on_decode_error must be one of {', '.join(map(repr, DECODE_POLICIES))}"
+                f", got {on_decode_error!r}"
+            )
+        if (on_decode_error == "dead_letter") != (dead_letter is not None):
+            raise ValueError(
+                f"{source}: on_decode_error='dead_letter' and dead_letter=<function> go together; "
+                "pass both, or neither"
+            )
+        self.policy = on_decode_error
+        self.dead_letter = dead_letter
+        self.source = source
+        self.decoded = 0
+        self.skipped = 0
+        self.dead_lettered = 0
+
+    async def decode(self, data: bytes, *, key: str | bytes | None = None) -> Any:
+        """The decoded value, or :data:`SKIPPED` when the policy set the record aside.
+
+        Raises:
+            DecodeError: with ``on_decode_error="raise"``, naming the record; the codec's
+                own exception is its ``__cause__``.
+        """
+        try:
+            value = self.codec(data)
+        except Exception as error:
+            return await self._failed(data, key, error)
+        self.decoded += 1
+        return value
+
+    async def _failed(self, data: bytes, key: str | bytes | None, error: Exception) -> Any:
+        if self.policy == "raise":
+            which = f" {key!r}" if key is not None else ""
+            raise DecodeError(
+                f"{self.source}: record{which} could not be decoded by "
+                f"{getattr(self.codec, '__name__', self.codec)!r}: {error!r} (first bytes: "
+                f"{bytes(data[:40])!r}). Fix the producer or the codec, or pass "
+                "on_decode_error='skip' or 'dead_letter' to set such records aside"
+            ) from error
+        if self.policy == "skip":
+            self.skipped += 1
+            return SKIPPED
+        assert self.dead_letter is not None
+        result = self.dead_letter(DecodeFailure(bytes(data), error, self.source, key))
+        if inspect.isawaitable(result):
+            await result
+        self.dead_lettered += 1
+        return SKIPPED
