@@ -16,20 +16,31 @@ A flow is one :func:`rxflow.open_pipe` with the plumbing around it:
   flow ends. Every item a source handed over is then written, or dropped by a policy you
   chose, or dead-lettered, or skipped: each counted in :meth:`FlowHandle.snapshot`.
 * abort (:meth:`FlowHandle.abort`): everything is cancelled at once; nothing keeps running.
+
+Delivery is at-least-once for sources whose items can be acknowledged (connector
+:class:`~rxflow.connectors.Message` records, or anything with an async ``ack()``): the flow
+acknowledges each one once every output derived from it has been confirmed by every sink,
+and windows and ``map_async`` calls holding it have emitted (the rule in
+:mod:`rxflow._delivery`). A message whose outputs were lost with an aborted or failed flow is
+never acknowledged, so its system delivers it again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import anyio
 import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from reactivex import Observable
+from reactivex import operators as ops
 
+from rxflow._delivery import Delivery
 from rxflow._handoff import OVERFLOW_POLICIES, OverflowPolicy
 from rxflow.errors import RxflowError, SourceOverflowError
 from rxflow.metrics import FlowSnapshot, StageMetrics
@@ -44,9 +55,26 @@ from rxflow.strategies import (
 
 logger = logging.getLogger("rxflow")
 
-SinkTarget = Callable[[Any], Awaitable[object] | object] | anyio.abc.ObjectSendStream[Any]
-"""A sink: a function (sync or async) called with each item or batch, or an anyio send
-stream. Its call returning is its confirmation."""
+
+@runtime_checkable
+class BatchSink(Protocol):
+    """A sink object such as a connector's: ``send_batch`` returns once the batch is
+    confirmed; ``batch_size`` is the batch size it works best with."""
+
+    batch_size: int
+
+    async def send_batch(self, items: Any) -> None: ...
+
+
+SinkTarget = (
+    Callable[[Any], Awaitable[object] | object] | anyio.abc.ObjectSendStream[Any] | BatchSink
+)
+"""A sink: a function (sync or async) called with each item or batch, an anyio send
+stream, or a :class:`BatchSink`. Its call returning is its confirmation."""
+
+SourceItems = AsyncIterable[Any] | Iterable[Any] | AbstractAsyncContextManager[Any]
+"""A source: an async iterable, an iterable, or an async context manager yielding one
+(a connector's source, entered when the flow runs and left when it ended)."""
 
 
 class FlowStateError(RxflowError, RuntimeError):
@@ -56,7 +84,7 @@ class FlowStateError(RxflowError, RuntimeError):
 
 @attrs.define
 class _Source:
-    items: AsyncIterable[Any] | Iterable[Any]
+    items: SourceItems
     metrics: StageMetrics
 
 
@@ -118,8 +146,10 @@ class Flow:
 
     # -- building ------------------------------------------------------------------------
 
-    def source(self, items: AsyncIterable[Any] | Iterable[Any], *, name: str | None = None) -> Flow:
-        """Add a source: an async iterable (a connector, a generator) or a plain iterable.
+    def source(self, items: SourceItems, *, name: str | None = None) -> Flow:
+        """Add a source: an async iterable (a generator), a plain iterable, or an async
+        context manager that yields one (a connector's source: the flow enters it when it
+        starts and leaves it after its last acknowledgement).
 
         Several sources are merged fairly, in the order their items arrive.
         """
@@ -129,9 +159,12 @@ class Flow:
                 "paused; read it with rxflow.to_async_iterable(observable, overflow=...) and "
                 "pass that, so you choose what happens when it outpaces the flow"
             )
-        if not isinstance(items, AsyncIterable | Iterable) or isinstance(items, str | bytes):
+        if _is_context_manager(items):
+            pass
+        elif not isinstance(items, AsyncIterable | Iterable) or isinstance(items, str | bytes):
             raise TypeError(
-                f"Flow.source(): expected an async iterable or an iterable, got {items!r}"
+                "Flow.source(): expected an async iterable, an iterable or an async context "
+                f"manager yielding one, got {items!r}"
             )
         stage = name or f"source{len(self._sources) + 1}"
         self._sources.append(_Source(items, self._new_stage(stage, "source")))
@@ -161,7 +194,9 @@ class Flow:
 
         Args:
             target: a function (sync or async) called with each item, or with a list of up
-                to ``batch_size`` items; or an anyio ``ObjectSendStream``.
+                to ``batch_size`` items; an anyio ``ObjectSendStream``; or a connector's
+                sink (a :class:`BatchSink`, given batches of its own ``batch_size`` unless
+                you pass one).
             name: the sink's name in metrics (default: the function's name).
             on_error: what a failing call does: ``FailFast()`` ends the flow, ``Skip()``,
                 ``DeadLetter(sink)`` or ``Retry(...)`` (:mod:`rxflow.strategies`).
@@ -172,9 +207,12 @@ class Flow:
             overflow: let this sink fall behind instead: ``"drop_newest"``,
                 ``"drop_oldest"``, ``"latest"`` or ``"error"`` when its buffer is full.
         """
-        if not (callable(target) or isinstance(target, anyio.abc.ObjectSendStream)):
+        if isinstance(target, BatchSink):
+            batch_size = batch_size or target.batch_size
+        elif not (callable(target) or isinstance(target, anyio.abc.ObjectSendStream)):
             raise TypeError(
-                f"Flow.sink(): expected a function or an anyio ObjectSendStream, got {target!r}"
+                "Flow.sink(): expected a function, an anyio ObjectSendStream or a sink with "
+                f"send_batch(), got {target!r}"
             )
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(
@@ -273,7 +311,19 @@ class FlowHandle:
         self._stop_requested = False
         self._done = anyio.Event()
         self._error: BaseException | None = None
+        self._acker = _Acker()
+        self._delivery: Delivery | None = None
         self.aborted = False
+
+    @property
+    def acknowledged(self) -> int:
+        """Source messages acknowledged so far (at-least-once delivery)."""
+        return self._acker.acked
+
+    @property
+    def unacknowledged(self) -> int:
+        """Source messages admitted whose outputs are not all confirmed yet."""
+        return self._delivery.unsettled if self._delivery is not None else 0
 
     def stop(self) -> None:
         """Stop gracefully: read no more from the sources, flush the operators (open
@@ -324,30 +374,44 @@ class FlowHandle:
 
     async def _run_stages(self) -> None:
         flow = self._flow
-        async with anyio.create_task_group() as tg:
-            source = self._merged_source(tg)
-            async with open_pipe(
-                source, *flow._operators, max_buffer_size=flow._max_buffer_size
-            ) as pipe:
-                self._pipe = pipe
-                if self._stop_requested:
-                    pipe.stop()
-                if flow._log_every:
-                    tg.start_soon(self._log_progress, flow._log_every)
-                await self._fan_out(pipe)
-            tg.cancel_scope.cancel()  # the progress logger, and sources a take() left
+        acker = self._acker
+        delivery = Delivery(acker.put)
+        self._delivery = delivery
+        # Sources open first and close last: their connections must outlive the final acks.
+        async with AsyncExitStack() as open_sources, anyio.create_task_group() as acks:
+            sources = [await _entered(source.items, open_sources) for source in flow._sources]
+            acks.start_soon(acker.run, name=f"rxflow flow {flow.name} acks")
+            with delivery.activated():  # operators subscribed below find it
+                async with anyio.create_task_group() as tg:
+                    merged = _tracked(delivery, self._merged_source(tg, sources))
+                    async with open_pipe(
+                        merged,
+                        *flow._operators,
+                        _tag_outputs(delivery),
+                        max_buffer_size=flow._max_buffer_size,
+                    ) as pipe:
+                        self._pipe = pipe
+                        if self._stop_requested:
+                            pipe.stop()
+                        if flow._log_every:
+                            tg.start_soon(self._log_progress, flow._log_every)
+                        await self._fan_out(pipe, delivery)
+                    tg.cancel_scope.cancel()  # the progress logger, and sources a take() left
+            acker.close()  # acknowledge what was settled, then end
 
-    def _merged_source(self, tg: anyio.abc.TaskGroup) -> AsyncIterable[Any]:
+    def _merged_source(self, tg: anyio.abc.TaskGroup, iterables: list[Any]) -> AsyncIterable[Any]:
         sources = self._flow._sources
         if len(sources) == 1:
-            return _counted(sources[0])
+            return _counted(iterables[0], sources[0].metrics)
         # Each source's task waits in send() on an unbuffered stream; anyio serves waiting
         # senders in turn, which is the fairness a merge needs.
         send, receive = anyio.create_memory_object_stream[Any](0)
 
-        async def forward(source: _Source, send: anyio.abc.ObjectSendStream[Any]) -> None:
+        async def forward(
+            items: Any, metrics: StageMetrics, send: anyio.abc.ObjectSendStream[Any]
+        ) -> None:
             async with send:
-                async for item in _counted(source):
+                async for item in _counted(items, metrics):
                     try:
                         await send.send(item)
                     except anyio.BrokenResourceError:
@@ -356,29 +420,32 @@ class FlowHandle:
         async def forward_all() -> None:
             with self._sources_scope:
                 async with send, anyio.create_task_group() as sources_tg:
-                    for source in sources:
-                        sources_tg.start_soon(forward, source, send.clone())
+                    for source, items in zip(sources, iterables, strict=True):
+                        sources_tg.start_soon(forward, items, source.metrics, send.clone())
 
         tg.start_soon(forward_all, name=f"rxflow flow {self._flow.name} sources")
         return receive
 
-    async def _fan_out(self, pipe: Pipe[Any]) -> None:
+    async def _fan_out(self, pipe: Pipe[_Output], delivery: Delivery) -> None:
         sinks = self._flow._sinks
         async with anyio.create_task_group() as tg:
             branches = []
             for sink in sinks:
-                send, receive = anyio.create_memory_object_stream[Any](sink.max_buffer_size)
+                send, receive = anyio.create_memory_object_stream[_Output](sink.max_buffer_size)
                 sink.metrics.backlog = _backlog_of(receive)
                 branches.append((sink, send, receive))
-                tg.start_soon(_drain_into, sink, receive, name=f"rxflow sink {sink.metrics.name}")
+                tg.start_soon(
+                    _drain_into, sink, receive, delivery, name=f"rxflow sink {sink.metrics.name}"
+                )
             try:
-                async for item in pipe:
+                async for output in pipe:
+                    output.unconfirmed = len(branches)
                     for sink, send, receive in branches:
                         sink.metrics.received += 1
                         if sink.overflow is None:
-                            await send.send(item)
+                            await send.send(output)
                         else:
-                            _send_or_overflow(sink, send, receive, item)
+                            _send_or_overflow(sink, send, receive, output, delivery)
             finally:
                 for _, send, _ in branches:
                     send.close()
@@ -391,12 +458,13 @@ class FlowHandle:
 
 def _send_or_overflow(
     sink: _Sink,
-    send: MemoryObjectSendStream[Any],
-    receive: MemoryObjectReceiveStream[Any],
-    item: Any,
+    send: MemoryObjectSendStream[_Output],
+    receive: MemoryObjectReceiveStream[_Output],
+    output: _Output,
+    delivery: Delivery,
 ) -> None:
     try:
-        send.send_nowait(item)
+        send.send_nowait(output)
     except anyio.WouldBlock:
         pass
     else:
@@ -406,17 +474,20 @@ def _send_or_overflow(
             f"sink {sink.metrics.name!r} fell more than max_buffer_size="
             f"{sink.max_buffer_size} items behind; raise its buffer or choose another overflow"
         )
+    # A drop is the policy the user chose for this sink: it counts as done with the output.
     sink.metrics.dropped += 1
     if sink.overflow == "drop_newest":
+        output.done_by_one_sink(delivery)
         return
-    receive.receive_nowait()  # drop_oldest, and latest (a buffer of one)
-    send.send_nowait(item)
+    receive.receive_nowait().done_by_one_sink(delivery)  # drop_oldest, and latest
+    send.send_nowait(output)
 
 
-async def _counted(source: _Source) -> AsyncIterator[Any]:
-    metrics = source.metrics
-    if isinstance(source.items, AsyncIterable):
-        iterator = aiter(source.items)
+async def _counted(
+    items: AsyncIterable[Any] | Iterable[Any], metrics: StageMetrics
+) -> AsyncIterator[Any]:
+    if isinstance(items, AsyncIterable):
+        iterator = aiter(items)
         try:
             async for item in iterator:
                 metrics.emitted += 1
@@ -427,34 +498,130 @@ async def _counted(source: _Source) -> AsyncIterator[Any]:
                 with anyio.CancelScope(shield=True):
                     await aclose()
     else:
-        for item in source.items:
+        for item in items:
             metrics.emitted += 1
             yield item
 
 
-async def _drain_into(sink: _Sink, receive: MemoryObjectReceiveStream[Any]) -> None:
+async def _tracked(delivery: Delivery, items: AsyncIterable[Any]) -> AsyncIterator[Any]:
+    """The merged source, admitting each acknowledgeable item to delivery tracking for the
+    time the pump pushes it (until the pump asks for the next)."""
+    iterator = aiter(items)
+    try:
+        async for item in iterator:
+            if hasattr(item, "ack"):
+                delivery.admit(item)
+                yield item
+                delivery.pushed()
+            else:
+                yield item
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            with anyio.CancelScope(shield=True):
+                await aclose()
+
+
+@attrs.define(slots=True, eq=False)
+class _Output:
+    """An output of the operators on its way to the sinks, with the claims it carries."""
+
+    value: Any
+    tags: tuple[int, ...]
+    unconfirmed: int = 0  # sinks that have not confirmed it yet
+
+    def done_by_one_sink(self, delivery: Delivery) -> None:
+        self.unconfirmed -= 1
+        if not self.unconfirmed and self.tags:
+            delivery.confirm(self.tags)
+
+
+def _tag_outputs(delivery: Delivery) -> Operator:
+    """The last operator of a flow: each output takes its claims with it."""
+    return ops.map(lambda value: _Output(value, delivery.tag()))
+
+
+class _Acker:
+    """Acknowledges settled messages in order, in a task of its own, so that settling
+    (a synchronous Rx callback) never waits for a broker."""
+
+    def __init__(self) -> None:
+        self._settled: deque[Any] = deque()
+        self._wake = anyio.Event()
+        self._closed = False
+        self.acked = 0
+        self.failed = 0
+
+    def put(self, message: Any) -> None:
+        self._settled.append(message)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        settled = self._settled
+        while True:
+            while settled:
+                message = settled.popleft()
+                try:
+                    await message.ack()
+                except Exception:
+                    # Not acknowledged means delivered again: at-least-once still holds.
+                    self.failed += 1
+                    logger.warning("rxflow: could not acknowledge %r", message, exc_info=True)
+                else:
+                    self.acked += 1
+            if self._closed:
+                return
+            self._wake = anyio.Event()
+            await self._wake.wait()
+
+
+def _is_context_manager(items: object) -> TypeGuard[AbstractAsyncContextManager[Any]]:
+    return hasattr(items, "__aenter__") and not isinstance(items, AsyncIterable)
+
+
+async def _entered(items: SourceItems, stack: AsyncExitStack) -> AsyncIterable[Any] | Iterable[Any]:
+    """What a source yields: a context manager entered (left by ``stack``), or itself."""
+    if _is_context_manager(items):
+        entered: AsyncIterable[Any] | Iterable[Any] = await stack.enter_async_context(items)
+        return entered
+    assert isinstance(items, AsyncIterable | Iterable)
+    return items
+
+
+async def _drain_into(
+    sink: _Sink, receive: MemoryObjectReceiveStream[_Output], delivery: Delivery
+) -> None:
     """Feed one sink until its branch closes; every item it got is confirmed or handled."""
     write = _writer(sink.target)
     async with receive:
-        async for item in receive:
-            if sink.batch_size is None:
-                batch: Any = item
-                count = 1
-            else:
-                batch = [item]
-                while len(batch) < sink.batch_size:
+        async for output in receive:
+            outputs = [output]
+            if sink.batch_size is not None:
+                while len(outputs) < sink.batch_size:
                     try:
-                        batch.append(receive.receive_nowait())
+                        outputs.append(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                count = len(batch)
+            batch = output.value if sink.batch_size is None else [o.value for o in outputs]
+            # Returning (written, skipped or dead-lettered by the sink's strategy) is what
+            # confirms; an exception fails the flow and leaves the outputs unconfirmed.
             outcome = await call_with_strategy(write, batch, sink.on_error, sink.metrics)
             if outcome is not SKIPPED:
-                sink.metrics.emitted += count
+                sink.metrics.emitted += len(outputs)
+            for done in outputs:
+                done.done_by_one_sink(delivery)
 
 
 def _writer(target: SinkTarget) -> Callable[[Any], Any]:
-    return target.send if isinstance(target, anyio.abc.ObjectSendStream) else target
+    if isinstance(target, anyio.abc.ObjectSendStream):
+        return target.send
+    if isinstance(target, BatchSink):
+        return target.send_batch
+    return target
 
 
 def _backlog_of(receive: MemoryObjectReceiveStream[Any]) -> Callable[[], int]:

@@ -19,6 +19,7 @@ import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
+from rxflow._delivery import current_delivery
 from rxflow.errors import NoTaskGroupError
 from rxflow.metrics import StageMetrics
 from rxflow.scheduler import AnyioScheduler
@@ -90,6 +91,9 @@ class _Run:
         self.upstream_done = False
         self.ended = False
         self.scopes: set[anyio.CancelScope] = set()
+        # In a flow: claims on the source messages of the items in hand (rxflow._delivery)
+        self.delivery = current_delivery()
+        self.tokens: dict[int, int | None] = {}
 
     # -- from upstream -------------------------------------------------------------------
 
@@ -97,6 +101,8 @@ class _Run:
         if self.ended:
             return
         self.metrics.received += 1
+        if self.delivery is not None:
+            self.tokens[self.next_sequence] = self.delivery.hold()
         self.waiting.append((self.next_sequence, item))
         self.next_sequence += 1
         self.in_hand += 1
@@ -145,16 +151,25 @@ class _Run:
 
     def _finished(self, sequence: int, result: Any) -> None:
         if not self.stage.ordered:
-            self._emit(result)
+            self._emit(sequence, result)
         else:
             self.results[sequence] = result
             while self.next_to_emit in self.results:
-                self._emit(self.results.pop(self.next_to_emit))
+                self._emit(self.next_to_emit, self.results.pop(self.next_to_emit))
                 self.next_to_emit += 1
         self._update_hold()
 
-    def _emit(self, result: Any) -> None:
+    def _emit(self, sequence: int, result: Any) -> None:
         self.in_hand -= 1
+        if self.delivery is None:
+            self._emit_now(result)
+            return
+        # The result carries the claim on its item's source message (a skipped one lets
+        # it go: the item was handled).
+        with self.delivery.emitting((self.tokens.pop(sequence, None),)):
+            self._emit_now(result)
+
+    def _emit_now(self, result: Any) -> None:
         if result is not SKIPPED:
             self.metrics.emitted += 1
             self.observer.on_next(result)

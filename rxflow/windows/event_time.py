@@ -36,6 +36,7 @@ from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposab
 from reactivex.scheduler import TimeoutScheduler
 from reactivex.subject import Subject
 
+from rxflow._delivery import current_delivery
 from rxflow.metrics import StageMetrics
 from rxflow.windows._window import Window
 from rxflow.windows.processing import clock_of
@@ -75,6 +76,8 @@ class _Open:
     first: float = 0.0  # sessions: the earliest and latest timestamps in it
     last: float = 0.0
     index: int = 0  # aligned windows: start = index * every
+    # In a flow: claims on the source messages of the items not emitted yet (rxflow._delivery)
+    tokens: list[int | None] = attrs.field(factory=list)
 
 
 class EventTimeWindows:
@@ -164,6 +167,7 @@ class _Run:
         self.ended = False
         self.idle_timer = SerialDisposable()
         self.now = clock_of(scheduler)
+        self.delivery = current_delivery()
 
     # -- items ---------------------------------------------------------------------------
 
@@ -195,6 +199,8 @@ class _Run:
                 if window is not None and not window.emitted:
                     window.items.append(item)
                     self.held += 1
+                    if self.delivery is not None:
+                        window.tokens.append(self.delivery.hold())
                 elif not self._place(item, key, index, window):
                     missed_a_window = True
         if missed_a_window and spec.late == "side":
@@ -232,8 +238,7 @@ class _Run:
             window = _Open(key, start, end, [], next(self.order), index=index)
             self.windows[key][index] = window
             heapq.heappush(self.closing, (end, window.order, window))
-            window.items.append(item)
-            self.held += 1
+            self._add(window, item)
             return True
         self._late_for(window, item)
         return False
@@ -273,9 +278,9 @@ class _Run:
         session = _Open(key, t, t + gap, [], next(self.order), first=t, last=t)
         for merged in sorted(merging, key=lambda s: s.order):
             session.items.extend(merged.items)
+            session.tokens.extend(merged.tokens)
             sessions.remove(merged)
-        session.items.append(item)
-        self.held += 1
+        self._add(session, item)
         sessions.append(session)
         heapq.heappush(self.closing, (session.end, session.order, session))
         return session
@@ -292,17 +297,21 @@ class _Run:
             return True
         session.first, session.last = first, last
         session.start, session.end = first, last + gap
-        session.items.append(item)
-        self.held += 1
+        self._add(session, item)
         return True
+
+    def _add(self, window: _Open, item: Any) -> None:
+        window.items.append(item)
+        self.held += 1
+        if self.delivery is not None:
+            window.tokens.append(self.delivery.hold())
 
     # -- late items ----------------------------------------------------------------------
 
     def _late_for(self, window: _Open, item: Any, t: float | None = None) -> None:
         """``item`` belongs to ``window``, which was emitted already."""
         if self.spec.late == "update" and window.end + self.spec.allowed_lateness > self.watermark:
-            window.items.append(item)
-            self.held += 1
+            self._add(window, item)
             if t is not None:  # a session: it may grow at either end
                 window.first, window.last = min(window.first, t), max(window.last, t)
                 window.start, window.end = window.first, window.last + (self.spec.gap or 0.0)
@@ -313,8 +322,8 @@ class _Run:
     def _late_without_window(self, item: Any, key: Any, start: float, end: float) -> None:
         """``item`` belongs to a window that closed and is forgotten (or never held items)."""
         if self.spec.late == "update" and end + self.spec.allowed_lateness > self.watermark:
-            window = _Open(key, start, end, [item], next(self.order), first=start, last=start)
-            self.held += 1
+            window = _Open(key, start, end, [], next(self.order), first=start, last=start)
+            self._add(window, item)
             self._keep_for_updates(window)
             aligned = self.spec.aligned
             if aligned is not None:
@@ -383,9 +392,14 @@ class _Run:
 
     def _emit(self, window: _Open, *, update: bool) -> None:
         self.spec.metrics.emitted += 1
-        self.observer.on_next(
-            Window(window.key, window.start, window.end, tuple(window.items), update=update)
-        )
+        emitted = Window(window.key, window.start, window.end, tuple(window.items), update=update)
+        if self.delivery is None:
+            self.observer.on_next(emitted)
+            return
+        # The window's output now carries the claims on its items' source messages.
+        tokens, window.tokens = window.tokens, []
+        with self.delivery.emitting(tokens):
+            self.observer.on_next(emitted)
 
     # -- idleness ------------------------------------------------------------------------
 

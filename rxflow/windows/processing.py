@@ -17,6 +17,7 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.scheduler import TimeoutScheduler
 
+from rxflow._delivery import Delivery, current_delivery
 from rxflow.windows._window import Window
 
 Operator = Callable[[Observable[Any]], Observable[Window]]
@@ -55,33 +56,62 @@ def with_scheduler(
     return operator
 
 
-def each_item(source: Observable[list[Any]]) -> Observable[Any]:
-    """Emit the elements of each list, at once and in order (no scheduling, unlike
-    ``flat_map(from_iterable)`` which would defer them to the scheduler)."""
+def emit_windows(delivery: Delivery | None) -> Callable[[Observable[Any]], Observable[Window]]:
+    """Emit each ``(window, tokens)`` of a list, at once and in order (no scheduling, unlike
+    ``flat_map(from_iterable)``), each window carrying the claims of its items' source
+    messages in a flow (``tokens``; see :mod:`rxflow._delivery`)."""
 
-    def subscribe(
-        observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
-    ) -> abc.DisposableBase:
-        def on_next(items: list[Any]) -> None:
-            for item in items:
-                observer.on_next(item)
+    def operator(source: Observable[list[tuple[Window, list[int | None]]]]) -> Observable[Window]:
+        def subscribe(
+            observer: abc.ObserverBase[Window], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            def on_next(windows: list[tuple[Window, list[int | None]]]) -> None:
+                for window, tokens in windows:
+                    if delivery is None:
+                        observer.on_next(window)
+                    else:
+                        with delivery.emitting(tokens):
+                            observer.on_next(window)
 
-        return source.subscribe(
-            on_next, observer.on_error, observer.on_completed, scheduler=scheduler
-        )
+            return source.subscribe(
+                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
 
-    return reactivex.create(subscribe)
+        return reactivex.create(subscribe)
+
+    return operator
+
+
+def held(delivery: Delivery | None) -> Callable[[Observable[Any]], Observable[Any]]:
+    """In a flow, pair each item with a claim on its source message, for the window that
+    will hold it; elsewhere, leave items alone."""
+    if delivery is None:
+        return lambda source: source
+    return ops.map(lambda item: (item, delivery.hold()))
 
 
 def split_by_key(
-    items: list[Any], start: float, end: float, key: Callable[[Any], Any] | None
-) -> list[Window]:
-    if key is None:
-        return [Window(None, start, end, tuple(items))]
-    groups: dict[Any, list[Any]] = {}
-    for item in items:
-        groups.setdefault(key(item), []).append(item)
-    return [Window(k, start, end, tuple(group)) for k, group in groups.items()]
+    entries: list[Any],
+    start: float,
+    end: float,
+    key: Callable[[Any], Any] | None,
+    tracked: bool,
+) -> list[tuple[Window, list[int | None]]]:
+    """The windows of one buffer, one per key; ``tracked`` entries are (item, token)."""
+    if not tracked:
+        if key is None:
+            return [(Window(None, start, end, tuple(entries)), [])]
+        by_key: dict[Any, list[Any]] = {}
+        for item in entries:
+            by_key.setdefault(key(item), []).append(item)
+        return [(Window(k, start, end, tuple(group)), []) for k, group in by_key.items()]
+    groups: dict[Any, list[tuple[Any, int | None]]] = {}
+    for entry in entries:
+        groups.setdefault(key(entry[0]) if key is not None else None, []).append(entry)
+    return [
+        (Window(k, start, end, tuple(item for item, _ in group)), [t for _, t in group])
+        for k, group in groups.items()
+    ]
 
 
 def buffered_windows(
@@ -97,22 +127,24 @@ def buffered_windows(
     def build(source: Observable[Any], chosen: abc.SchedulerBase) -> Observable[Window]:
         now = clock_of(chosen)
         opened = [now()]  # when the oldest window still open opened
+        delivery = current_delivery()
 
-        def to_windows(items: list[Any]) -> list[Window]:
+        def to_windows(entries: list[Any]) -> list[tuple[Window, list[int | None]]]:
             # Windows close in the order they opened: back to back when tumbling (a full
             # window closes early with max_count), one every `every` seconds when sliding.
             end = now()
             start = opened[0]
             opened[0] = end if every is None else start + every
-            if not items:
-                return [Window(None, start, end, ())] if emit_empty else []
-            return split_by_key(items, start, end, key)
+            if not entries:
+                return [(Window(None, start, end, ()), [])] if emit_empty else []
+            return split_by_key(entries, start, end, key, delivery is not None)
 
+        source = source.pipe(held(delivery))
         if max_count is not None:
             buffers = source.pipe(ops.buffer_with_time_or_count(span, max_count, scheduler=chosen))
         else:
             buffers = source.pipe(ops.buffer_with_time(span, every, scheduler=chosen))
-        return buffers.pipe(ops.map(to_windows), each_item)
+        return buffers.pipe(ops.map(to_windows), emit_windows(delivery))
 
     return with_scheduler(build, scheduler)
 
@@ -127,6 +159,8 @@ def sessions(
 
     def build(source: Observable[Any], chosen: abc.SchedulerBase) -> Observable[Window]:
         now = clock_of(chosen)
+        delivery = current_delivery()
+        key_of = key if delivery is None else (lambda entry: key(entry[0]))
 
         def until_quiet(group: Observable[Any]) -> Observable[Any]:
             quiet = group.pipe(ops.debounce(gap, scheduler=chosen))
@@ -134,18 +168,25 @@ def sessions(
                 return quiet
             return reactivex.merge(quiet, reactivex.timer(max_duration, scheduler=chosen))
 
-        def to_window(group: Any) -> Observable[Window]:
+        def to_window(group: Any) -> Observable[list[tuple[Window, list[int | None]]]]:
             start = now()
 
-            def close(items: list[Any]) -> Window:
-                return Window(group.key, start, now(), tuple(items))
+            def close(entries: list[Any]) -> list[tuple[Window, list[int | None]]]:
+                if delivery is None:
+                    return [(Window(group.key, start, now(), tuple(entries)), [])]
+                items = tuple(item for item, _ in entries)
+                return [(Window(group.key, start, now(), items), [t for _, t in entries])]
 
-            windows: Observable[Window] = group.pipe(ops.to_list(), ops.map(close))
+            windows: Observable[list[tuple[Window, list[int | None]]]] = group.pipe(
+                ops.to_list(), ops.map(close)
+            )
             return windows
 
         return source.pipe(
-            ops.group_by_until(key, None, until_quiet),
+            held(delivery),
+            ops.group_by_until(key_of, None, until_quiet),
             ops.flat_map(to_window),
+            emit_windows(delivery),
         )
 
     return with_scheduler(build, scheduler)
