@@ -1,0 +1,509 @@
+"""PostgreSQL through asyncpg: LISTEN/NOTIFY as a source, a table as a sink.
+
+:func:`postgres_listen_source` yields the notifications sent on a channel. NOTIFY is
+fire-and-forget, which shapes what the source can promise:
+
+* **at-most-once**: PostgreSQL delivers a notification to the sessions listening when it is
+  committed and keeps no copy; there is nothing to acknowledge and nothing is redelivered. A
+  notification sent while no one listens, or while the listening connection is down, is
+  gone. Acking a message from this source does nothing.
+* **it pushes**: the server sends notifications as they are committed and cannot be paused,
+  so the source holds them in a bounded buffer with an explicit overflow policy, and counts
+  what it drops.
+
+For at-least-once delivery write the events to a table (an outbox) instead.
+
+:func:`postgres_sink` writes batches of rows, each batch in one transaction, with ``COPY`` or
+``INSERT``; a batch is confirmed when it is committed.
+
+asyncpg runs only on asyncio; under trio both run it through
+:class:`~rxflow.connectors._asyncio_host.AsyncioHost`.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+import anyio
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
+
+from rxflow._handoff import OVERFLOW_POLICIES, OverflowPolicy
+from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._message import Message
+from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
+from rxflow.errors import ServiceUnavailableError, SourceOverflowError
+
+DEFAULT_APPLICATION_NAME: Final = "rxflow"
+MAX_IDENTIFIER_BYTES: Final = 63  # PostgreSQL truncates longer names (NAMEDATALEN - 1)
+
+# What asyncpg.connect raises when no server answers, or the server refuses for now.
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+def describe_server(dsn: str) -> str:
+    """``"PostgreSQL at host:port/db"`` for error messages, without the password.
+
+    Example:
+        >>> describe_server("postgresql://me:secret@db.local:5433/app")
+        'PostgreSQL at db.local:5433/app'
+    """
+    try:
+        url = urlsplit(dsn)
+        host, port = url.hostname or "localhost", url.port or 5432
+    except ValueError:
+        return "PostgreSQL (DSN not a URL)"
+    database = url.path.lstrip("/")
+    return f"PostgreSQL at {host}:{port}" + (f"/{database}" if database else "")
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (so any table or column name is taken literally).
+
+    Example:
+        >>> print(quote_ident('Orders "2024" EU'))
+        "Orders ""2024"" EU"
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _check_identifier(where: str, what: str, name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{where}: {what} must be a non-empty str, got {name!r}")
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        raise ValueError(
+            f"{where}: {what} {name!r} is longer than {MAX_IDENTIFIER_BYTES} bytes, and "
+            "PostgreSQL would silently truncate it; use a shorter name"
+        )
+    return name
+
+
+async def _connect(
+    host: AsyncioHost, dsn: str, application_name: str, connect_timeout: float, where: str
+) -> asyncpg.Connection:
+    server_settings = {"application_name": application_name}
+    try:
+        connection: asyncpg.Connection = await host.call(
+            lambda: asyncpg.connect(dsn, timeout=connect_timeout, server_settings=server_settings)
+        )
+    except _UNREACHABLE as error:
+        raise ServiceUnavailableError(
+            f"{where}: cannot connect to {describe_server(dsn)}: {error!r}. Is the server "
+            "running, and is the DSN right?"
+        ) from error
+    return connection
+
+
+async def _close(host: AsyncioHost, connection: asyncpg.Connection) -> None:
+    """Close the connection even if the caller is being cancelled; drop it if closing fails."""
+    with anyio.CancelScope(shield=True):
+        if connection.is_closed():
+            return
+        try:
+            await host.call(lambda: connection.close(timeout=5.0))
+        except Exception:
+            connection.terminate()  # a synchronous abort of the socket: nothing left open
+
+
+# -- LISTEN/NOTIFY source --------------------------------------------------------------------
+
+
+class PostgresListenSource:
+    """The notifications of one channel, as an async iterable of :class:`Message`.
+
+    Made by :func:`postgres_listen_source`. Each message has ``key`` = the channel,
+    ``value`` = the decoded payload, ``headers`` = ``{"pid": <the sending backend's pid>}``
+    and ``timestamp`` = when the notification reached this process.
+
+    Attributes:
+        received: notifications that reached the source, including dropped ones.
+        dropped: notifications the overflow policy dropped.
+        decoder: its :class:`~rxflow.connectors.codecs.Decoder`, with the counts of skipped
+            and dead-lettered payloads.
+    """
+
+    def __init__(
+        self,
+        channel: str,
+        decoder: Decoder,
+        max_buffer_size: int,
+        overflow: OverflowPolicy,
+        server: str,
+    ) -> None:
+        self.channel = channel
+        self.decoder = decoder
+        self.name = f"postgresql:{channel}"
+        self.received = 0
+        self.dropped = 0
+        self._server = server
+        # "latest" is "drop_oldest" with room for one: the consumer gets the newest payload.
+        self._limit = 1 if overflow == "latest" else max_buffer_size
+        self._overflow = overflow
+        self._buffer: collections.deque[tuple[int, str, float]] = collections.deque()
+        self._arrived: anyio.Event | None = None
+        self._failure: Exception | None = None  # raised once the buffer is drained
+        self._closed = False
+
+    def __aiter__(self) -> PostgresListenSource:
+        return self
+
+    async def __anext__(self) -> Message[Any]:
+        while True:
+            while not self._buffer:
+                if self._failure is not None:
+                    raise self._failure
+                if self._closed:
+                    raise StopAsyncIteration
+                self._arrived = anyio.Event()
+                await self._arrived.wait()
+            pid, payload, timestamp = self._buffer.popleft()
+            value = await self.decoder.decode(payload.encode(), key=self.channel)
+            if value is SKIPPED:  # nothing to ack: a notification has no settlement
+                continue
+            return Message(value, self.channel, {"pid": str(pid)}, timestamp, self.name)
+
+    # The methods below run on the caller's loop (asyncpg's callbacks hand over to it).
+
+    def _notified(self, pid: int, payload: str, timestamp: float) -> None:
+        self.received += 1
+        if self._failure is not None or self._closed:
+            return
+        if len(self._buffer) >= self._limit:
+            if self._overflow == "error":
+                self._fail(
+                    SourceOverflowError(
+                        f"{self.name}: more than max_buffer_size={self._limit} notifications "
+                        "arrived that the consumer had not taken yet (NOTIFY cannot be paused). "
+                        "Consume faster, raise max_buffer_size, or choose overflow="
+                        "'drop_oldest', 'drop_newest' or 'latest' (drops counted in "
+                        "source.dropped)"
+                    )
+                )
+                return
+            self.dropped += 1
+            if self._overflow == "drop_newest":
+                return
+            self._buffer.popleft()
+        self._buffer.append((pid, payload, timestamp))
+        self._wake()
+
+    def _connection_lost(self) -> None:
+        self._fail(
+            ServiceUnavailableError(
+                f"{self.name}: the listening connection to {self._server} was closed by the "
+                "server or the network (a restart, pg_terminate_backend, a timeout). "
+                "Notifications sent from then on are lost, because NOTIFY keeps no copy; "
+                "open the source again to resume listening"
+            )
+        )
+
+    def _fail(self, error: Exception) -> None:
+        if self._failure is None:
+            self._failure = error
+        self._wake()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()
+
+
+@asynccontextmanager
+async def postgres_listen_source(
+    dsn: str,
+    channel: str,
+    *,
+    codec: Codec | CodecName = "text",
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: Callable[[DecodeFailure], Awaitable[object] | object] | None = None,
+    max_buffer_size: int = 10_000,
+    overflow: OverflowPolicy = "error",
+    application_name: str = DEFAULT_APPLICATION_NAME,
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[PostgresListenSource]:
+    """Listen on a PostgreSQL channel (``LISTEN``); yield its notifications as messages.
+
+    Delivery is **at-most-once**. A notification reaches the sessions that listen when its
+    transaction commits; PostgreSQL keeps no copy, so one sent before the source opened, or
+    while its connection was down, is lost, and ``message.ack()`` does nothing (there is
+    nothing to settle). Use a table (an outbox) when every event must arrive.
+
+    NOTIFY cannot be paused: the server pushes notifications as they are committed. They wait
+    for the consumer in a buffer of at most ``max_buffer_size``; when it is full,
+    ``overflow`` decides: ``"error"`` (default) delivers what is buffered and then raises
+    :class:`~rxflow.errors.SourceOverflowError`; ``"drop_oldest"``, ``"drop_newest"`` and
+    ``"latest"`` (keep only the newest) drop notifications, counted in ``source.dropped``.
+
+    If the server closes the listening connection (a restart, ``pg_terminate_backend``),
+    the source delivers what it had buffered and then raises
+    :class:`~rxflow.errors.ServiceUnavailableError`. It does not reconnect on its own: the
+    notifications of the gap are lost, and a silent reconnect would hide that.
+
+    Args:
+        dsn: ``postgresql://user@host:port/database``.
+        channel: the channel name (at most 63 bytes, taken literally: case matters).
+        codec: applied to the payload's UTF-8 bytes: ``"text"`` (default), ``"json"``,
+            ``"bytes"`` or a function ``bytes -> value``.
+        on_decode_error, dead_letter: what to do with a payload the codec rejects
+            (:mod:`rxflow.connectors.codecs`).
+        max_buffer_size: notifications received and not yet taken, at most.
+        overflow: ``"error"``, ``"drop_oldest"``, ``"drop_newest"`` or ``"latest"``.
+        application_name: the session's name in ``pg_stat_activity``.
+        connect_timeout: seconds to wait for the server at connect time.
+
+    Raises:
+        ServiceUnavailableError: the server cannot be reached, or dropped the connection.
+
+    Example:
+        A channel fed by ``NOTIFY orders, '{"id": 1}'`` or ``pg_notify('orders', ...)``::
+
+            async with postgres_listen_source(dsn, "orders", codec="json") as orders:
+                async for message in orders:
+                    print(message.value["id"], message.headers["pid"])
+    """
+    where = f"postgres_listen_source({channel!r})"
+    _check_identifier(where, "channel", channel)
+    if isinstance(max_buffer_size, bool) or not isinstance(max_buffer_size, int):
+        raise TypeError(f"{where}: max_buffer_size must be an int, got {max_buffer_size!r}")
+    if max_buffer_size < 1:
+        raise ValueError(f"{where}: max_buffer_size must be 1 or more, got {max_buffer_size}")
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValueError(
+            f"{where}: overflow must be one of {', '.join(map(repr, OVERFLOW_POLICIES))}, "
+            f"got {overflow!r}"
+        )
+    decoder = Decoder(
+        codec,
+        on_decode_error=on_decode_error,
+        dead_letter=dead_letter,
+        source=f"postgresql:{channel}",
+    )
+    source = PostgresListenSource(channel, decoder, max_buffer_size, overflow, describe_server(dsn))
+
+    async with AsyncioHost() as host:
+        # asyncpg calls these on its own loop; they hand over to the caller's loop.
+        def on_notification(_: object, pid: int, _channel: str, payload: str) -> None:
+            host.call_soon_here(source._notified, pid, payload, time.time())
+
+        def on_termination(_: object) -> None:
+            host.call_soon_here(source._connection_lost)
+
+        connection = await _connect(host, dsn, application_name, connect_timeout, where)
+        try:
+            connection.add_termination_listener(on_termination)
+            await host.call(connection.add_listener, channel, on_notification)
+            yield source
+        finally:
+            # Our own close is not a lost connection: stop listening for termination first.
+            connection.remove_termination_listener(on_termination)
+            source._close()
+            await _close(host, connection)
+
+
+# -- sink --------------------------------------------------------------------------------------
+
+SinkMethod = Literal["copy", "insert"]
+
+
+class PostgresSink:
+    """Writes rows to one table; each batch in one transaction. Made by :func:`postgres_sink`.
+
+    Attributes:
+        batch_size: the batch size a :class:`rxflow.Flow` should use for this sink.
+        rows_written: rows committed so far.
+    """
+
+    def __init__(
+        self,
+        host: AsyncioHost,
+        connection: asyncpg.Connection,
+        table: str,
+        schema: str | None,
+        columns: tuple[str, ...],
+        column_types: tuple[Any, ...],  # asyncpg.types.Type: its name and schema
+        method: SinkMethod,
+        batch_size: int,
+    ) -> None:
+        self.batch_size = batch_size
+        self.rows_written = 0
+        self.name = f"postgresql:{table}"
+        self._host = host
+        self._connection = connection
+        self._table = table
+        self._schema = schema
+        self._columns = columns
+        self._column_types = column_types
+        self._method = method
+        qualified = (quote_ident(schema) + "." if schema else "") + quote_ident(table)
+        placeholders = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+        self._insert = (
+            f"INSERT INTO {qualified} ({', '.join(map(quote_ident, columns))}) "
+            f"VALUES ({placeholders})"
+        )
+        # asyncpg allows one operation at a time on a connection; concurrent sends queue here.
+        self._lock = anyio.Lock()
+
+    async def send(self, item: Sequence[Any] | Mapping[str, Any]) -> None:
+        """Write one row (a tuple in ``columns`` order, or a dict by column name)."""
+        await self.send_batch([item])
+
+    async def send_batch(self, items: Sequence[Sequence[Any] | Mapping[str, Any]]) -> None:
+        """Write ``items`` in one transaction; return once it is committed.
+
+        Raises:
+            TypeError, ValueError: an item is not a row of ``columns`` (the message names
+                the item's index and the column); nothing of the batch is written.
+        """
+        rows = [self._as_row(index, item) for index, item in enumerate(items)]
+        if not rows:
+            return
+        async with self._lock:
+            try:
+                await self._host.call(self._write, rows)
+            except (TypeError, ValueError, OverflowError, asyncpg.DataError) as error:
+                # asyncpg could not encode a value (COPY does not say which): find it.
+                await self._host.call(self._raise_for_bad_value, rows, error)
+                raise
+        self.rows_written += len(rows)
+
+    def _as_row(self, index: int, item: object) -> tuple[Any, ...]:
+        columns = self._columns
+        if isinstance(item, Mapping):
+            missing = [column for column in columns if column not in item]
+            unknown = [key for key in item if key not in columns]
+            if missing or unknown:
+                raise ValueError(
+                    f"{self.name}: item {index} is a dict "
+                    + (f"without column(s) {missing}" if missing else "")
+                    + (" and " if missing and unknown else "")
+                    + (f"with key(s) {unknown} that are not columns" if unknown else "")
+                    + f"; its keys must be the sink's columns {list(columns)}"
+                )
+            return tuple(item[column] for column in columns)
+        if isinstance(item, Sequence) and not isinstance(item, str | bytes | bytearray):
+            if len(item) != len(columns):
+                raise ValueError(
+                    f"{self.name}: item {index} has {len(item)} value(s) but the sink has "
+                    f"{len(columns)} columns {list(columns)}; pass one value per column, in "
+                    "that order, or a dict by column name"
+                )
+            return tuple(item)
+        raise TypeError(
+            f"{self.name}: item {index} is a {type(item).__name__}; pass a tuple of values in "
+            f"column order {list(columns)} or a dict by column name"
+        )
+
+    async def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        connection = self._connection
+        async with connection.transaction():
+            if self._method == "copy":
+                await connection.copy_records_to_table(
+                    self._table, records=rows, columns=self._columns, schema_name=self._schema
+                )
+            else:
+                await connection.executemany(self._insert, rows)
+
+    async def _raise_for_bad_value(self, rows: list[tuple[Any, ...]], error: Exception) -> None:
+        """Raise a TypeError naming the first value its column's type cannot take, if any.
+
+        Runs only after a failed batch: it asks the server to cast each value in turn, which
+        encodes it exactly as the write did, and stops at the first failure.
+        """
+        casts = [
+            f"SELECT CAST($1 AS {quote_ident(type_.schema)}.{quote_ident(type_.name)})"
+            for type_ in self._column_types
+        ]
+        for index, row in enumerate(rows):
+            for column, type_, cast, value in zip(
+                self._columns, self._column_types, casts, row, strict=True
+            ):
+                try:
+                    await self._connection.fetchval(cast, value)
+                except (TypeError, ValueError, OverflowError, asyncpg.DataError) as failure:
+                    reason = failure.__cause__ or failure  # asyncpg wraps the encoder's error
+                    raise TypeError(
+                        f"{self.name}: item {index}, column {column!r}: {value!r} cannot be "
+                        f"written to a column of type {type_.name}: {reason}. Nothing of the "
+                        "batch was written"
+                    ) from error
+
+
+@asynccontextmanager
+async def postgres_sink(
+    dsn: str,
+    table: str,
+    columns: Sequence[str],
+    *,
+    schema: str | None = None,
+    method: SinkMethod = "copy",
+    batch_size: int = 1000,
+    application_name: str = DEFAULT_APPLICATION_NAME,
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[PostgresSink]:
+    """Write rows to a PostgreSQL table; each batch in one transaction.
+
+    ``send_batch(items)`` writes every item of the batch and commits, or writes none of them:
+    it returns once the transaction is committed. An item is a tuple of values in
+    ``columns`` order or a dict by column name. ``method="copy"`` (default) uses ``COPY``
+    (``copy_records_to_table``), the fastest way in; ``"insert"`` uses ``INSERT`` statements
+    (``executemany``), which fire ``INSERT`` rules that ``COPY`` does not.
+
+    The table and columns are checked when the sink opens: a missing one raises asyncpg's
+    ``UndefinedTableError`` or ``UndefinedColumnError`` there, not at the first write.
+
+    Args:
+        dsn: ``postgresql://user@host:port/database``.
+        table: the table name, taken literally (case matters); ``schema`` to qualify it.
+        columns: the columns each item fills, in order.
+        method: ``"copy"`` or ``"insert"``.
+        batch_size: the batch size a :class:`rxflow.Flow` should use for this sink.
+        application_name: the session's name in ``pg_stat_activity``.
+        connect_timeout: seconds to wait for the server at connect time.
+
+    Example:
+        ::
+
+            async with postgres_sink(dsn, "readings", ["sensor", "value"]) as readings:
+                await readings.send_batch([("a", 1.5), {"sensor": "b", "value": 2.0}])
+    """
+    where = f"postgres_sink({table!r})"
+    _check_identifier(where, "table", table)
+    if schema is not None:
+        _check_identifier(where, "schema", schema)
+    if isinstance(columns, str) or not isinstance(columns, Sequence) or not columns:
+        raise TypeError(f"{where}: columns must be a non-empty list of names, got {columns!r}")
+    for column in columns:
+        _check_identifier(where, "column", column)
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"{where}: columns {list(columns)} name a column twice")
+    if method not in ("copy", "insert"):
+        raise ValueError(f"{where}: method must be 'copy' or 'insert', got {method!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{where}: batch_size must be an int of 1 or more, got {batch_size!r}")
+
+    async with AsyncioHost() as host:
+        connection = await _connect(host, dsn, application_name, connect_timeout, where)
+        try:
+            qualified = (quote_ident(schema) + "." if schema else "") + quote_ident(table)
+            probe = await host.call(
+                connection.prepare,
+                f"SELECT {', '.join(map(quote_ident, columns))} FROM {qualified} LIMIT 0",
+            )
+            column_types = tuple(attribute.type for attribute in probe.get_attributes())
+            yield PostgresSink(
+                host, connection, table, schema, tuple(columns), column_types, method, batch_size
+            )
+        finally:
+            await _close(host, connection)

@@ -1,0 +1,366 @@
+"""PostgreSQL connector against a real server: LISTEN/NOTIFY source and COPY/INSERT sink."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
+import pytest
+
+from rxflow.connectors import Message
+from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors.codecs import DecodeFailure
+from rxflow.connectors.postgres import postgres_listen_source, postgres_sink
+from rxflow.errors import DecodeError, ServiceUnavailableError, SourceOverflowError
+from tests.connectors.conftest import require_service
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def dsn() -> str:
+    host, port = require_service("postgresql")
+    return f"postgresql://postgres@{host}:{port}/test"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+class Admin:
+    """A second, plain asyncpg connection for the test's own SQL (works under trio too)."""
+
+    def __init__(self, host: AsyncioHost, connection: Any) -> None:
+        self.host = host
+        self.connection = connection
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        rows: list[Any] = await self.host.call(self.connection.fetch, query, *args)
+        return rows
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self.host.call(self.connection.fetchval, query, *args)
+
+    async def notify(self, channel: str, *payloads: str) -> None:
+        """Send each payload on ``channel``, all in one transaction."""
+
+        async def send() -> None:
+            async with self.connection.transaction():
+                for payload in payloads:
+                    await self.connection.execute("SELECT pg_notify($1, $2)", channel, payload)
+
+        await self.host.call(send)
+
+    async def sessions(self, application_name: str) -> int:
+        count: int = await self.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            application_name,
+        )
+        return count
+
+    async def wait_for_sessions(self, application_name: str, count: int) -> None:
+        with anyio.fail_after(10):  # a closed session leaves pg_stat_activity shortly after
+            while True:
+                if await self.sessions(application_name) == count:
+                    return
+                await anyio.sleep(0.01)
+
+
+@asynccontextmanager
+async def admin_connection(dsn: str) -> AsyncIterator[Admin]:
+    async with AsyncioHost() as host:
+        connection = await host.call(asyncpg.connect, dsn)
+        try:
+            yield Admin(host, connection)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await host.call(connection.close)
+
+
+@pytest.fixture
+async def admin(dsn: str) -> AsyncIterator[Admin]:
+    async with admin_connection(dsn) as admin:
+        yield admin
+
+
+async def take(source: Any, count: int) -> list[Message[Any]]:
+    messages = []
+    with anyio.fail_after(10):
+        async for message in source:
+            messages.append(message)
+            if len(messages) == count:
+                break
+    return messages
+
+
+async def wait_received(source: Any, count: int) -> None:
+    with anyio.fail_after(10):  # notifications take a moment to come round
+        while True:
+            if source.received >= count:
+                return
+            await anyio.sleep(0.01)
+
+
+# -- LISTEN/NOTIFY ------------------------------------------------------------------------------
+
+
+async def test_notifications_arrive_as_messages_keyed_by_channel(dsn: str, admin: Admin) -> None:
+    channel = unique("orders")
+    async with postgres_listen_source(dsn, channel, codec="json") as orders:
+        await admin.notify(channel, '{"id": 1}', '{"id": 2}')
+        messages = await take(orders, 2)
+        sender = admin.connection.get_server_pid()
+        assert [message.value for message in messages] == [{"id": 1}, {"id": 2}]
+        assert {message.key for message in messages} == {channel}
+        assert {message.headers["pid"] for message in messages} == {str(sender)}
+        assert messages[0].source == f"postgresql:{channel}"
+        await messages[0].ack()  # nothing to settle, and harmless
+        assert orders.decoder.decoded == 2
+
+
+async def test_only_committed_notifications_arrive(dsn: str, admin: Admin) -> None:
+    channel = unique("tx")
+
+    async def rolled_back() -> None:
+        connection = admin.connection
+        transaction = connection.transaction()
+        await transaction.start()
+        await connection.execute("SELECT pg_notify($1, 'rolled back')", channel)
+        await transaction.rollback()
+
+    async with postgres_listen_source(dsn, channel) as source:
+        await admin.host.call(rolled_back)
+        await admin.notify(channel, "first", "second")
+        await admin.notify(channel, "last")
+        assert [message.value for message in await take(source, 3)] == ["first", "second", "last"]
+
+
+@pytest.mark.parametrize(
+    ("overflow", "delivered", "dropped"),
+    [
+        ("drop_oldest", ["7", "8", "9"], 7),
+        ("drop_newest", ["0", "1", "2"], 7),
+        ("latest", ["9"], 9),
+    ],
+)
+async def test_a_slow_consumer_loses_notifications_by_the_policy_and_they_are_counted(
+    dsn: str, admin: Admin, overflow: Any, delivered: list[str], dropped: int
+) -> None:
+    channel = unique("burst")
+    async with postgres_listen_source(dsn, channel, max_buffer_size=3, overflow=overflow) as source:
+        await admin.notify(channel, *map(str, range(10)))
+        await wait_received(source, 10)  # the consumer has not taken any yet
+        assert source.dropped == dropped
+        assert [message.value for message in await take(source, len(delivered))] == delivered
+        await admin.notify(channel, "after")  # the buffer held nothing more
+        assert [message.value for message in await take(source, 1)] == ["after"]
+
+
+async def test_overflow_error_delivers_what_fit_then_raises(dsn: str, admin: Admin) -> None:
+    channel = unique("burst")
+    async with postgres_listen_source(dsn, channel, max_buffer_size=3) as source:
+        await admin.notify(channel, *map(str, range(5)))
+        await wait_received(source, 5)
+        assert [message.value for message in await take(source, 3)] == ["0", "1", "2"]
+        with pytest.raises(SourceOverflowError, match=r"postgresql:burst_\w+.*max_buffer_size=3"):
+            await source.__anext__()
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip", "dead_letter"])
+async def test_decode_policies(dsn: str, admin: Admin, policy: Any) -> None:
+    channel = unique("decode")
+    failures: list[DecodeFailure] = []
+    async with postgres_listen_source(
+        dsn,
+        channel,
+        codec="json",
+        on_decode_error=policy,
+        dead_letter=failures.append if policy == "dead_letter" else None,
+    ) as source:
+        await admin.notify(channel, '{"n": 1}', "{oops", '{"n": 2}')
+        if policy == "raise":
+            assert (await take(source, 1))[0].value == {"n": 1}
+            with pytest.raises(DecodeError, match=rf"postgresql:{channel}.*'{channel}'"):
+                await take(source, 1)
+            return
+        assert [message.value for message in await take(source, 2)] == [{"n": 1}, {"n": 2}]
+    if policy == "skip":
+        assert source.decoder.skipped == 1
+    else:
+        assert source.decoder.dead_lettered == 1
+        assert [(failure.data, failure.key) for failure in failures] == [(b"{oops", channel)]
+
+
+async def test_a_terminated_listening_connection_ends_the_stream_naming_the_service(
+    dsn: str, admin: Admin
+) -> None:
+    channel, application = unique("fault"), unique("rxflow_test")
+    async with postgres_listen_source(dsn, channel, application_name=application) as source:
+        await admin.notify(channel, "before")
+        await wait_received(source, 1)
+        terminated = await admin.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            application,
+        )
+        assert [row[0] for row in terminated] == [True]
+        assert (await take(source, 1))[0].value == "before"  # what was buffered comes first
+        with (
+            anyio.fail_after(10),
+            pytest.raises(
+                ServiceUnavailableError, match=rf"postgresql:{channel}.*PostgreSQL at 127.0.0.1"
+            ),
+        ):
+            await source.__anext__()
+
+
+async def test_cancelling_a_listening_consumer_leaves_no_session_thread_or_task(
+    dsn: str, admin: Admin, anyio_backend: str
+) -> None:
+    application = unique("rxflow_test")
+    tasks_before = len(asyncio.all_tasks()) if anyio_backend == "asyncio" else 0
+    opened = anyio.Event()
+
+    async def consume() -> None:
+        async with postgres_listen_source(
+            dsn, unique("idle"), application_name=application
+        ) as source:
+            opened.set()
+            async for _ in source:  # nothing is ever sent: only cancellation ends this
+                pass
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await opened.wait()
+        assert await admin.sessions(application) == 1
+        tg.cancel_scope.cancel()
+    await admin.wait_for_sessions(application, 0)
+    hosts = [thread for thread in threading.enumerate() if thread.name == "rxflow asyncio host"]
+    assert len(hosts) == (1 if anyio_backend == "trio" else 0)  # the admin connection's own
+    if anyio_backend == "asyncio":
+        assert len(asyncio.all_tasks()) == tasks_before
+
+
+async def test_an_unreachable_server_raises_service_unavailable() -> None:
+    with pytest.raises(ServiceUnavailableError, match=r"PostgreSQL at 127.0.0.1:1/test"):
+        async with postgres_listen_source("postgresql://postgres@127.0.0.1:1/test", "x"):
+            pass
+    with pytest.raises(ServiceUnavailableError, match=r"postgres_sink\('t'\).*127.0.0.1:1"):
+        async with postgres_sink("postgresql://postgres@127.0.0.1:1/test", "t", ["a"]):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "match"),
+    [
+        ({"channel": "x" * 64}, ValueError, "longer than 63 bytes"),
+        ({"channel": ""}, TypeError, "non-empty str"),
+        ({"max_buffer_size": 0}, ValueError, "max_buffer_size must be 1 or more"),
+        ({"overflow": "block"}, ValueError, "overflow must be one of"),
+        ({"codec": "yaml"}, ValueError, "unknown codec"),
+    ],
+)
+async def test_bad_source_arguments_are_refused_before_connecting(
+    arguments: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    arguments = {"dsn": "postgresql://nobody@127.0.0.1:1/none", "channel": "ok", **arguments}
+    with pytest.raises(error, match=match):
+        async with postgres_listen_source(**arguments):
+            pass
+
+
+# -- sink ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def table(admin: Admin) -> AsyncIterator[str]:
+    name = unique("readings")
+    await admin.fetch(
+        f'CREATE TABLE "{name}" (id int PRIMARY KEY, sensor text NOT NULL, value float8)'
+    )
+    try:
+        yield name
+    finally:
+        with anyio.CancelScope(shield=True):
+            await admin.fetch(f'DROP TABLE "{name}"')
+
+
+async def rows_of(admin: Admin, table: str) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in await admin.fetch(f'SELECT * FROM "{table}" ORDER BY id')]
+
+
+COLUMNS = ["id", "sensor", "value"]
+
+
+@pytest.mark.parametrize("method", ["copy", "insert"])
+async def test_a_batch_is_committed_when_send_batch_returns(
+    dsn: str, admin: Admin, table: str, method: Any
+) -> None:
+    async with postgres_sink(dsn, table, COLUMNS, method=method, batch_size=50) as sink:
+        assert sink.batch_size == 50
+        await sink.send_batch([(1, "a", 1.5), {"value": None, "sensor": "b", "id": 2}])
+        assert await rows_of(admin, table) == [(1, "a", 1.5), (2, "b", None)]
+        await sink.send((3, "c", 3.0))
+        assert len(await rows_of(admin, table)) == 3
+        await sink.send_batch([])
+        assert sink.rows_written == 3
+
+
+@pytest.mark.parametrize("method", ["copy", "insert"])
+async def test_a_failing_batch_writes_nothing_and_the_sink_goes_on(
+    dsn: str, admin: Admin, table: str, method: Any
+) -> None:
+    async with postgres_sink(dsn, table, COLUMNS, method=method) as sink:
+        duplicate_key = [(1, "a", 1.0), (2, "b", 2.0), (1, "c", 3.0)]
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await sink.send_batch(duplicate_key)
+        assert await rows_of(admin, table) == []
+
+        wrong_type = [(1, "a", 1.0), (2, "b", 2.0), (3, "c", "high")]
+        with pytest.raises(TypeError, match=r"item 2, column 'value': 'high' .* float8"):
+            await sink.send_batch(wrong_type)
+        assert await rows_of(admin, table) == []
+
+        await sink.send_batch([(1, "a", 1.0)])
+        assert await rows_of(admin, table) == [(1, "a", 1.0)]
+        assert sink.rows_written == 1
+
+
+@pytest.mark.parametrize(
+    ("item", "error", "match"),
+    [
+        ((1, "a"), ValueError, r"item 1 has 2 value\(s\) but the sink has 3 columns"),
+        ({"id": 1, "sensor": "a"}, ValueError, r"item 1 is a dict without column\(s\) \['value'\]"),
+        ({"id": 1, "sensor": "a", "value": 1, "x": 0}, ValueError, r"key\(s\) \['x'\]"),
+        ("1,a,1.0", TypeError, "item 1 is a str; pass a tuple"),
+    ],
+)
+async def test_an_item_that_is_not_a_row_is_refused_by_index(
+    dsn: str, admin: Admin, table: str, item: Any, error: type[Exception], match: str
+) -> None:
+    async with postgres_sink(dsn, table, COLUMNS) as sink:
+        with pytest.raises(error, match=match):
+            await sink.send_batch([(1, "a", 1.0), item])
+    assert await rows_of(admin, table) == []
+
+
+async def test_a_missing_table_is_reported_when_the_sink_opens(dsn: str) -> None:
+    with pytest.raises(asyncpg.UndefinedTableError):
+        async with postgres_sink(dsn, unique("missing"), ["a"]):
+            pass
+
+
+async def test_cancelling_a_sink_leaves_no_session(dsn: str, admin: Admin, table: str) -> None:
+    application = unique("rxflow_test")
+    with anyio.CancelScope() as scope:
+        async with postgres_sink(dsn, table, COLUMNS, application_name=application) as sink:
+            await sink.send((1, "a", 1.0))
+            scope.cancel()
+            await anyio.sleep_forever()
+    await admin.wait_for_sessions(application, 0)
+    assert await rows_of(admin, table) == [(1, "a", 1.0)]
