@@ -1,0 +1,589 @@
+"""Redis Streams: a consumer-group source and an ``XADD`` sink, on redis-py's asyncio client.
+
+The source reads a stream as one consumer of a consumer group (``XREADGROUP``), so several
+workers running the same pipeline share the stream: Redis hands each entry to one of them.
+It reads only when its consumer asks for more, at most ``batch`` entries at a time, so a slow
+consumer means fewer reads and the group's other consumers get the rest. Each message is
+settled with ``XACK``; an entry that is not acknowledged stays pending in the group and is
+delivered again:
+
+* to the same consumer, when it restarts (it first re-reads its own pending entries);
+* to any consumer of the group that passes ``claim_idle_ms``, once the entry has been pending
+  that long on a consumer that stopped (``XAUTOCLAIM``).
+
+The sink appends entries with ``XADD``, a batch per pipelined round trip.
+
+Under trio, every client call runs on an asyncio loop in a worker thread
+(:class:`~rxflow.connectors._asyncio_host.AsyncioHost`); the API is the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final
+
+import anyio
+
+from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._message import Message, Settlement
+from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
+from rxflow.errors import ServiceUnavailableError
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff, NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "rxflow.connectors.redis needs redis-py: pip install 'rxflow[redis]'"
+    ) from error
+
+__all__ = ["RedisStreamSink", "RedisStreamSource", "redis_stream_sink", "redis_stream_source"]
+
+CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+RECONNECT_ATTEMPTS: Final = 5
+"""Consecutive failed reads the source retries (with backoff) before it gives up."""
+RECONNECT_BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0)
+CONNECT_TIMEOUT_S: Final = 5.0
+READ_TIMEOUT_MARGIN_S: Final = 10.0
+"""How much longer than its ``BLOCK`` time a read may take before the connection counts as
+dead (a silent network failure would otherwise hang the read forever)."""
+
+EntryId = bytes
+Entry = tuple[EntryId, dict[bytes, bytes]]
+
+
+# -- connections ------------------------------------------------------------------------
+
+
+def _address(client: Any) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+@contextlib.asynccontextmanager
+async def _connected(
+    host: AsyncioHost, url: str, *, retry: bool, **options: Any
+) -> AsyncIterator[Any]:
+    """A redis-py client on the host's loop, checked with ``PING``, closed on exit.
+
+    ``retry=False`` turns off redis-py's own retries, for the source's reads: a read retried
+    inside redis-py could hide a reply lost with its connection (entries the server handed to
+    this consumer), which the source must know about to re-read them.
+    """
+
+    async def open_client() -> Any:
+        # from_url does not give its pool redis-py's default retries: say what we want.
+        retries = (
+            Retry(ExponentialBackoff(cap=1.0, base=0.05), 3) if retry else Retry(NoBackoff(), 0)
+        )
+        return aioredis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT_S, retry=retries, **options
+        )
+
+    client = await host.call(open_client)
+    try:
+        try:
+            await host.call(client.ping)
+        except CONNECTION_ERRORS as error:
+            raise ServiceUnavailableError(
+                f"redis at {_address(client)} is not reachable ({error}); start it, or check "
+                "the URL"
+            ) from error
+        yield client
+    finally:
+        with anyio.CancelScope(shield=True):
+            await host.call(client.aclose)
+
+
+def _check_positive(where: str, name: str, value: object, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        also = " or None" if optional else ""
+        raise ValueError(f"{where}: {name} must be an int of 1 or more{also}, got {value!r}")
+
+
+def _check_name(where: str, name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{where}: {name} must be a non-empty str, got {value!r}")
+
+
+# -- source -----------------------------------------------------------------------------
+
+
+class _StreamAck(Settlement):
+    """``XACK`` of one entry; a nack leaves it pending, to be re-read or claimed."""
+
+    __slots__ = ("_entry_id", "_source")
+
+    def __init__(self, source: RedisStreamSource, entry_id: EntryId) -> None:
+        super().__init__()
+        self._source = source
+        self._entry_id = entry_id
+
+    async def _ack(self) -> None:
+        await self._source._settle(self._entry_id, ack=True)
+
+    async def _nack(self, requeue: bool) -> None:
+        # Without requeue the group is done with the entry: XACK (it stays in the stream).
+        await self._source._settle(self._entry_id, ack=not requeue)
+
+
+class RedisStreamSource:
+    """The async iterable :func:`redis_stream_source` yields: the group's entries as
+    :class:`~rxflow.connectors.Message` records.
+
+    Attributes:
+        decoder: the :class:`~rxflow.connectors.Decoder`, with its counts (``decoded``,
+            ``skipped``, ``dead_lettered``).
+        name: ``"redis:<stream>"``, the messages' ``source``.
+
+    Iterate it once at a time. Example (needs a Redis server)::
+
+        async with redis_stream_source("redis://localhost", "orders", "billing", "w1") as src:
+            async for message in src:
+                print(message.key, message.value)
+                await message.ack()
+    """
+
+    def __init__(
+        self,
+        *,
+        host: AsyncioHost,
+        reader: Any,
+        commands: Any,
+        stream: str,
+        group: str,
+        consumer: str,
+        decoder: Decoder,
+        field: str | None,
+        batch: int,
+        block_ms: int,
+        claim_idle_ms: int | None,
+    ) -> None:
+        self._host = host
+        self._reader = reader  # reads and claims, without redis-py's retries
+        self._commands = commands  # acks, with redis-py's retries (XACK is idempotent)
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.decoder = decoder
+        self._field = field.encode() if field is not None else None
+        self._batch = batch
+        self._block_ms = block_ms
+        self._claim_idle_ms = claim_idle_ms
+        self.name = decoder.source
+        # Entries yielded and not settled yet: a re-read of the pending list after a lost
+        # connection, or a claim, must not deliver them a second time while they are in hand.
+        self._in_hand: set[EntryId] = set()
+        self._iterating = False
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncGenerator[Message[Any], None]:
+        if self._iterating:
+            raise RuntimeError(
+                f"{self.name}: this source is already being iterated; read it from one place"
+                " (open another redis_stream_source with its own consumer name to read in "
+                "parallel)"
+            )
+        self._iterating = True
+        try:
+            async with contextlib.aclosing(self._entries()) as entries:
+                async for entry_id, fields in entries:
+                    message = await self._message(entry_id, fields)
+                    if message is not None:
+                        yield message
+        finally:
+            self._iterating = False
+
+    async def _entries(self) -> AsyncGenerator[Entry, None]:
+        """Raw entries, one read (or claim) of at most ``batch`` at a time, when asked."""
+        # Our own pending entries first (those of a previous run that were never acked),
+        # from this id on; None once they are all re-read and new entries come next.
+        pending_after: bytes | None = b"0"
+        claim_cursor = b"0-0"
+        next_claim = 0.0  # claim at once: a dead consumer's entries may be waiting already
+        failures = 0
+        while True:
+            if self._closed:
+                return
+            try:
+                if pending_after is not None:
+                    entries = await self._read(pending_after, block_ms=None)
+                    pending_after = entries[-1][0] if entries else None
+                elif self._claim_idle_ms is not None and time.monotonic() >= next_claim:
+                    claim_cursor, entries = await self._claim(claim_cursor)
+                    if claim_cursor == b"0-0":  # scanned the whole pending list: rest a while
+                        next_claim = time.monotonic() + self._claim_idle_ms / 2000
+                else:
+                    block_ms = self._block_ms
+                    if self._claim_idle_ms is not None:  # wake up in time for the next claim
+                        wait_ms = math.ceil((next_claim - time.monotonic()) * 1000)
+                        block_ms = max(1, min(block_ms, wait_ms))
+                    entries = await self._read(b">", block_ms=block_ms)
+            except CONNECTION_ERRORS as error:
+                failures += 1
+                if failures > RECONNECT_ATTEMPTS:
+                    raise ServiceUnavailableError(
+                        f"{self.name}: lost the connection to redis at "
+                        f"{_address(self._reader)} and could not get it back after "
+                        f"{RECONNECT_ATTEMPTS} attempts ({error})"
+                    ) from error
+                await anyio.sleep(RECONNECT_BACKOFF_S[failures - 1])
+                # The reply lost with the connection may have handed entries to this
+                # consumer: they are pending on it now, so re-read the pending list.
+                pending_after = b"0"
+                continue
+            failures = 0
+            for entry in entries:
+                yield entry
+
+    async def _read(self, after: bytes, *, block_ms: int | None) -> list[Entry]:
+        reply = await self._host.call(
+            self._reader.xreadgroup,
+            self.group,
+            self.consumer,
+            {self.stream: after},
+            self._batch,
+            block_ms,
+        )
+        # RESP2: [[stream, entries]], or [] when a blocking read timed out.
+        return list(reply[0][1]) if reply else []
+
+    async def _claim(self, cursor: bytes) -> tuple[bytes, list[Entry]]:
+        reply = await self._host.call(
+            self._reader.xautoclaim,
+            self.stream,
+            self.group,
+            self.consumer,
+            self._claim_idle_ms,
+            cursor,
+            self._batch,
+        )
+        # [next cursor, claimed entries, ids no longer in the stream (Redis dropped them)]
+        return reply[0], list(reply[1])
+
+    async def _message(self, entry_id: EntryId, fields: dict[bytes, bytes]) -> Message[Any] | None:
+        """The entry as a message, or None when it is in hand already or was set aside."""
+        if entry_id in self._in_hand:
+            return None
+        key = entry_id.decode()
+        if not fields:  # deleted or trimmed from the stream while pending: nothing to do
+            await self._xack(entry_id)
+            return None
+        headers: dict[str, str] = {}
+        if self._field is None:
+            value: Any = {}
+            for name, data in fields.items():
+                decoded = await self.decoder.decode(data, key=key)
+                if decoded is SKIPPED:
+                    await self._xack(entry_id)
+                    return None
+                value[name.decode(errors="backslashreplace")] = decoded
+        else:
+            payload = fields.get(self._field)
+            if payload is None:
+                missing = KeyError(
+                    f"entry has no field {self._field.decode()!r}, only "
+                    f"{sorted(name.decode(errors='backslashreplace') for name in fields)}; "
+                    "pass field= naming the payload field, or field=None for the whole entry"
+                )
+                # The decode policy applies: a record without its payload cannot be decoded.
+                value = await self.decoder._failed(b"", key, missing)
+            else:
+                value = await self.decoder.decode(payload, key=key)
+            if value is SKIPPED:
+                await self._xack(entry_id)
+                return None
+            headers = {
+                name.decode(errors="backslashreplace"): data.decode(errors="backslashreplace")
+                for name, data in fields.items()
+                if name != self._field
+            }
+        self._in_hand.add(entry_id)
+        milliseconds = int(key.partition("-")[0])
+        return Message(
+            value,
+            key=key,
+            headers=headers,
+            timestamp=milliseconds / 1000,
+            source=self.name,
+            settlement=_StreamAck(self, entry_id),
+        )
+
+    async def _settle(self, entry_id: EntryId, *, ack: bool) -> None:
+        self._in_hand.discard(entry_id)
+        if ack:
+            await self._xack(entry_id)
+
+    async def _xack(self, entry_id: EntryId) -> None:
+        if self._closed:
+            raise RuntimeError(
+                f"{self.name}: message {entry_id.decode()!r} settled after its "
+                "redis_stream_source was closed; settle messages inside the source's "
+                "`async with` block (the entry stays pending and will be delivered again)"
+            )
+        await self._host.call(self._commands.xack, self.stream, self.group, entry_id)
+
+
+@contextlib.asynccontextmanager
+async def redis_stream_source(
+    url: str,
+    stream: str,
+    group: str,
+    consumer: str,
+    *,
+    codec: Codec | CodecName = "bytes",
+    field: str | None = "data",
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: Callable[[DecodeFailure], Awaitable[object] | object] | None = None,
+    batch: int = 100,
+    block_ms: int = 2000,
+    create_group: bool = True,
+    claim_idle_ms: int | None = None,
+    start_id: str = "0",
+) -> AsyncIterator[RedisStreamSource]:
+    """Read a Redis stream as consumer ``consumer`` of consumer group ``group``.
+
+    Args:
+        url: the server, as ``redis://[user:password@]host[:port][/db]``.
+        stream: the stream's key.
+        group: the consumer group; workers that share it share the stream's entries.
+        consumer: this reader's name in the group, stable across restarts: on start it
+            first re-reads the entries it was handed before and never acknowledged.
+        codec: decodes the payload: ``"bytes"``, ``"text"``, ``"json"`` or a function.
+        field: the entry field holding the payload; the other fields become the message's
+            ``headers``. ``None``: the value is the whole entry, a dict of field names to
+            decoded field values (the codec's counts then count fields).
+        on_decode_error, dead_letter: what to do with an entry the codec rejects (or that
+            lacks ``field``); see :mod:`rxflow.connectors.codecs`.
+        batch: entries per ``XREADGROUP``/``XAUTOCLAIM``, the most read ahead of the consumer.
+        block_ms: how long one read waits for new entries before it asks again.
+        create_group: create the group (and the stream) if missing; if ``False`` and the
+            group does not exist, opening fails with ``ValueError``.
+        claim_idle_ms: if set, entries pending on any consumer of the group for this long
+            are claimed (``XAUTOCLAIM``, checked about twice per period) and delivered here:
+            the work of a consumer that died. Use a period well above your slowest handling
+            time, or live consumers lose entries they are still working on to this one.
+        start_id: where a group this call creates starts: ``"0"`` the whole stream, ``"$"``
+            only entries added from now on.
+
+    Yields:
+        a :class:`RedisStreamSource`: iterate it for :class:`~rxflow.connectors.Message`
+        records (``key``: the entry id, ``headers``: the other fields as text,
+        ``timestamp``: the id's time). ``await message.ack()`` sends ``XACK``;
+        ``nack()`` leaves the entry pending (``nack(requeue=False)`` acks it). Settle
+        messages before the ``async with`` block ends.
+
+    Raises:
+        ServiceUnavailableError: Redis cannot be reached, at start, or for
+            ``RECONNECT_ATTEMPTS`` reads in a row once running (the source reconnects and
+            re-reads its pending entries after a dropped connection).
+
+    Example (needs a Redis server)::
+
+        async with redis_stream_source(
+            "redis://localhost", "orders", "billing", "worker-1", codec="json"
+        ) as orders:
+            async with rxflow.open_pipe(orders, ops.filter(lambda m: m.value["total"] > 0)) as big:
+                async for message in big:
+                    await charge(message.value)
+                    await message.ack()
+    """
+    where = f"redis_stream_source({stream!r})"
+    for name, value in (("url", url), ("stream", stream), ("group", group)):
+        _check_name(where, name, value)
+    _check_name(where, "consumer", consumer)
+    _check_positive(where, "batch", batch)
+    _check_positive(where, "block_ms", block_ms)
+    _check_positive(where, "claim_idle_ms", claim_idle_ms, optional=True)
+    if field is not None:
+        _check_name(where, "field", field)
+    decoder = Decoder(
+        codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"redis:{stream}"
+    )
+    read_timeout = block_ms / 1000 + READ_TIMEOUT_MARGIN_S
+    async with (
+        AsyncioHost() as host,
+        _connected(host, url, retry=False, socket_timeout=read_timeout) as reader,
+        _connected(host, url, retry=True) as commands,
+    ):
+        await _prepare_group(host, commands, stream, group, create=create_group, start_id=start_id)
+        source = RedisStreamSource(
+            host=host,
+            reader=reader,
+            commands=commands,
+            stream=stream,
+            group=group,
+            consumer=consumer,
+            decoder=decoder,
+            field=field,
+            batch=batch,
+            block_ms=block_ms,
+            claim_idle_ms=claim_idle_ms,
+        )
+        try:
+            yield source
+        finally:
+            source._closed = True
+
+
+async def _prepare_group(
+    host: AsyncioHost, client: Any, stream: str, group: str, *, create: bool, start_id: str
+) -> None:
+    if create:
+        try:
+            await host.call(client.xgroup_create, stream, group, start_id, True)
+        except ResponseError as error:
+            if not str(error).startswith("BUSYGROUP"):  # BUSYGROUP: it exists, as wanted
+                raise
+        return
+    try:
+        groups = await host.call(client.xinfo_groups, stream)
+    except ResponseError:  # no such stream
+        groups = []
+    if not any(info["name"] in (group, group.encode()) for info in groups):
+        raise ValueError(
+            f"redis_stream_source({stream!r}): stream {stream!r} has no consumer group "
+            f"{group!r}; create it (XGROUP CREATE {stream} {group} 0 MKSTREAM) or pass "
+            "create_group=True"
+        )
+
+
+# -- sink -------------------------------------------------------------------------------
+
+FieldValue = bytes | bytearray | memoryview | str | int | float
+
+
+class RedisStreamSink:
+    """What :func:`redis_stream_sink` yields: ``send``/``send_batch`` append entries.
+
+    Attributes:
+        batch_size: how many entries a :class:`rxflow.Flow` should hand to ``send_batch``.
+
+    Example (needs a Redis server)::
+
+        async with redis_stream_sink("redis://localhost", "totals", encoder=json.dumps) as out:
+            entry_id = await out.send({"total": 3})
+            await out.send_batch([{"total": 4}, {"total": 5}])
+    """
+
+    def __init__(
+        self,
+        *,
+        host: AsyncioHost,
+        client: Any,
+        stream: str,
+        field: str | None,
+        encoder: Callable[[Any], Any] | None,
+        maxlen: int | None,
+        batch_size: int,
+    ) -> None:
+        self._host = host
+        self._client = client
+        self.stream = stream
+        self._field = field
+        self._encoder = encoder
+        self._maxlen = maxlen
+        self.batch_size = batch_size
+
+    async def send(self, item: Any) -> str:
+        """Append one entry; returns its id once Redis replied."""
+        (entry_id,) = await self.send_batch([item])
+        return entry_id
+
+    async def send_batch(self, items: Sequence[Any]) -> list[str]:
+        """Append one entry per item, pipelined in one round trip; returns their ids once
+        Redis replied to every ``XADD``."""
+        # Encode everything first, so that a bad item fails before anything is written.
+        entries = [self._fields(item) for item in items]
+        if not entries:
+            return []
+        ids: list[bytes] = await self._host.call(self._xadd_all, entries)
+        return [entry_id.decode() for entry_id in ids]
+
+    async def _xadd_all(self, entries: list[Mapping[Any, FieldValue]]) -> list[bytes]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for fields in entries:
+                pipe.xadd(self.stream, fields, maxlen=self._maxlen, approximate=True)
+            ids: list[bytes] = await pipe.execute()
+        return ids
+
+    def _fields(self, item: Any) -> Mapping[Any, FieldValue]:
+        value = self._encoder(item) if self._encoder is not None else item
+        if self._field is None:
+            if isinstance(value, Mapping) and value:
+                return value
+            raise TypeError(
+                f"redis_stream_sink({self.stream!r}) with field=None writes mappings of field "
+                f"names to values, got {type(value).__name__}; pass an encoder= that returns "
+                "such a dict, or field='data' to write the item as one field"
+            )
+        if isinstance(value, FieldValue) and not isinstance(value, bool):
+            return {self._field: value}
+        raise TypeError(
+            f"redis_stream_sink({self.stream!r}) cannot write a {type(value).__name__} as field "
+            f"{self._field!r}: Redis stores bytes, str and numbers; pass an encoder= that "
+            "returns one (json.dumps, for instance)"
+        )
+
+
+@contextlib.asynccontextmanager
+async def redis_stream_sink(
+    url: str,
+    stream: str,
+    *,
+    field: str | None = "data",
+    encoder: Callable[[Any], Any] | None = None,
+    maxlen: int | None = None,
+    batch_size: int = 100,
+) -> AsyncIterator[RedisStreamSink]:
+    """Append items to a Redis stream with ``XADD``.
+
+    Args:
+        url: the server, as ``redis://[user:password@]host[:port][/db]``.
+        stream: the stream's key (created by the first write).
+        field: the entry field the encoded item goes to; ``None``: the encoder returns the
+            entry's fields as a dict.
+        encoder: turns an item into bytes, str or a number (or a dict, with ``field=None``);
+            by default items must already be one.
+        maxlen: keep the stream at about this many entries (``MAXLEN ~``, which trims
+            whole blocks and is cheap); ``None`` keeps everything.
+        batch_size: the batch size a :class:`rxflow.Flow` uses with this sink.
+
+    A write that fails with the connection is retried by redis-py; if its reply was what got
+    lost, the entry is written twice (at-least-once).
+
+    Example (needs a Redis server)::
+
+        async with redis_stream_sink("redis://localhost", "orders", encoder=json.dumps) as sink:
+            await sink.send_batch([{"n": 1}, {"n": 2}])
+    """
+    where = f"redis_stream_sink({stream!r})"
+    _check_name(where, "url", url)
+    _check_name(where, "stream", stream)
+    if field is not None:
+        _check_name(where, "field", field)
+    if encoder is not None and not callable(encoder):
+        raise TypeError(f"{where}: encoder must be a function item -> bytes/str, got {encoder!r}")
+    _check_positive(where, "maxlen", maxlen, optional=True)
+    _check_positive(where, "batch_size", batch_size)
+    async with AsyncioHost() as host, _connected(host, url, retry=True) as client:
+        yield RedisStreamSink(
+            host=host,
+            client=client,
+            stream=stream,
+            field=field,
+            encoder=encoder,
+            maxlen=maxlen,
+            batch_size=batch_size,
+        )
