@@ -1,0 +1,739 @@
+"""HTTP through httpx: server-sent events and polling as sources, POST as a sink.
+
+httpx runs natively on asyncio and on trio, so these connectors call it directly on either
+backend. Each takes an ``httpx.AsyncClient`` to share (its connection pool, auth, proxies;
+it is left open) or makes its own and closes it on exit.
+
+* :func:`sse_source` reads a ``text/event-stream`` (parsed as the WHATWG spec says) and,
+  when the connection drops, reconnects with ``Last-Event-ID`` so that the server resumes
+  after the last event seen. The body is read only as the consumer pulls: a slow consumer
+  leaves the bytes in the socket, and TCP flow control holds the server back.
+* :func:`poll_source` fetches a JSON endpoint every ``interval`` and yields the items of
+  each answer; a ``cursor`` function turns the last item into the next request's
+  parameters so that only new items come.
+* :func:`http_post_sink` POSTs batches as JSON arrays and returns once the server answered
+  2xx.
+
+HTTP has no acknowledgement, so the messages' settlements do nothing: at-least-once across
+restarts comes from the server's side (``Last-Event-ID``, a ``since`` cursor) and the ids
+you keep. Server errors (5xx, 408, 429) and broken connections are retried with
+exponential backoff a bounded number of times; then :class:`HttpResponseError` or
+:class:`~rxflow.errors.ServiceUnavailableError` names the URL and what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, NamedTuple
+
+import anyio
+import httpx
+
+from rxflow.connectors._message import Message
+from rxflow.connectors.codecs import (
+    SKIPPED,
+    Codec,
+    CodecName,
+    DecodeFailure,
+    DecodePolicy,
+    Decoder,
+)
+from rxflow.errors import RxflowError, ServiceUnavailableError
+
+DeadLetter = Callable[[DecodeFailure], Awaitable[object] | object]
+MAX_BACKOFF = 30.0  # seconds: the longest wait between two attempts
+
+
+class HttpResponseError(RxflowError):
+    """The server answered, but not as asked: a non-2xx status (after the retries, for a
+    status worth retrying), or an event stream that is not ``text/event-stream``.
+
+    ``url`` and ``status_code`` say which; the message quotes the start of the body.
+    """
+
+    def __init__(self, message: str, *, url: str, status_code: int) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status_code = status_code
+
+
+# -- server-sent events: the parser ------------------------------------------------------
+
+
+class ServerSentEvent(NamedTuple):
+    """One dispatched event: its type, its data (lines joined by ``\\n``) and the last event
+    id at that point (``""`` if the stream never set one)."""
+
+    type: str
+    data: bytes
+    id: str
+
+
+class SseParser:
+    """The WHATWG event-stream parser, fed bytes in chunks cut anywhere.
+
+    Lines end with CRLF, LF or CR; a blank line dispatches the event; ``data`` lines
+    accumulate; ``event`` sets the type; ``id`` sets the last event id (it persists to the
+    next events, and an id-only block updates it without dispatching); ``retry`` sets the
+    reconnection time; lines starting with ``:`` are comments; an event not ended by a
+    blank line when the stream ends is discarded. Data stays bytes for the codec.
+
+    Example:
+        >>> parser = SseParser()
+        >>> parser.feed(b": hello\\r\\nid: 7\\r\\ndata: a\\r")
+        []
+        >>> parser.feed(b"\\ndata: b\\r\\n\\r\\n")
+        [ServerSentEvent(type='message', data=b'a\\nb', id='7')]
+    """
+
+    def __init__(self, last_event_id: str = "", retry: float | None = None) -> None:
+        self.last_event_id = last_event_id
+        self.retry = retry  # seconds, once the stream set it
+        self._id = last_event_id  # the spec's "last event ID buffer"
+        self._type = ""
+        self._data: list[bytes] = []
+        self._tail = b""  # an unfinished line
+        self._skip_lf = False  # the last chunk ended with CR: a leading LF completes a CRLF
+        self._started = False  # a leading byte-order mark is still to be stripped
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """The events completed by ``chunk``, in order."""
+        if not chunk:
+            return []
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[0] == 0x0A:
+                chunk = chunk[1:]
+        buffer = self._tail + chunk if self._tail else chunk
+        if not self._started:
+            if len(buffer) < 3 and b"\xef\xbb\xbf".startswith(buffer):
+                self._tail = buffer  # perhaps the start of a byte-order mark
+                return []
+            self._started = True
+            buffer = buffer.removeprefix(b"\xef\xbb\xbf")
+        if not buffer:
+            return []
+        lines = buffer.splitlines()  # bytes split at CRLF, LF and CR only
+        last = buffer[-1]
+        if last == 0x0A or last == 0x0D:
+            self._tail = b""
+            self._skip_lf = last == 0x0D
+        else:
+            self._tail = lines.pop()
+        events: list[ServerSentEvent] = []
+        for line in lines:
+            if not line:
+                self._dispatch(events)
+                continue
+            field, _, value = line.partition(b":")
+            if not field:
+                continue  # a comment (keep-alives are often sent this way)
+            if value[:1] == b" ":
+                value = value[1:]
+            if field == b"data":
+                self._data.append(value)
+            elif field == b"event":
+                self._type = value.decode("utf-8", "replace")
+            elif field == b"id":
+                if b"\0" not in value:
+                    self._id = value.decode("utf-8", "replace")
+            elif field == b"retry" and value.isdigit():  # ASCII digits only, as the spec asks
+                self.retry = int(value) / 1000
+            # any other field is ignored, as the spec says
+        return events
+
+    def _dispatch(self, events: list[ServerSentEvent]) -> None:
+        self.last_event_id = self._id
+        if self._data:
+            events.append(
+                ServerSentEvent(self._type or "message", b"\n".join(self._data), self._id)
+            )
+            self._data = []
+        self._type = ""
+
+
+# -- server-sent events: the source ------------------------------------------------------
+
+
+class SseSource:
+    """The messages of an event stream; made by :func:`sse_source`.
+
+    Each :class:`~rxflow.connectors.Message` has the decoded ``data`` as its value, the
+    event id as its key (``None`` if the stream has none) and ``{"event": type}`` as its
+    headers. ``last_event_id`` is the resume point: keep it, and pass it back as
+    ``sse_source(..., last_event_id=...)`` to resume after a restart.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, Any] | None,
+        decoder: Decoder,
+        reconnect: bool,
+        retry: float,
+        retries: int,
+        last_event_id: str,
+        timeout: httpx.Timeout,
+    ) -> None:
+        self.url = url
+        self.decoder = decoder
+        self.reconnects = 0  # connections made after the first
+        self._client = client
+        self._headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **headers}
+        self._params = params
+        self._reconnect = reconnect
+        self._default_retry = retry
+        self._retries = retries
+        self._timeout = timeout
+        self._parser = SseParser(last_event_id)
+        self._events: deque[ServerSentEvent] = deque()  # parsed from the last chunk read
+        self._response: httpx.Response | None = None
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._ended = False
+
+    @property
+    def last_event_id(self) -> str:
+        """The id of the last event seen (or set by an id-only block); ``""`` if none."""
+        return self._parser.last_event_id
+
+    @property
+    def retry(self) -> float:
+        """Seconds to wait before reconnecting: the server's ``retry:``, else the default."""
+        return self._parser.retry if self._parser.retry is not None else self._default_retry
+
+    def __aiter__(self) -> SseSource:
+        return self
+
+    async def __anext__(self) -> Message[Any]:
+        decode, events = self.decoder.decode, self._events
+        while True:
+            while events:
+                event = events.popleft()
+                key = event.id or None
+                value = await decode(event.data, key=key)
+                if value is not SKIPPED:
+                    return Message(value, key, {"event": event.type}, source=self.decoder.source)
+            chunk = await self._read()
+            if chunk is None:
+                raise StopAsyncIteration
+            events.extend(self._parser.feed(chunk))
+
+    async def aclose(self) -> None:
+        """Close the connection; iteration ends."""
+        self._ended = True
+        await self._close_response()
+
+    async def _read(self) -> bytes | None:
+        """The next chunk of the body, reconnecting after a drop; None once it ended."""
+        while not self._ended:
+            if self._chunks is None:
+                await self._reconnect_after_delay()
+                continue
+            try:
+                return await self._chunks.__anext__()
+            except StopAsyncIteration:
+                pass  # the server ended the response: the spec says reconnect
+            except httpx.TransportError:
+                pass  # dropped midway (a broken chunked body, a reset, a read timeout)
+            await self._close_response()
+            self._ended = not self._reconnect
+        return None
+
+    async def _open(self) -> None:
+        """Connect and check the answer; a 204 means the server has nothing more to send."""
+        headers = dict(self._headers)
+        if self._parser.last_event_id:
+            headers["Last-Event-ID"] = self._parser.last_event_id
+        request = self._client.build_request(
+            "GET", self.url, params=self._params, headers=headers, timeout=self._timeout
+        )
+        response = await self._client.send(request, stream=True)
+        if response.status_code == 204:
+            await response.aclose()
+            self._ended = True
+            return
+        content_type = response.headers.get("content-type", "")
+        if response.status_code != 200 or not content_type.startswith("text/event-stream"):
+            await _raise_for_answer(response, "sse_source", expected="200 text/event-stream")
+        self._response, self._chunks = response, response.aiter_bytes()
+        # A new stream starts a new parse; the last event id and retry time carry over.
+        self._parser = SseParser(self._parser.last_event_id, self._parser.retry)
+
+    async def _reconnect_after_delay(self) -> None:
+        failures = 0
+        while True:
+            await anyio.sleep(min(self.retry * 2**failures, max(self.retry, MAX_BACKOFF)))
+            try:
+                await self._open()
+            except (httpx.TransportError, HttpResponseError) as error:
+                if isinstance(error, HttpResponseError) and not _worth_retrying(error.status_code):
+                    raise
+                failures += 1
+                if failures > self._retries:
+                    raise _unavailable("sse_source", self.url, failures, error) from error
+            else:
+                self.reconnects += 1
+                return
+
+    async def _close_response(self) -> None:
+        chunks, self._chunks = self._chunks, None
+        response, self._response = self._response, None
+        if response is not None:
+            await response.aclose()
+        if chunks is not None:
+            # httpx reads through a chain of async generators; closing the outer one would
+            # abandon the inner ones (trio warns when they are collected). With the response
+            # closed, one more pull fails at the bottom on the closed connection, and the
+            # failure ends every generator of the chain on its way up.
+            with contextlib.suppress(Exception):
+                await chunks.__anext__()
+
+
+@asynccontextmanager
+async def sse_source(
+    url: str,
+    *,
+    client: httpx.AsyncClient | None = None,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    codec: Codec | CodecName = "text",
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: DeadLetter | None = None,
+    reconnect: bool = True,
+    retry: float = 3.0,
+    retries: int = 5,
+    last_event_id: str = "",
+    connect_timeout: float = 10.0,
+    read_timeout: float | None = None,
+) -> AsyncIterator[SseSource]:
+    """Read server-sent events from ``url`` as :class:`~rxflow.connectors.Message` records.
+
+    Args:
+        url: the ``http(s)`` address of the event stream.
+        client: an ``httpx.AsyncClient`` to use (and leave open); default: a new one.
+        headers, params: added to every request (auth, query).
+        codec: how each event's ``data`` becomes the value: ``"text"`` (default), ``"json"``,
+            ``"bytes"`` or a function; with ``on_decode_error`` and ``dead_letter`` as in
+            :mod:`rxflow.connectors.codecs`.
+        reconnect: reconnect when the connection drops or the response ends, sending
+            ``Last-Event-ID`` so that the server resumes after the last event seen. A 204
+            answer ends the stream for good, as in browsers.
+        retry: seconds before reconnecting, until the server sets it with ``retry:``.
+        retries: failed reconnection attempts in a row (with exponential backoff) before
+            :class:`~rxflow.errors.ServiceUnavailableError`.
+        last_event_id: resume after this id (sent as ``Last-Event-ID`` on the first request).
+        connect_timeout: seconds to wait for a connection.
+        read_timeout: seconds without a byte (servers send ``:`` comments as keep-alives)
+            after which the connection counts as dropped; default: wait for ever.
+
+    Raises:
+        ServiceUnavailableError: the first connection failed (or reconnecting failed
+            ``retries`` times).
+        HttpResponseError: the server answered with another status than 200 (a 5xx on
+            reconnection is retried) or not with ``text/event-stream``.
+
+    Example:
+        Print events as they come::
+
+            async with sse_source("http://localhost:8000/events", codec="json") as events:
+                async for message in events:
+                    print(message.headers["event"], message.key, message.value)
+    """
+    where = "sse_source"
+    _check_url(url, where)
+    _check_number(retry, "retry", where, minimum=0)
+    _check_count(retries, "retries", where)
+    decoder = Decoder(
+        codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"sse:{url}"
+    )
+    timeout = httpx.Timeout(connect_timeout, read=read_timeout)
+    async with _client(client) as http:
+        source = SseSource(
+            http,
+            url,
+            headers=headers or {},
+            params=params,
+            decoder=decoder,
+            reconnect=reconnect,
+            retry=retry,
+            retries=retries,
+            last_event_id=last_event_id,
+            timeout=timeout,
+        )
+        try:
+            await source._open()
+        except httpx.TransportError as error:
+            raise _unavailable(where, url, 1, error) from error
+        try:
+            yield source
+        finally:
+            with anyio.CancelScope(shield=True):
+                await source.aclose()
+
+
+# -- polling -----------------------------------------------------------------------------
+
+
+def _items_of(body: Any) -> Iterable[Any]:
+    return body if isinstance(body, list) else (body,)
+
+
+class PollSource:
+    """The items of a polled endpoint; made by :func:`poll_source`.
+
+    ``polls`` counts the requests answered; ``decoder`` counts what the codec did.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        *,
+        interval: float,
+        params: Mapping[str, Any],
+        headers: Mapping[str, str],
+        cursor: Callable[[Any], Mapping[str, Any]] | None,
+        items: Callable[[Any], Iterable[Any]],
+        decoder: Decoder,
+        retry: _Retry,
+    ) -> None:
+        self.url = url
+        self.decoder = decoder
+        self.polls = 0
+        self._client = client
+        self._interval = interval
+        self._params = dict(params)
+        self._headers = headers
+        self._cursor = cursor
+        self._items = items
+        self._retry = retry
+        self._pending: deque[Any] = deque()  # the items of the last answer not yet pulled
+        self._next_poll: float | None = None
+        self._ended = False
+
+    def __aiter__(self) -> PollSource:
+        return self
+
+    async def __anext__(self) -> Message[Any]:
+        while not self._pending:
+            if self._ended:
+                raise StopAsyncIteration
+            await self._poll()
+        return Message(self._pending.popleft(), source=self.decoder.source)
+
+    async def aclose(self) -> None:
+        """End the iteration (the client's connections close with the source)."""
+        self._ended = True
+
+    async def _poll(self) -> None:
+        # Polls start `interval` apart (no drift); a slow consumer delays the next one
+        # rather than making polls pile up.
+        if self._next_poll is not None:
+            await anyio.sleep_until(self._next_poll)
+        self._next_poll = anyio.current_time() + self._interval
+        response = await self._retry.request(
+            self._client, "GET", self.url, params=self._params, headers=self._headers
+        )
+        self.polls += 1
+        if response.status_code == 204 or not response.content:
+            return
+        body = await self.decoder.decode(response.content)
+        if body is SKIPPED:
+            return
+        items = list(self._items(body))
+        if items and self._cursor is not None:
+            self._params.update(self._cursor(items[-1]))
+        self._pending.extend(items)
+
+
+@asynccontextmanager
+async def poll_source(
+    url: str,
+    *,
+    interval: float,
+    client: httpx.AsyncClient | None = None,
+    params: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+    cursor: Callable[[Any], Mapping[str, Any]] | None = None,
+    items: Callable[[Any], Iterable[Any]] | None = None,
+    codec: Codec | CodecName = "json",
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: DeadLetter | None = None,
+    retries: int = 3,
+    backoff: float = 0.5,
+    request_timeout: float | None = 10.0,
+) -> AsyncIterator[PollSource]:
+    """GET ``url`` every ``interval`` seconds and yield what it returns, item by item.
+
+    The first request goes out at once; the next ones ``interval`` after the previous one
+    started, and only once the consumer took every item of the previous answer. Waiting
+    uses ``anyio.sleep``, so trio's ``MockClock`` drives it in tests.
+
+    Args:
+        url: the ``http(s)`` address to poll.
+        interval: seconds between the starts of two polls.
+        params, headers: sent with every request.
+        cursor: ask only for new items: called with the last item of a non-empty answer, it
+            returns the query parameters of the next request (merged over ``params``), such
+            as ``lambda item: {"since": item["id"]}``.
+        items: how an answer's decoded body becomes items; default: a JSON array's elements,
+            or any other body as one item. An empty body or a 204 yields nothing.
+        codec: how the body is decoded (default ``"json"``); with ``on_decode_error`` and
+            ``dead_letter`` as in :mod:`rxflow.connectors.codecs` (a body set aside yields
+            nothing).
+        retries: attempts after the first on a 5xx, 408 or 429 answer or a broken
+            connection, waiting ``backoff`` seconds, then twice that, and so on (a numeric
+            ``Retry-After`` is honoured). Other statuses fail at once.
+        request_timeout: seconds for each request.
+
+    Raises:
+        HttpResponseError: a non-2xx answer (after the retries), naming the URL and status.
+        ServiceUnavailableError: the server could not be reached after the retries.
+
+    Example:
+        Yield each new order once::
+
+            async with poll_source("http://localhost:8000/orders", interval=5.0,
+                                   cursor=lambda order: {"since": order["id"]}) as orders:
+                async for message in orders:
+                    print(message.value)
+    """
+    where = "poll_source"
+    _check_url(url, where)
+    _check_number(interval, "interval", where, minimum=0)
+    decoder = Decoder(
+        codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"poll:{url}"
+    )
+    async with _client(client) as http:
+        yield PollSource(
+            http,
+            url,
+            interval=interval,
+            params=params or {},
+            headers=headers or {},
+            cursor=cursor,
+            items=items or _items_of,
+            decoder=decoder,
+            retry=_Retry(where, retries, backoff, request_timeout),
+        )
+
+
+# -- POST sink ---------------------------------------------------------------------------
+
+
+def _json_array(items: Sequence[Any]) -> bytes:
+    return json.dumps(list(items), separators=(",", ":")).encode()
+
+
+class HttpPostSink:
+    """POSTs batches to one URL; made by :func:`http_post_sink`.
+
+    ``posted`` counts the items the server confirmed, ``requests`` the POSTs it answered 2xx.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        *,
+        batch_size: int,
+        encoder: Callable[[Sequence[Any]], bytes | str],
+        headers: Mapping[str, str],
+        retry: _Retry,
+    ) -> None:
+        self.url = url
+        self.batch_size = batch_size
+        self.posted = 0
+        self.requests = 0
+        self._client = client
+        self._encoder = encoder
+        self._headers = headers
+        self._retry = retry
+
+    async def send(self, item: Any) -> None:
+        """POST ``[item]``; return once the server answered 2xx."""
+        await self.send_batch((item,))
+
+    async def send_batch(self, items: Sequence[Any]) -> None:
+        """POST ``items`` as one body; return once the server answered 2xx.
+
+        Raises:
+            HttpResponseError: a non-2xx answer (a 5xx, 408 or 429 after the retries).
+            ServiceUnavailableError: the server could not be reached after the retries.
+        """
+        if not items:
+            return
+        body = self._encoder(items)
+        await self._retry.request(
+            self._client, "POST", self.url, content=body, headers=self._headers
+        )
+        self.requests += 1
+        self.posted += len(items)
+
+
+@asynccontextmanager
+async def http_post_sink(
+    url: str,
+    *,
+    batch_size: int = 100,
+    client: httpx.AsyncClient | None = None,
+    encoder: Callable[[Sequence[Any]], bytes | str] = _json_array,
+    content_type: str = "application/json",
+    headers: Mapping[str, str] | None = None,
+    retries: int = 3,
+    backoff: float = 0.5,
+    request_timeout: float | None = 10.0,
+) -> AsyncIterator[HttpPostSink]:
+    """A sink that POSTs each batch to ``url`` as one request body (a JSON array).
+
+    Args:
+        url: the ``http(s)`` address to POST to.
+        batch_size: the batch size a :class:`rxflow.Flow` should use.
+        client: an ``httpx.AsyncClient`` to use (and leave open); default: a new one.
+        encoder: turns a batch into the body; default: a compact JSON array.
+        content_type, headers: sent with every request.
+        retries: attempts after the first on a 5xx, 408 or 429 answer or a broken
+            connection, waiting ``backoff`` seconds, then twice that, and so on (a numeric
+            ``Retry-After`` is honoured). A retried POST may reach the server twice, as
+            at-least-once delivery allows: make the endpoint idempotent if that matters.
+        request_timeout: seconds for each request.
+
+    Example:
+        Post readings in batches of 50::
+
+            async with http_post_sink("http://localhost:8000/ingest", batch_size=50) as sink:
+                await sink.send_batch([{"t": 1, "v": 0.5}, {"t": 2, "v": 0.7}])
+    """
+    where = "http_post_sink"
+    _check_url(url, where)
+    _check_count(batch_size, "batch_size", where, minimum=1)
+    if not callable(encoder):
+        raise TypeError(f"{where}: encoder must be a function items -> bytes, got {encoder!r}")
+    async with _client(client) as http:
+        yield HttpPostSink(
+            http,
+            url,
+            batch_size=batch_size,
+            encoder=encoder,
+            headers={"Content-Type": content_type, **(headers or {})},
+            retry=_Retry(where, retries, backoff, request_timeout),
+        )
+
+
+# -- shared plumbing ---------------------------------------------------------------------
+
+
+class _Retry:
+    """One request, retried with exponential backoff while the failure may pass."""
+
+    def __init__(
+        self, where: str, retries: int, backoff: float, request_timeout: float | None
+    ) -> None:
+        _check_count(retries, "retries", where)
+        _check_number(backoff, "backoff", where, minimum=0)
+        if request_timeout is not None:
+            _check_number(request_timeout, "request_timeout", where, minimum=0)
+        self.where = where
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = request_timeout
+
+    async def request(
+        self, client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+    ) -> httpx.Response:
+        attempt = 0
+        while True:
+            delay = min(self.backoff * 2**attempt, MAX_BACKOFF)
+            attempt += 1
+            try:
+                response = await client.request(method, url, timeout=self.timeout, **kwargs)
+            except httpx.TransportError as error:
+                if attempt > self.retries:
+                    raise _unavailable(self.where, url, attempt, error) from error
+            else:
+                if response.is_success:
+                    return response
+                if attempt > self.retries or not _worth_retrying(response.status_code):
+                    await _raise_for_answer(response, self.where, tries=attempt)
+                delay = max(delay, _retry_after(response))
+            await anyio.sleep(delay)
+
+
+@asynccontextmanager
+async def _client(client: httpx.AsyncClient | None) -> AsyncIterator[httpx.AsyncClient]:
+    """The caller's client, left open; or a new one, closed on exit."""
+    if client is not None:
+        if not isinstance(client, httpx.AsyncClient):
+            raise TypeError(f"client must be an httpx.AsyncClient, got {client!r}")
+        yield client
+        return
+    async with httpx.AsyncClient() as owned:
+        yield owned
+
+
+def _worth_retrying(status: int) -> bool:
+    """Statuses that say "later": server errors, request timeout, too many requests."""
+    return status >= 500 or status in (408, 429)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """A numeric ``Retry-After`` in seconds, capped; 0 if absent or a date."""
+    value = response.headers.get("retry-after", "")
+    return min(float(value), MAX_BACKOFF) if value.isdigit() else 0.0
+
+
+async def _raise_for_answer(
+    response: httpx.Response, where: str, *, tries: int = 1, expected: str = "2xx"
+) -> None:
+    body = (await response.aread())[:200]
+    await response.aclose()
+    after = f" (after {tries} attempts)" if tries > 1 else ""
+    kind = response.headers.get("content-type", "no content type")
+    url = str(response.request.url)
+    raise HttpResponseError(
+        f"{where}: {response.request.method} {url} answered {response.status_code} "
+        f"{response.reason_phrase} ({kind}){after}, expected {expected}; body starts "
+        f"{body!r}. Check the URL, the request and the server's log",
+        url=url,
+        status_code=response.status_code,
+    )
+
+
+def _unavailable(where: str, url: str, tries: int, error: Exception) -> ServiceUnavailableError:
+    after = f" after {tries} attempts" if tries > 1 else ""
+    return ServiceUnavailableError(
+        f"{where}: could not reach {url}{after}: {error!r}. Is the server running, and is "
+        "the address right?"
+    )
+
+
+def _check_url(url: object, where: str) -> None:
+    if not isinstance(url, str | httpx.URL):
+        raise TypeError(f"{where}: url must be a str such as 'http://host:8000/path', got {url!r}")
+    try:
+        scheme = httpx.URL(url).scheme
+    except httpx.InvalidURL as error:
+        raise ValueError(f"{where}: {url!r} is not a valid URL ({error})") from None
+    if scheme not in ("http", "https"):
+        raise ValueError(f"{where}: url must start with http:// or https://, got {url!r}")
+
+
+def _check_number(value: object, name: str, where: str, *, minimum: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{where}: {name} must be a number of seconds, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{where}: {name} must be at least {minimum}, got {value!r}")
+
+
+def _check_count(value: object, name: str, where: str, *, minimum: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{where}: {name} must be at least {minimum}, got {value!r}")

@@ -1,0 +1,504 @@
+"""HTTP connectors against a real local HTTP/1.1 server (tests/connectors/http_server.py).
+
+The server runs in the test's own event loop on loopback sockets, so every test runs on
+asyncio and on trio with httpx doing real I/O; the trio-only tests drive time with
+``autojump_clock``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+from reactivex import operators as ops
+
+from rxflow import open_pipe
+from rxflow.connectors import Message
+from rxflow.connectors.codecs import DecodeFailure
+from rxflow.connectors.http import (
+    HttpResponseError,
+    ServerSentEvent,
+    SseParser,
+    http_post_sink,
+    poll_source,
+    sse_source,
+)
+from rxflow.errors import DecodeError, ServiceUnavailableError
+from tests.connectors.http_server import Exchange, Handler, serving
+
+pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+
+
+def event(data: str, *, id: str | None = None, type: str | None = None) -> bytes:
+    lines = [f"id: {id}"] if id is not None else []
+    lines += [f"event: {type}"] if type is not None else []
+    lines += [f"data: {line}" for line in data.split("\n")]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def stream_of(*chunks: bytes, end: bool = True) -> Handler:
+    """A handler that sends ``chunks`` as an event stream, then ends it (or drops it)."""
+
+    async def handler(exchange: Exchange) -> None:
+        await exchange.start_stream()
+        for chunk in chunks:
+            await exchange.send_chunk(chunk)
+        if end:
+            await exchange.end_stream()
+
+    return handler
+
+
+async def take(
+    source: AsyncIterator[Message[Any]], count: int, *, within: float = 10
+) -> list[Message[Any]]:
+    taken: list[Message[Any]] = []
+    with anyio.fail_after(within):
+        async for message in source:
+            taken.append(message)
+            if len(taken) == count:
+                break
+    return taken
+
+
+def value_of(message: Message[Any]) -> Any:
+    return message.value
+
+
+async def unused_port() -> int:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener:
+        port: int = listener.extra(anyio.abc.SocketAttribute.local_port)
+    return port
+
+
+# -- the parser --------------------------------------------------------------------------
+
+EDGE_CASES = (
+    b"\xef\xbb\xbf: a comment, then a two-line event with an id\r\n"
+    b"id: 1\r\ndata: first\r\ndata:  second\r\n\r\n"
+    b"event: update\rdata\rdata:x\r\r"  # CR only; a field with no colon; no space after ':'
+    b"data: keeps id 1\n\n"
+    b"id: 2\n\n"  # an id-only block moves the last event id without an event
+    b"retry: 250\nretry: soon\nid: bad\x00id\nunknown: field\ndata: after\n\n"
+    b"data: never finished"
+)
+EDGE_EVENTS = [
+    ServerSentEvent("message", b"first\n second", "1"),
+    ServerSentEvent("update", b"\nx", "1"),
+    ServerSentEvent("message", b"keeps id 1", "1"),
+    ServerSentEvent("message", b"after", "2"),
+]
+
+
+def test_the_parser_follows_the_whatwg_rules() -> None:
+    parser = SseParser()
+    assert parser.feed(EDGE_CASES) == EDGE_EVENTS
+    assert parser.last_event_id == "2"
+    assert parser.retry == 0.25
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(EDGE_CASES)), max_size=12))
+def test_the_parser_gives_the_same_events_however_the_bytes_are_cut(cuts: list[int]) -> None:
+    parser = SseParser()
+    bounds = [0, *sorted(cuts), len(EDGE_CASES)]
+    events = []
+    for start, end in itertools.pairwise(bounds):
+        events += parser.feed(EDGE_CASES[start:end])
+    assert events == EDGE_EVENTS
+
+
+def test_a_parser_resumes_from_a_last_event_id() -> None:
+    parser = SseParser(last_event_id="41")
+    assert parser.feed(b"data: no id of its own\n\n") == [
+        ServerSentEvent("message", b"no id of its own", "41")
+    ]
+
+
+# -- sse_source --------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_sse_messages_carry_the_value_the_id_and_the_event_type() -> None:
+    chunks = (EDGE_CASES[:40], EDGE_CASES[40:41], EDGE_CASES[41:], b"\n\n")
+    async with (
+        serving({"GET /events": stream_of(*chunks)}) as server,
+        sse_source(server.url("/events"), reconnect=False) as source,
+    ):
+        messages = await take(source, 10)
+        assert source.last_event_id == "2"
+        assert source.retry == 0.25
+    assert [(m.value, m.key, m.headers) for m in messages] == [
+        ("first\n second", "1", {"event": "message"}),
+        ("\nx", "1", {"event": "update"}),
+        ("keeps id 1", "1", {"event": "message"}),
+        ("after", "2", {"event": "message"}),
+        ("never finished", "2", {"event": "message"}),  # the last chunk ended it
+    ]
+    assert messages[0].source == f"sse:{server.url('/events')}"
+    assert server.requests[0].headers["accept"] == "text/event-stream"
+
+
+@pytest.mark.anyio
+async def test_sse_reconnects_with_last_event_id_and_loses_nothing() -> None:
+    async def events(exchange: Exchange) -> None:
+        last = exchange.request.headers.get("last-event-id")
+        if last is None:
+            await exchange.start_stream()
+            await exchange.send_chunk(b"retry: 1\n\n" + event("1", id="1") + event("2", id="2"))
+            await exchange.send_chunk(b"id: 3\ndata: 3\n\nid: 4\ndata: cut off mid")
+            return  # drop the connection: the chunked body never ends
+        if last == "3":
+            await stream_of(event("4", id="4"), event("5", id="5"))(exchange)  # ends cleanly
+            return
+        await exchange.respond(status=204)  # "no more": the source stops reconnecting
+
+    async with (
+        serving({"GET /events": events}) as server,
+        sse_source(server.url("/events"), codec="json") as source,
+    ):
+        values = [message.value async for message in source]
+        assert source.reconnects == 2
+    assert values == [1, 2, 3, 4, 5]
+    sent_ids = [request.headers.get("last-event-id") for request in server.requests]
+    assert sent_ids == [None, "3", "5"]
+
+
+@pytest.mark.anyio
+async def test_sse_starts_after_a_given_last_event_id() -> None:
+    async with (
+        serving({"GET /events": stream_of(event("8", id="8"))}) as server,
+        sse_source(server.url("/events"), last_event_id="7", reconnect=False) as source,
+    ):
+        assert [message.key async for message in source] == ["8"]
+    assert server.requests[0].headers["last-event-id"] == "7"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("policy", ["raise", "skip", "dead_letter"])
+async def test_sse_decode_policies(policy: Any) -> None:
+    chunks = (event("1", id="1"), event("{oops", id="2"), event("3", id="3"))
+    dead: list[DecodeFailure] = []
+    extra: dict[str, Any] = {"dead_letter": dead.append} if policy == "dead_letter" else {}
+    async with (
+        serving({"GET /events": stream_of(*chunks)}) as server,
+        sse_source(
+            server.url("/events"), codec="json", on_decode_error=policy, reconnect=False, **extra
+        ) as source,
+    ):
+        if policy == "raise":
+            assert (await take(source, 1))[0].value == 1
+            with pytest.raises(DecodeError, match="'2'"):
+                await take(source, 1)
+            return
+        assert [m.value async for m in source] == [1, 3]
+    assert source.decoder.skipped == (policy == "skip")
+    assert [(d.key, d.data) for d in dead] == ([("2", b"{oops")] if dead else [])
+
+
+@pytest.mark.anyio
+async def test_sse_reads_only_what_the_consumer_pulls() -> None:
+    total, sent = 32 * 1024 * 1024, 0
+    chunk = event("x" * 1000) * 64
+
+    async def flood(exchange: Exchange) -> None:
+        nonlocal sent
+        await exchange.start_stream()
+        while sent < total:
+            await exchange.send_chunk(chunk)
+            sent += len(chunk)
+        await exchange.end_stream()
+
+    async with (
+        serving({"GET /flood": flood}) as server,
+        sse_source(server.url("/flood"), reconnect=False) as source,
+    ):
+        await take(source, 3)
+        await anyio.wait_all_tasks_blocked()  # the server is stuck on a full socket
+        assert sent < total / 4  # what the socket buffers and one read hold, no more
+        assert len(source._events) < 64 * 2  # parsed ahead: one chunk's events at most
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["pipe_exit", "cancelled_while_waiting"])
+async def test_leaving_an_sse_source_closes_the_connection(how: str) -> None:
+    disconnected = anyio.Event()
+
+    async def events(exchange: Exchange) -> None:
+        await exchange.start_stream()
+        await exchange.send_chunk(event("one", id="1"))
+        await exchange.wait_for_disconnect()
+        disconnected.set()
+
+    async with serving({"GET /events": events}) as server:
+        async with sse_source(server.url("/events")) as source:
+            if how == "pipe_exit":
+                async with open_pipe(source, ops.map(value_of)) as pipe:
+                    assert await pipe.receive() == "one"
+            else:
+                async with anyio.create_task_group() as tg:
+
+                    async def consume() -> None:
+                        async for _ in source:
+                            pass
+
+                    tg.start_soon(consume)
+                    await anyio.wait_all_tasks_blocked()  # reading, with nothing to read
+                    tg.cancel_scope.cancel()
+        with anyio.fail_after(10):
+            await disconnected.wait()
+        assert source._response is None
+
+
+@pytest.mark.anyio
+async def test_sse_connection_errors_name_the_url() -> None:
+    async def wrong_type(exchange: Exchange) -> None:
+        await exchange.respond(b"<html>", content_type="text/html")
+
+    url = f"http://127.0.0.1:{await unused_port()}/events"
+    with pytest.raises(ServiceUnavailableError, match=r"could not reach http://127\.0\.0\.1"):
+        async with sse_source(url):
+            pass
+    async with serving({"GET /html": wrong_type}) as server:
+        with pytest.raises(HttpResponseError, match="/missing answered 404") as info:
+            async with sse_source(server.url("/missing")):
+                pass
+        assert info.value.status_code == 404
+        with pytest.raises(HttpResponseError, match=r"text/html.*expected 200 text/event-stream"):
+            async with sse_source(server.url("/html")):
+                pass
+
+
+@pytest.mark.anyio
+async def test_sse_gives_up_after_failed_reconnections() -> None:
+    async def flaky(exchange: Exchange) -> None:
+        if len(server.requests) == 1:
+            await stream_of(event("only", id="1"))(exchange)
+        else:
+            await exchange.respond(b"down", status=503, content_type="text/plain")
+
+    async with (
+        serving({"GET /events": flaky}) as server,
+        sse_source(server.url("/events"), retry=0.001, retries=2) as source,
+    ):
+        assert (await take(source, 1))[0].value == "only"
+        with pytest.raises(ServiceUnavailableError, match=r"after 3 attempts.*503"):
+            await take(source, 1)
+    assert len(server.requests) == 4
+
+
+def test_bad_arguments_say_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="http:// or https://"):
+        anyio.run(_enter, sse_source("ftp://example.com/events"))
+    with pytest.raises(ValueError, match="interval must be at least 0"):
+        anyio.run(_enter, poll_source("http://example.com", interval=-1))
+    with pytest.raises(TypeError, match="interval must be a number"):
+        anyio.run(_enter, poll_source("http://example.com", interval="5"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        anyio.run(_enter, http_post_sink("http://example.com", batch_size=0))
+    with pytest.raises(TypeError, match="retries must be an int"):
+        anyio.run(_enter, http_post_sink("http://example.com", retries=1.5))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown codec"):
+        anyio.run(_enter, poll_source("http://example.com", interval=1, codec="yaml"))  # type: ignore[arg-type]
+
+
+async def _enter(manager: Any) -> None:
+    async with manager:
+        pass
+
+
+# -- poll_source -------------------------------------------------------------------------
+
+
+def orders_endpoint(ids: list[int], times: list[float], page: int = 3) -> Handler:
+    """JSON pages of orders with an id above ``since``, recording when each poll came."""
+
+    async def orders(exchange: Exchange) -> None:
+        times.append(anyio.current_time())
+        since = int(exchange.request.query.get("since", "0"))
+        await exchange.respond_json([{"id": n} for n in ids if n > since][:page])
+
+    return orders
+
+
+@pytest.mark.trio
+async def test_poll_every_interval_in_virtual_time(autojump_clock: trio.testing.MockClock) -> None:
+    times: list[float] = []
+    async with (
+        serving({"GET /orders": orders_endpoint([1, 2, 3, 4, 5, 6, 7], times)}) as server,
+        poll_source(
+            server.url("/orders"),
+            interval=60,
+            cursor=lambda order: {"since": order["id"]},
+            request_timeout=None,  # virtual time jumps while idle: keep timeouts out of it
+        ) as source,
+    ):
+        ids = [message.value["id"] for message in await take(source, 7, within=1000)]
+    assert ids == [1, 2, 3, 4, 5, 6, 7]
+    assert times == [0, 60, 120]
+    assert [request.query.get("since") for request in server.requests] == [None, "3", "6"]
+
+
+@pytest.mark.trio
+async def test_poll_retries_server_errors_with_backoff(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    times: list[float] = []
+
+    async def unsteady(exchange: Exchange) -> None:
+        times.append(trio.current_time())
+        if len(times) == 2:
+            await exchange.respond(b"", status=429, headers={"Retry-After": "10"})
+        elif len(times) < 4:
+            await exchange.respond(b"busy", status=503, content_type="text/plain")
+        else:
+            await exchange.respond_json({"status": "ok"})  # not a list: one item
+
+    async with (
+        serving({"GET /status": unsteady}) as server,
+        poll_source(server.url("/status"), interval=1, backoff=1, request_timeout=None) as source,
+    ):
+        assert [m.value for m in await take(source, 1, within=1000)] == [{"status": "ok"}]
+    assert times == [0, 1, 11, 15]  # backoff 1, then Retry-After 10 over 2, then 4
+
+
+@pytest.mark.anyio
+async def test_poll_waits_at_least_the_interval_between_polls() -> None:
+    times: list[float] = []
+    started = anyio.current_time()
+    async with (
+        serving({"GET /orders": orders_endpoint([1, 2, 3, 4, 5, 6], times, page=2)}) as server,
+        poll_source(
+            server.url("/orders"), interval=0.02, cursor=lambda order: {"since": order["id"]}
+        ) as source,
+    ):
+        assert [m.value["id"] for m in await take(source, 6)] == [1, 2, 3, 4, 5, 6]
+    assert len(times) == source.polls == 3
+    # Poll k starts no sooner than `interval` after poll k-1 started, so whatever the
+    # latencies, the server sees it no sooner than k intervals after the source opened.
+    assert all(time >= started + k * 0.02 - 1e-6 for k, time in enumerate(times))
+
+
+@pytest.mark.anyio
+async def test_poll_errors_name_the_url_and_status() -> None:
+    async def down(exchange: Exchange) -> None:
+        await exchange.respond(b"maintenance", status=503, content_type="text/plain")
+
+    async with serving({"GET /down": down}) as server:
+        async with poll_source(server.url("/missing"), interval=1, backoff=0) as source:
+            with pytest.raises(HttpResponseError, match=r"GET .*/missing answered 404"):
+                await take(source, 1)
+        assert len(server.requests) == 1  # a 404 is not worth retrying
+        async with poll_source(server.url("/down"), interval=1, retries=2, backoff=0) as source:
+            with pytest.raises(HttpResponseError, match=r"/down answered 503.*after 3 attempts"):
+                await take(source, 1)
+        assert len(server.requests) == 4
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("policy", ["raise", "skip", "dead_letter"])
+async def test_poll_decode_policies(policy: Any) -> None:
+    async def answers(exchange: Exchange) -> None:
+        first = len(server.requests) == 1
+        await exchange.respond(b"{not json" if first else b"[1, 2]")
+
+    dead: list[DecodeFailure] = []
+    extra: dict[str, Any] = {"dead_letter": dead.append} if policy == "dead_letter" else {}
+    async with (
+        serving({"GET /items": answers}) as server,
+        poll_source(server.url("/items"), interval=0, on_decode_error=policy, **extra) as source,
+    ):
+        if policy == "raise":
+            with pytest.raises(DecodeError, match="poll:http"):
+                await take(source, 1)
+            return
+        assert [m.value for m in await take(source, 2)] == [1, 2]
+    assert source.decoder.skipped == (policy == "skip")
+    assert [d.data for d in dead] == ([b"{not json"] if dead else [])
+
+
+# -- http_post_sink ----------------------------------------------------------------------
+
+
+def ingest_endpoint(received: list[Any], failures: list[int]) -> Handler:
+    """Store each POSTed JSON body, after answering the given failure statuses first."""
+
+    async def ingest(exchange: Exchange) -> None:
+        if failures:
+            await exchange.respond(b"try later", status=failures.pop(0), content_type="text/plain")
+            return
+        received.append(exchange.request.json())
+        await exchange.respond(status=204)
+
+    return ingest
+
+
+@pytest.mark.anyio
+async def test_post_sink_sends_each_batch_as_one_json_array() -> None:
+    received: list[Any] = []
+    async with (
+        serving({"POST /ingest": ingest_endpoint(received, [])}) as server,
+        http_post_sink(server.url("/ingest"), batch_size=2, headers={"X-Token": "t"}) as sink,
+    ):
+        assert sink.batch_size == 2
+        await sink.send_batch([{"n": 1}, {"n": 2}])
+        await sink.send({"n": 3})
+        await sink.send_batch([])  # nothing to send: no request
+    assert received == [[{"n": 1}, {"n": 2}], [{"n": 3}]]
+    assert (sink.posted, sink.requests) == (3, 2)
+    request = server.requests[0]
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["x-token"] == "t"
+
+
+@pytest.mark.anyio
+async def test_post_sink_retries_503_then_returns_once_confirmed() -> None:
+    received: list[Any] = []
+    async with (
+        serving({"POST /ingest": ingest_endpoint(received, [503, 503])}) as server,
+        http_post_sink(server.url("/ingest"), retries=2, backoff=0.001) as sink,
+    ):
+        await sink.send_batch([1, 2, 3])
+        assert received == [[1, 2, 3]]
+    assert len(server.requests) == 3
+
+
+@pytest.mark.anyio
+async def test_post_sink_errors_name_the_status_and_url() -> None:
+    received: list[Any] = []
+    async with serving({"POST /ingest": ingest_endpoint(received, [400, 503, 503])}) as server:
+        url = server.url("/ingest")
+        async with http_post_sink(url, retries=1, backoff=0.001) as sink:
+            with pytest.raises(HttpResponseError, match=f"POST {url} answered 400") as info:
+                await sink.send(1)
+            assert (info.value.status_code, info.value.url) == (400, url)
+            with pytest.raises(HttpResponseError, match=r"answered 503.*after 2 attempts"):
+                await sink.send(2)
+        assert received == []
+        assert sink.posted == 0
+    with pytest.raises(ServiceUnavailableError, match=r"could not reach .* after 2 attempts"):
+        async with http_post_sink(url, retries=1, backoff=0.001) as sink:
+            await sink.send(3)
+
+
+@pytest.mark.anyio
+async def test_a_shared_client_is_left_open_and_a_custom_encoder_is_used() -> None:
+    received: list[Any] = []
+    async with (
+        serving({"POST /ingest": ingest_endpoint(received, [])}) as server,
+        httpx.AsyncClient() as client,
+    ):
+        encoder = lambda items: json.dumps({"items": list(items)})  # noqa: E731
+        async with http_post_sink(server.url("/ingest"), client=client, encoder=encoder) as sink:
+            await sink.send_batch(["a"])
+        assert not client.is_closed
+        await sink.send_batch(["b"])  # the client still works
+    assert received == [{"items": ["a"]}, {"items": ["b"]}]
