@@ -173,7 +173,8 @@ class PostgresListenSource:
 
     # The methods below run on the caller's loop (asyncpg's callbacks hand over to it).
 
-    def _notified(self, pid: int, payload: str, timestamp: float) -> None:
+    def _notified(self, notification: tuple[int, str, float]) -> None:
+        """One notification: (sender pid, payload, arrival time)."""
         self.received += 1
         if self._failure is not None or self._closed:
             return
@@ -193,7 +194,7 @@ class PostgresListenSource:
             if self._overflow == "drop_newest":
                 return
             self._buffer.popleft()
-        self._buffer.append((pid, payload, timestamp))
+        self._buffer.append(notification)
         self._wake()
 
     def _connection_lost(self) -> None:
@@ -218,6 +219,37 @@ class PostgresListenSource:
     def _wake(self) -> None:
         if self._arrived is not None:
             self._arrived.set()
+
+
+class _Handover:
+    """Hands notifications from asyncpg's loop to the caller's, a run at a time.
+
+    Under trio, asyncpg runs in the host's thread and each hand-over wakes the trio loop
+    from there, which costs more than handling a notification; a burst is handed over as one
+    run instead. (Under asyncio it is not needed: asyncpg runs on the caller's loop.)
+    """
+
+    def __init__(
+        self, host: AsyncioHost, deliver: Callable[[tuple[int, str, float]], None]
+    ) -> None:
+        self._host = host
+        self._deliver = deliver
+        self._pending: collections.deque[tuple[int, str, float]] = collections.deque()
+        self._scheduled = False
+
+    def put(self, notification: tuple[int, str, float]) -> None:
+        """On asyncpg's loop."""
+        self._pending.append(notification)
+        if not self._scheduled:
+            self._scheduled = True
+            self._host.call_soon_here(self._drain)
+
+    def _drain(self) -> None:
+        """On the caller's loop. The flag is cleared first, so that whatever is put from
+        then on either is taken by this loop or schedules the next drain."""
+        self._scheduled = False
+        while self._pending:
+            self._deliver(self._pending.popleft())
 
 
 @asynccontextmanager
@@ -294,8 +326,11 @@ async def postgres_listen_source(
 
     async with AsyncioHost() as host:
         # asyncpg calls these on its own loop; they hand over to the caller's loop.
+        handover = _Handover(host, source._notified)
+        notified = handover.put if host.hosted else source._notified
+
         def on_notification(_: object, pid: int, _channel: str, payload: str) -> None:
-            host.call_soon_here(source._notified, pid, payload, time.time())
+            notified((pid, payload, time.time()))
 
         def on_termination(_: object) -> None:
             host.call_soon_here(source._connection_lost)
@@ -366,7 +401,11 @@ class PostgresSink:
             TypeError, ValueError: an item is not a row of ``columns`` (the message names
                 the item's index and the column); nothing of the batch is written.
         """
-        rows = [self._as_row(index, item) for index, item in enumerate(items)]
+        width = len(self._columns)
+        rows = [  # a tuple of the right length is already a row: the common case, kept cheap
+            item if type(item) is tuple and len(item) == width else self._as_row(index, item)
+            for index, item in enumerate(items)
+        ]
         if not rows:
             return
         async with self._lock:
