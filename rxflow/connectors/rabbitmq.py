@@ -1,0 +1,432 @@
+"""RabbitMQ: a queue as a source with manual acks, an exchange as a sink with publisher confirms.
+
+The client is aio-pika (asyncio only); under trio it runs on an :class:`AsyncioHost`.
+
+Source: the broker pushes deliveries to a consumer, at most ``prefetch`` of them unacked at a
+time (``basic.qos``). That window is the backpressure: while the pipeline holds ``prefetch``
+unsettled messages the broker sends nothing more, so the local buffer never grows past it.
+Each message is acked (``basic.ack``) or rejected (``basic.nack``) through its settlement;
+whatever is unsettled when the source closes, or when its connection drops, goes back to the
+queue and is delivered again, marked ``redelivered``.
+
+Sink: publishes on a channel in confirm mode, ``mandatory`` so that a message no queue would
+take is an error rather than silently dropped; ``send`` and ``send_batch`` return once the
+broker confirmed every message.
+
+Example (needs a RabbitMQ server)::
+
+    async with rabbitmq_source(
+        "amqp://guest:guest@127.0.0.1:5672/", "orders", codec="json", prefetch=50
+    ) as orders:
+        async for message in orders:
+            print(message.value)
+            await message.ack()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import aiormq
+import anyio
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+
+from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._message import Message, Settlement
+from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
+from rxflow.errors import ServiceUnavailableError
+
+CLOSE_TIMEOUT = 5.0  # seconds a close may take before the connection is abandoned
+
+
+def _where(url: str) -> str:
+    """``host:port`` of an AMQP URL, for messages (never the credentials)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
+
+
+async def _connect(url: str) -> AbstractConnection:
+    try:
+        return await aio_pika.connect(url)
+    except (OSError, aiormq.exceptions.AMQPConnectionError) as error:
+        raise ServiceUnavailableError(
+            f"rabbitmq: cannot connect to {_where(url)} ({error!r}); check that RabbitMQ is "
+            "running there and that the URL's user, password and virtual host are right"
+        ) from error
+
+
+_CLIENT_DIRS = tuple(os.path.dirname(module.__file__ or "") for module in (aio_pika, aiormq))
+
+
+def _client_tasks() -> set[asyncio.Task[Any]]:
+    """The running tasks that aio-pika or aiormq started (their coroutine is theirs)."""
+    return {
+        task
+        for task in asyncio.all_tasks()
+        if getattr(getattr(task.get_coro(), "cr_code", None), "co_filename", "").startswith(
+            _CLIENT_DIRS
+        )
+    }
+
+
+async def _close(connection: AbstractConnection) -> None:
+    """Close a connection, and wait for the tasks aio-pika starts to finish closing.
+
+    ``connection.close()`` returns while tasks it spawned (writer shutdown, close callbacks)
+    still have a few loop turns to run; waiting for them means none outlives the connector.
+    Tasks that ran before the close (other connections') are left alone.
+    """
+    before = _client_tasks()
+    await connection.close()
+    if closing := _client_tasks() - before:
+        await asyncio.wait(closing, timeout=CLOSE_TIMEOUT)
+
+
+def _check_positive(value: object, name: str, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{where}: {name} must be 1 or more, got {value}")
+
+
+def _headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    """AMQP header values are typed (ints, bytes, tables); a Message carries strings."""
+    out = {}
+    for name, value in (headers or {}).items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        out[name] = value if isinstance(value, str) else str(value)
+    return out
+
+
+def _timestamp(stamp: datetime | float | None) -> float | None:
+    if isinstance(stamp, datetime):
+        return stamp.timestamp()
+    return None if stamp is None else float(stamp)
+
+
+# -- source --------------------------------------------------------------------------------
+
+
+class _Consumer:
+    """The consumer on the client's loop: deliveries wait in a deque the broker bounds.
+
+    No task of its own: aio-pika's delivery callback appends and wakes ``take``; a closed
+    channel (connection lost, queue deleted) wakes it too, and ``take`` raises.
+    """
+
+    def __init__(self, url: str, queue: str, prefetch: int, declare: bool, durable: bool):
+        self.url, self.queue, self.prefetch = url, queue, prefetch
+        self.declare, self.durable = declare, durable
+        self.connection: AbstractConnection | None = None
+        self.deliveries: collections.deque[AbstractIncomingMessage] = collections.deque()
+        self.unacked = 0  # delivered by the broker and not settled yet
+        self.closed_by: BaseException | None = None
+        self.wake = asyncio.Event()
+
+    async def open(self) -> None:
+        self.connection = await _connect(self.url)
+        channel = await self.connection.channel()
+        channel.close_callbacks.add(self._on_channel_closed)
+        await channel.set_qos(prefetch_count=self.prefetch)
+        if self.declare:
+            queue = await channel.declare_queue(self.queue, durable=self.durable)
+        else:
+            queue = await channel.get_queue(self.queue, ensure=True)
+        await queue.consume(self._on_delivery)
+
+    async def _on_delivery(self, delivery: AbstractIncomingMessage) -> None:
+        self.unacked += 1
+        self.deliveries.append(delivery)
+        self.wake.set()
+
+    def _on_channel_closed(self, _channel: AbstractChannel | None, error: Any) -> None:
+        self.closed_by = error if isinstance(error, BaseException) else ConnectionError(error)
+        self.wake.set()
+
+    async def take(self) -> list[AbstractIncomingMessage]:
+        """Every delivery received so far (at least one), waiting for one if there is none."""
+        while not self.deliveries:
+            if self.closed_by is not None:
+                raise ServiceUnavailableError(
+                    f"rabbitmq: the channel consuming {self.queue!r} at {_where(self.url)} "
+                    f"closed ({self.closed_by!r}); unacknowledged messages go back to the "
+                    "queue and are delivered again when you reopen the source"
+                ) from self.closed_by
+            self.wake.clear()
+            await self.wake.wait()
+        taken = list(self.deliveries)
+        self.deliveries.clear()
+        return taken
+
+    async def settle(self, delivery: AbstractIncomingMessage, ack: bool, requeue: bool) -> None:
+        self.unacked -= 1
+        if ack:
+            await delivery.ack()
+        else:
+            await delivery.nack(requeue=requeue)
+
+    async def close(self) -> None:
+        # Closing the connection returns every unacked delivery to the queue.
+        if self.connection is not None:
+            self.closed_by = self.closed_by or ConnectionError("source closed")
+            await _close(self.connection)
+
+
+class RabbitMQSettlement(Settlement):
+    """Acks (``basic.ack``) or rejects (``basic.nack``) one delivery on its channel.
+
+    ``redelivered`` is the broker's flag: the message was delivered before and not acked.
+    """
+
+    __slots__ = ("_consumer", "_delivery", "_host", "redelivered")
+
+    def __init__(
+        self, host: AsyncioHost, consumer: _Consumer, delivery: AbstractIncomingMessage
+    ) -> None:
+        super().__init__()
+        self._host, self._consumer, self._delivery = host, consumer, delivery
+        self.redelivered = bool(delivery.redelivered)
+
+    async def _ack(self) -> None:
+        await self._host.call(self._consumer.settle, self._delivery, True, False)
+
+    async def _nack(self, requeue: bool) -> None:
+        await self._host.call(self._consumer.settle, self._delivery, False, requeue)
+
+
+class RabbitMQSource:
+    """The messages of one queue; iterate it (see :func:`rabbitmq_source`).
+
+    Attributes:
+        decoder: its :class:`~rxflow.connectors.Decoder`, with the counts ``decoded``,
+            ``skipped`` and ``dead_lettered``.
+    """
+
+    def __init__(self, host: AsyncioHost, consumer: _Consumer, decoder: Decoder) -> None:
+        self._host, self._consumer, self.decoder = host, consumer, decoder
+
+    @property
+    def unacked(self) -> int:
+        """Messages the broker delivered that are not settled yet (at most ``prefetch``)."""
+        return self._consumer.unacked
+
+    def __aiter__(self) -> AsyncIterator[Message[Any]]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[Message[Any]]:
+        source = self.decoder.source
+        while True:
+            for delivery in await self._host.call(self._consumer.take):
+                settlement = RabbitMQSettlement(self._host, self._consumer, delivery)
+                key = delivery.routing_key
+                value = await self.decoder.decode(delivery.body, key=key)
+                if value is SKIPPED:
+                    await settlement.ack()  # set aside by the decode policy: handled
+                    continue
+                headers = _headers(delivery.headers)
+                stamp = _timestamp(delivery.timestamp)
+                yield Message(value, key, headers, stamp, source, settlement)
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_source(
+    url: str,
+    queue: str,
+    *,
+    codec: Codec | CodecName = "bytes",
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: Callable[[DecodeFailure], object] | None = None,
+    prefetch: int = 100,
+    declare: bool = True,
+    durable: bool = True,
+) -> AsyncIterator[RabbitMQSource]:
+    """Consume a RabbitMQ queue with manual acks; yield its messages as :class:`Message`.
+
+    Args:
+        url: the broker, as ``amqp://user:password@host:port/vhost``.
+        queue: the queue to consume.
+        codec, on_decode_error, dead_letter: how message bodies become values
+            (:mod:`rxflow.connectors.codecs`).
+        prefetch: at most this many messages delivered and not yet settled; the broker sends
+            more only as they are acked, so it bounds the local buffer too.
+        declare: declare the queue (idempotent) before consuming; with ``False`` it must exist.
+        durable: declare it durable (survives a broker restart).
+
+    Each message's ``key`` is its routing key; ``headers`` and ``timestamp`` are the AMQP
+    properties; ``message.settlement.redelivered`` is the broker's redelivery flag. Settle
+    each with ``await message.ack()`` or ``await message.nack(requeue=...)``; unsettled ones
+    return to the queue when the source closes. A lost connection ends the iteration with
+    :class:`~rxflow.errors.ServiceUnavailableError`.
+
+    Example (needs a RabbitMQ server)::
+
+        async with rabbitmq_source(url, "orders", codec="json", prefetch=10) as orders:
+            async with open_pipe(orders) as messages:
+                async for message in messages:
+                    handle(message.value)
+                    await message.ack()
+    """
+    where = f"rabbitmq_source({queue!r})"
+    if not isinstance(queue, str) or not queue:
+        raise ValueError(f"{where}: queue must be a non-empty string, got {queue!r}")
+    _check_positive(prefetch, "prefetch", where)
+    decoder = Decoder(
+        codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"rabbitmq:{queue}"
+    )
+    consumer = _Consumer(url, queue, prefetch, declare, durable)
+    async with AsyncioHost() as host:
+        try:
+            await host.call(consumer.open)
+            yield RabbitMQSource(host, consumer, decoder)
+        finally:
+            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await host.call(consumer.close)
+
+
+# -- sink ----------------------------------------------------------------------------------
+
+
+def encode_auto(item: object) -> bytes:
+    """Bytes as they are, text as UTF-8, anything else as JSON."""
+    if isinstance(item, bytes | bytearray | memoryview):
+        return bytes(item)
+    if isinstance(item, str):
+        return item.encode("utf-8")
+    return json.dumps(item).encode("utf-8")
+
+
+class _Publisher:
+    """The publishing channel on the client's loop, in confirm mode."""
+
+    def __init__(self, url: str, exchange: str) -> None:
+        self.url, self.exchange_name = url, exchange
+        self.connection: AbstractConnection | None = None
+        self.exchange: aio_pika.abc.AbstractExchange | None = None
+
+    async def open(self) -> None:
+        self.connection = await _connect(self.url)
+        # on_return_raises: an unroutable mandatory message fails its publish, not just a log.
+        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        if self.exchange_name:
+            self.exchange = await channel.get_exchange(self.exchange_name, ensure=True)
+        else:
+            self.exchange = channel.default_exchange
+
+    async def publish(self, bodies: Sequence[tuple[bytes, str]]) -> None:
+        """Publish all, then wait for every confirm: one round trip per batch, not per message."""
+        assert self.exchange is not None
+        exchange = self.exchange
+        await asyncio.gather(
+            *(
+                exchange.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=key,
+                    mandatory=True,
+                )
+                for body, key in bodies
+            )
+        )
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await _close(self.connection)
+
+
+class RabbitMQSink:
+    """Publishes to an exchange and returns once the broker confirmed (see
+    :func:`rabbitmq_sink`)."""
+
+    def __init__(
+        self,
+        host: AsyncioHost,
+        publisher: _Publisher,
+        routing_key: str | Callable[[Any], str],
+        encode: Callable[[Any], bytes],
+        batch_size: int,
+    ) -> None:
+        self._host, self._publisher = host, publisher
+        self._routing_key, self._encode = routing_key, encode
+        self.batch_size = batch_size
+
+    def _key(self, item: Any) -> str:
+        return self._routing_key(item) if callable(self._routing_key) else self._routing_key
+
+    async def send(self, item: Any) -> None:
+        """Publish one item; return once the broker confirmed it."""
+        await self.send_batch((item,))
+
+    async def send_batch(self, items: Sequence[Any]) -> None:
+        """Publish the items; return once the broker confirmed all of them.
+
+        Raises ``aiormq.exceptions.DeliveryError`` if the broker returned or rejected one
+        (no queue bound for its routing key, a full queue...).
+        """
+        bodies = [(self._encode(item), self._key(item)) for item in items]
+        if bodies:
+            await self._host.call(self._publisher.publish, bodies)
+
+
+@contextlib.asynccontextmanager
+async def rabbitmq_sink(
+    url: str,
+    exchange: str = "",
+    routing_key: str | Callable[[Any], str] = "",
+    *,
+    encode: Callable[[Any], bytes] = encode_auto,
+    batch_size: int = 100,
+) -> AsyncIterator[RabbitMQSink]:
+    """Publish items to a RabbitMQ exchange with publisher confirms.
+
+    Args:
+        url: the broker, as ``amqp://user:password@host:port/vhost``.
+        exchange: the exchange; ``""`` is the default exchange, which routes to the queue
+            named by the routing key. A named exchange must exist.
+        routing_key: a string, or a function of the item that returns one.
+        encode: item -> bytes; by default bytes as they are, text as UTF-8, else JSON.
+        batch_size: how many items a :class:`rxflow.Flow` hands to ``send_batch`` at once.
+
+    Messages are persistent and published ``mandatory``: one that no queue takes is an
+    error, not a silent drop.
+
+    Example (needs a RabbitMQ server)::
+
+        async with rabbitmq_sink(url, routing_key="orders") as orders:
+            await orders.send({"id": 1})
+            await orders.send_batch([{"id": 2}, {"id": 3}])
+    """
+    where = f"rabbitmq_sink({exchange!r})"
+    _check_positive(batch_size, "batch_size", where)
+    if not callable(routing_key) and not isinstance(routing_key, str):
+        raise TypeError(f"{where}: routing_key must be a string or a function, got {routing_key!r}")
+    if not exchange and not routing_key:
+        raise ValueError(
+            f"{where}: the default exchange routes by queue name; pass routing_key=<queue>"
+        )
+    publisher = _Publisher(url, exchange)
+    async with AsyncioHost() as host:
+        try:
+            await host.call(publisher.open)
+            yield RabbitMQSink(host, publisher, routing_key, encode, batch_size)
+        finally:
+            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await host.call(publisher.close)
+
+
+__all__ = [
+    "RabbitMQSettlement",
+    "RabbitMQSink",
+    "RabbitMQSource",
+    "encode_auto",
+    "rabbitmq_sink",
+    "rabbitmq_source",
+]

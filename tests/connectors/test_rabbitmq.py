@@ -1,0 +1,336 @@
+"""RabbitMQ source and sink against the local broker, on asyncio and on trio."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import anyio
+import anyio.abc
+import pytest
+
+from rxflow import open_pipe
+from rxflow.connectors import DecodeFailure, Message
+from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors.rabbitmq import RabbitMQSettlement, rabbitmq_sink, rabbitmq_source
+from rxflow.connectors.rabbitmq import _close as close_connection
+from rxflow.errors import DecodeError, ServiceUnavailableError
+from tests.connectors.conftest import require_service
+
+URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+class TcpProxy:
+    """Forwards TCP connections to a server until :meth:`cut` drops them all at once.
+
+    A real network fault for a client that is connected through it: the client's socket
+    sees the peer close mid-stream, whatever the client library.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._scope = anyio.CancelScope()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with self._scope:
+            async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+                self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+                task_status.started()
+                await listener.serve(self._forward)
+
+    async def _forward(self, client: anyio.abc.SocketStream) -> None:
+        server = await anyio.connect_tcp("127.0.0.1", self.target_port)
+        async with client, server, anyio.create_task_group() as tg:
+
+            async def pipe(a: anyio.abc.SocketStream, b: anyio.abc.SocketStream) -> None:
+                try:
+                    async for chunk in a:
+                        await b.send(chunk)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass
+                finally:
+                    tg.cancel_scope.cancel()  # one side ended: end both
+
+            tg.start_soon(pipe, client, server)
+            tg.start_soon(pipe, server, client)
+
+    def cut(self) -> None:
+        """Drop every forwarded connection and stop listening."""
+        self._scope.cancel()
+
+
+@pytest.fixture
+async def proxy_to(anyio_backend: str) -> AsyncIterator[Callable[[int], Awaitable[TcpProxy]]]:
+    async with anyio.create_task_group() as tg:
+
+        async def start(port: int) -> TcpProxy:
+            proxy = TcpProxy(port)
+            await tg.start(proxy.run)
+            return proxy
+
+        yield start
+        tg.cancel_scope.cancel()
+
+
+POOL_THREADS = ("asyncio_", "Trio thread", "AnyIO worker")  # idle pool workers, reused
+
+
+def leftover_threads(before: set[threading.Thread]) -> list[str]:
+    """Threads started since ``before`` that are still alive, other than idle pool workers."""
+    return [
+        thread.name
+        for thread in threading.enumerate()
+        if thread not in before and not thread.name.startswith(POOL_THREADS)
+    ]
+
+
+class Admin:
+    """Test-side broker calls (declare, count, publish, delete), on both backends."""
+
+    def __init__(self, host: AsyncioHost) -> None:
+        self.host = host
+
+    async def _on_channel(self, action: Callable[[Any], Awaitable[Any]]) -> Any:
+        async def run() -> Any:
+            connection = await aio_pika.connect(URL)
+            try:
+                return await action(await connection.channel())
+            finally:
+                await close_connection(connection)  # and the client's closing tasks
+
+        return await self.host.call(run)
+
+    async def counts(self, queue: str) -> tuple[int, int]:
+        """(ready messages, consumers) of a queue."""
+
+        async def count(channel: Any) -> tuple[int, int]:
+            declared = (await channel.declare_queue(queue, passive=True)).declaration_result
+            return declared.message_count, declared.consumer_count
+
+        result: tuple[int, int] = await self._on_channel(count)
+        return result
+
+    async def publish(self, queue: str, *bodies: bytes) -> None:
+        async def publish(channel: Any) -> None:
+            await channel.declare_queue(queue, durable=True)
+            for body in bodies:
+                await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+
+        await self._on_channel(publish)
+
+    async def delete(self, queue: str) -> None:
+        await self._on_channel(lambda channel: channel.queue_delete(queue))
+
+
+async def ready_at_most(admin: Admin, queue: str, count: int) -> bool:
+    return (await admin.counts(queue))[0] <= count
+
+
+async def consumers_are(admin: Admin, queue: str, count: int) -> bool:
+    return (await admin.counts(queue))[1] == count
+
+
+@pytest.fixture
+async def admin(anyio_backend: str) -> AsyncIterator[Admin]:
+    require_service("rabbitmq")
+    async with AsyncioHost() as host:
+        yield Admin(host)
+
+
+@pytest.fixture
+async def queue(admin: Admin) -> AsyncIterator[str]:
+    name = f"rxflow-test-{uuid.uuid4().hex}"
+    yield name
+    await admin.delete(name)
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]]) -> None:
+    """Poll the broker until ``condition()`` holds (it has no event to wait on)."""
+    with anyio.fail_after(10):
+        while not await condition():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
+async def take(messages: AsyncIterator[Message[Any]], count: int) -> list[Message[Any]]:
+    taken = []
+    with anyio.fail_after(10):
+        async for message in messages:
+            taken.append(message)
+            if len(taken) == count:
+                break
+    return taken
+
+
+@pytest.mark.anyio
+async def test_sink_to_source_round_trip_through_a_pipe(admin: Admin, queue: str) -> None:
+    async with rabbitmq_sink(URL, routing_key=queue, batch_size=10) as sink:
+        assert sink.batch_size == 10
+        await admin.publish(queue)  # declares the queue, so the mandatory publish is routed
+        await sink.send_batch([{"n": n} for n in range(5)])
+        await sink.send({"n": 5})
+    async with rabbitmq_source(URL, queue, codec="json") as source:
+        async with open_pipe(source) as pipe:
+            messages = await take(pipe, 6)
+        for message in messages:
+            await message.ack()
+    assert [message.value for message in messages] == [{"n": n} for n in range(6)]
+    assert {message.key for message in messages} == {queue}
+    assert {message.source for message in messages} == {f"rabbitmq:{queue}"}
+    assert source.decoder.decoded == 6
+    assert await admin.counts(queue) == (0, 0)  # all acked, and the consumer is gone
+
+
+@pytest.mark.anyio
+async def test_an_unroutable_message_fails_its_send(admin: Admin, queue: str) -> None:
+    async with rabbitmq_sink(URL, routing_key=f"{queue}-nobody") as sink:
+        with pytest.raises(aio_pika.exceptions.PublishError, match="NO_ROUTE"):
+            await sink.send(b"lost?")
+
+
+@pytest.mark.anyio
+async def test_prefetch_bounds_what_the_broker_delivers_unacked(admin: Admin, queue: str) -> None:
+    await admin.publish(queue, *(b"%d" % n for n in range(30)))
+    async with rabbitmq_source(URL, queue, prefetch=5) as source:
+        messages = aiter(source)
+        first = await take(messages, 1)
+        # The broker sends up to 5 without acks; wait until it did, then it holds the rest.
+        await wait_until(lambda: ready_at_most(admin, queue, 25))
+        assert await admin.counts(queue) == (25, 1)
+        assert source.unacked == 5
+        # Each ack opens the window by one: take and ack all 30, in order.
+        values = [first[0].value]
+        await first[0].ack()
+        with anyio.fail_after(10):
+            while len(values) < 30:
+                message = await anext(messages)
+                assert source.unacked <= 5
+                values.append(message.value)
+                await message.ack()
+        assert values == [b"%d" % n for n in range(30)]
+        await messages.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_unacked_messages_are_redelivered_after_close(admin: Admin, queue: str) -> None:
+    await admin.publish(queue, b"a", b"b", b"c", b"d")
+    async with rabbitmq_source(URL, queue) as source:
+        a, b, c, d = await take(aiter(source), 4)
+        assert not any(message.settlement.redelivered for message in (a, b, c, d))  # type: ignore[attr-defined]
+        await a.ack()
+        await b.nack(requeue=False)  # dropped (no dead-letter exchange)
+        await c.nack(requeue=True)  # back to the queue at once
+        # d: never settled
+    async with rabbitmq_source(URL, queue) as source:
+        again = await take(aiter(source), 2)
+        assert sorted(message.value for message in again) == [b"c", b"d"]
+        for message in again:
+            assert isinstance(message.settlement, RabbitMQSettlement)
+            assert message.settlement.redelivered
+            await message.ack()
+    assert await admin.counts(queue) == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_decode_error_raise_ends_the_stream_without_acking(admin: Admin, queue: str) -> None:
+    await admin.publish(queue, b'{"n": 1}', b"{oops", b'{"n": 2}')
+    async with rabbitmq_source(URL, queue, codec="json") as source:
+        messages = aiter(source)
+        (first,) = await take(messages, 1)
+        await first.ack()
+        with pytest.raises(DecodeError, match=f"rabbitmq:{queue}.*could not be decoded"):
+            await take(messages, 1)
+    # The bad record was not acked: the next reader, which skips it, sees it and acks it.
+    async with rabbitmq_source(URL, queue, codec="json", on_decode_error="skip") as source:
+        (second,) = await take(aiter(source), 1)
+        await second.ack()
+        assert second.value == {"n": 2}
+        assert source.decoder.skipped == 1
+    assert await admin.counts(queue) == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_decode_error_dead_letter_hands_the_record_over_and_acks(
+    admin: Admin, queue: str
+) -> None:
+    await admin.publish(queue, b"{oops", b"7")
+    failures: list[DecodeFailure] = []
+    async with rabbitmq_source(
+        URL, queue, codec="json", on_decode_error="dead_letter", dead_letter=failures.append
+    ) as source:
+        (message,) = await take(aiter(source), 1)
+        await message.ack()
+    assert message.value == 7
+    assert [(failure.data, failure.key) for failure in failures] == [(b"{oops", queue)]
+    assert isinstance(failures[0].error, json.JSONDecodeError)
+    assert source.decoder.dead_lettered == 1
+    assert await admin.counts(queue) == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_a_dropped_connection_loses_no_message(
+    admin: Admin, queue: str, proxy_to: Callable[[int], Awaitable[TcpProxy]]
+) -> None:
+    sent = [b"%d" % n for n in range(20)]
+    await admin.publish(queue, *sent)
+    proxy = await proxy_to(5672)
+    acked: list[bytes] = []
+    with pytest.raises(ServiceUnavailableError, match="delivered again"):
+        async with rabbitmq_source(
+            f"amqp://guest:guest@127.0.0.1:{proxy.port}/", queue, prefetch=5
+        ) as source:
+            with anyio.fail_after(10):
+                async for message in source:
+                    if len(acked) == 7:
+                        proxy.cut()  # mid-stream, with deliveries unacked
+                        continue
+                    await message.ack()
+                    acked.append(message.value)
+    # At least once: an ack still on its way when the link dropped is lost, and that message
+    # comes again; but every message comes.
+    seen = set(acked)
+    async with rabbitmq_source(URL, queue) as source:
+        with anyio.fail_after(10):
+            async for message in source:
+                assert message.value not in seen or message.settlement.redelivered  # type: ignore[attr-defined]
+                seen.add(message.value)
+                await message.ack()
+                if seen == set(sent):
+                    break
+    assert await admin.counts(queue) == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_waiting_source_leaves_nothing_running(
+    anyio_backend: str, admin: Admin, queue: str
+) -> None:
+    threads = set(threading.enumerate())
+    tasks = len(anyio.get_running_tasks())
+    waiting = anyio.Event()
+    with anyio.CancelScope() as scope:
+        async with rabbitmq_source(URL, queue) as source, anyio.create_task_group() as tg:
+            tg.start_soon(take, aiter(source), 1)  # waits: the queue is empty
+            await wait_until(lambda: consumers_are(admin, queue, 1))
+            waiting.set()
+            scope.cancel()
+    assert waiting.is_set()
+    assert await admin.counts(queue) == (0, 0)  # the broker saw the consumer go
+    assert len(anyio.get_running_tasks()) == tasks
+    assert leftover_threads(threads) == []
+
+
+@pytest.mark.anyio
+async def test_bad_arguments_say_what_to_pass(anyio_backend: str) -> None:
+    with pytest.raises(ValueError, match="prefetch must be 1 or more"):
+        async with rabbitmq_source(URL, "q", prefetch=0):
+            pass
+    with pytest.raises(ValueError, match="pass routing_key"):
+        async with rabbitmq_sink(URL):
+            pass
+    with pytest.raises(ServiceUnavailableError, match=r"cannot connect to 127\.0\.0\.1:1 "):
+        async with rabbitmq_source("amqp://guest:guest@127.0.0.1:1/", "q"):
+            pass
