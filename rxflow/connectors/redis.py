@@ -47,9 +47,9 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 __all__ = ["RedisStreamSink", "RedisStreamSource", "redis_stream_sink", "redis_stream_source"]
 
 CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
-RECONNECT_ATTEMPTS: Final = 5
-"""Consecutive failed reads the source retries (with backoff) before it gives up."""
-RECONNECT_BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0)
+RECONNECT_BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0)
+"""The waits before each retry of a read that lost its connection, about 24 s in all (long
+enough for a server restart); after the last one the source gives up."""
 CONNECT_TIMEOUT_S: Final = 5.0
 READ_TIMEOUT_MARGIN_S: Final = 10.0
 """How much longer than its ``BLOCK`` time a read may take before the connection counts as
@@ -134,7 +134,8 @@ class _StreamAck(Settlement):
         await self._source._settle(self._entry_id, ack=True)
 
     async def _nack(self, requeue: bool) -> None:
-        # Without requeue the group is done with the entry: XACK (it stays in the stream).
+        # Requeued, the entry stays pending and the source's next read re-reads it. Without
+        # requeue the group is done with it: XACK (it stays in the stream).
         await self._source._settle(self._entry_id, ack=not requeue)
 
 
@@ -147,12 +148,13 @@ class RedisStreamSource:
             ``skipped``, ``dead_lettered``).
         name: ``"redis:<stream>"``, the messages' ``source``.
 
-    Iterate it once at a time. Example (needs a Redis server)::
+    Example:
+        With a Redis server running::
 
-        async with redis_stream_source("redis://localhost", "orders", "billing", "w1") as src:
-            async for message in src:
-                print(message.key, message.value)
-                await message.ack()
+            async with redis_stream_source("redis://localhost", "orders", "billing", "w1") as src:
+                async for message in src:
+                    print(message.key, message.value)
+                    await message.ack()
     """
 
     def __init__(
@@ -185,25 +187,17 @@ class RedisStreamSource:
         # Entries yielded and not settled yet: a re-read of the pending list after a lost
         # connection, or a claim, must not deliver them a second time while they are in hand.
         self._in_hand: set[EntryId] = set()
-        self._iterating = False
+        self._nacked = False  # an entry was nacked: re-read the pending list to redeliver it
         self._closed = False
 
     async def __aiter__(self) -> AsyncGenerator[Message[Any], None]:
-        if self._iterating:
-            raise RuntimeError(
-                f"{self.name}: this source is already being iterated; read it from one place"
-                " (open another redis_stream_source with its own consumer name to read in "
-                "parallel)"
-            )
-        self._iterating = True
-        try:
-            async with contextlib.aclosing(self._entries()) as entries:
-                async for entry_id, fields in entries:
-                    message = await self._message(entry_id, fields)
-                    if message is not None:
-                        yield message
-        finally:
-            self._iterating = False
+        # Each iteration starts with a re-read of the pending list, so entries an abandoned
+        # iteration had read but not yielded yet come in the next one.
+        async with contextlib.aclosing(self._entries()) as entries:
+            async for entry_id, fields in entries:
+                message = await self._message(entry_id, fields)
+                if message is not None:
+                    yield message
 
     async def _entries(self) -> AsyncGenerator[Entry, None]:
         """Raw entries, one read (or claim) of at most ``batch`` at a time, when asked."""
@@ -216,6 +210,8 @@ class RedisStreamSource:
         while True:
             if self._closed:
                 return
+            if self._nacked:
+                self._nacked, pending_after = False, b"0"
             try:
                 if pending_after is not None:
                     entries = await self._read(pending_after, block_ms=None)
@@ -232,11 +228,11 @@ class RedisStreamSource:
                     entries = await self._read(b">", block_ms=block_ms)
             except CONNECTION_ERRORS as error:
                 failures += 1
-                if failures > RECONNECT_ATTEMPTS:
+                if failures > len(RECONNECT_BACKOFF_S):
                     raise ServiceUnavailableError(
                         f"{self.name}: lost the connection to redis at "
-                        f"{_address(self._reader)} and could not get it back after "
-                        f"{RECONNECT_ATTEMPTS} attempts ({error})"
+                        f"{_address(self._reader)} and could not get it back in "
+                        f"{sum(RECONNECT_BACKOFF_S):.0f} s ({error})"
                     ) from error
                 await anyio.sleep(RECONNECT_BACKOFF_S[failures - 1])
                 # The reply lost with the connection may have handed entries to this
@@ -324,6 +320,8 @@ class RedisStreamSource:
         self._in_hand.discard(entry_id)
         if ack:
             await self._xack(entry_id)
+        else:
+            self._nacked = True
 
     async def _xack(self, entry_id: EntryId) -> None:
         if self._closed:
@@ -381,21 +379,24 @@ async def redis_stream_source(
         a :class:`RedisStreamSource`: iterate it for :class:`~rxflow.connectors.Message`
         records (``key``: the entry id, ``headers``: the other fields as text,
         ``timestamp``: the id's time). ``await message.ack()`` sends ``XACK``;
-        ``nack()`` leaves the entry pending (``nack(requeue=False)`` acks it). Settle
-        messages before the ``async with`` block ends.
+        ``nack()`` leaves the entry pending and the next read delivers it again
+        (``nack(requeue=False)`` acks it: the group is done with it). Settle messages
+        before the ``async with`` block ends; what is left unsettled stays pending.
 
     Raises:
-        ServiceUnavailableError: Redis cannot be reached, at start, or for
-            ``RECONNECT_ATTEMPTS`` reads in a row once running (the source reconnects and
-            re-reads its pending entries after a dropped connection).
+        ServiceUnavailableError: Redis cannot be reached at start, or for about 24 s once
+            running (the source reconnects, and re-reads its pending entries, after a
+            dropped connection).
 
-    Example (needs a Redis server)::
+    Example:
+        With a Redis server running::
 
-        async with redis_stream_source(
-            "redis://localhost", "orders", "billing", "worker-1", codec="json"
-        ) as orders:
-            async with rxflow.open_pipe(orders, ops.filter(lambda m: m.value["total"] > 0)) as big:
-                async for message in big:
+            async with redis_stream_source(
+                "redis://localhost", "orders", "billing", "worker-1", codec="json"
+            ) as orders, rxflow.open_pipe(
+                orders, ops.filter(lambda m: m.value["total"] > 0)
+            ) as large_orders:
+                async for message in large_orders:
                     await charge(message.value)
                     await message.ack()
     """
@@ -470,11 +471,12 @@ class RedisStreamSink:
     Attributes:
         batch_size: how many entries a :class:`rxflow.Flow` should hand to ``send_batch``.
 
-    Example (needs a Redis server)::
+    Example:
+        With a Redis server running::
 
-        async with redis_stream_sink("redis://localhost", "totals", encoder=json.dumps) as out:
-            entry_id = await out.send({"total": 3})
-            await out.send_batch([{"total": 4}, {"total": 5}])
+            async with redis_stream_sink("redis://localhost", "totals", encoder=json.dumps) as out:
+                entry_id = await out.send({"total": 3})
+                await out.send_batch([{"total": 4}, {"total": 5}])
     """
 
     def __init__(
@@ -563,10 +565,11 @@ async def redis_stream_sink(
     A write that fails with the connection is retried by redis-py; if its reply was what got
     lost, the entry is written twice (at-least-once).
 
-    Example (needs a Redis server)::
+    Example:
+        With a Redis server running::
 
-        async with redis_stream_sink("redis://localhost", "orders", encoder=json.dumps) as sink:
-            await sink.send_batch([{"n": 1}, {"n": 2}])
+            async with redis_stream_sink("redis://localhost", "orders", encoder=json.dumps) as sink:
+                await sink.send_batch([{"n": 1}, {"n": 2}])
     """
     where = f"redis_stream_sink({stream!r})"
     _check_name(where, "url", url)

@@ -19,6 +19,7 @@ import anyio
 import pytest
 import redis
 import sniffio
+from reactivex import operators as ops
 
 from rxflow import open_pipe
 from rxflow.connectors import DecodeFailure, Message
@@ -126,6 +127,34 @@ async def test_whole_entries_as_values_with_field_none(rd: Redis) -> None:
         await message.ack()
 
 
+async def test_through_a_pipe_acking_what_comes_out(rd: Redis) -> None:
+    rd.add(*(b"%d" % n for n in range(30)))
+    async with (
+        source(rd, codec="json", batch=8) as numbers,
+        open_pipe(numbers, ops.map(lambda m: m.with_value(m.value * 2))) as doubled,
+    ):
+        messages = await take(aiter(doubled), 30)
+        assert [m.value for m in messages] == [n * 2 for n in range(30)]
+        for message in messages:
+            await message.ack()
+    assert rd.pending() == 0
+
+
+async def test_consumers_of_a_group_share_the_stream(rd: Redis) -> None:
+    ids = rd.add(*(b"%d" % n for n in range(20)))
+    async with source(rd, "c1", batch=5) as one, source(rd, "c2", batch=5) as two:
+        firsts, seconds = aiter(one), aiter(two)
+        got: dict[str, list[str]] = {"c1": [], "c2": []}
+        for _ in range(10):
+            for name, messages in (("c1", firsts), ("c2", seconds)):
+                (message,) = await take(messages, 1)
+                got[name].append(str(message.key))
+                await message.ack()
+    assert len(got["c1"]) == len(got["c2"]) == 10
+    assert sorted(got["c1"] + got["c2"]) == sorted(ids)
+    assert rd.pending() == 0
+
+
 async def test_slow_consumer_means_fewer_reads(rd: Redis) -> None:
     rd.add(*(b"%d" % n for n in range(100)))
     async with source(rd, batch=5) as numbers:
@@ -153,6 +182,21 @@ async def test_restart_rereads_own_unacked_entries_first(rd: Redis) -> None:
     async with source(rd, batch=2) as second_run:
         again = await take(aiter(second_run), 4)
         assert [m.key for m in again] == ids[2:]
+        for message in again:
+            await message.ack()
+    assert rd.pending() == 0
+
+
+async def test_nacked_entry_comes_again_at_the_next_read(rd: Redis) -> None:
+    ids = rd.add(b"0", b"1", b"2")
+    async with source(rd, batch=2) as numbers:
+        messages = aiter(numbers)
+        first, second = await take(messages, 2)
+        await second.nack()
+        await first.nack(requeue=False)  # done with: acked, never delivered again
+        assert rd.pending_ids("c1") == ids[1:2]
+        again = await take(messages, 2)
+        assert [m.key for m in again] == ids[1:]
         for message in again:
             await message.ack()
     assert rd.pending() == 0
