@@ -1,0 +1,510 @@
+"""NATS JetStream: a durable pull-consumer source and a publish-and-confirm sink, on nats-py.
+
+The source reads a stream through a *durable pull consumer*. It asks JetStream for messages
+only when its own consumer wants the next one and its last fetch is used up, at most
+``batch`` at a time, so a slow consumer means fewer fetches and the messages it does not
+take stay on the server for other workers. Several processes that open the same durable
+share its messages: JetStream hands each one to one of them.
+
+Each message is settled with ``msg.ack()`` (a nack is ``msg.nak()``, or ``msg.term()``
+without requeue). A message that is not acknowledged within the consumer's ``ack_wait`` is
+delivered again, to this or to another worker: that is what makes delivery at-least-once
+when a worker dies or its connection drops.
+
+The sink publishes to a subject and waits for JetStream's ``PubAck``: when ``send`` returns,
+the message is stored in a stream.
+
+Under trio, every client call runs on an asyncio loop in a worker thread
+(:class:`~rxflow.connectors._asyncio_host.AsyncioHost`); the API is the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, Literal
+
+import anyio
+
+from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._message import Message, Settlement
+from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
+from rxflow.errors import ServiceUnavailableError
+
+try:
+    import nats
+    import nats.errors
+    import nats.js.api
+    import nats.js.errors
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ImportError("rxflow.connectors.nats needs nats-py: pip install 'rxflow[nats]'") from error
+
+__all__ = ["JetStreamSink", "JetStreamSource", "jetstream_sink", "jetstream_source"]
+
+CONNECT_TIMEOUT_S: Final = 5.0
+DEFAULT_BATCH: Final = 32
+DEFAULT_FETCH_TIMEOUT_S: Final = 5.0
+DEFAULT_SINK_BATCH: Final = 256
+
+Encoder = Callable[[Any], bytes]
+EncoderName = Literal["auto", "bytes", "text", "json"]
+
+
+# -- connections ------------------------------------------------------------------------
+
+
+async def _connect(url: str, within: float, options: Mapping[str, Any]) -> Any:
+    """A nats-py client (on the client's loop), or ServiceUnavailableError after ``within`` s.
+
+    nats-py retries a refused first connection forever when reconnects are allowed, and
+    reports each failure only to ``error_cb``: the last one is kept for the error message.
+    Reconnects stay on for the connection's life, so a server restart does not end a stream.
+    """
+    failures: list[BaseException] = []
+
+    async def remember(error: BaseException) -> None:
+        failures.append(error)
+
+    settings: dict[str, Any] = {"connect_timeout": within, "error_cb": remember}
+    settings.update(options)
+    try:
+        return await asyncio.wait_for(nats.connect(url, **settings), within)
+    except (TimeoutError, OSError, nats.errors.Error) as error:
+        cause = failures[-1] if failures else error
+        raise ServiceUnavailableError(
+            f"nats at {url} is not reachable ({cause!r}); start it (with JetStream: "
+            "nats-server -js), or check the URL"
+        ) from error
+
+
+@contextlib.asynccontextmanager
+async def _connected(
+    host: AsyncioHost, url: str, within: float, options: Mapping[str, Any] | None
+) -> AsyncIterator[Any]:
+    """A connected nats-py client, closed on exit (even when cancelled)."""
+    client = await host.call(_connect, url, within, dict(options or {}))
+    try:
+        yield client
+    finally:
+        with anyio.CancelScope(shield=True):
+            await host.call(client.close)
+
+
+def _check_count(where: str, name: str, value: object, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        also = " or None" if optional else ""
+        raise ValueError(f"{where}: {name} must be an int of 1 or more{also}, got {value!r}")
+
+
+def _check_seconds(where: str, name: str, value: object, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        also = " or None" if optional else ""
+        raise ValueError(f"{where}: {name} must be a number of seconds > 0{also}, got {value!r}")
+
+
+def _check_name(where: str, name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{where}: {name} must be a non-empty str, got {value!r}")
+
+
+# -- source -----------------------------------------------------------------------------
+
+
+class _JetStreamAck(Settlement):
+    """``msg.ack()`` of one message; a nack is ``nak`` (deliver again now) or ``term``."""
+
+    __slots__ = ("_host", "_msg")
+
+    def __init__(self, host: AsyncioHost, msg: Any) -> None:
+        super().__init__()
+        self._host = host
+        self._msg = msg
+
+    async def _ack(self) -> None:
+        await self._host.call(self._msg.ack)
+
+    async def _nack(self, requeue: bool) -> None:
+        await self._host.call(self._msg.nak if requeue else self._msg.term)
+
+
+async def _subscribe(
+    client: Any, stream: str, subject: str, durable: str, config: Any, create: bool
+) -> Any:
+    """The pull subscription of the durable consumer, creating what is missing."""
+    js = client.jetstream()
+    try:
+        await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        if not create:
+            raise ValueError(
+                f"nats:{stream}: JetStream has no stream {stream!r}; create it, or pass "
+                "create=True to create it with the subject"
+            ) from None
+        await js.add_stream(name=stream, subjects=[subject])
+    # pull_subscribe creates the durable consumer with ``config`` unless it exists already.
+    return await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+
+
+class JetStreamSource:
+    """The async iterable :func:`jetstream_source` yields: the consumer's messages as
+    :class:`~rxflow.connectors.Message` records (key: the subject).
+
+    Attributes:
+        decoder: the :class:`~rxflow.connectors.Decoder`, with its counts (``decoded``,
+            ``skipped``, ``dead_lettered``).
+        name: ``"nats:<stream>/<durable>"``, the messages' ``source``.
+        fetches: fetch requests that returned messages so far.
+        connection: the nats-py client (on :attr:`host`'s loop), for what this API lacks.
+
+    Example (needs a NATS server with JetStream)::
+
+        async with jetstream_source(
+            "nats://localhost:4222", "ORDERS", "orders.>", "billing", codec="json"
+        ) as orders:
+            async for message in orders:
+                print(message.key, message.value)
+                await message.ack()
+    """
+
+    def __init__(
+        self,
+        *,
+        host: AsyncioHost,
+        connection: Any,
+        subscription: Any,
+        decoder: Decoder,
+        batch: int,
+        fetch_timeout: float,
+    ) -> None:
+        self.host = host
+        self.connection = connection
+        self._subscription = subscription
+        self.decoder = decoder
+        self.name = decoder.source
+        self._batch = batch
+        self._fetch_timeout = fetch_timeout
+        self.fetches = 0
+        # What the last fetch returned and the consumer has not taken yet (at most a batch):
+        # kept here, not in an iterator, so that a loop that breaks and starts again
+        # continues where it stopped.
+        self._fetched: deque[Any] = deque()
+        self._fetching = anyio.Lock()
+
+    async def consumer_info(self) -> Any:
+        """The durable consumer's state as JetStream reports it (``num_ack_pending``,
+        ``num_pending``, ``delivered``...): a ``nats.js.api.ConsumerInfo``."""
+        return await self.host.call(self._subscription.consumer_info)
+
+    def __aiter__(self) -> JetStreamSource:
+        return self
+
+    async def __anext__(self) -> Message[Any]:
+        while True:
+            if not self._fetched:
+                async with self._fetching:  # one fetch at a time on the subscription
+                    if not self._fetched:
+                        self._fetched.extend(await self._fetch())
+                continue
+            msg = self._fetched.popleft()
+            value = await self.decoder.decode(msg.data, key=msg.subject)
+            if value is SKIPPED:
+                await self.host.call(msg.ack)  # set aside by the policy: handled
+                continue
+            return Message(
+                value,
+                msg.subject,
+                dict(msg.headers or {}),
+                msg.metadata.timestamp.timestamp(),
+                self.name,
+                _JetStreamAck(self.host, msg),
+            )
+
+    async def _fetch(self) -> list[Any]:
+        """The next batch: asked for only now, when the consumer wants another message.
+
+        Messages fetched and never taken (the consumer stopped reading) are not acked, so
+        JetStream delivers them again after ``ack_wait``.
+        """
+        while True:
+            try:
+                messages: list[Any] = await self.host.call(
+                    self._subscription.fetch, self._batch, self._fetch_timeout
+                )
+            except TimeoutError:  # nats-py's timeouts subclass it
+                continue  # nothing arrived within fetch_timeout: ask again
+            except nats.errors.ConnectionClosedError as error:
+                raise ServiceUnavailableError(
+                    f"{self.name}: the connection to nats was closed while reading"
+                ) from error
+            self.fetches += 1
+            return messages
+
+
+@contextlib.asynccontextmanager
+async def jetstream_source(
+    url: str,
+    stream: str,
+    subject: str,
+    durable: str,
+    *,
+    codec: Codec | CodecName = "bytes",
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: Callable[[DecodeFailure], Awaitable[object] | object] | None = None,
+    batch: int = DEFAULT_BATCH,
+    fetch_timeout: float = DEFAULT_FETCH_TIMEOUT_S,
+    ack_wait: float | None = None,
+    max_ack_pending: int | None = None,
+    create: bool = False,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
+    connect_options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[JetStreamSource]:
+    """Read a JetStream stream through a durable pull consumer, as ``Message`` records.
+
+    Args:
+        url: the server, ``"nats://host:4222"``.
+        stream: the JetStream stream to read.
+        subject: the consumer's filter subject (wildcards allowed, ``"orders.>"``).
+        durable: the durable consumer's name. Workers that use the same name share the
+            messages; the consumer, and what it has acknowledged, outlives the connection.
+        codec: ``"bytes"``, ``"text"``, ``"json"`` or a function ``bytes -> value``.
+        on_decode_error, dead_letter: the decode policy (:mod:`rxflow.connectors.codecs`).
+        batch: the most messages one fetch asks for. A fetch happens only when the consumer
+            wants a message and the previous fetch is used up.
+        fetch_timeout: how long one fetch waits for messages on the server before asking
+            again (the iteration itself waits as long as it takes).
+        ack_wait: seconds JetStream waits for an ack before delivering the message again
+            (server default 30). Used when the consumer is created, like ``max_ack_pending``
+            (the most messages delivered and not yet acknowledged, across all workers).
+        create: create the stream (capturing ``subject``) if it does not exist.
+        connect_timeout: seconds to reach the server before ``ServiceUnavailableError``.
+        connect_options: more keyword arguments for ``nats.connect`` (credentials, TLS...).
+
+    Leaving the block closes the connection. Messages not acknowledged by then are
+    delivered again after ``ack_wait``.
+
+    Raises:
+        ServiceUnavailableError: the server cannot be reached.
+        ValueError: the stream does not exist and ``create`` is false; a bad argument.
+
+    Example (needs a NATS server with JetStream)::
+
+        async with jetstream_source(
+            "nats://localhost:4222", "ORDERS", "orders.>", "billing", codec="json"
+        ) as orders:
+            async with rxflow.open_pipe(orders, ops.filter(is_big)) as big:
+                async for message in big:
+                    await handle(message.value)
+                    await message.ack()
+    """
+    where = "jetstream_source()"
+    for name, value in (("url", url), ("stream", stream), ("subject", subject)):
+        _check_name(where, name, value)
+    _check_name(where, "durable", durable)
+    _check_count(where, "batch", batch)
+    _check_count(where, "max_ack_pending", max_ack_pending, optional=True)
+    _check_seconds(where, "fetch_timeout", fetch_timeout)
+    _check_seconds(where, "ack_wait", ack_wait, optional=True)
+    _check_seconds(where, "connect_timeout", connect_timeout)
+    decoder = Decoder(
+        codec,
+        on_decode_error=on_decode_error,
+        dead_letter=dead_letter,
+        source=f"nats:{stream}/{durable}",
+    )
+    config = nats.js.api.ConsumerConfig(
+        ack_policy=nats.js.api.AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_ack_pending=max_ack_pending,
+    )
+    async with (
+        AsyncioHost() as host,
+        _connected(host, url, connect_timeout, connect_options) as client,
+    ):
+        subscription = await host.call(_subscribe, client, stream, subject, durable, config, create)
+        source = JetStreamSource(
+            host=host,
+            connection=client,
+            subscription=subscription,
+            decoder=decoder,
+            batch=batch,
+            fetch_timeout=fetch_timeout,
+        )
+        try:
+            yield source
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
+                await host.call(subscription.unsubscribe)
+
+
+# -- sink -------------------------------------------------------------------------------
+
+
+def _encode_auto(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return json.dumps(value).encode("utf-8")
+
+
+def _encode_bytes(value: Any) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(
+            f"jetstream_sink(encoder='bytes') takes bytes, got {type(value).__name__}: use "
+            "encoder='auto', 'text' or 'json', or a function value -> bytes"
+        )
+    return bytes(value)
+
+
+def _encode_text(value: Any) -> bytes:
+    return str(value).encode("utf-8")
+
+
+def _encode_json(value: Any) -> bytes:
+    return json.dumps(value).encode("utf-8")
+
+
+ENCODERS: Final[dict[str, Encoder]] = {
+    "auto": _encode_auto,
+    "bytes": _encode_bytes,
+    "text": _encode_text,
+    "json": _encode_json,
+}
+
+
+def _resolve_encoder(encoder: Encoder | EncoderName) -> Encoder:
+    if isinstance(encoder, str):
+        try:
+            return ENCODERS[encoder]
+        except KeyError:
+            raise ValueError(
+                f"jetstream_sink(): unknown encoder {encoder!r}; use one of "
+                f"{', '.join(map(repr, ENCODERS))} or a function value -> bytes"
+            ) from None
+    if not callable(encoder):
+        raise TypeError(
+            f"jetstream_sink(): encoder must be a name or a function value -> bytes, got "
+            f"{encoder!r}"
+        )
+    return encoder
+
+
+async def _publish(js: Any, subject: str, payload: bytes) -> None:
+    try:
+        await js.publish(subject, payload)
+    except nats.js.errors.NoStreamResponseError:
+        raise ValueError(
+            f"nats: no JetStream stream captures subject {subject!r}; create one whose "
+            "subjects match it (jetstream_source(create=True) does)"
+        ) from None
+
+
+async def _publish_all(js: Any, subject: str, payloads: Sequence[bytes]) -> None:
+    """Publish every payload at once and wait for all their PubAcks (on the client's loop).
+
+    ``gather`` waits for every publish even when one fails (and cancels them all when it is
+    cancelled), so no publish outlives the call; the first failure is raised as itself.
+    """
+    outcomes = await asyncio.gather(
+        *(_publish(js, subject, payload) for payload in payloads), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+class JetStreamSink:
+    """The sink :func:`jetstream_sink` yields: publishes values to a subject and returns
+    once JetStream stored them.
+
+    Attributes:
+        batch_size: how many items a flow should hand to :meth:`send_batch` at once.
+        sent: messages confirmed so far.
+
+    Example (needs a NATS server with JetStream)::
+
+        async with jetstream_sink("nats://localhost:4222", "orders.new") as orders:
+            await orders.send({"id": 1})
+            await orders.send_batch([{"id": 2}, {"id": 3}])
+    """
+
+    def __init__(
+        self, *, host: AsyncioHost, js: Any, subject: str, encoder: Encoder, batch_size: int
+    ) -> None:
+        self._host = host
+        self._js = js
+        self.subject = subject
+        self._encode = encoder
+        self.batch_size = batch_size
+        self.sent = 0
+
+    async def send(self, item: Any) -> None:
+        """Publish one item; return once JetStream acknowledged it."""
+        await self._host.call(_publish, self._js, self.subject, self._encode(item))
+        self.sent += 1
+
+    async def send_batch(self, items: Sequence[Any]) -> None:
+        """Publish the items concurrently; return once JetStream acknowledged every one.
+
+        If one fails, the error is raised after the others finished (some may be stored:
+        delivery is at-least-once).
+        """
+        payloads = [self._encode(item) for item in items]
+        if payloads:
+            await self._host.call(_publish_all, self._js, self.subject, payloads)
+            self.sent += len(payloads)
+
+
+@contextlib.asynccontextmanager
+async def jetstream_sink(
+    url: str,
+    subject: str,
+    *,
+    encoder: Encoder | EncoderName = "auto",
+    batch_size: int = DEFAULT_SINK_BATCH,
+    connect_timeout: float = CONNECT_TIMEOUT_S,
+    connect_options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[JetStreamSink]:
+    """Publish values to a JetStream subject, each confirmed by the server's ``PubAck``.
+
+    Args:
+        url: the server, ``"nats://host:4222"``.
+        subject: where to publish; a stream must capture it.
+        encoder: how a value becomes the payload: ``"auto"`` (bytes as they are, ``str`` as
+            UTF-8, anything else as JSON), ``"bytes"``, ``"text"``, ``"json"``, or a
+            function ``value -> bytes``.
+        batch_size: the batch size a flow should use with this sink.
+        connect_timeout: seconds to reach the server before ``ServiceUnavailableError``.
+        connect_options: more keyword arguments for ``nats.connect``.
+
+    Example (needs a NATS server with JetStream)::
+
+        async with jetstream_sink("nats://localhost:4222", "orders.new") as orders:
+            await orders.send_batch([{"id": n} for n in range(100)])
+    """
+    where = "jetstream_sink()"
+    _check_name(where, "url", url)
+    _check_name(where, "subject", subject)
+    _check_count(where, "batch_size", batch_size)
+    _check_seconds(where, "connect_timeout", connect_timeout)
+    encode = _resolve_encoder(encoder)
+    async with (
+        AsyncioHost() as host,
+        _connected(host, url, connect_timeout, connect_options) as client,
+    ):
+        yield JetStreamSink(
+            host=host, js=client.jetstream(), subject=subject, encoder=encode, batch_size=batch_size
+        )

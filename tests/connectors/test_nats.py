@@ -1,0 +1,353 @@
+"""NATS JetStream source and sink against a real nats-server (with JetStream), both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import nats
+import pytest
+from reactivex import operators as ops
+
+from rxflow import open_pipe
+from rxflow.connectors import Message
+from rxflow.connectors.codecs import DecodeFailure
+from rxflow.connectors.nats import JetStreamSource, jetstream_sink, jetstream_source
+from rxflow.errors import DecodeError, ServiceUnavailableError
+from tests.connectors.conftest import require_service
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def url() -> str:
+    host, port = require_service("nats")
+    return f"nats://{host}:{port}"
+
+
+async def _admin(url: str, action: str, name: str) -> None:
+    client = await nats.connect(url)
+    try:
+        js = client.jetstream()
+        if action == "create":
+            await js.add_stream(name=name, subjects=[f"{name}.>"])
+        else:
+            await js.delete_stream(name)
+    finally:
+        await client.close()
+
+
+def admin(url: str, action: str, name: str) -> None:
+    """Create or delete a stream with a raw client on its own loop (from any thread)."""
+    asyncio.run(_admin(url, action, name))
+
+
+@pytest.fixture
+def stream(url: str) -> Iterator[str]:
+    """A fresh stream capturing ``<name>.>``, deleted after the test."""
+    name = f"rxflow_test_{uuid.uuid4().hex[:12]}"
+    admin(url, "create", name)
+    yield name
+    admin(url, "delete", name)
+
+
+async def publish(url: str, subject: str, items: list[Any], encoder: str = "auto") -> None:
+    async with jetstream_sink(url, subject, encoder=encoder) as sink:  # type: ignore[arg-type]
+        await sink.send_batch(items)
+
+
+async def take(source: JetStreamSource, count: int) -> list[Message[Any]]:
+    """The next ``count`` messages of a source (waiting for the broker as long as needed)."""
+    taken: list[Message[Any]] = []
+    with anyio.fail_after(10):
+        async for message in source:
+            taken.append(message)
+            if len(taken) == count:
+                break
+    return taken
+
+
+async def all_acked(source: JetStreamSource) -> None:
+    """Wait until JetStream has processed our acks (``msg.ack()`` does not wait for it)."""
+    with anyio.fail_after(10):
+        while True:
+            info = await source.consumer_info()
+            if info.num_ack_pending == 0:
+                return
+            await anyio.sleep(0.01)
+
+
+def has_even_id(message: Message[Any]) -> bool:
+    return bool(message.value["id"] % 2 == 0)
+
+
+async def test_round_trip_through_a_pipe(url: str, stream: str) -> None:
+    subject = f"{stream}.orders"
+    before = time.time()
+    async with jetstream_sink(url, subject) as sink:
+        assert sink.batch_size > 0
+        await sink.send({"id": 0})
+        await sink.send_batch([{"id": n} for n in range(1, 20)])
+        assert sink.sent == 20
+
+    async with (
+        jetstream_source(url, stream, f"{stream}.>", "reader", codec="json", batch=8) as source,
+        open_pipe(source, ops.filter(has_even_id)) as evens,
+    ):
+        seen = []
+        with anyio.fail_after(10):
+            async for message in evens:
+                seen.append(message.value["id"])
+                assert message.key == subject
+                assert message.source == f"nats:{stream}/reader"
+                assert message.timestamp is not None
+                assert message.timestamp >= before - 1
+                await message.ack()
+                if len(seen) == 10:
+                    break
+        assert sorted(seen) == list(range(0, 20, 2))  # a batch is published concurrently
+        assert source.decoder.decoded == 20
+        info = await source.consumer_info()
+        assert info.num_pending == 0
+
+
+async def test_a_slow_consumer_fetches_at_most_a_batch(url: str, stream: str) -> None:
+    await publish(url, f"{stream}.n", list(range(100)))
+    async with jetstream_source(url, stream, f"{stream}.>", "slow", codec="json", batch=5) as src:
+        assert len(await take(src, 3)) == 3
+        info = await src.consumer_info()
+        assert src.fetches == 1
+        assert info.delivered.consumer_seq == 5  # one batch left the server, no more
+        assert info.num_ack_pending == 5
+        assert info.num_pending == 95
+
+
+async def test_unacked_messages_are_delivered_again_after_ack_wait(url: str, stream: str) -> None:
+    await publish(url, f"{stream}.n", list(range(5)))
+    async with jetstream_source(
+        url, stream, f"{stream}.>", "redo", codec="json", batch=5, ack_wait=1
+    ) as source:
+        for message in await take(source, 5):
+            if message.value % 2 == 0:
+                await message.ack()
+        # 1 and 3 were not acked: JetStream hands them out again once ack_wait passed.
+        again = await take(source, 2)
+        assert sorted(m.value for m in again) == [1, 3]
+        for message in again:
+            await message.ack()
+        await all_acked(source)
+
+
+async def test_a_nack_delivers_the_message_again_at_once(url: str, stream: str) -> None:
+    await publish(url, f"{stream}.n", ["only"])
+    async with jetstream_source(url, stream, f"{stream}.>", "nak", codec="text") as source:
+        (first,) = await take(source, 1)
+        await first.nack()
+        await first.nack()  # settling twice is a no-op
+        (second,) = await take(source, 1)  # the default ack_wait is 30 s: this is the nak
+        assert second.value == "only"
+        await second.ack()
+
+
+async def _records_with_a_malformed_one(url: str, stream: str) -> None:
+    async with jetstream_sink(url, f"{stream}.n", encoder="bytes") as sink:
+        for record in (b'{"n": 0}', b"{oops", b'{"n": 2}'):  # one by one: in this order
+            await sink.send(record)
+
+
+async def test_decode_error_raise_ends_the_stream_and_leaves_the_record(
+    url: str, stream: str
+) -> None:
+    await _records_with_a_malformed_one(url, stream)
+    async with jetstream_source(
+        url, stream, f"{stream}.>", "strict", codec="json", ack_wait=1
+    ) as source:
+        with pytest.raises(DecodeError, match="could not be decoded"):
+            async for message in source:
+                assert message.value == {"n": 0}
+                await message.ack()
+    # The malformed record was not acknowledged: a reader that skips it gets it again.
+    async with jetstream_source(
+        url, stream, f"{stream}.>", "strict", codec="json", on_decode_error="skip"
+    ) as source:
+        (message,) = await take(source, 1)
+        assert message.value == {"n": 2}
+        assert source.decoder.skipped == 1
+        await message.ack()
+        await all_acked(source)
+
+
+async def test_decode_error_skip_acks_the_record(url: str, stream: str) -> None:
+    await _records_with_a_malformed_one(url, stream)
+    async with jetstream_source(
+        url, stream, f"{stream}.>", "skip", codec="json", on_decode_error="skip"
+    ) as source:
+        messages = await take(source, 2)
+        assert sorted(m.value["n"] for m in messages) == [0, 2]
+        for message in messages:
+            await message.ack()
+        assert source.decoder.skipped == 1
+        await all_acked(source)
+
+
+async def test_decode_error_dead_letter_hands_the_record_over(url: str, stream: str) -> None:
+    await _records_with_a_malformed_one(url, stream)
+    failures: list[DecodeFailure] = []
+
+    async def dead_letter(failure: DecodeFailure) -> None:
+        await anyio.lowlevel.checkpoint()
+        failures.append(failure)
+
+    async with jetstream_source(
+        url,
+        stream,
+        f"{stream}.>",
+        "dlq",
+        codec="json",
+        on_decode_error="dead_letter",
+        dead_letter=dead_letter,
+    ) as source:
+        messages = await take(source, 2)
+        for message in messages:
+            await message.ack()
+        assert [(f.data, f.key) for f in failures] == [(b"{oops", f"{stream}.n")]
+        assert isinstance(failures[0].error, json.JSONDecodeError)
+        assert source.decoder.dead_lettered == 1
+        await all_acked(source)
+
+
+async def test_a_connection_lost_mid_stream_loses_no_message(url: str, stream: str) -> None:
+    ids = list(range(30))
+    await publish(url, f"{stream}.n", ids)
+    seen: list[int] = []
+    async with jetstream_source(
+        url, stream, f"{stream}.>", "fault", codec="json", batch=5, ack_wait=1
+    ) as source:
+        for message in await take(source, 10):
+            seen.append(message.value)
+            if message.value < 7:
+                await message.ack()
+        await source.host.call(source.connection.close)  # the connection goes away
+        with pytest.raises(ServiceUnavailableError, match="closed"):
+            await take(source, 1)
+    # A new worker on the same durable gets everything that was not acked.
+    async with jetstream_source(
+        url, stream, f"{stream}.>", "fault", codec="json", batch=5, ack_wait=1
+    ) as source:
+        with anyio.fail_after(10):
+            async for message in source:
+                seen.append(message.value)
+                await message.ack()
+                if set(seen) == set(ids):
+                    break
+    assert set(seen) == set(ids)
+
+
+def _running_tasks() -> set[Any]:
+    try:
+        return asyncio.all_tasks() - {asyncio.current_task()}
+    except RuntimeError:  # trio: no asyncio loop in this thread
+        return set()
+
+
+async def _read_until_cancelled(url: str, stream: str, started: anyio.Event) -> None:
+    async with jetstream_source(url, stream, f"{stream}.>", "cancel", fetch_timeout=30) as source:
+        started.set()
+        async for _ in source:  # the stream is empty: a fetch waits on the server
+            pass
+
+
+async def test_cancellation_leaves_no_thread_and_no_task(url: str, stream: str) -> None:
+    async def cancel_one_reader() -> None:
+        started = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_read_until_cancelled, url, stream, started)
+            await started.wait()
+            await anyio.sleep(0.05)  # let the fetch reach the server
+            tg.cancel_scope.cancel()
+
+    await cancel_one_reader()  # warm up: anyio's worker threads, nats-py's imports
+    threads, tasks = threading.active_count(), _running_tasks()
+    with anyio.fail_after(10):
+        await cancel_one_reader()
+    assert threading.active_count() == threads
+    assert _running_tasks() == tasks
+
+
+async def test_an_unreachable_server_is_a_service_error() -> None:
+    with anyio.fail_after(10), pytest.raises(ServiceUnavailableError, match=r"127\.0\.0\.1:1"):
+        async with jetstream_source("nats://127.0.0.1:1", "S", "s.>", "d", connect_timeout=0.5):
+            pass  # pragma: no cover
+
+
+async def test_a_missing_stream_says_how_to_create_it(url: str) -> None:
+    missing = f"rxflow_missing_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ValueError, match="create=True"):
+        async with jetstream_source(url, missing, f"{missing}.>", "d"):
+            pass  # pragma: no cover
+
+
+async def test_create_makes_the_stream(url: str) -> None:
+    name = f"rxflow_test_{uuid.uuid4().hex[:12]}"
+    try:
+        async with jetstream_source(url, name, f"{name}.>", "d", create=True, codec="text") as src:
+            await publish(url, f"{name}.a", ["hello"])
+            (message,) = await take(src, 1)
+            assert message.value == "hello"
+            await message.ack()
+    finally:
+        await anyio.to_thread.run_sync(admin, url, "delete", name)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"batch": 0}, ValueError, "batch"),
+        ({"fetch_timeout": -1}, ValueError, "fetch_timeout"),
+        ({"ack_wait": 0}, ValueError, "ack_wait"),
+        ({"durable": ""}, TypeError, "durable"),
+        ({"codec": "yaml"}, ValueError, "unknown codec"),
+        ({"on_decode_error": "dead_letter"}, ValueError, "dead_letter"),
+    ],
+)
+async def test_bad_source_arguments_are_refused(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    arguments: dict[str, Any] = {"durable": "d", **kwargs}
+    durable = arguments.pop("durable")
+    with pytest.raises(error, match=match):
+        async with jetstream_source("nats://127.0.0.1:1", "S", "s.>", durable, **arguments):
+            pass  # pragma: no cover
+
+
+async def test_bad_sink_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown encoder"):
+        async with jetstream_sink("nats://127.0.0.1:1", "s", encoder="yaml"):  # type: ignore[arg-type]
+            pass  # pragma: no cover
+    with pytest.raises(ValueError, match="batch_size"):
+        async with jetstream_sink("nats://127.0.0.1:1", "s", batch_size=0):
+            pass  # pragma: no cover
+
+
+async def test_the_sink_says_when_no_stream_captures_the_subject(url: str) -> None:
+    async with jetstream_sink(url, f"rxflow_nowhere_{uuid.uuid4().hex[:8]}") as sink:
+        with pytest.raises(ValueError, match="no JetStream stream"):
+            await sink.send(b"lost")
+
+
+async def test_sink_encoders(url: str, stream: str) -> None:
+    async with jetstream_sink(url, f"{stream}.e") as sink:
+        await sink.send_batch([b"raw", "text", {"json": True}])
+    async with jetstream_sink(url, f"{stream}.e", encoder="bytes") as sink:
+        with pytest.raises(TypeError, match="takes bytes"):
+            await sink.send("not bytes")
+    async with jetstream_source(url, stream, f"{stream}.>", "enc") as source:
+        values = [m.value for m in await take(source, 3)]
+    assert sorted(values) == sorted([b"raw", b"text", b'{"json": true}'])
