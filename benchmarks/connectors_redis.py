@@ -5,6 +5,9 @@ one by one, through ``open_pipe(redis_stream_source(...), ops.map(...))``, again
 one writes with redis-py (``XREADGROUP COUNT`` then one ``XACK`` per entry). Both read
 ``BATCH`` entries per ``XREADGROUP``; each run reads the same stream with a fresh group.
 
+``consume_ack_many``: the same, acknowledging ``BATCH`` messages at a time with
+``source.ack_many`` against one ``XACK`` of every id of a read.
+
 ``sink_xadd``: entries per second appended with ``redis_stream_sink(...).send_batch`` against
 a redis-py pipeline of ``XADD`` (``transaction=False``), ``BATCH`` entries per round trip.
 
@@ -67,67 +70,86 @@ def size(message: Message[bytes]) -> Message[int]:
     return message.with_value(len(message.value))
 
 
-async def consume_rxflow(stream: str, group: str, count: int) -> int:
+async def consume_rxflow(stream: str, group: str, count: int, ack_every: int) -> int:
     total = 0
     source = redis_stream_source(URL, stream, group, "bench", batch=BATCH, create_group=False)
     async with source as entries, open_pipe(entries, ops.map(size)) as sizes:
+        done: list[Message[int]] = []
         async for message in sizes:
             total += message.value
-            await message.ack()
             count -= 1
+            if ack_every == 1:
+                await message.ack()
+            else:
+                done.append(message)
+                if len(done) == ack_every or count == 0:
+                    await entries.ack_many(done)
+                    done.clear()
             if count == 0:
                 break
     return total
 
 
-async def consume_raw(stream: str, group: str, count: int) -> int:
+async def consume_raw(stream: str, group: str, count: int, ack_every: int) -> int:
     client = aioredis.from_url(URL)
     total = 0
     try:
         while count > 0:
             reply: Any = await client.xreadgroup(group, "bench", {stream: ">"}, BATCH, 2000)
-            for entry_id, fields in reply[0][1]:
+            entries = reply[0][1]
+            for entry_id, fields in entries:
                 total += len(fields[b"data"])
-                await client.xack(stream, group, entry_id)
+                if ack_every == 1:
+                    await client.xack(stream, group, entry_id)
                 count -= 1
+            if ack_every != 1:  # BATCH entries per read: one XACK per read
+                await client.xack(stream, group, *(entry_id for entry_id, _ in entries))
     finally:
         await client.aclose()
     return total
 
 
-def run_rxflow(stream: str, count: int, backend: str) -> int:
-    return anyio.run(consume_rxflow, stream, new_group(stream), count, backend=backend)
+def run_rxflow(stream: str, count: int, ack_every: int, backend: str) -> int:
+    group = new_group(stream)
+    return anyio.run(consume_rxflow, stream, group, count, ack_every, backend=backend)
 
 
-def run_raw(stream: str, count: int) -> int:
-    return asyncio.run(consume_raw(stream, new_group(stream), count))
+def run_raw(stream: str, count: int, ack_every: int) -> int:
+    return asyncio.run(consume_raw(stream, new_group(stream), count, ack_every))
 
 
-def consume_ack(quick: bool) -> Iterator[dict[str, Any]]:
-    count = 1_000 if quick else 20_000
+def consume(quick: bool, ack_every: int) -> Iterator[dict[str, Any]]:
+    count = (1_000 if quick else 20_000) if ack_every == 1 else (5_000 if quick else 100_000)
     stream = f"rxflow-bench-{uuid.uuid4().hex[:8]}"
     fill(stream, count)
     try:
-        runs = [partial(run_rxflow, stream, count, backend) for backend in BACKENDS]
-        raw_run = partial(run_raw, stream, count)
+        runs = [partial(run_rxflow, stream, count, ack_every, backend) for backend in BACKENDS]
+        raw_run = partial(run_raw, stream, count, ack_every)
         expected = count * len(PAYLOAD)
         for run in (*runs, raw_run):  # warm up, and check the output
             if (result := run()) != expected:
-                raise AssertionError(f"redis consume_ack: {result} != {expected}")
+                raise AssertionError(
+                    f"redis consume, ack every {ack_every}: {result} != {expected}"
+                )
         repeats = 2 if quick else 3
         raw = best_rate(count, raw_run, repeats)
+        name, baseline = "redis_stream_consume_ack", "raw_redis_py_xreadgroup_xack"
+        if ack_every != 1:
+            name, baseline = f"{name}_many", f"{baseline}_many"
         for backend, run in zip(BACKENDS, runs, strict=True):
-            rxflow = best_rate(count, run, repeats)
-            yield row(
-                "redis_stream_consume_ack",
-                backend,
-                count,
-                rxflow,
-                "raw_redis_py_xreadgroup_xack",
-                raw,
-            )
+            yield row(name, backend, count, best_rate(count, run, repeats), baseline, raw)
     finally:
         drop(stream)
+
+
+def consume_ack(quick: bool) -> Iterator[dict[str, Any]]:
+    """One XACK per message, as a Flow acknowledges them."""
+    return consume(quick, ack_every=1)
+
+
+def consume_ack_many(quick: bool) -> Iterator[dict[str, Any]]:
+    """One XACK per ``BATCH`` messages (``source.ack_many``)."""
+    return consume(quick, ack_every=BATCH)
 
 
 # -- sink ---------------------------------------------------------------------------------
@@ -171,6 +193,7 @@ def sink_xadd(quick: bool) -> Iterator[dict[str, Any]]:
 
 CASES: dict[str, Callable[[bool], Iterable[dict[str, Any]]]] = {
     "redis_consume_ack": consume_ack,
+    "redis_consume_ack_many": consume_ack_many,
     "redis_sink_xadd": sink_xadd,
 }
 

@@ -202,6 +202,18 @@ async def test_nacked_entry_comes_again_at_the_next_read(rd: Redis) -> None:
     assert rd.pending() == 0
 
 
+async def test_ack_many_acks_a_batch_at_once(rd: Redis) -> None:
+    rd.add(*(b"%d" % n for n in range(5)))
+    async with source(rd) as numbers, source(rd, "c2") as others:
+        messages = await take(aiter(numbers), 5)
+        await messages[0].ack()
+        await numbers.ack_many(messages)
+        assert [m.settled for m in messages] == ["ack"] * 5
+        assert rd.pending() == 0
+        with pytest.raises(ValueError, match="messages of this source only"):
+            await others.ack_many([Message(b"x")])
+
+
 async def test_claims_entries_left_pending_by_a_dead_consumer(rd: Redis) -> None:
     ids = rd.add(b"mine", b"theirs", b"also theirs")
     rd.client.xgroup_create(rd.stream, GROUP, "0")
