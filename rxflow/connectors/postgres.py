@@ -26,6 +26,7 @@ import collections
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
@@ -41,6 +42,13 @@ from rxflow.errors import ServiceUnavailableError, SourceOverflowError
 DEFAULT_APPLICATION_NAME: Final = "rxflow"
 MAX_IDENTIFIER_BYTES: Final = 63  # PostgreSQL truncates longer names (NAMEDATALEN - 1)
 
+# What asyncpg raises when a connection in use breaks.
+_CONNECTION_FAILED = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 # What asyncpg.connect raises when no server answers, or the server refuses for now.
 _UNREACHABLE = (
     OSError,
@@ -363,11 +371,11 @@ class PostgresSink:
     def __init__(
         self,
         host: AsyncioHost,
-        connection: asyncpg.Connection,
+        connect: Callable[[], Awaitable[asyncpg.Connection]],
+        server: str,
         table: str,
         schema: str | None,
         columns: tuple[str, ...],
-        column_types: tuple[Any, ...],  # asyncpg.types.Type: its name and schema
         method: SinkMethod,
         batch_size: int,
     ) -> None:
@@ -375,20 +383,36 @@ class PostgresSink:
         self.rows_written = 0
         self.name = f"postgresql:{table}"
         self._host = host
-        self._connection = connection
+        self._connect = connect
+        self._server = server
+        self._connection: asyncpg.Connection | None = None
         self._table = table
         self._schema = schema
         self._columns = columns
-        self._column_types = column_types
+        self._column_types: tuple[Any, ...] = ()  # asyncpg.types.Type: its name and schema
         self._method = method
-        qualified = (quote_ident(schema) + "." if schema else "") + quote_ident(table)
+        self._qualified = (quote_ident(schema) + "." if schema else "") + quote_ident(table)
         placeholders = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
         self._insert = (
-            f"INSERT INTO {qualified} ({', '.join(map(quote_ident, columns))}) "
+            f"INSERT INTO {self._qualified} ({', '.join(map(quote_ident, columns))}) "
             f"VALUES ({placeholders})"
         )
         # asyncpg allows one operation at a time on a connection; concurrent sends queue here.
         self._lock = anyio.Lock()
+
+    async def _open(self) -> asyncpg.Connection:
+        """Connect, and check the table and columns (their types serve error messages)."""
+        self._connection = connection = await self._connect()
+        probe = await self._host.call(
+            connection.prepare,
+            f"SELECT {', '.join(map(quote_ident, self._columns))} FROM {self._qualified} LIMIT 0",
+        )
+        self._column_types = tuple(attribute.type for attribute in probe.get_attributes())
+        return connection
+
+    async def _aclose(self) -> None:
+        if self._connection is not None:
+            await _close(self._host, self._connection)
 
     async def send(self, item: Sequence[Any] | Mapping[str, Any]) -> None:
         """Write one row (a tuple in ``columns`` order, or a dict by column name)."""
@@ -409,12 +433,25 @@ class PostgresSink:
         if not rows:
             return
         async with self._lock:
+            connection = self._connection
+            if connection is None or connection.is_closed():
+                connection = await self._open()  # the last batch lost the connection
             try:
-                await self._host.call(self._write, rows)
+                await self._host.call(self._write, connection, rows)
             except (TypeError, ValueError, OverflowError, asyncpg.DataError) as error:
                 # asyncpg could not encode a value (COPY does not say which): find it.
-                await self._host.call(self._raise_for_bad_value, rows, error)
+                await self._host.call(self._raise_for_bad_value, connection, rows, error)
                 raise
+            except _CONNECTION_FAILED as error:
+                # Right after the server ends a session, asyncpg may report a broken protocol
+                # before it sees the socket close: either way this connection is done.
+                connection.terminate()
+                raise ServiceUnavailableError(
+                    f"{self.name}: the connection to {self._server} failed while writing a "
+                    f"batch of {len(rows)} rows: {error!r}. The batch is not confirmed; if the "
+                    "connection dropped during the commit it may be written all the same. The "
+                    "next send_batch() connects again"
+                ) from error
         self.rows_written += len(rows)
 
     def _as_row(self, index: int, item: object) -> tuple[Any, ...]:
@@ -444,8 +481,7 @@ class PostgresSink:
             f"column order {list(columns)} or a dict by column name"
         )
 
-    async def _write(self, rows: list[tuple[Any, ...]]) -> None:
-        connection = self._connection
+    async def _write(self, connection: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
         async with connection.transaction():
             if self._method == "copy":
                 await connection.copy_records_to_table(
@@ -454,7 +490,9 @@ class PostgresSink:
             else:
                 await connection.executemany(self._insert, rows)
 
-    async def _raise_for_bad_value(self, rows: list[tuple[Any, ...]], error: Exception) -> None:
+    async def _raise_for_bad_value(
+        self, connection: asyncpg.Connection, rows: list[tuple[Any, ...]], error: Exception
+    ) -> None:
         """Raise a TypeError naming the first value its column's type cannot take, if any.
 
         Runs only after a failed batch: it asks the server to cast each value in turn, which
@@ -469,7 +507,7 @@ class PostgresSink:
                 self._columns, self._column_types, casts, row, strict=True
             ):
                 try:
-                    await self._connection.fetchval(cast, value)
+                    await connection.fetchval(cast, value)
                 except (TypeError, ValueError, OverflowError, asyncpg.DataError) as failure:
                     reason = failure.__cause__ or failure  # asyncpg wraps the encoder's error
                     raise TypeError(
@@ -498,6 +536,11 @@ async def postgres_sink(
     ``columns`` order or a dict by column name. ``method="copy"`` (default) uses ``COPY``
     (``copy_records_to_table``), the fastest way in; ``"insert"`` uses ``INSERT`` statements
     (``executemany``), which fire ``INSERT`` rules that ``COPY`` does not.
+
+    If the connection is lost (a server restart, ``pg_terminate_backend``), ``send_batch``
+    raises :class:`~rxflow.errors.ServiceUnavailableError` and the next call connects again,
+    so a retrying caller carries on. A batch whose commit was cut off may have been written
+    all the same: delivery is at-least-once, and a primary key makes a retry safe to refuse.
 
     The table and columns are checked when the sink opens: a missing one raises asyncpg's
     ``UndefinedTableError`` or ``UndefinedColumnError`` there, not at the first write.
@@ -533,16 +576,18 @@ async def postgres_sink(
         raise ValueError(f"{where}: batch_size must be an int of 1 or more, got {batch_size!r}")
 
     async with AsyncioHost() as host:
-        connection = await _connect(host, dsn, application_name, connect_timeout, where)
+        sink = PostgresSink(
+            host,
+            partial(_connect, host, dsn, application_name, connect_timeout, where),
+            describe_server(dsn),
+            table,
+            schema,
+            tuple(columns),
+            method,
+            batch_size,
+        )
         try:
-            qualified = (quote_ident(schema) + "." if schema else "") + quote_ident(table)
-            probe = await host.call(
-                connection.prepare,
-                f"SELECT {', '.join(map(quote_ident, columns))} FROM {qualified} LIMIT 0",
-            )
-            column_types = tuple(attribute.type for attribute in probe.get_attributes())
-            yield PostgresSink(
-                host, connection, table, schema, tuple(columns), column_types, method, batch_size
-            )
+            await sink._open()
+            yield sink
         finally:
-            await _close(host, connection)
+            await sink._aclose()

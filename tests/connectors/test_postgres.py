@@ -44,6 +44,9 @@ class Admin:
         rows: list[Any] = await self.host.call(self.connection.fetch, query, *args)
         return rows
 
+    async def execute(self, script: str) -> None:
+        await self.host.call(self.connection.execute, script)
+
     async def fetchval(self, query: str, *args: Any) -> Any:
         return await self.host.call(self.connection.fetchval, query, *args)
 
@@ -280,14 +283,14 @@ async def test_bad_source_arguments_are_refused_before_connecting(
 @pytest.fixture
 async def table(admin: Admin) -> AsyncIterator[str]:
     name = unique("readings")
-    await admin.fetch(
+    await admin.execute(
         f'CREATE TABLE "{name}" (id int PRIMARY KEY, sensor text NOT NULL, value float8)'
     )
     try:
         yield name
     finally:
         with anyio.CancelScope(shield=True):
-            await admin.fetch(f'DROP TABLE "{name}"')
+            await admin.execute(f'DROP TABLE "{name}"')
 
 
 async def rows_of(admin: Admin, table: str) -> list[tuple[Any, ...]]:
@@ -347,6 +350,39 @@ async def test_an_item_that_is_not_a_row_is_refused_by_index(
         with pytest.raises(error, match=match):
             await sink.send_batch([(1, "a", 1.0), item])
     assert await rows_of(admin, table) == []
+
+
+@pytest.mark.parametrize("method", ["copy", "insert"])
+async def test_a_connection_lost_mid_batch_fails_it_and_the_next_batch_reconnects(
+    dsn: str, admin: Admin, table: str, method: Any
+) -> None:
+    # A row trigger that makes the server end the session writing the row 'kill': the
+    # connection dies in the middle of the batch, every time.
+    await admin.execute(
+        f"""CREATE FUNCTION "{table}_kill"() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.sensor = 'kill' THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER kill BEFORE INSERT ON "{table}"
+            FOR EACH ROW EXECUTE FUNCTION "{table}_kill"()"""
+    )
+    application = unique("rxflow_test")
+    try:
+        async with postgres_sink(
+            dsn, table, COLUMNS, method=method, application_name=application
+        ) as sink:
+            await sink.send((1, "a", 1.0))
+            with pytest.raises(
+                ServiceUnavailableError, match=r"postgresql:readings_\w+: the connection to Postg"
+            ):
+                await sink.send_batch([(2, "b", 2.0), (3, "kill", 3.0), (4, "d", 4.0)])
+            await sink.send((5, "e", 5.0))
+            assert await admin.sessions(application) == 1
+        assert await rows_of(admin, table) == [(1, "a", 1.0), (5, "e", 5.0)]
+    finally:
+        with anyio.CancelScope(shield=True):
+            await admin.execute(f'DROP FUNCTION "{table}_kill"() CASCADE')
 
 
 async def test_a_missing_table_is_reported_when_the_sink_opens(dsn: str) -> None:
