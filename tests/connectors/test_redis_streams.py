@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 import redis
 import sniffio
 from reactivex import operators as ops
 
+import rxflow.connectors.redis
 from rxflow import open_pipe
 from rxflow.connectors import DecodeFailure, Message
 from rxflow.connectors.redis import RedisStreamSource, redis_stream_sink, redis_stream_source
@@ -338,6 +340,78 @@ def _asyncio_tasks() -> set[Any]:
     if sniffio.current_async_library() != "asyncio":
         return set()
     return asyncio.all_tasks()
+
+
+class Proxy:
+    """A TCP relay to Redis that the test can take away, as a server or a network fails."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self._scope = anyio.CancelScope()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with self._scope:
+            listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+            self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            task_status.started()
+            async with listener:  # stopped, it refuses connections
+                await listener.serve(self._relay)
+
+    async def _relay(self, client: anyio.abc.SocketStream) -> None:
+        async with client, await anyio.connect_tcp(*self.target) as server:
+
+            async def pump(source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream) -> None:
+                async for data in source:
+                    await sink.send(data)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump, client, server)
+                await pump(server, client)
+                tg.cancel_scope.cancel()
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+
+async def test_gives_up_once_redis_stays_away(rd: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rxflow.connectors.redis, "RECONNECT_BACKOFF_S", (0.01, 0.01))
+    rd.add(b"0")
+    proxy = Proxy(require_service("redis"))
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.run)
+        url = f"redis://127.0.0.1:{proxy.port}"
+        async with redis_stream_source(url, rd.stream, GROUP, "c1", block_ms=60_000) as numbers:
+            messages = aiter(numbers)
+            await take(messages, 1)
+            proxy.stop()
+            with pytest.raises(
+                ServiceUnavailableError,
+                match=f"lost the connection to redis at 127.0.0.1:{proxy.port}",
+            ):
+                await take(messages, 1)
+    assert rd.pending() == 1  # still there for whoever reads next
+
+
+async def test_entries_deleted_while_pending_are_acked_and_skipped(rd: Redis) -> None:
+    gone, kept = rd.add(b"gone", b"kept")
+    rd.client.xgroup_create(rd.stream, GROUP, "0")
+    rd.client.xreadgroup(GROUP, "c1", {rd.stream: ">"})
+    rd.client.xdel(rd.stream, gone)
+    async with source(rd) as numbers:
+        (message,) = await take(aiter(numbers), 1)
+        assert message.key == kept
+        assert rd.pending_ids("c1") == [kept]
+        await message.ack()
+
+
+async def test_a_group_created_at_dollar_reads_only_new_entries(rd: Redis) -> None:
+    rd.add(b"old")
+    async with source(rd, start_id="$") as numbers:
+        (new,) = rd.add(b"new")
+        (message,) = await take(aiter(numbers), 1)
+        assert (message.key, message.value) == (new, b"new")
+        await message.ack()
 
 
 async def test_unreachable_server_says_where(rd: Redis) -> None:
