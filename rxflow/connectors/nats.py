@@ -126,18 +126,33 @@ def _check_name(where: str, name: str, value: object) -> None:
 class _JetStreamAck(Settlement):
     """``msg.ack()`` of one message; a nack is ``nak`` (deliver again now) or ``term``."""
 
-    __slots__ = ("_host", "_msg")
+    __slots__ = ("_confirm", "_host", "_msg")
 
-    def __init__(self, host: AsyncioHost, msg: Any) -> None:
+    def __init__(self, host: AsyncioHost, msg: Any, confirm: bool) -> None:
         super().__init__()
         self._host = host
         self._msg = msg
+        self._confirm = confirm
 
     async def _ack(self) -> None:
-        await self._host.call(self._msg.ack)
+        # msg.ack() only hands the ack to the connection; ack_sync() waits for the server.
+        await self._host.call(self._msg.ack_sync if self._confirm else self._msg.ack)
 
     async def _nack(self, requeue: bool) -> None:
         await self._host.call(self._msg.nak if requeue else self._msg.term)
+
+
+async def _ensure_stream(js: Any, stream: str, subject: str, create: bool) -> None:
+    """Check that the stream exists; with ``create``, make it (capturing ``subject``)."""
+    try:
+        await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        if not create:
+            raise ValueError(
+                f"nats: JetStream has no stream {stream!r}; create it, or pass create=True to "
+                f"create it capturing {subject!r}"
+            ) from None
+        await js.add_stream(name=stream, subjects=[subject])
 
 
 async def _subscribe(
@@ -145,15 +160,7 @@ async def _subscribe(
 ) -> Any:
     """The pull subscription of the durable consumer, creating what is missing."""
     js = client.jetstream()
-    try:
-        await js.stream_info(stream)
-    except nats.js.errors.NotFoundError:
-        if not create:
-            raise ValueError(
-                f"nats:{stream}: JetStream has no stream {stream!r}; create it, or pass "
-                "create=True to create it with the subject"
-            ) from None
-        await js.add_stream(name=stream, subjects=[subject])
+    await _ensure_stream(js, stream, subject, create)
     # pull_subscribe creates the durable consumer with ``config`` unless it exists already.
     return await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
 
@@ -188,6 +195,7 @@ class JetStreamSource:
         decoder: Decoder,
         batch: int,
         fetch_timeout: float,
+        confirm_acks: bool,
     ) -> None:
         self.host = host
         self.connection = connection
@@ -196,6 +204,7 @@ class JetStreamSource:
         self.name = decoder.source
         self._batch = batch
         self._fetch_timeout = fetch_timeout
+        self._confirm_acks = confirm_acks
         self.fetches = 0
         # What the last fetch returned and the consumer has not taken yet (at most a batch):
         # kept here, not in an iterator, so that a loop that breaks and starts again
@@ -229,7 +238,7 @@ class JetStreamSource:
                 dict(msg.headers or {}),
                 msg.metadata.timestamp.timestamp(),
                 self.name,
-                _JetStreamAck(self.host, msg),
+                _JetStreamAck(self.host, msg, self._confirm_acks),
             )
 
     async def _fetch(self) -> list[Any]:
@@ -267,6 +276,7 @@ async def jetstream_source(
     fetch_timeout: float = DEFAULT_FETCH_TIMEOUT_S,
     ack_wait: float | None = None,
     max_ack_pending: int | None = None,
+    confirm_acks: bool = False,
     create: bool = False,
     connect_timeout: float = CONNECT_TIMEOUT_S,
     connect_options: Mapping[str, Any] | None = None,
@@ -288,6 +298,9 @@ async def jetstream_source(
         ack_wait: seconds JetStream waits for an ack before delivering the message again
             (server default 30). Used when the consumer is created, like ``max_ack_pending``
             (the most messages delivered and not yet acknowledged, across all workers).
+        confirm_acks: make ``message.ack()`` wait for the server's confirmation (a round
+            trip per ack) instead of returning once the ack is handed to the connection. An
+            unconfirmed ack lost with its connection only means one more delivery.
         create: create the stream (capturing ``subject``) if it does not exist.
         connect_timeout: seconds to reach the server before ``ServiceUnavailableError``.
         connect_options: more keyword arguments for ``nats.connect`` (credentials, TLS...).
@@ -341,6 +354,7 @@ async def jetstream_source(
             decoder=decoder,
             batch=batch,
             fetch_timeout=fetch_timeout,
+            confirm_acks=confirm_acks,
         )
         try:
             yield source
@@ -402,9 +416,9 @@ def _resolve_encoder(encoder: Encoder | EncoderName) -> Encoder:
     return encoder
 
 
-async def _publish(js: Any, subject: str, payload: bytes) -> None:
+async def _publish(js: Any, subject: str, stream: str | None, payload: bytes) -> None:
     try:
-        await js.publish(subject, payload)
+        await js.publish(subject, payload, stream=stream)
     except nats.js.errors.NoStreamResponseError:
         raise ValueError(
             f"nats: no JetStream stream captures subject {subject!r}; create one whose "
@@ -412,14 +426,16 @@ async def _publish(js: Any, subject: str, payload: bytes) -> None:
         ) from None
 
 
-async def _publish_all(js: Any, subject: str, payloads: Sequence[bytes]) -> None:
+async def _publish_all(
+    js: Any, subject: str, stream: str | None, payloads: Sequence[bytes]
+) -> None:
     """Publish every payload at once and wait for all their PubAcks (on the client's loop).
 
     ``gather`` waits for every publish even when one fails (and cancels them all when it is
     cancelled), so no publish outlives the call; the first failure is raised as itself.
     """
     outcomes = await asyncio.gather(
-        *(_publish(js, subject, payload) for payload in payloads), return_exceptions=True
+        *(_publish(js, subject, stream, payload) for payload in payloads), return_exceptions=True
     )
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
@@ -442,18 +458,26 @@ class JetStreamSink:
     """
 
     def __init__(
-        self, *, host: AsyncioHost, js: Any, subject: str, encoder: Encoder, batch_size: int
+        self,
+        *,
+        host: AsyncioHost,
+        js: Any,
+        subject: str,
+        stream: str | None,
+        encoder: Encoder,
+        batch_size: int,
     ) -> None:
         self._host = host
         self._js = js
         self.subject = subject
+        self.stream = stream
         self._encode = encoder
         self.batch_size = batch_size
         self.sent = 0
 
     async def send(self, item: Any) -> None:
         """Publish one item; return once JetStream acknowledged it."""
-        await self._host.call(_publish, self._js, self.subject, self._encode(item))
+        await self._host.call(_publish, self._js, self.subject, self.stream, self._encode(item))
         self.sent += 1
 
     async def send_batch(self, items: Sequence[Any]) -> None:
@@ -464,7 +488,7 @@ class JetStreamSink:
         """
         payloads = [self._encode(item) for item in items]
         if payloads:
-            await self._host.call(_publish_all, self._js, self.subject, payloads)
+            await self._host.call(_publish_all, self._js, self.subject, self.stream, payloads)
             self.sent += len(payloads)
 
 
@@ -475,6 +499,8 @@ async def jetstream_sink(
     *,
     encoder: Encoder | EncoderName = "auto",
     batch_size: int = DEFAULT_SINK_BATCH,
+    stream: str | None = None,
+    create: bool = False,
     connect_timeout: float = CONNECT_TIMEOUT_S,
     connect_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[JetStreamSink]:
@@ -487,6 +513,9 @@ async def jetstream_sink(
             UTF-8, anything else as JSON), ``"bytes"``, ``"text"``, ``"json"``, or a
             function ``value -> bytes``.
         batch_size: the batch size a flow should use with this sink.
+        stream: the stream that must store the messages: a publish that another stream (or
+            none) would capture is refused by the server.
+        create: create ``stream`` capturing ``subject`` if it does not exist.
         connect_timeout: seconds to reach the server before ``ServiceUnavailableError``.
         connect_options: more keyword arguments for ``nats.connect``.
 
@@ -500,11 +529,23 @@ async def jetstream_sink(
     _check_name(where, "subject", subject)
     _check_count(where, "batch_size", batch_size)
     _check_seconds(where, "connect_timeout", connect_timeout)
+    if stream is not None:
+        _check_name(where, "stream", stream)
+    elif create:
+        raise ValueError(f"{where}: create=True needs the stream's name: pass stream=")
     encode = _resolve_encoder(encoder)
     async with (
         AsyncioHost() as host,
         _connected(host, url, connect_timeout, connect_options) as client,
     ):
+        js = client.jetstream()
+        if stream is not None:
+            await host.call(_ensure_stream, js, stream, subject, create)
         yield JetStreamSink(
-            host=host, js=client.jetstream(), subject=subject, encoder=encode, batch_size=batch_size
+            host=host,
+            js=js,
+            subject=subject,
+            stream=stream,
+            encoder=encode,
+            batch_size=batch_size,
         )

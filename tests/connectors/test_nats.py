@@ -297,13 +297,32 @@ async def test_a_missing_stream_says_how_to_create_it(url: str) -> None:
 async def test_create_makes_the_stream(url: str) -> None:
     name = f"rxflow_test_{uuid.uuid4().hex[:12]}"
     try:
-        async with jetstream_source(url, name, f"{name}.>", "d", create=True, codec="text") as src:
-            await publish(url, f"{name}.a", ["hello"])
+        async with jetstream_sink(url, f"{name}.a", stream=name, create=True) as sink:
+            await sink.send("hello")
+        async with jetstream_source(url, name, f"{name}.a", "d", create=True, codec="text") as src:
             (message,) = await take(src, 1)
             assert message.value == "hello"
             await message.ack()
     finally:
         await anyio.to_thread.run_sync(admin, url, "delete", name)
+
+
+async def test_confirmed_acks_are_processed_when_ack_returns(url: str, stream: str) -> None:
+    await publish(url, f"{stream}.n", list(range(5)))
+    async with jetstream_source(url, stream, f"{stream}.>", "sure", confirm_acks=True) as source:
+        for message in await take(source, 5):
+            await message.ack()
+        assert (await source.consumer_info()).num_ack_pending == 0
+
+
+async def test_the_sink_checks_its_stream(url: str, stream: str) -> None:
+    missing = f"rxflow_missing_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ValueError, match="no stream"):
+        async with jetstream_sink(url, f"{stream}.x", stream=missing):
+            pass  # pragma: no cover
+    async with jetstream_sink(url, f"{stream}.x", stream=stream) as sink:
+        await sink.send("kept")
+        assert sink.sent == 1
 
 
 @pytest.mark.parametrize(
@@ -333,6 +352,9 @@ async def test_bad_sink_arguments_are_refused() -> None:
             pass  # pragma: no cover
     with pytest.raises(ValueError, match="batch_size"):
         async with jetstream_sink("nats://127.0.0.1:1", "s", batch_size=0):
+            pass  # pragma: no cover
+    with pytest.raises(ValueError, match="stream="):
+        async with jetstream_sink("nats://127.0.0.1:1", "s", create=True):
             pass  # pragma: no cover
 
 
