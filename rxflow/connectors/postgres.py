@@ -1,4 +1,4 @@
-"""PostgreSQL through asyncpg: LISTEN/NOTIFY as a source, a table as a sink.
+"""PostgreSQL through asyncpg: LISTEN/NOTIFY and outbox tables as sources, a table as a sink.
 
 :func:`postgres_listen_source` yields the notifications sent on a channel. NOTIFY is
 fire-and-forget, which shapes what the source can promise:
@@ -11,12 +11,13 @@ fire-and-forget, which shapes what the source can promise:
   so the source holds them in a bounded buffer with an explicit overflow policy, and counts
   what it drops.
 
-For at-least-once delivery write the events to a table (an outbox) instead.
+For at-least-once delivery write the events to a table (an outbox) and read it with
+:func:`postgres_table_source`: rows in id order, each deleted when its message is acked.
 
 :func:`postgres_sink` writes batches of rows, each batch in one transaction, with ``COPY`` or
 ``INSERT``; a batch is confirmed when it is committed.
 
-asyncpg runs only on asyncio; under trio both run it through
+asyncpg runs only on asyncio; under trio they all run it through
 :class:`~rxflow.connectors._asyncio_host.AsyncioHost`.
 """
 
@@ -35,7 +36,7 @@ import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
 from rxflow._handoff import OVERFLOW_POLICIES, OverflowPolicy
 from rxflow.connectors._asyncio_host import AsyncioHost
-from rxflow.connectors._message import Message
+from rxflow.connectors._message import Message, Settlement
 from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
 from rxflow.errors import ServiceUnavailableError, SourceOverflowError
 
@@ -591,3 +592,234 @@ async def postgres_sink(
             yield sink
         finally:
             await sink._aclose()
+
+
+# -- table (outbox) source ------------------------------------------------------------------
+
+
+class _RowSettlement(Settlement):
+    """Acking a row deletes it from its table; nacking puts it back in line (or aside)."""
+
+    __slots__ = ("_id", "_source")
+
+    def __init__(self, source: PostgresTableSource, row_id: Any) -> None:
+        super().__init__()
+        self._source = source
+        self._id = row_id
+
+    async def _ack(self) -> None:
+        await self._source._delete(self._id)
+
+    async def _nack(self, requeue: bool) -> None:
+        self._source._nacked(self._id, requeue)
+
+
+class PostgresTableSource:
+    """The rows of a table in id order, as an async iterable of :class:`Message`; acking a
+    message deletes its row. Made by :func:`postgres_table_source`.
+
+    Attributes:
+        fetched: rows read from the table so far (redeliveries included).
+        queries: reads of the table so far, including those that found nothing.
+        deleted: rows deleted by acks.
+        decoder: its :class:`~rxflow.connectors.codecs.Decoder` (with ``value_column``).
+    """
+
+    def __init__(
+        self,
+        host: AsyncioHost,
+        connection: asyncpg.Connection,
+        table: str,
+        schema: str | None,
+        id_column: str,
+        value_column: str | None,
+        decoder: Decoder | None,
+        batch_size: int,
+        poll_interval: float,
+    ) -> None:
+        self.name = f"postgresql:{table}"
+        self.decoder = decoder
+        self.fetched = 0
+        self.queries = 0
+        self.deleted = 0
+        self._host = host
+        self._connection = connection
+        self._id_column = id_column
+        self._value_column = value_column
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        qualified = (quote_ident(schema) + "." if schema else "") + quote_ident(table)
+        id_ = quote_ident(id_column)
+        self._select_first = f"SELECT * FROM {qualified} ORDER BY {id_} LIMIT $1"
+        self._select_after = f"SELECT * FROM {qualified} WHERE {id_} > $2 ORDER BY {id_} LIMIT $1"
+        self._select_from = f"SELECT * FROM {qualified} WHERE {id_} >= $2 ORDER BY {id_} LIMIT $1"
+        self._delete_row = f"DELETE FROM {qualified} WHERE {id_} = $1"
+        named = [id_column] + ([value_column] if value_column else [])
+        self._probe = f"SELECT {', '.join(map(quote_ident, named))} FROM {qualified} LIMIT 0"
+        self._rows: collections.deque[Any] = collections.deque()  # fetched, not yet yielded
+        self._position: Any = None  # the id of the last row fetched
+        self._rewind_to: Any = None  # the smallest id nacked for redelivery since
+        self._in_flight: set[Any] = set()  # ids yielded and not settled yet
+        self._set_aside: set[Any] = set()  # ids nacked without requeue: not again in this run
+        self._wakeup = anyio.Event()
+        # asyncpg allows one operation at a time on a connection: fetches and acks queue here.
+        self._lock = anyio.Lock()
+
+    def __aiter__(self) -> PostgresTableSource:
+        return self
+
+    async def __anext__(self) -> Message[Any]:
+        while True:
+            while not self._rows:
+                if not await self._fetch():
+                    with anyio.move_on_after(self._poll_interval):
+                        await self._wakeup.wait()  # a nack with requeue wakes it early
+                    self._wakeup = anyio.Event()
+            row = self._rows.popleft()
+            row_id = row[self._id_column]
+            if row_id in self._in_flight or row_id in self._set_aside:
+                continue  # a rewind read it again: it is still out, or was set aside
+            settlement = _RowSettlement(self, row_id)
+            value = await self._decode(row, row_id)
+            if value is SKIPPED:
+                await settlement.ack()  # set aside by the decode policy: done with
+                continue
+            self._in_flight.add(row_id)
+            return Message(value, str(row_id), source=self.name, settlement=settlement)
+
+    async def _decode(self, row: Any, row_id: Any) -> Any:
+        if self.decoder is None:
+            return dict(row)
+        data = row[self._value_column]
+        if isinstance(data, str):
+            data = data.encode()
+        elif data is None:
+            data = b""  # let the codec reject it (or accept it), by its policy
+        return await self.decoder.decode(data, key=str(row_id))
+
+    async def _fetch(self) -> bool:
+        """Read the next batch into ``_rows``; whether there was any."""
+        limit = self._batch_size
+        args: tuple[Any, ...]
+        if self._rewind_to is not None:
+            query, args = self._select_from, (limit, self._rewind_to)
+            self._rewind_to = None
+        elif self._position is None:
+            query, args = self._select_first, (limit,)
+        else:
+            query, args = self._select_after, (limit, self._position)
+        async with self._lock:
+            rows = await self._host.call(self._connection.fetch, query, *args)
+        self.queries += 1
+        if rows:
+            self._position = rows[-1][self._id_column]
+            self._rows.extend(rows)
+            self.fetched += len(rows)
+        return bool(rows)
+
+    async def _delete(self, row_id: Any) -> None:
+        async with self._lock:
+            await self._host.call(self._connection.execute, self._delete_row, row_id)
+        self._in_flight.discard(row_id)
+        self.deleted += 1
+
+    def _nacked(self, row_id: Any, requeue: bool) -> None:
+        self._in_flight.discard(row_id)
+        if not requeue:
+            self._set_aside.add(row_id)
+            return
+        if self._rewind_to is None or row_id < self._rewind_to:
+            self._rewind_to = row_id
+        self._rows.clear()  # what was read ahead is read again, in id order
+        self._wakeup.set()
+
+
+@asynccontextmanager
+async def postgres_table_source(
+    dsn: str,
+    table: str,
+    *,
+    id_column: str,
+    schema: str | None = None,
+    value_column: str | None = None,
+    codec: Codec | CodecName | None = None,
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: Callable[[DecodeFailure], Awaitable[object] | object] | None = None,
+    batch_size: int = 100,
+    poll_interval: float = 1.0,
+    application_name: str = DEFAULT_APPLICATION_NAME,
+    connect_timeout: float = 10.0,
+) -> AsyncIterator[PostgresTableSource]:
+    """Read a table as a queue (an outbox): rows in ``id_column`` order; an ack deletes one.
+
+    Delivery is **at-least-once**: a row stays in the table until its message is acked, so
+    a row that was not acked, because the process stopped or the message was nacked, is
+    read again by the next source that opens (``message.nack()`` redelivers it in the same
+    run; ``nack(requeue=False)`` leaves it in the table without redelivering it in this
+    run). Write the events in the same transaction as the change they describe, and none is
+    lost: that is the outbox pattern, and what ``NOTIFY`` alone cannot give.
+
+    It is pulled: it reads ``batch_size`` rows when the consumer has taken every row read so
+    far, and, when there are none, looks again every ``poll_interval`` seconds. Rows are
+    read after the last one read, so ids must grow as rows are added (a ``bigserial`` or an
+    identity column). One source per table: two would read, and delete, the same rows.
+
+    Each message has ``key`` = the row's id as a string and ``value`` = the row as a dict,
+    or, with ``value_column``, that column's value decoded by ``codec`` (text is encoded as
+    UTF-8 first); ``on_decode_error`` says what happens to a value the codec rejects (a
+    skipped or dead-lettered row is deleted).
+
+    Example:
+        An ``outbox (id bigserial PRIMARY KEY, payload jsonb)`` table::
+
+            async with postgres_table_source(
+                dsn, "outbox", id_column="id", value_column="payload", codec="json"
+            ) as outbox:
+                async for message in outbox:
+                    await publish(message.value)
+                    await message.ack()  # deletes the row
+    """
+    where = f"postgres_table_source({table!r})"
+    for what, name in (("table", table), ("id_column", id_column)):
+        _check_identifier(where, what, name)
+    if schema is not None:
+        _check_identifier(where, "schema", schema)
+    if value_column is not None:
+        _check_identifier(where, "value_column", value_column)
+    if (codec is None) != (value_column is None):
+        raise ValueError(
+            f"{where}: codec= decodes value_column=; pass both (the value is that column, "
+            "decoded), or neither (the value is the whole row as a dict)"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{where}: batch_size must be an int of 1 or more, got {batch_size!r}")
+    if not poll_interval > 0:
+        raise ValueError(f"{where}: poll_interval must be more than 0 seconds")
+    decoder = None
+    if codec is not None:
+        decoder = Decoder(
+            codec,
+            on_decode_error=on_decode_error,
+            dead_letter=dead_letter,
+            source=f"postgresql:{table}",
+        )
+
+    async with AsyncioHost() as host:
+        connection = await _connect(host, dsn, application_name, connect_timeout, where)
+        try:
+            source = PostgresTableSource(
+                host,
+                connection,
+                table,
+                schema,
+                id_column,
+                value_column,
+                decoder,
+                batch_size,
+                poll_interval,
+            )
+            # A missing table or column is reported here, at open.
+            await host.call(connection.prepare, source._probe)
+            yield source
+        finally:
+            await _close(host, connection)

@@ -16,7 +16,11 @@ import pytest
 from rxflow.connectors import Message
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors.codecs import DecodeFailure
-from rxflow.connectors.postgres import postgres_listen_source, postgres_sink
+from rxflow.connectors.postgres import (
+    postgres_listen_source,
+    postgres_sink,
+    postgres_table_source,
+)
 from rxflow.errors import DecodeError, ServiceUnavailableError, SourceOverflowError
 from tests.connectors.conftest import require_service
 
@@ -400,3 +404,158 @@ async def test_cancelling_a_sink_leaves_no_session(dsn: str, admin: Admin, table
             await anyio.sleep_forever()
     await admin.wait_for_sessions(application, 0)
     assert await rows_of(admin, table) == [(1, "a", 1.0)]
+
+
+# -- table (outbox) source ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def outbox(admin: Admin) -> AsyncIterator[str]:
+    name = unique("outbox")
+    await admin.execute(f'CREATE TABLE "{name}" (id bigserial PRIMARY KEY, payload text)')
+    try:
+        yield name
+    finally:
+        with anyio.CancelScope(shield=True):
+            await admin.execute(f'DROP TABLE "{name}"')
+
+
+async def add(admin: Admin, outbox: str, *payloads: str) -> None:
+    await admin.host.call(
+        admin.connection.executemany,
+        f'INSERT INTO "{outbox}" (payload) VALUES ($1)',
+        [(payload,) for payload in payloads],
+    )
+
+
+async def left_in(admin: Admin, outbox: str) -> list[str]:
+    rows = await admin.fetch(f'SELECT payload FROM "{outbox}" ORDER BY id')
+    return [row[0] for row in rows]
+
+
+async def test_rows_arrive_in_id_order_and_an_ack_deletes_the_row(
+    dsn: str, admin: Admin, outbox: str
+) -> None:
+    await add(admin, outbox, "a", "b", "c")
+    async with postgres_table_source(dsn, outbox, id_column="id") as source:
+        messages = await take(source, 3)
+        assert [message.value["payload"] for message in messages] == ["a", "b", "c"]
+        assert [message.key for message in messages] == ["1", "2", "3"]
+        assert messages[0].source == f"postgresql:{outbox}"
+        await messages[0].ack()
+        await messages[2].ack()
+        assert await left_in(admin, outbox) == ["b"]
+
+
+async def test_rows_not_acked_are_delivered_again_by_the_next_source(
+    dsn: str, admin: Admin, outbox: str
+) -> None:
+    await add(admin, outbox, "a", "b", "c")
+    async with postgres_table_source(dsn, outbox, id_column="id") as source:
+        first, _ = await take(source, 2)
+        await first.ack()
+    async with postgres_table_source(dsn, outbox, id_column="id") as source:
+        assert [message.value["payload"] for message in await take(source, 2)] == ["b", "c"]
+
+
+async def test_a_nack_redelivers_in_the_same_run_and_requeue_false_sets_aside(
+    dsn: str, admin: Admin, outbox: str
+) -> None:
+    await add(admin, outbox, "a", "b", "c", "d")
+    async with postgres_table_source(dsn, outbox, id_column="id", batch_size=10) as source:
+        a, b, c = await take(source, 3)
+        await b.nack()  # delivered again, before what follows it
+        await c.nack(requeue=False)  # not in this run; left in the table
+        again = await take(source, 2)
+        assert [message.value["payload"] for message in again] == ["b", "d"]
+        for message in (a, *again):
+            await message.ack()
+        assert await left_in(admin, outbox) == ["c"]
+
+
+async def test_the_table_is_read_a_batch_at_a_time_as_the_consumer_asks(
+    dsn: str, admin: Admin, outbox: str
+) -> None:
+    await add(admin, outbox, *map(str, range(10)))
+    async with postgres_table_source(dsn, outbox, id_column="id", batch_size=3) as source:
+        assert source.fetched == 0
+        await take(source, 1)
+        assert source.fetched == 3
+        await take(source, 3)
+        assert source.fetched == 6
+
+
+async def test_rows_added_later_are_found_by_polling(dsn: str, admin: Admin, outbox: str) -> None:
+    got: list[Message[Any]] = []
+
+    async def consume(source: Any) -> None:
+        got.extend(await take(source, 1))
+
+    async with (
+        postgres_table_source(dsn, outbox, id_column="id", poll_interval=0.02) as source,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(consume, source)
+        with anyio.fail_after(10):
+            while True:  # until the consumer has found the table empty
+                if source.queries >= 1:
+                    break
+                await anyio.sleep(0.01)
+        await add(admin, outbox, "later")
+    assert [message.value for message in got] == [{"id": 1, "payload": "later"}]
+    assert source.queries >= 2
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip", "dead_letter"])
+async def test_table_source_decode_policies(
+    dsn: str, admin: Admin, outbox: str, policy: Any
+) -> None:
+    await add(admin, outbox, '{"n": 1}', "{oops", '{"n": 2}')
+    failures: list[DecodeFailure] = []
+    async with postgres_table_source(
+        dsn,
+        outbox,
+        id_column="id",
+        value_column="payload",
+        codec="json",
+        on_decode_error=policy,
+        dead_letter=failures.append if policy == "dead_letter" else None,
+    ) as source:
+        first = (await take(source, 1))[0]
+        assert first.value == {"n": 1}
+        await first.ack()
+        if policy == "raise":
+            with pytest.raises(DecodeError, match=rf"postgresql:{outbox}.*'2'"):
+                await take(source, 1)
+            assert await left_in(admin, outbox) == ["{oops", '{"n": 2}']  # not acked
+            return
+        assert (await take(source, 1))[0].value == {"n": 2}
+    assert await left_in(admin, outbox) == ['{"n": 2}']  # the bad row was deleted
+    assert (
+        failures == []
+        if policy == "skip"
+        else [(f.data, f.key) for f in failures] == [(b"{oops", "2")]
+    )
+
+
+async def test_cancelling_a_table_source_leaves_no_session(
+    dsn: str, admin: Admin, outbox: str
+) -> None:
+    application = unique("rxflow_test")
+    with anyio.CancelScope() as scope:
+        async with postgres_table_source(
+            dsn, outbox, id_column="id", application_name=application, poll_interval=0.01
+        ) as source:
+            scope.cancel()
+            async for _ in source:  # an empty table: polls until cancelled
+                pass
+    await admin.wait_for_sessions(application, 0)
+
+
+async def test_table_source_arguments_and_missing_columns(dsn: str, outbox: str) -> None:
+    with pytest.raises(ValueError, match="pass both"):
+        async with postgres_table_source(dsn, outbox, id_column="id", codec="json"):
+            pass
+    with pytest.raises(asyncpg.UndefinedColumnError):
+        async with postgres_table_source(dsn, outbox, id_column="seq"):
+            pass
