@@ -53,6 +53,16 @@ class HttpResponseError(RxflowError):
     status worth retrying), or an event stream that is not ``text/event-stream``.
 
     ``url`` and ``status_code`` say which; the message quotes the start of the body.
+
+    Example:
+        Tell a missing endpoint from a server that is down::
+
+            try:
+                await sink.send_batch(batch)
+            except HttpResponseError as error:
+                if error.status_code == 404:
+                    raise SystemExit(f"no ingest endpoint at {error.url}") from error
+                raise
     """
 
     def __init__(self, message: str, *, url: str, status_code: int) -> None:
@@ -66,7 +76,15 @@ class HttpResponseError(RxflowError):
 
 class ServerSentEvent(NamedTuple):
     """One dispatched event: its type, its data (lines joined by ``\\n``) and the last event
-    id at that point (``""`` if the stream never set one)."""
+    id at that point (``""`` if the stream never set one).
+
+    A NamedTuple rather than an attrs class: one is made per event on the hot path, and
+    unpacked right away.
+
+    Example:
+        >>> ServerSentEvent("update", b"42", "7").data
+        b'42'
+    """
 
     type: str
     data: bytes
@@ -125,9 +143,15 @@ class SseParser:
         else:
             self._tail = lines.pop()
         events: list[ServerSentEvent] = []
+        data = self._data
         for line in lines:
-            if not line:
-                self._dispatch(events)
+            if not line:  # dispatch (inline: this loop is the hot path)
+                self.last_event_id = self._id
+                if data:
+                    fields = (self._type or "message", b"\n".join(data), self._id)
+                    events.append(tuple.__new__(ServerSentEvent, fields))
+                    data = self._data = []
+                self._type = ""
                 continue
             field, _, value = line.partition(b":")
             if not field:
@@ -135,7 +159,7 @@ class SseParser:
             if value[:1] == b" ":
                 value = value[1:]
             if field == b"data":
-                self._data.append(value)
+                data.append(value)
             elif field == b"event":
                 self._type = value.decode("utf-8", "replace")
             elif field == b"id":
@@ -145,15 +169,6 @@ class SseParser:
                 self.retry = int(value) / 1000
             # any other field is ignored, as the spec says
         return events
-
-    def _dispatch(self, events: list[ServerSentEvent]) -> None:
-        self.last_event_id = self._id
-        if self._data:
-            events.append(
-                ServerSentEvent(self._type or "message", b"\n".join(self._data), self._id)
-            )
-            self._data = []
-        self._type = ""
 
 
 # -- server-sent events: the source ------------------------------------------------------
@@ -166,6 +181,14 @@ class SseSource:
     event id as its key (``None`` if the stream has none) and ``{"event": type}`` as its
     headers. ``last_event_id`` is the resume point: keep it, and pass it back as
     ``sse_source(..., last_event_id=...)`` to resume after a restart.
+
+    Example:
+        Remember where to resume::
+
+            async with sse_source(url) as events:
+                async for message in events:
+                    handle(message.value)
+                    checkpoint.save(events.last_event_id)
     """
 
     def __init__(
@@ -212,14 +235,21 @@ class SseSource:
         return self
 
     async def __anext__(self) -> Message[Any]:
-        decode, events = self.decoder.decode, self._events
+        decoder, events = self.decoder, self._events
         while True:
             while events:
-                event = events.popleft()
-                key = event.id or None
-                value = await decode(event.data, key=key)
-                if value is not SKIPPED:
-                    return Message(value, key, {"event": event.type}, source=self.decoder.source)
+                kind, data, id = events.popleft()
+                key = id or None
+                # The codec is called here directly, the common case; a failure goes through
+                # decode(), which calls it again and applies the decode policy.
+                try:
+                    value = decoder.codec(data)
+                    decoder.decoded += 1
+                except Exception:
+                    value = await decoder.decode(data, key=key)
+                    if value is SKIPPED:
+                        continue
+                return Message(value, key, {"event": kind}, source=decoder.source)
             chunk = await self._read()
             if chunk is None:
                 raise StopAsyncIteration
@@ -240,8 +270,16 @@ class SseSource:
                 return await self._chunks.__anext__()
             except StopAsyncIteration:
                 pass  # the server ended the response: the spec says reconnect
-            except httpx.TransportError:
-                pass  # dropped midway (a broken chunked body, a reset, a read timeout)
+            except httpx.TransportError as error:
+                # Dropped midway (a broken chunked body, a reset, a read timeout). Without
+                # reconnection, say so: ending quietly would hide that events were lost.
+                if not self._reconnect:
+                    await self.aclose()
+                    raise ServiceUnavailableError(
+                        f"sse_source: the connection to {self.url} dropped after event id "
+                        f"{self.last_event_id!r}: {error!r}. Pass reconnect=True to resume "
+                        "from there"
+                    ) from error
             await self._close_response()
             self._ended = not self._reconnect
         return None
@@ -290,10 +328,12 @@ class SseSource:
         if chunks is not None:
             # httpx reads through a chain of async generators; closing the outer one would
             # abandon the inner ones (trio warns when they are collected). With the response
-            # closed, one more pull fails at the bottom on the closed connection, and the
-            # failure ends every generator of the chain on its way up.
+            # closed, pulling on yields what h11 had already buffered (one read at most),
+            # then fails at the bottom on the closed connection, and the failure ends every
+            # generator of the chain on its way up.
             with contextlib.suppress(Exception):
-                await chunks.__anext__()
+                async for _ in chunks:
+                    pass
 
 
 @asynccontextmanager
@@ -389,6 +429,13 @@ class PollSource:
     """The items of a polled endpoint; made by :func:`poll_source`.
 
     ``polls`` counts the requests answered; ``decoder`` counts what the codec did.
+
+    Example:
+        Read through a pipe, which pulls the next poll only when it has room::
+
+            async with poll_source(url, interval=10) as items, open_pipe(items) as pipe:
+                async for message in pipe:
+                    print(message.value)
     """
 
     def __init__(
@@ -536,6 +583,13 @@ class HttpPostSink:
     """POSTs batches to one URL; made by :func:`http_post_sink`.
 
     ``posted`` counts the items the server confirmed, ``requests`` the POSTs it answered 2xx.
+
+    Example:
+        Post in the sink's batch size::
+
+            async with http_post_sink(url, batch_size=50) as sink:
+                for start in range(0, len(rows), sink.batch_size):
+                    await sink.send_batch(rows[start : start + sink.batch_size])
     """
 
     def __init__(

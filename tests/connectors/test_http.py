@@ -173,6 +173,19 @@ async def test_sse_reconnects_with_last_event_id_and_loses_nothing() -> None:
 
 
 @pytest.mark.anyio
+async def test_without_reconnect_a_dropped_stream_is_an_error_not_an_end() -> None:
+    dropped = stream_of(event("1", id="1"), b"data: cut", end=False)
+    async with (
+        serving({"GET /events": dropped}) as server,
+        sse_source(server.url("/events"), reconnect=False) as source,
+    ):
+        assert [m.value for m in await take(source, 1)] == ["1"]
+        with pytest.raises(ServiceUnavailableError, match="dropped after event id '1'"):
+            await take(source, 1)
+    assert len(server.requests) == 1
+
+
+@pytest.mark.anyio
 async def test_sse_starts_after_a_given_last_event_id() -> None:
     async with (
         serving({"GET /events": stream_of(event("8", id="8"))}) as server,
