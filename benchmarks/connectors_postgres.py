@@ -10,6 +10,10 @@ listener callback that puts each payload on an ``asyncio.Queue`` and a loop read
 The notifications are sent by one statement (one transaction) from another connection;
 the clock runs from sending them to the consumer having taken the last one.
 
+``outbox``: rows per second read from a table and deleted as they are acked, through
+``open_pipe(postgres_table_source(...), ops.map(...))``, against the same loop with asyncpg
+(read a batch after the last id, delete its rows in one statement before the next read).
+
 Under trio, rxflow hosts asyncpg on an asyncio loop in a worker thread; the raw baseline
 always runs on asyncio (asyncpg runs nowhere else), so the trio rows show the hosting cost.
 Needs PostgreSQL at ``RXFLOW_POSTGRES_DSN`` (default ``postgresql://postgres@127.0.0.1/test``).
@@ -31,7 +35,12 @@ from reactivex import operators as ops
 from benchmarks._measure import BACKENDS, row
 from rxflow import open_pipe
 from rxflow.connectors._asyncio_host import AsyncioHost
-from rxflow.connectors.postgres import postgres_listen_source, postgres_sink, quote_ident
+from rxflow.connectors.postgres import (
+    postgres_listen_source,
+    postgres_sink,
+    postgres_table_source,
+    quote_ident,
+)
 
 DSN = os.environ.get("RXFLOW_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BATCH = 1000
@@ -181,8 +190,89 @@ def notify(quick: bool) -> Iterator[dict[str, Any]]:
         )
 
 
+# -- outbox table -------------------------------------------------------------------------------
+
+
+def fill_outbox(table: str, count: int) -> None:
+    sql(
+        f"DROP TABLE IF EXISTS {quote_ident(table)}; "
+        f"CREATE UNLOGGED TABLE {quote_ident(table)} (id bigserial PRIMARY KEY, payload text); "
+        f"INSERT INTO {quote_ident(table)} (payload) "
+        f"SELECT n::text FROM generate_series(1, {count}) n"
+    )
+
+
+async def outbox_rxflow(table: str, count: int) -> float:
+    received = 0
+    started = time.perf_counter()
+    async with (
+        postgres_table_source(DSN, table, id_column="id", batch_size=OUTBOX_BATCH) as source,
+        open_pipe(source, ops.map(lambda message: message)) as pipe,
+    ):
+        async for message in pipe:
+            await message.ack()
+            received += 1
+            if received == count:
+                break
+    return time.perf_counter() - started
+
+
+async def outbox_raw(table: str, count: int) -> float:
+    """The same loop with asyncpg alone: read a batch after the last id, handle each row,
+    delete the batch's rows before reading the next one."""
+    started = time.perf_counter()
+    connection = await asyncpg.connect(DSN)
+    select = f"SELECT * FROM {quote_ident(table)} WHERE id > $1 ORDER BY id LIMIT $2"
+    delete = f"DELETE FROM {quote_ident(table)} WHERE id = ANY($1)"
+    try:
+        received, last = 0, 0
+        done: list[int] = []
+        while received < count:
+            if done:
+                await connection.execute(delete, done)
+                done = []
+            for row in await connection.fetch(select, last, OUTBOX_BATCH):
+                last = row["id"]
+                done.append(last)
+                received += 1
+        await connection.execute(delete, done)
+        return time.perf_counter() - started
+    finally:
+        await connection.close()
+
+
+OUTBOX_BATCH = 100
+
+
+def outbox(quick: bool) -> Iterator[dict[str, Any]]:
+    count = 20_000 if quick else 200_000
+    table = f"bench_{uuid.uuid4().hex[:12]}"
+    try:
+        for backend in BACKENDS:
+            best_rxflow = best_raw = float("inf")
+            for _ in range(2 if quick else 3):
+                fill_outbox(table, count)
+                best_rxflow = min(
+                    best_rxflow, anyio.run(outbox_rxflow, table, count, backend=backend)
+                )
+                fill_outbox(table, count)
+                best_raw = min(best_raw, asyncio.run(outbox_raw(table, count)))
+            yield row(
+                "postgres_outbox_consume_ack",
+                backend,
+                count,
+                count / best_rxflow,
+                "raw_asyncpg_select_batch_then_delete_it",
+                count / best_raw,
+                batch=OUTBOX_BATCH,
+            )
+    finally:
+        sql(f"DROP TABLE IF EXISTS {quote_ident(table)}")
+
+
 CASES = {
     "postgres_sink_copy": sink_copy,
     "postgres_sink_insert": sink_insert,
     "postgres_notify": notify,
+    "postgres_outbox": outbox,
 }

@@ -24,6 +24,7 @@ asyncpg runs only on asyncio; under trio they all run it through
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -598,7 +599,7 @@ async def postgres_sink(
 
 
 class _RowSettlement(Settlement):
-    """Acking a row deletes it from its table; nacking puts it back in line (or aside)."""
+    """Acking a row marks it for deletion; nacking puts it back in line (or aside)."""
 
     __slots__ = ("_id", "_source")
 
@@ -608,7 +609,7 @@ class _RowSettlement(Settlement):
         self._id = row_id
 
     async def _ack(self) -> None:
-        await self._source._delete(self._id)
+        self._source._acked(self._id)
 
     async def _nack(self, requeue: bool) -> None:
         self._source._nacked(self._id, requeue)
@@ -616,12 +617,12 @@ class _RowSettlement(Settlement):
 
 class PostgresTableSource:
     """The rows of a table in id order, as an async iterable of :class:`Message`; acking a
-    message deletes its row. Made by :func:`postgres_table_source`.
+    message deletes its row (with the next read). Made by :func:`postgres_table_source`.
 
     Attributes:
         fetched: rows read from the table so far (redeliveries included).
         queries: reads of the table so far, including those that found nothing.
-        deleted: rows deleted by acks.
+        deleted: rows deleted by acks so far.
         decoder: its :class:`~rxflow.connectors.codecs.Decoder` (with ``value_column``).
     """
 
@@ -653,7 +654,7 @@ class PostgresTableSource:
         self._select_first = f"SELECT * FROM {qualified} ORDER BY {id_} LIMIT $1"
         self._select_after = f"SELECT * FROM {qualified} WHERE {id_} > $2 ORDER BY {id_} LIMIT $1"
         self._select_from = f"SELECT * FROM {qualified} WHERE {id_} >= $2 ORDER BY {id_} LIMIT $1"
-        self._delete_row = f"DELETE FROM {qualified} WHERE {id_} = $1"
+        self._delete_rows = f"DELETE FROM {qualified} WHERE {id_} = ANY($1)"
         named = [id_column] + ([value_column] if value_column else [])
         self._probe = f"SELECT {', '.join(map(quote_ident, named))} FROM {qualified} LIMIT 0"
         self._rows: collections.deque[Any] = collections.deque()  # fetched, not yet yielded
@@ -661,8 +662,9 @@ class PostgresTableSource:
         self._rewind_to: Any = None  # the smallest id nacked for redelivery since
         self._in_flight: set[Any] = set()  # ids yielded and not settled yet
         self._set_aside: set[Any] = set()  # ids nacked without requeue: not again in this run
+        self._to_delete: list[Any] = []  # ids acked, deleted with the next read
         self._wakeup = anyio.Event()
-        # asyncpg allows one operation at a time on a connection: fetches and acks queue here.
+        # asyncpg allows one operation at a time on a connection: reads and flushes queue here.
         self._lock = anyio.Lock()
 
     def __aiter__(self) -> PostgresTableSource:
@@ -708,8 +710,7 @@ class PostgresTableSource:
             query, args = self._select_first, (limit,)
         else:
             query, args = self._select_after, (limit, self._position)
-        async with self._lock:
-            rows = await self._host.call(self._connection.fetch, query, *args)
+        rows = await self._delete_acked_then(self._connection.fetch, query, *args)
         self.queries += 1
         if rows:
             self._position = rows[-1][self._id_column]
@@ -717,11 +718,35 @@ class PostgresTableSource:
             self.fetched += len(rows)
         return bool(rows)
 
-    async def _delete(self, row_id: Any) -> None:
-        async with self._lock:
-            await self._host.call(self._connection.execute, self._delete_row, row_id)
+    async def flush_acks(self) -> None:
+        """Delete the rows acked so far now, rather than with the next read of the table."""
+        await self._delete_acked_then(None)
+
+    def _acked(self, row_id: Any) -> None:
         self._in_flight.discard(row_id)
-        self.deleted += 1
+        self._to_delete.append(row_id)
+
+    async def _delete_acked_then(
+        self, read: Callable[..., Awaitable[Any]] | None, *args: Any
+    ) -> Any:
+        """Delete the rows acked so far, then ``read(*args)``: one hand-over to asyncpg's
+        loop (a costly one under trio) for a whole batch of acks and the next read."""
+        async with self._lock:
+            deleting, self._to_delete = self._to_delete, []
+            try:
+                result = await self._host.call(self._delete_and_read, deleting, read, *args)
+            except BaseException:
+                self._to_delete[:0] = deleting  # not deleted: try again next time
+                raise
+        self.deleted += len(deleting)
+        return result
+
+    async def _delete_and_read(
+        self, deleting: list[Any], read: Callable[..., Awaitable[Any]] | None, *args: Any
+    ) -> Any:
+        if deleting:
+            await self._connection.execute(self._delete_rows, deleting)
+        return None if read is None else await read(*args)
 
     def _nacked(self, row_id: Any, requeue: bool) -> None:
         self._in_flight.discard(row_id)
@@ -750,7 +775,7 @@ async def postgres_table_source(
     application_name: str = DEFAULT_APPLICATION_NAME,
     connect_timeout: float = 10.0,
 ) -> AsyncIterator[PostgresTableSource]:
-    """Read a table as a queue (an outbox): rows in ``id_column`` order; an ack deletes one.
+    """Read a table as a queue (an outbox): rows in ``id_column`` order; acked rows are deleted.
 
     Delivery is **at-least-once**: a row stays in the table until its message is acked, so
     a row that was not acked, because the process stopped or the message was nacked, is
@@ -758,6 +783,10 @@ async def postgres_table_source(
     run; ``nack(requeue=False)`` leaves it in the table without redelivering it in this
     run). Write the events in the same transaction as the change they describe, and none is
     lost: that is the outbox pattern, and what ``NOTIFY`` alone cannot give.
+
+    An ack marks the row; the rows acked since the last read are deleted (in one statement)
+    with the next read of the table, by :meth:`~PostgresTableSource.flush_acks`, or when the
+    source closes. A process that stops in between reads them again: at-least-once still.
 
     It is pulled: it reads ``batch_size`` rows when the consumer has taken every row read so
     far, and, when there are none, looks again every ``poll_interval`` seconds. Rows are
@@ -777,7 +806,7 @@ async def postgres_table_source(
             ) as outbox:
                 async for message in outbox:
                     await publish(message.value)
-                    await message.ack()  # deletes the row
+                    await message.ack()  # the row is deleted with the next read
     """
     where = f"postgres_table_source({table!r})"
     for what, name in (("table", table), ("id_column", id_column)):
@@ -822,4 +851,9 @@ async def postgres_table_source(
             await host.call(connection.prepare, source._probe)
             yield source
         finally:
+            with anyio.CancelScope(shield=True):
+                if not connection.is_closed():
+                    with contextlib.suppress(*_CONNECTION_FAILED):
+                        # If this fails, those rows are read again next time: at-least-once.
+                        await source.flush_acks()
             await _close(host, connection)

@@ -444,7 +444,10 @@ async def test_rows_arrive_in_id_order_and_an_ack_deletes_the_row(
         assert messages[0].source == f"postgresql:{outbox}"
         await messages[0].ack()
         await messages[2].ack()
+        assert source.deleted == 0  # acks are applied with the next read, or by flush_acks()
+        await source.flush_acks()
         assert await left_in(admin, outbox) == ["b"]
+        assert source.deleted == 2
 
 
 async def test_rows_not_acked_are_delivered_again_by_the_next_source(
@@ -470,7 +473,7 @@ async def test_a_nack_redelivers_in_the_same_run_and_requeue_false_sets_aside(
         assert [message.value["payload"] for message in again] == ["b", "d"]
         for message in (a, *again):
             await message.ack()
-        assert await left_in(admin, outbox) == ["c"]
+    assert await left_in(admin, outbox) == ["c"]  # closing applied the acks
 
 
 async def test_the_table_is_read_a_batch_at_a_time_as_the_consumer_asks(
@@ -527,6 +530,7 @@ async def test_table_source_decode_policies(
         if policy == "raise":
             with pytest.raises(DecodeError, match=rf"postgresql:{outbox}.*'2'"):
                 await take(source, 1)
+            await source.flush_acks()
             assert await left_in(admin, outbox) == ["{oops", '{"n": 2}']  # not acked
             return
         assert (await take(source, 1))[0].value == {"n": 2}
