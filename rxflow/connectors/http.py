@@ -46,6 +46,7 @@ from rxflow.errors import RxflowError, ServiceUnavailableError
 
 DeadLetter = Callable[[DecodeFailure], Awaitable[object] | object]
 MAX_BACKOFF = 30.0  # seconds: the longest wait between two attempts
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
 
 
 class HttpResponseError(RxflowError):
@@ -100,6 +101,9 @@ class SseParser:
     reconnection time; lines starting with ``:`` are comments; an event not ended by a
     blank line when the stream ends is discarded. Data stays bytes for the codec.
 
+    What it holds between chunks (an unfinished line, an undispatched event's data) is
+    bounded by ``max_event_bytes``; a stream that goes past it raises ``ValueError``.
+
     Example:
         >>> parser = SseParser()
         >>> parser.feed(b": hello\\r\\nid: 7\\r\\ndata: a\\r")
@@ -108,7 +112,14 @@ class SseParser:
         [ServerSentEvent(type='message', data=b'a\\nb', id='7')]
     """
 
-    def __init__(self, last_event_id: str = "", retry: float | None = None) -> None:
+    def __init__(
+        self,
+        last_event_id: str = "",
+        retry: float | None = None,
+        *,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        self.max_event_bytes = max_event_bytes
         self.last_event_id = last_event_id
         self.retry = retry  # seconds, once the stream set it
         self._id = last_event_id  # the spec's "last event ID buffer"
@@ -168,6 +179,14 @@ class SseParser:
             elif field == b"retry" and value.isdigit():  # ASCII digits only, as the spec asks
                 self.retry = int(value) / 1000
             # any other field is ignored, as the spec says
+        if len(self._tail) > self.max_event_bytes or (
+            data and sum(map(len, data)) > self.max_event_bytes
+        ):
+            raise ValueError(
+                f"event stream: an event or a line is over max_event_bytes="
+                f"{self.max_event_bytes} and not finished; raise max_event_bytes if the "
+                "server really sends events that large"
+            )
         return events
 
 
@@ -204,6 +223,7 @@ class SseSource:
         retries: int,
         last_event_id: str,
         timeout: httpx.Timeout,
+        max_event_bytes: int,
     ) -> None:
         self.url = url
         self.decoder = decoder
@@ -215,7 +235,7 @@ class SseSource:
         self._default_retry = retry
         self._retries = retries
         self._timeout = timeout
-        self._parser = SseParser(last_event_id)
+        self._parser = SseParser(last_event_id, max_event_bytes=max_event_bytes)
         self._events: deque[ServerSentEvent] = deque()  # parsed from the last chunk read
         self._response: httpx.Response | None = None
         self._chunks: AsyncIterator[bytes] | None = None
@@ -253,7 +273,13 @@ class SseSource:
             chunk = await self._read()
             if chunk is None:
                 raise StopAsyncIteration
-            events.extend(self._parser.feed(chunk))
+            try:
+                events.extend(self._parser.feed(chunk))
+            except ValueError as error:
+                await self.aclose()
+                raise HttpResponseError(
+                    f"sse_source: {self.url}: {error}", url=self.url, status_code=200
+                ) from error
 
     async def aclose(self) -> None:
         """Close the connection; iteration ends."""
@@ -302,7 +328,11 @@ class SseSource:
             await _raise_for_answer(response, "sse_source", expected="200 text/event-stream")
         self._response, self._chunks = response, response.aiter_bytes()
         # A new stream starts a new parse; the last event id and retry time carry over.
-        self._parser = SseParser(self._parser.last_event_id, self._parser.retry)
+        self._parser = SseParser(
+            self._parser.last_event_id,
+            self._parser.retry,
+            max_event_bytes=self._parser.max_event_bytes,
+        )
 
     async def _reconnect_after_delay(self) -> None:
         failures = 0
@@ -352,6 +382,7 @@ async def sse_source(
     last_event_id: str = "",
     connect_timeout: float = 10.0,
     read_timeout: float | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> AsyncIterator[SseSource]:
     """Read server-sent events from ``url`` as :class:`~rxflow.connectors.Message` records.
 
@@ -372,12 +403,15 @@ async def sse_source(
         connect_timeout: seconds to wait for a connection.
         read_timeout: seconds without a byte (servers send ``:`` comments as keep-alives)
             after which the connection counts as dropped; default: wait for ever.
+        max_event_bytes: the largest event (or line) the source holds while it arrives; a
+            larger one is an error rather than unbounded memory.
 
     Raises:
         ServiceUnavailableError: the first connection failed (or reconnecting failed
             ``retries`` times).
         HttpResponseError: the server answered with another status than 200 (a 5xx on
-            reconnection is retried) or not with ``text/event-stream``.
+            reconnection is retried), not with ``text/event-stream``, or sent an event over
+            ``max_event_bytes``.
 
     Example:
         Print events as they come::
@@ -390,6 +424,7 @@ async def sse_source(
     _check_url(url, where)
     _check_number(retry, "retry", where, minimum=0)
     _check_count(retries, "retries", where)
+    _check_count(max_event_bytes, "max_event_bytes", where, minimum=1)
     decoder = Decoder(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"sse:{url}"
     )
@@ -406,6 +441,7 @@ async def sse_source(
             retries=retries,
             last_event_id=last_event_id,
             timeout=timeout,
+            max_event_bytes=max_event_bytes,
         )
         try:
             await source._open()
@@ -448,18 +484,21 @@ class PollSource:
         headers: Mapping[str, str],
         cursor: Callable[[Any], Mapping[str, Any]] | None,
         items: Callable[[Any], Iterable[Any]],
+        key: Callable[[Any], str | bytes | None] | None,
         decoder: Decoder,
         retry: _Retry,
     ) -> None:
         self.url = url
         self.decoder = decoder
         self.polls = 0
+        self.etag: str | None = None  # the last answer's ETag, sent back as If-None-Match
         self._client = client
         self._interval = interval
         self._params = dict(params)
         self._headers = headers
         self._cursor = cursor
         self._items = items
+        self._key = key
         self._retry = retry
         self._pending: deque[Any] = deque()  # the items of the last answer not yet pulled
         self._next_poll: float | None = None
@@ -473,7 +512,9 @@ class PollSource:
             if self._ended:
                 raise StopAsyncIteration
             await self._poll()
-        return Message(self._pending.popleft(), source=self.decoder.source)
+        item = self._pending.popleft()
+        key = self._key(item) if self._key is not None else None
+        return Message(item, key, source=self.decoder.source)
 
     async def aclose(self) -> None:
         """End the iteration (the client's connections close with the source)."""
@@ -485,11 +526,15 @@ class PollSource:
         if self._next_poll is not None:
             await anyio.sleep_until(self._next_poll)
         self._next_poll = anyio.current_time() + self._interval
+        headers = self._headers
+        if self.etag is not None:  # "only if it changed": a 304 answer means nothing new
+            headers = {**headers, "If-None-Match": self.etag}
         response = await self._retry.request(
-            self._client, "GET", self.url, params=self._params, headers=self._headers
+            self._client, "GET", self.url, params=self._params, headers=headers, accept=(304,)
         )
         self.polls += 1
-        if response.status_code == 204 or not response.content:
+        self.etag = response.headers.get("etag", self.etag)
+        if response.status_code in (204, 304) or not response.content:
             return
         body = await self.decoder.decode(response.content)
         if body is SKIPPED:
@@ -510,6 +555,7 @@ async def poll_source(
     headers: Mapping[str, str] | None = None,
     cursor: Callable[[Any], Mapping[str, Any]] | None = None,
     items: Callable[[Any], Iterable[Any]] | None = None,
+    key: Callable[[Any], str | bytes | None] | None = None,
     codec: Codec | CodecName = "json",
     on_decode_error: DecodePolicy = "raise",
     dead_letter: DeadLetter | None = None,
@@ -531,7 +577,10 @@ async def poll_source(
             returns the query parameters of the next request (merged over ``params``), such
             as ``lambda item: {"since": item["id"]}``.
         items: how an answer's decoded body becomes items; default: a JSON array's elements,
-            or any other body as one item. An empty body or a 204 yields nothing.
+            or any other body as one item. An empty body or a 204 yields nothing. When the
+            server sends an ``ETag``, the next poll sends ``If-None-Match`` and a 304 answer
+            yields nothing.
+        key: the messages' key, from the item (``lambda order: str(order["id"])``).
         codec: how the body is decoded (default ``"json"``); with ``on_decode_error`` and
             ``dead_letter`` as in :mod:`rxflow.connectors.codecs` (a body set aside yields
             nothing).
@@ -567,6 +616,7 @@ async def poll_source(
             headers=headers or {},
             cursor=cursor,
             items=items or _items_of,
+            key=key,
             decoder=decoder,
             retry=_Retry(where, retries, backoff, request_timeout),
         )
@@ -700,8 +750,15 @@ class _Retry:
         self.timeout = request_timeout
 
     async def request(
-        self, client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        url: str,
+        *,
+        accept: tuple[int, ...] = (),
+        **kwargs: Any,
     ) -> httpx.Response:
+        """The 2xx (or ``accept``-ed) response, after retrying the failures worth it."""
         attempt = 0
         while True:
             delay = min(self.backoff * 2**attempt, MAX_BACKOFF)
@@ -712,7 +769,7 @@ class _Retry:
                 if attempt > self.retries:
                     raise _unavailable(self.where, url, attempt, error) from error
             else:
-                if response.is_success:
+                if response.is_success or response.status_code in accept:
                     return response
                 if attempt > self.retries or not _worth_retrying(response.status_code):
                     await _raise_for_answer(response, self.where, tries=attempt)

@@ -30,7 +30,13 @@ import attrs
 from anyio.abc import SocketStream
 
 MAX_HEAD = 64 * 1024
-REASONS = {200: "OK", 204: "No Content", 404: "Not Found", 500: "Internal Server Error"}
+REASONS = {
+    200: "OK",
+    204: "No Content",
+    304: "Not Modified",
+    404: "Not Found",
+    500: "Internal Server Error",
+}
 
 
 @attrs.frozen

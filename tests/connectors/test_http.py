@@ -123,6 +123,15 @@ def test_a_parser_resumes_from_a_last_event_id() -> None:
     ]
 
 
+def test_the_parser_bounds_what_it_holds() -> None:
+    with pytest.raises(ValueError, match="over max_event_bytes=100"):
+        SseParser(max_event_bytes=100).feed(b"data: " + b"x" * 200)  # a line with no end
+    parser = SseParser(max_event_bytes=100)
+    with pytest.raises(ValueError, match="raise max_event_bytes"):
+        for _ in range(20):  # data lines, but never the blank line that ends the event
+            parser.feed(b"data: 0123456789\n")
+
+
 # -- sse_source --------------------------------------------------------------------------
 
 
@@ -291,6 +300,39 @@ async def test_sse_connection_errors_name_the_url() -> None:
 
 
 @pytest.mark.anyio
+async def test_an_sse_event_over_the_limit_is_an_error_naming_the_url() -> None:
+    async with (
+        serving({"GET /big": stream_of(b"data: " + b"x" * 5000, end=False)}) as server,
+        sse_source(server.url("/big"), max_event_bytes=1000) as source,
+    ):
+        with pytest.raises(HttpResponseError, match=r"/big: event stream: .*=1000"):
+            await take(source, 1)
+
+
+@pytest.mark.trio
+async def test_sse_waits_the_server_retry_time_then_backs_off(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    times: list[float] = []
+
+    async def events(exchange: Exchange) -> None:
+        times.append(trio.current_time())
+        if len(times) == 1:
+            await stream_of(b"retry: 5000\n\n", event("1", id="1"))(exchange)
+        else:
+            await exchange.respond(b"down", status=503, content_type="text/plain")
+
+    async with (
+        serving({"GET /events": events}) as server,
+        sse_source(server.url("/events"), retries=2, connect_timeout=1000) as source,
+    ):
+        assert [m.value for m in await take(source, 1, within=1000)] == ["1"]
+        with pytest.raises(ServiceUnavailableError, match="after 3 attempts"):
+            await take(source, 1, within=1000)
+    assert times == [0, 5, 15, 35]  # the server's 5 s, then twice as long after each failure
+
+
+@pytest.mark.anyio
 async def test_sse_gives_up_after_failed_reconnections() -> None:
     async def flaky(exchange: Exchange) -> None:
         if len(server.requests) == 1:
@@ -398,6 +440,26 @@ async def test_poll_waits_at_least_the_interval_between_polls() -> None:
     # Poll k starts no sooner than `interval` after poll k-1 started, so whatever the
     # latencies, the server sees it no sooner than k intervals after the source opened.
     assert all(time >= started + k * 0.02 - 1e-6 for k, time in enumerate(times))
+
+
+@pytest.mark.anyio
+async def test_poll_asks_only_if_changed_when_the_server_sends_an_etag() -> None:
+    answers = [(b"[1, 2]", "v1"), (b"", None), (b"[3]", "v2")]
+
+    async def versions(exchange: Exchange) -> None:
+        body, etag = answers.pop(0)
+        if etag is None:
+            await exchange.respond(status=304)
+        else:
+            await exchange.respond(body, headers={"ETag": etag})
+
+    async with (
+        serving({"GET /v": versions}) as server,
+        poll_source(server.url("/v"), interval=0, key=str) as source,
+    ):
+        assert [(m.value, m.key) for m in await take(source, 3)] == [(1, "1"), (2, "2"), (3, "3")]
+        assert source.etag == "v2"
+    assert [r.headers.get("if-none-match") for r in server.requests] == [None, "v1", "v1"]
 
 
 @pytest.mark.anyio
