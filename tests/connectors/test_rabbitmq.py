@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
@@ -64,16 +65,13 @@ class TcpProxy:
         self._scope.cancel()
 
 
-@pytest.fixture
-async def proxy_to(anyio_backend: str) -> AsyncIterator[Callable[[int], Awaitable[TcpProxy]]]:
+@contextlib.asynccontextmanager
+async def tcp_proxy(target_port: int) -> AsyncIterator[TcpProxy]:
+    """A :class:`TcpProxy` to ``target_port``, listening until the block ends."""
     async with anyio.create_task_group() as tg:
-
-        async def start(port: int) -> TcpProxy:
-            proxy = TcpProxy(port)
-            await tg.start(proxy.run)
-            return proxy
-
-        yield start
+        proxy = TcpProxy(target_port)
+        await tg.start(proxy.run)
+        yield proxy
         tg.cancel_scope.cancel()
 
 
@@ -272,24 +270,22 @@ async def test_decode_error_dead_letter_hands_the_record_over_and_acks(
 
 
 @pytest.mark.anyio
-async def test_a_dropped_connection_loses_no_message(
-    admin: Admin, queue: str, proxy_to: Callable[[int], Awaitable[TcpProxy]]
-) -> None:
+async def test_a_dropped_connection_loses_no_message(admin: Admin, queue: str) -> None:
     sent = [b"%d" % n for n in range(20)]
     await admin.publish(queue, *sent)
-    proxy = await proxy_to(5672)
     acked: list[bytes] = []
-    with pytest.raises(ServiceUnavailableError, match="delivered again"):
-        async with rabbitmq_source(
-            f"amqp://guest:guest@127.0.0.1:{proxy.port}/", queue, prefetch=5
-        ) as source:
-            with anyio.fail_after(10):
-                async for message in source:
-                    if len(acked) == 7:
-                        proxy.cut()  # mid-stream, with deliveries unacked
-                        continue
-                    await message.ack()
-                    acked.append(message.value)
+    async with tcp_proxy(5672) as proxy:
+        with pytest.raises(ServiceUnavailableError, match="delivered again"):
+            async with rabbitmq_source(
+                f"amqp://guest:guest@127.0.0.1:{proxy.port}/", queue, prefetch=5
+            ) as source:
+                with anyio.fail_after(10):
+                    async for message in source:
+                        if len(acked) == 7:
+                            proxy.cut()  # mid-stream, with deliveries unacked
+                            continue
+                        await message.ack()
+                        acked.append(message.value)
     # At least once: an ack still on its way when the link dropped is lost, and that message
     # comes again; but every message comes.
     seen = set(acked)

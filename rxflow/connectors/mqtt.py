@@ -1,0 +1,513 @@
+"""MQTT: a topic subscription as a source with manual acks, a topic as a confirmed sink.
+
+The client is aiomqtt on paho-mqtt (asyncio only); under trio it runs on an
+:class:`AsyncioHost`. The connection speaks MQTT 5.
+
+Source: subscribes at QoS 1 (default) and acks each message by hand (``PUBACK``, sent when
+the message is settled rather than on arrival). At most ``receive_maximum`` messages are held
+unacked: the client announces that *Receive Maximum* to the broker, and keeps it itself too
+(mosquitto 2.0 sends a new window per ack, eclipse-mosquitto/mosquitto#2301), by not reading
+its socket while that many are unacked, so that TCP flow control holds the rest at the
+broker. A slow consumer means fewer deliveries, and the local buffer never holds more. While
+the client does not read, a dropped connection is noticed at the next ack; and a window held
+unacked for longer than twice the keepalive (60 s) ends the connection (paho misses the
+broker's ping answers), after which the messages come again. With a ``client_id`` the session
+is persistent: messages that were not acked when the connection closed or dropped, and those
+published meanwhile, are delivered when a source with the same ``client_id`` connects again
+(within ``session_expiry`` seconds).
+
+Sink: publishes at QoS 1; ``send`` and ``send_batch`` return once the broker acknowledged
+every message (``PUBACK``).
+
+Example (needs an MQTT broker)::
+
+    async with mqtt_source("127.0.0.1", 1883, "sensors/#", client_id="ingest") as readings:
+        async for message in readings:
+            print(message.key, message.value)  # topic, payload
+            await message.ack()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import aiomqtt
+import anyio
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._message import Message, Settlement
+from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
+from rxflow.errors import ServiceUnavailableError
+
+CLOSE_TIMEOUT = 5.0  # seconds a close may take before the connection is abandoned
+
+
+def _check_range(value: object, name: str, low: int, high: int, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{where}: {name} must be between {low} and {high}, got {value}")
+
+
+def _connect_properties(receive_maximum: int | None, session_expiry: int | None) -> Properties:
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    if receive_maximum is not None:
+        properties.ReceiveMaximum = receive_maximum
+    if session_expiry is not None:
+        properties.SessionExpiryInterval = session_expiry
+    return properties
+
+
+def _client(
+    host: str,
+    port: int,
+    client_id: str | None,
+    *,
+    persistent: bool,
+    properties: Properties,
+    username: str | None,
+    password: str | None,
+) -> aiomqtt.Client:
+    """An MQTT 5 client; built on the client's loop (aiomqtt binds to the running loop)."""
+    return aiomqtt.Client(
+        host,
+        port,
+        identifier=client_id or f"rxflow-{uuid.uuid4().hex}",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=not persistent,
+        properties=properties,
+        username=username,
+        password=password,
+    )
+
+
+async def _connect(client: aiomqtt.Client, host: str, port: int) -> None:
+    try:
+        await client.__aenter__()
+    except aiomqtt.MqttError as error:
+        raise ServiceUnavailableError(
+            f"mqtt: cannot connect to {host}:{port} ({error}); check that the broker is "
+            "running there and accepts this client (user, password, client id)"
+        ) from error
+
+
+async def _disconnect(client: aiomqtt.Client) -> None:
+    """Disconnect, then wait for aiomqtt's housekeeping task, which the socket-close
+    callback only schedules to cancel: none outlives the connector."""
+    with contextlib.suppress(aiomqtt.MqttError):
+        await client.__aexit__(None, None, None)
+    misc = client._misc_task
+    if misc is not None:
+        misc.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await misc
+
+
+# -- source --------------------------------------------------------------------------------
+
+
+class _Subscriber:
+    """The subscription on the client's loop; messages wait in aiomqtt's queue and are
+    acked by hand (paho's ``manual_ack``).
+
+    At most ``limit`` messages are held unacked. The broker is asked for that (Receive
+    Maximum), but brokers do not all keep it (mosquitto 2.0 sends a new window per ack), so
+    the client keeps it too: with ``limit`` messages unacked it stops reading its socket,
+    and TCP flow control holds the rest at the broker until an ack frees a place.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        topic: str,
+        qos: int,
+        limit: int,
+        client: Callable[[], aiomqtt.Client],
+    ) -> None:
+        self.host, self.port, self.topic, self.qos, self.limit = host, port, topic, qos, limit
+        self.make_client = client
+        self.client: aiomqtt.Client | None = None
+        self.unacked = 0  # received from the broker and not settled yet
+        self.paused = False  # not reading the socket: ``limit`` messages are unacked
+        self.subscribed = False
+
+    async def open(self) -> None:
+        client = self.make_client()
+        # aiomqtt 2.5 has no manual-ack option; paho's own switch holds back each PUBACK
+        # until ack() (set before connecting, so redelivered messages are held back too).
+        client._client.manual_ack_set(True)
+        client._client.on_message = self._counting(client._on_message)
+        await _connect(client, self.host, self.port)
+        self.client = client
+        await client.subscribe(self.topic, qos=self.qos)
+        # Not before: a persistent session's redeliveries may fill the window before SUBACK.
+        self.subscribed = True
+        if self.unacked >= self.limit:
+            self._pause()
+
+    def _counting(self, on_message: Callable[..., None]) -> Callable[..., None]:
+        def counted(*args: Any) -> None:
+            self.unacked += 1
+            on_message(*args)
+            if self.unacked >= self.limit and self.subscribed:
+                self._pause()
+
+        return counted
+
+    def _socket_fd(self) -> int | None:
+        assert self.client is not None
+        sock = self.client._client.socket()
+        return None if sock is None else sock.fileno()
+
+    def _pause(self) -> None:
+        fd = self._socket_fd()
+        if not self.paused and fd is not None:
+            self.paused = True
+            asyncio.get_running_loop().remove_reader(fd)
+
+    def _resume(self) -> None:
+        fd = self._socket_fd()
+        if self.paused and fd is not None:
+            self.paused = False
+            asyncio.get_running_loop().add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        """What aiomqtt's own reader does: read packets; a failure is a disconnection."""
+        assert self.client is not None
+        paho_client = self.client._client
+        try:
+            while not self.paused:
+                paho_client.loop_read()
+                pending = getattr(paho_client.socket(), "pending", None)  # TLS buffers
+                if pending is None or pending() == 0:
+                    break
+        except Exception as error:
+            disconnected = self.client._disconnected
+            if not disconnected.done():
+                disconnected.set_exception(error)
+
+    async def take(self) -> list[aiomqtt.Message]:
+        """Every message received so far (at least one), waiting for one if there is none."""
+        assert self.client is not None
+        messages = self.client.messages
+        try:
+            taken = [await anext(messages)]
+            while len(messages):
+                taken.append(await anext(messages))
+        except aiomqtt.MqttError as error:
+            raise ServiceUnavailableError(
+                f"mqtt: the connection to {self.host}:{self.port} was lost ({error!r}); with a "
+                "client_id the session keeps unacknowledged messages and delivers them again "
+                "when you reopen the source"
+            ) from error
+        return taken
+
+    async def ack(self, message: aiomqtt.Message) -> None:
+        assert self.client is not None
+        self.unacked -= 1
+        if self.unacked < self.limit:
+            self._resume()
+        if message.qos == 0:
+            return
+        result = self.client._client.ack(message.mid, message.qos)
+        if result != paho.MQTT_ERR_SUCCESS:
+            raise ServiceUnavailableError(
+                f"mqtt: could not ack message {message.mid} on {message.topic.value!r} "
+                f"({paho.error_string(result)}); the broker will deliver it again"
+            )
+
+    async def close(self) -> None:
+        if self.client is None:
+            return
+        # paho closes its socket right after writing DISCONNECT; a socket closed with input
+        # unread is reset, and the reset discards what the broker has not read yet, such as
+        # the last acks (they would come again). A SUBSCRIBE round trip (the same
+        # subscription, so nothing changes) proves the broker processed every ack before.
+        self._resume()
+        with contextlib.suppress(aiomqtt.MqttError):
+            options = SubscribeOptions(qos=self.qos, retainHandling=1)  # no retained replay
+            await self.client.subscribe(self.topic, options=options, timeout=CLOSE_TIMEOUT / 2)
+        await _disconnect(self.client)
+
+
+class MQTTSettlement(Settlement):
+    """Acks one message (``PUBACK``). MQTT has no negative ack: ``nack`` leaves the message
+    unacked, and the broker delivers it again when the session reconnects."""
+
+    __slots__ = ("_host", "_message", "_subscriber")
+
+    def __init__(self, host: AsyncioHost, subscriber: _Subscriber, message: aiomqtt.Message):
+        super().__init__()
+        self._host, self._subscriber, self._message = host, subscriber, message
+
+    async def _ack(self) -> None:
+        await self._host.call(self._subscriber.ack, self._message)
+
+
+def _headers(properties: Properties | None) -> dict[str, str]:
+    """MQTT 5 user properties, the protocol's headers."""
+    pairs = getattr(properties, "UserProperty", None) or []
+    return {str(name): str(value) for name, value in pairs}
+
+
+class MQTTSource:
+    """The messages of one subscription; iterate it (see :func:`mqtt_source`).
+
+    Attributes:
+        decoder: its :class:`~rxflow.connectors.Decoder`, with the counts ``decoded``,
+            ``skipped`` and ``dead_lettered``.
+    """
+
+    def __init__(self, host: AsyncioHost, subscriber: _Subscriber, decoder: Decoder) -> None:
+        self._host, self._subscriber, self.decoder = host, subscriber, decoder
+
+    @property
+    def unacked(self) -> int:
+        """Messages the broker sent that are not acked yet (at most ``receive_maximum``)."""
+        return self._subscriber.unacked
+
+    def __aiter__(self) -> AsyncIterator[Message[Any]]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[Message[Any]]:
+        source = self.decoder.source
+        while True:
+            for received in await self._host.call(self._subscriber.take):
+                settlement = MQTTSettlement(self._host, self._subscriber, received)
+                topic = received.topic.value
+                value = await self.decoder.decode(bytes(received.payload), key=topic)
+                if value is SKIPPED:
+                    await settlement.ack()  # set aside by the decode policy: handled
+                    continue
+                headers = _headers(received.properties)
+                yield Message(value, topic, headers, None, source, settlement)
+
+
+@contextlib.asynccontextmanager
+async def mqtt_source(
+    host: str,
+    port: int,
+    topic: str,
+    *,
+    qos: int = 1,
+    client_id: str | None = None,
+    session_expiry: int = 3600,
+    receive_maximum: int = 100,
+    codec: Codec | CodecName = "bytes",
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: Callable[[DecodeFailure], object] | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> AsyncIterator[MQTTSource]:
+    """Subscribe to an MQTT topic (wildcards allowed) with manual acks; yield its messages.
+
+    Args:
+        host, port: the broker.
+        topic: the topic filter to subscribe to (``"sensors/+/temperature"``, ``"logs/#"``).
+        qos: the subscription's QoS: 1 (at least once, the default), 2, or 0 (no acks and
+            no redelivery).
+        client_id: the session's name. With one, the session is persistent: it survives
+            the connection by ``session_expiry`` seconds, keeping unacked and newly published
+            messages for the next source with this ``client_id``. Without, each source has a
+            fresh session that ends with it.
+        session_expiry: seconds a persistent session outlives its connection.
+        receive_maximum: at most this many messages received and not acked; more are
+            read only as these are acked, so it bounds the local buffer too.
+        codec, on_decode_error, dead_letter: how payloads become values
+            (:mod:`rxflow.connectors.codecs`).
+        username, password: credentials, if the broker wants them.
+
+    Each message's ``key`` is its topic and ``headers`` its MQTT 5 user properties. Ack each
+    with ``await message.ack()``; MQTT has no negative ack, so ``nack()`` leaves it for the
+    next connection. A lost connection ends the iteration with
+    :class:`~rxflow.errors.ServiceUnavailableError`.
+
+    Example (needs an MQTT broker)::
+
+        async with mqtt_source(
+            "127.0.0.1", 1883, "orders/#", client_id="billing", codec="json"
+        ) as orders:
+            async for message in orders:
+                bill(message.value)
+                await message.ack()
+    """
+    where = f"mqtt_source({topic!r})"
+    if not isinstance(topic, str) or not topic:
+        raise ValueError(f"{where}: topic must be a non-empty topic filter, got {topic!r}")
+    _check_range(qos, "qos", 0, 2, where)
+    _check_range(receive_maximum, "receive_maximum", 1, 65535, where)
+    _check_range(session_expiry, "session_expiry", 0, 2**32 - 1, where)
+    decoder = Decoder(
+        codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"mqtt:{topic}"
+    )
+    persistent = client_id is not None
+    properties = _connect_properties(receive_maximum, session_expiry if persistent else None)
+
+    def client() -> aiomqtt.Client:
+        return _client(
+            host,
+            port,
+            client_id,
+            persistent=persistent,
+            properties=properties,
+            username=username,
+            password=password,
+        )
+
+    subscriber = _Subscriber(host, port, topic, qos, receive_maximum, client)
+    async with AsyncioHost() as asyncio_host:
+        try:
+            await asyncio_host.call(subscriber.open)
+            yield MQTTSource(asyncio_host, subscriber, decoder)
+        finally:
+            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await asyncio_host.call(subscriber.close)
+
+
+# -- sink ----------------------------------------------------------------------------------
+
+
+def _encode_auto(item: object) -> bytes:
+    """Bytes as they are, text as UTF-8, anything else as JSON."""
+    if isinstance(item, bytes | bytearray | memoryview):
+        return bytes(item)
+    if isinstance(item, str):
+        return item.encode("utf-8")
+    return json.dumps(item).encode("utf-8")
+
+
+class _Publisher:
+    def __init__(self, host: str, port: int, client: Callable[[], aiomqtt.Client]) -> None:
+        self.host, self.port, self.make_client = host, port, client
+        self.client: aiomqtt.Client | None = None
+
+    async def open(self) -> None:
+        client = self.make_client()
+        await _connect(client, self.host, self.port)
+        self.client = client
+
+    async def publish(self, messages: Sequence[tuple[str, bytes]], qos: int, retain: bool) -> None:
+        """Publish all at once, then wait for every PUBACK."""
+        assert self.client is not None
+        client = self.client
+        # aiomqtt logs a warning past this many pending calls; a batch is expected to be.
+        client.pending_calls_threshold = max(client.pending_calls_threshold, len(messages))
+        await asyncio.gather(
+            *(client.publish(topic, body, qos=qos, retain=retain) for topic, body in messages)
+        )
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await _disconnect(self.client)
+
+
+class MQTTSink:
+    """Publishes to MQTT and returns once the broker acknowledged (see :func:`mqtt_sink`)."""
+
+    def __init__(
+        self,
+        host: AsyncioHost,
+        publisher: _Publisher,
+        topic: str | Callable[[Any], str],
+        *,
+        qos: int,
+        retain: bool,
+        encode: Callable[[Any], bytes],
+        batch_size: int,
+    ) -> None:
+        self._host, self._publisher, self._topic = host, publisher, topic
+        self._qos, self._retain, self._encode = qos, retain, encode
+        self.batch_size = batch_size
+
+    async def send(self, item: Any) -> None:
+        """Publish one item; return once the broker acknowledged it."""
+        await self.send_batch((item,))
+
+    async def send_batch(self, items: Sequence[Any]) -> None:
+        """Publish the items; return once the broker acknowledged all of them."""
+        topic = self._topic
+        messages = [
+            (topic(item) if callable(topic) else topic, self._encode(item)) for item in items
+        ]
+        if messages:
+            await self._host.call(self._publisher.publish, messages, self._qos, self._retain)
+
+
+@contextlib.asynccontextmanager
+async def mqtt_sink(
+    host: str,
+    port: int,
+    topic: str | Callable[[Any], str],
+    *,
+    qos: int = 1,
+    retain: bool = False,
+    encode: Callable[[Any], bytes] = _encode_auto,
+    batch_size: int = 100,
+    client_id: str | None = None,
+    username: str | None = None,
+    password: str | None = None,
+) -> AsyncIterator[MQTTSink]:
+    """Publish items to MQTT, each confirmed by the broker.
+
+    Args:
+        host, port: the broker.
+        topic: the topic, or a function of the item that returns it.
+        qos: 1 (the default: ``send`` returns on ``PUBACK``), 2 (on ``PUBCOMP``) or 0 (no
+            confirmation: returns once written).
+        retain: publish retained messages.
+        encode: item -> bytes; by default bytes as they are, text as UTF-8, else JSON.
+        batch_size: how many items a :class:`rxflow.Flow` hands to ``send_batch`` at once.
+        client_id, username, password: how the sink's connection presents itself.
+
+    Example (needs an MQTT broker)::
+
+        async with mqtt_sink("127.0.0.1", 1883, "orders/new") as orders:
+            await orders.send({"id": 1})
+            await orders.send_batch([{"id": 2}, {"id": 3}])
+    """
+    where = f"mqtt_sink({topic!r})"
+    if not callable(topic) and (not isinstance(topic, str) or not topic):
+        raise ValueError(f"{where}: topic must be a non-empty topic or a function, got {topic!r}")
+    _check_range(qos, "qos", 0, 2, where)
+    _check_range(batch_size, "batch_size", 1, 2**31, where)
+
+    def client() -> aiomqtt.Client:
+        return _client(
+            host,
+            port,
+            client_id,
+            persistent=False,
+            properties=_connect_properties(None, None),
+            username=username,
+            password=password,
+        )
+
+    publisher = _Publisher(host, port, client)
+    async with AsyncioHost() as asyncio_host:
+        try:
+            await asyncio_host.call(publisher.open)
+            yield MQTTSink(
+                asyncio_host,
+                publisher,
+                topic,
+                qos=qos,
+                retain=retain,
+                encode=encode,
+                batch_size=batch_size,
+            )
+        finally:
+            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await asyncio_host.call(publisher.close)
+
+
+__all__ = ["MQTTSettlement", "MQTTSink", "MQTTSource", "mqtt_sink", "mqtt_source"]

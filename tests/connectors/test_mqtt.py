@@ -1,0 +1,212 @@
+"""MQTT source and sink against the local broker, on asyncio and on trio."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiomqtt
+import anyio
+import pytest
+
+from rxflow import open_pipe
+from rxflow.connectors import DecodeFailure, Message
+from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors.mqtt import mqtt_sink, mqtt_source
+from rxflow.errors import DecodeError, ServiceUnavailableError
+from tests.connectors.conftest import require_service
+from tests.connectors.test_rabbitmq import (
+    leftover_threads,
+    take,
+    tcp_proxy,
+    wait_until,
+)
+
+HOST, PORT = "127.0.0.1", 1883
+
+
+@pytest.fixture
+def topic(anyio_backend: str) -> str:
+    require_service("mqtt")
+    return f"rxflow-test/{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+async def client_id(anyio_backend: str) -> AsyncIterator[str]:
+    """A persistent session's name; the session is ended after the test."""
+    name = f"rxflow-test-{uuid.uuid4().hex}"
+    yield name
+
+    async def forget() -> None:  # a clean start without expiry ends the session
+        async with aiomqtt.Client(
+            HOST, PORT, identifier=name, protocol=aiomqtt.ProtocolVersion.V5, clean_start=True
+        ):
+            pass
+
+    async with AsyncioHost() as host:
+        await host.call(forget)
+
+
+async def publish(topic: str, *payloads: bytes) -> None:
+    async with mqtt_sink(HOST, PORT, topic) as sink:
+        await sink.send_batch(payloads)
+
+
+async def values_until(
+    messages: AsyncIterator[Message[Any]], wanted: set[Any], seen: set[Any]
+) -> None:
+    """Ack what comes until every wanted value has been seen."""
+    with anyio.fail_after(10):
+        while not wanted <= seen:
+            message = await anext(messages)
+            seen.add(message.value)
+            await message.ack()
+
+
+@pytest.mark.anyio
+async def test_sink_to_source_round_trip_through_a_pipe(topic: str) -> None:
+    async with mqtt_source(HOST, PORT, topic, codec="json") as source:
+        async with mqtt_sink(HOST, PORT, topic, batch_size=10) as sink:
+            assert sink.batch_size == 10
+            await sink.send_batch([{"n": n} for n in range(5)])
+            await sink.send({"n": 5})
+        async with open_pipe(source) as pipe:
+            messages = await take(pipe, 6)
+        for message in messages:
+            await message.ack()
+        assert source.unacked == 0
+    assert [message.value for message in messages] == [{"n": n} for n in range(6)]
+    assert {message.key for message in messages} == {topic}
+    assert {message.source for message in messages} == {f"mqtt:{topic}"}
+    assert source.decoder.decoded == 6
+
+
+@pytest.mark.anyio
+async def test_at_most_receive_maximum_messages_are_held_unacked(topic: str) -> None:
+    async with mqtt_source(HOST, PORT, topic, receive_maximum=5) as source:
+        await publish(topic, *(b"%d" % n for n in range(30)))
+        messages = aiter(source)
+        first = await anext(messages)
+
+        async def five_held() -> bool:
+            return source.unacked >= 5
+
+        # The client stops reading at 5 unacked, so it can hold no more than that.
+        await wait_until(five_held)
+        assert source.unacked == 5
+        values = [first.value]
+        await first.ack()
+        with anyio.fail_after(10):
+            while len(values) < 30:
+                message = await anext(messages)
+                assert source.unacked <= 5
+                values.append(message.value)
+                await message.ack()
+        assert values == [b"%d" % n for n in range(30)]
+        await messages.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_unacked_messages_come_again_to_the_same_client_id(
+    topic: str, client_id: str
+) -> None:
+    async with mqtt_source(HOST, PORT, topic, client_id=client_id) as source:
+        await publish(topic, b"a", b"b", b"c", b"d")
+        a, b, c, _ = await take(aiter(source), 4)
+        await a.ack()
+        await b.nack()  # MQTT has no negative ack: like not acking
+        await c.ack()
+    await publish(topic, b"e")  # while away: kept by the session
+    async with mqtt_source(HOST, PORT, topic, client_id=client_id) as source:
+        again = await take(aiter(source), 3)
+        for message in again:
+            await message.ack()
+    assert [message.value for message in again] == [b"b", b"d", b"e"]
+
+
+@pytest.mark.anyio
+async def test_decode_error_raise_ends_the_stream_without_acking(
+    topic: str, client_id: str
+) -> None:
+    async with mqtt_source(HOST, PORT, topic, client_id=client_id, codec="json") as source:
+        await publish(topic, b'{"n": 1}', b"{oops", b'{"n": 2}')
+        messages = aiter(source)
+        (first,) = await take(messages, 1)
+        await first.ack()
+        with pytest.raises(DecodeError, match=f"mqtt:{topic}.*could not be decoded"):
+            await take(messages, 1)
+    # Not acked: the session delivers it again; a reader that skips it acks it.
+    async with mqtt_source(
+        HOST, PORT, topic, client_id=client_id, codec="json", on_decode_error="skip"
+    ) as source:
+        (second,) = await take(aiter(source), 1)
+        await second.ack()
+    assert second.value == {"n": 2}
+    assert source.decoder.skipped == 1
+
+
+@pytest.mark.anyio
+async def test_decode_error_dead_letter_hands_the_record_over(topic: str) -> None:
+    failures: list[DecodeFailure] = []
+    async with mqtt_source(
+        HOST, PORT, topic, codec="json", on_decode_error="dead_letter", dead_letter=failures.append
+    ) as source:
+        await publish(topic, b"{oops", b"7")
+        (message,) = await take(aiter(source), 1)
+        await message.ack()
+        assert source.unacked == 0  # the dead-lettered one was acked
+    assert message.value == 7
+    assert [(failure.data, failure.key) for failure in failures] == [(b"{oops", topic)]
+    assert isinstance(failures[0].error, json.JSONDecodeError)
+    assert source.decoder.dead_lettered == 1
+
+
+@pytest.mark.anyio
+async def test_a_dropped_connection_loses_no_message(topic: str, client_id: str) -> None:
+    before, after = {b"a%d" % n for n in range(20)}, {b"b%d" % n for n in range(20)}
+    acked: set[Any] = set()
+    lost = r"connection to 127\.0\.0\.1:\d+ was lost"
+    async with tcp_proxy(PORT) as proxy:
+        with pytest.raises(ServiceUnavailableError, match=lost):
+            async with mqtt_source(
+                HOST, proxy.port, topic, client_id=client_id, receive_maximum=5
+            ) as source:
+                await publish(topic, *sorted(before))
+                messages = aiter(source)
+                await values_until(messages, {b"a%d" % n for n in range(7)}, acked)
+                proxy.cut()  # mid-stream; acks from now on never reach the broker
+                await publish(topic, *sorted(after))  # these cannot reach this connection
+                await values_until(messages, before | after, set())
+    # At least once: all that was not acked before the cut comes again.
+    async with mqtt_source(HOST, PORT, topic, client_id=client_id) as source:
+        await values_until(aiter(source), before | after, acked)
+
+
+@pytest.mark.anyio
+async def test_cancelling_a_waiting_source_leaves_nothing_running(topic: str) -> None:
+    threads = set(threading.enumerate())
+    tasks = len(anyio.get_running_tasks())
+    with anyio.CancelScope() as scope:
+        async with mqtt_source(HOST, PORT, topic) as source, anyio.create_task_group() as tg:
+            tg.start_soon(take, aiter(source), 1)  # waits: nothing is published
+            await anyio.sleep(0.05)  # let it start waiting (not an assertion)
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert len(anyio.get_running_tasks()) == tasks
+    assert leftover_threads(threads) == []
+
+
+@pytest.mark.anyio
+async def test_bad_arguments_say_what_to_pass(anyio_backend: str) -> None:
+    with pytest.raises(ValueError, match="receive_maximum must be between 1 and 65535"):
+        async with mqtt_source(HOST, PORT, "t", receive_maximum=0):
+            pass
+    with pytest.raises(ValueError, match="qos must be between 0 and 2"):
+        async with mqtt_sink(HOST, PORT, "t", qos=3):
+            pass
+    with pytest.raises(ServiceUnavailableError, match=r"mqtt: cannot connect to 127\.0\.0\.1:1 "):
+        async with mqtt_source(HOST, 1, "t"):
+            pass
