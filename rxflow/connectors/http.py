@@ -258,8 +258,8 @@ class SseSource:
         decoder, events = self.decoder, self._events
         while True:
             while events:
-                kind, data, id = events.popleft()
-                key = id or None
+                kind, data, event_id = events.popleft()
+                key = event_id or None
                 # The codec is called here directly, the common case; a failure goes through
                 # decode(), which calls it again and applies the decode policy.
                 try:
@@ -421,7 +421,7 @@ async def sse_source(
                     print(message.headers["event"], message.key, message.value)
     """
     where = "sse_source"
-    _check_url(url, where)
+    url = _check_url(url, where)
     _check_number(retry, "retry", where, minimum=0)
     _check_count(retries, "retries", where)
     _check_count(max_event_bytes, "max_event_bytes", where, minimum=1)
@@ -602,7 +602,7 @@ async def poll_source(
                     print(message.value)
     """
     where = "poll_source"
-    _check_url(url, where)
+    url = _check_url(url, where)
     _check_number(interval, "interval", where, minimum=0)
     decoder = Decoder(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"poll:{url}"
@@ -626,7 +626,9 @@ async def poll_source(
 
 
 def _json_array(items: Sequence[Any]) -> bytes:
-    return json.dumps(list(items), separators=(",", ":")).encode()
+    """A compact JSON array; a :class:`~rxflow.connectors.Message` is sent as its value."""
+    values = [item.value if isinstance(item, Message) else item for item in items]
+    return json.dumps(values, separators=(",", ":")).encode()
 
 
 class HttpPostSink:
@@ -701,7 +703,8 @@ async def http_post_sink(
         url: the ``http(s)`` address to POST to.
         batch_size: the batch size a :class:`rxflow.Flow` should use.
         client: an ``httpx.AsyncClient`` to use (and leave open); default: a new one.
-        encoder: turns a batch into the body; default: a compact JSON array.
+        encoder: turns a batch into the body; default: a compact JSON array (a ``Message``
+            in it is sent as its value).
         content_type, headers: sent with every request.
         retries: attempts after the first on a 5xx, 408 or 429 answer or a broken
             connection, waiting ``backoff`` seconds, then twice that, and so on (a numeric
@@ -716,7 +719,7 @@ async def http_post_sink(
                 await sink.send_batch([{"t": 1, "v": 0.5}, {"t": 2, "v": 0.7}])
     """
     where = "http_post_sink"
-    _check_url(url, where)
+    url = _check_url(url, where)
     _check_count(batch_size, "batch_size", where, minimum=1)
     if not callable(encoder):
         raise TypeError(f"{where}: encoder must be a function items -> bytes, got {encoder!r}")
@@ -825,7 +828,8 @@ def _unavailable(where: str, url: str, tries: int, error: Exception) -> ServiceU
     )
 
 
-def _check_url(url: object, where: str) -> None:
+def _check_url(url: object, where: str) -> str:
+    """The URL as a string, once it is one that httpx can GET or POST."""
     if not isinstance(url, str | httpx.URL):
         raise TypeError(f"{where}: url must be a str such as 'http://host:8000/path', got {url!r}")
     try:
@@ -834,6 +838,7 @@ def _check_url(url: object, where: str) -> None:
         raise ValueError(f"{where}: {url!r} is not a valid URL ({error})") from None
     if scheme not in ("http", "https"):
         raise ValueError(f"{where}: url must start with http:// or https://, got {url!r}")
+    return str(url)
 
 
 def _check_number(value: object, name: str, where: str, *, minimum: float) -> None:

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from reactivex import operators as ops
 
-from rxflow import open_pipe
+from rxflow import Flow, open_pipe
 from rxflow.connectors import Message
 from rxflow.connectors.codecs import DecodeFailure
 from rxflow.connectors.http import (
@@ -577,3 +577,32 @@ async def test_a_shared_client_is_left_open_and_a_custom_encoder_is_used() -> No
         assert not client.is_closed
         await sink.send_batch(["b"])  # the client still works
     assert received == [{"items": ["a"]}, {"items": ["b"]}]
+
+
+@pytest.mark.anyio
+async def test_a_flow_relays_server_sent_events_to_a_post_endpoint() -> None:
+    received: list[Any] = []
+    chunks = [event(json.dumps({"n": n}), id=str(n)) for n in range(25)]
+    routes = {"GET /events": stream_of(*chunks), "POST /ingest": ingest_endpoint(received, [])}
+    async with (
+        serving(routes) as server,
+        http_post_sink(server.url("/ingest"), batch_size=10) as sink,
+    ):
+        events = sse_source(server.url("/events"), codec="json", reconnect=False)
+        flow = Flow("relay").source(events).pipe(ops.map(value_of)).sink(sink, name="post")
+        with anyio.fail_after(10):
+            snapshot = await flow.run()
+    assert [item for batch in received for item in batch] == [{"n": n} for n in range(25)]
+    assert all(len(batch) <= 10 for batch in received)
+    assert snapshot["post"].emitted == 25
+
+
+@pytest.mark.anyio
+async def test_post_sink_sends_messages_as_their_values() -> None:
+    received: list[Any] = []
+    async with (
+        serving({"POST /ingest": ingest_endpoint(received, [])}) as server,
+        http_post_sink(server.url("/ingest")) as sink,
+    ):
+        await sink.send_batch([Message({"n": 1}, key="a"), {"n": 2}])
+    assert received == [[{"n": 1}, {"n": 2}]]
