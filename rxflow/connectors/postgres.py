@@ -121,7 +121,18 @@ async def _close(host: AsyncioHost, connection: asyncpg.Connection) -> None:
         try:
             await host.call(lambda: connection.close(timeout=5.0))
         except Exception:
-            connection.terminate()  # a synchronous abort of the socket: nothing left open
+            await _terminate(host, connection)
+
+
+async def _terminate(host: AsyncioHost, connection: asyncpg.Connection) -> None:
+    """Abort the connection's socket at once (on asyncpg's loop: transports are not
+    thread-safe)."""
+
+    async def terminate() -> None:
+        connection.terminate()
+
+    with anyio.CancelScope(shield=True):
+        await host.call(terminate)
 
 
 # -- LISTEN/NOTIFY source --------------------------------------------------------------------
@@ -345,14 +356,21 @@ async def postgres_listen_source(
         def on_termination(_: object) -> None:
             host.call_soon_here(source._connection_lost)
 
+        # asyncpg's listener sets are read on its loop: change them there.
+        async def listen() -> None:
+            connection.add_termination_listener(on_termination)
+            await connection.add_listener(channel, on_notification)
+
+        async def stop_watching() -> None:  # our own close is not a lost connection
+            connection.remove_termination_listener(on_termination)
+
         connection = await _connect(host, dsn, application_name, connect_timeout, where)
         try:
-            connection.add_termination_listener(on_termination)
-            await host.call(connection.add_listener, channel, on_notification)
+            await host.call(listen)
             yield source
         finally:
-            # Our own close is not a lost connection: stop listening for termination first.
-            connection.remove_termination_listener(on_termination)
+            with anyio.CancelScope(shield=True):
+                await host.call(stop_watching)
             source._close()
             await _close(host, connection)
 
@@ -447,7 +465,7 @@ class PostgresSink:
             except _CONNECTION_FAILED as error:
                 # Right after the server ends a session, asyncpg may report a broken protocol
                 # before it sees the socket close: either way this connection is done.
-                connection.terminate()
+                await _terminate(self._host, connection)
                 raise ServiceUnavailableError(
                     f"{self.name}: the connection to {self._server} failed while writing a "
                     f"batch of {len(rows)} rows: {error!r}. The batch is not confirmed; if the "
@@ -651,15 +669,13 @@ class PostgresTableSource:
         self._poll_interval = poll_interval
         qualified = (quote_ident(schema) + "." if schema else "") + quote_ident(table)
         id_ = quote_ident(id_column)
-        self._select_first = f"SELECT * FROM {qualified} ORDER BY {id_} LIMIT $1"
-        self._select_after = f"SELECT * FROM {qualified} WHERE {id_} > $2 ORDER BY {id_} LIMIT $1"
-        self._select_from = f"SELECT * FROM {qualified} WHERE {id_} >= $2 ORDER BY {id_} LIMIT $1"
+        # Always from the lowest id, leaving out the rows that are out: a row committed late
+        # with a lower id than others (ids are taken before commit) is not passed over.
+        self._select = f"SELECT * FROM {qualified} WHERE {id_} <> ALL($2) ORDER BY {id_} LIMIT $1"
         self._delete_rows = f"DELETE FROM {qualified} WHERE {id_} = ANY($1)"
         named = [id_column] + ([value_column] if value_column else [])
         self._probe = f"SELECT {', '.join(map(quote_ident, named))} FROM {qualified} LIMIT 0"
         self._rows: collections.deque[Any] = collections.deque()  # fetched, not yet yielded
-        self._position: Any = None  # the id of the last row fetched
-        self._rewind_to: Any = None  # the smallest id nacked for redelivery since
         self._in_flight: set[Any] = set()  # ids yielded and not settled yet
         self._set_aside: set[Any] = set()  # ids nacked without requeue: not again in this run
         self._to_delete: list[Any] = []  # ids acked, deleted with the next read
@@ -679,8 +695,6 @@ class PostgresTableSource:
                     self._wakeup = anyio.Event()
             row = self._rows.popleft()
             row_id = row[self._id_column]
-            if row_id in self._in_flight or row_id in self._set_aside:
-                continue  # a rewind read it again: it is still out, or was set aside
             settlement = _RowSettlement(self, row_id)
             value = await self._decode(row, row_id)
             if value is SKIPPED:
@@ -701,19 +715,12 @@ class PostgresTableSource:
 
     async def _fetch(self) -> bool:
         """Read the next batch into ``_rows``; whether there was any."""
-        limit = self._batch_size
-        args: tuple[Any, ...]
-        if self._rewind_to is not None:
-            query, args = self._select_from, (limit, self._rewind_to)
-            self._rewind_to = None
-        elif self._position is None:
-            query, args = self._select_first, (limit,)
-        else:
-            query, args = self._select_after, (limit, self._position)
-        rows = await self._delete_acked_then(self._connection.fetch, query, *args)
+        out = [*self._in_flight, *self._set_aside]
+        rows = await self._delete_acked_then(
+            self._connection.fetch, self._select, self._batch_size, out
+        )
         self.queries += 1
         if rows:
-            self._position = rows[-1][self._id_column]
             self._rows.extend(rows)
             self.fetched += len(rows)
         return bool(rows)
@@ -753,9 +760,7 @@ class PostgresTableSource:
         if not requeue:
             self._set_aside.add(row_id)
             return
-        if self._rewind_to is None or row_id < self._rewind_to:
-            self._rewind_to = row_id
-        self._rows.clear()  # what was read ahead is read again, in id order
+        self._rows.clear()  # read again from the table: the nacked row first, in id order
         self._wakeup.set()
 
 
@@ -789,9 +794,10 @@ async def postgres_table_source(
     source closes. A process that stops in between reads them again: at-least-once still.
 
     It is pulled: it reads ``batch_size`` rows when the consumer has taken every row read so
-    far, and, when there are none, looks again every ``poll_interval`` seconds. Rows are
-    read after the last one read, so ids must grow as rows are added (a ``bigserial`` or an
-    identity column). One source per table: two would read, and delete, the same rows.
+    far, and, when there are none, looks again every ``poll_interval`` seconds. Each read
+    takes the lowest ids that are not out with the consumer (nor set aside), so a row that
+    commits late with a lower id is not passed over. One source per table: two would read,
+    and delete, the same rows.
 
     Each message has ``key`` = the row's id as a string and ``value`` = the row as a dict,
     or, with ``value_column``, that column's value decoded by ``codec`` (text is encoded as

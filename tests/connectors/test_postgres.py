@@ -509,6 +509,18 @@ async def test_rows_added_later_are_found_by_polling(dsn: str, admin: Admin, out
     assert source.queries >= 2
 
 
+async def test_a_row_committed_late_with_a_lower_id_is_not_passed_over(
+    dsn: str, admin: Admin, outbox: str
+) -> None:
+    # Ids are taken when rows are inserted, not when they commit: id 5 may commit after 6.
+    await admin.fetch(f"INSERT INTO \"{outbox}\" (id, payload) VALUES (6, 'six')")
+    async with postgres_table_source(dsn, outbox, id_column="id") as source:
+        six = (await take(source, 1))[0]
+        await admin.fetch(f"INSERT INTO \"{outbox}\" (id, payload) VALUES (5, 'five')")
+        five = (await take(source, 1))[0]
+        assert (six.key, five.key) == ("6", "5")
+
+
 @pytest.mark.parametrize("policy", ["raise", "skip", "dead_letter"])
 async def test_table_source_decode_policies(
     dsn: str, admin: Admin, outbox: str, policy: Any
