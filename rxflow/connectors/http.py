@@ -355,15 +355,20 @@ class SseSource:
         response, self._response = self._response, None
         if response is not None:
             await response.aclose()
-        if chunks is not None:
-            # httpx reads through a chain of async generators; closing the outer one would
-            # abandon the inner ones (trio warns when they are collected). With the response
-            # closed, pulling on yields what h11 had already buffered (one read at most),
-            # then fails at the bottom on the closed connection, and the failure ends every
-            # generator of the chain on its way up.
-            with contextlib.suppress(Exception):
-                async for _ in chunks:
-                    pass
+        if chunks is None:
+            return
+        if response is None or response.http_version != "HTTP/1.1":
+            await chunks.aclose()  # type: ignore[attr-defined]  # an async generator
+            return
+        # httpx reads through a chain of async generators; closing the outer one would
+        # abandon the inner ones (trio warns when they are collected). On HTTP/1.1, once the
+        # response is closed, pulling on yields what h11 had already buffered (one read at
+        # most), then fails at the bottom on the closed connection, and the failure ends
+        # every generator of the chain on its way up. (HTTP/2 shares the connection: a pull
+        # there could wait for another stream's data, so it only gets the plain close.)
+        with contextlib.suppress(Exception):
+            async for _ in chunks:
+                pass
 
 
 @asynccontextmanager
