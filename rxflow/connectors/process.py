@@ -1,0 +1,453 @@
+"""Subprocesses and the program's own stdio as sources and sinks.
+
+:func:`process_source` reads the records a command writes to its stdout;
+:func:`process_sink` writes records to a command's stdin; :func:`stdin_source` and
+:func:`stdout_sink` do the same with this program's own stdin and stdout, so an rxflow
+pipeline can be a filter in a shell pipeline.
+
+A command is a sequence of arguments (run directly, the safe form) or a string (run by the
+shell). Its stderr is captured (the last ``stderr_tail`` bytes) so that a failure can say
+why: a command that exits with a non-zero code raises :class:`ProcessFailedError` naming the
+command, the code and the end of its stderr, after the records it wrote before.
+
+Backpressure. A pipe holds about 64 KiB: a slow consumer leaves the command blocked on its
+write, and a slow command leaves :meth:`ProcessSink.send_batch` waiting.
+
+Cancellation. Leaving a source or a sink early (an exception, a cancellation, or a consumer
+that stops reading) terminates the command (``SIGTERM``, then ``SIGKILL`` after
+``terminate_timeout`` seconds) and waits for it: no child is left running or unreaped.
+
+Delivery. Pipes cannot take acknowledgements: messages carry the no-op settlement
+(**at-most-once**); a sink's batch is confirmed once the pipe accepted its bytes.
+
+Example:
+    >>> import anyio, sys
+    >>> from rxflow.connectors.process import process_source
+    >>> async def main():
+    ...     command = [sys.executable, "-c", "print('one'); print('two')"]
+    ...     async with process_source(command) as lines:
+    ...         return [line.value async for line in lines]
+    >>> anyio.run(main)
+    ['one', 'two']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import IO, Any, Literal
+
+import anyio
+import anyio.abc
+from anyio.abc import ByteReceiveStream, Process
+
+from rxflow.connectors._framing import (
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_LINE_LENGTH,
+    DEFAULT_READ_SIZE,
+    Encoder,
+    FramedSink,
+    MessageStream,
+    check_batch_size,
+    decoder_and_framer,
+    framed_messages,
+    make_writer,
+    receive_chunks,
+)
+from rxflow.connectors.codecs import Codec, CodecName, DecodeFailure, DecodePolicy
+from rxflow.errors import RxflowError
+
+FramingName = Literal["lines", "length", "chunks"]
+DeadLetter = Callable[[DecodeFailure], Any] | None
+Command = str | Sequence[str]
+Redirect = int | IO[Any] | None
+
+
+class ProcessFailedError(RxflowError, subprocess.CalledProcessError):
+    """A command exited with a non-zero code (or stopped reading its stdin).
+
+    ``returncode``, ``cmd`` and ``stderr`` (the last bytes it wrote there) say which and why.
+    """
+
+    def __init__(self, where: str, command: Command, returncode: int, stderr: bytes) -> None:
+        subprocess.CalledProcessError.__init__(self, returncode, command, None, stderr)
+        self.where = where
+
+    def __str__(self) -> str:
+        if self.returncode < 0:
+            try:
+                how = f"was killed by {signal.Signals(-self.returncode).name}"
+            except ValueError:
+                how = f"was killed by signal {-self.returncode}"
+        else:
+            how = f"exited with code {self.returncode}"
+        tail = self.stderr.decode("utf-8", "replace").strip() if self.stderr else ""
+        said = f"; its stderr ends with:\n{tail}" if tail else "; it wrote nothing to stderr"
+        return f"{self.where}: {_describe(self.cmd)} {how}{said}"
+
+
+def _describe(command: Command) -> str:
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+def _check_command(command: Command, where: str) -> None:
+    if isinstance(command, bytes) or not command:
+        raise TypeError(
+            f"{where}: command must be a non-empty list of arguments (or a shell string), "
+            f"got {command!r}"
+        )
+
+
+class _StderrTail:
+    """Reads a command's stderr to its end, keeping only the last ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.done = anyio.Event()
+
+    async def drain(self, stream: ByteReceiveStream | None) -> None:
+        try:
+            if stream is not None:
+                async for chunk in stream:
+                    self.data += chunk
+                    del self.data[: -self.limit]
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # closed on our side as the command is stopped: the tail so far is enough
+        finally:
+            self.done.set()
+
+
+async def _stop(process: Process, grace: float) -> None:
+    """End the command if it still runs (TERM, then KILL) and reap it, even if cancelled."""
+    with anyio.CancelScope(shield=True):
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                process.terminate()
+            with anyio.move_on_after(grace):
+                await process.wait()
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        await process.aclose()  # closes the pipes and waits: the child is reaped
+
+
+async def _open(command: Command, where: str, **options: Any) -> Process:
+    try:
+        return await anyio.open_process(command, **options)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            error.errno, f"{where}: cannot run {_describe(command)}: {error.strerror}"
+        ) from error
+
+
+@asynccontextmanager
+async def process_source(
+    command: Command,
+    *,
+    framing: FramingName = "lines",
+    codec: Codec | CodecName = "text",
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: DeadLetter = None,
+    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    read_size: int = DEFAULT_READ_SIZE,
+    stdin: Redirect = subprocess.DEVNULL,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    stderr_tail: int = 4096,
+    terminate_timeout: float = 5.0,
+) -> AsyncIterator[MessageStream]:
+    """Run ``command`` and read the records it writes to stdout, until it exits.
+
+    The iteration ends when the command closed its stdout and exited with code 0; with any
+    other code it raises :class:`ProcessFailedError` after the records before it. Leaving
+    the block earlier terminates the command (see the module docstring).
+
+    Args:
+        command: a list of arguments, or a string for the shell.
+        framing, codec, on_decode_error, dead_letter, max_line_length, max_frame_size,
+            read_size: as for :func:`rxflow.connectors.files.read_file` (``codec`` defaults
+            to ``"text"``).
+        stdin: what the command reads: nothing (default), a file object or a descriptor.
+        cwd, env: the command's working directory and environment.
+        stderr_tail: how many bytes of its stderr to keep for the error message.
+        terminate_timeout: seconds between ``SIGTERM`` and ``SIGKILL`` when stopping it.
+
+    Example:
+        ::
+
+            async with process_source(["journalctl", "-f", "-o", "json"],
+                                      codec="json") as entries:
+                async for entry in entries:
+                    print(entry.value["MESSAGE"])
+    """
+    where = f"process:{_describe(command)}"
+    _check_command(command, where)
+    decoder, framer = decoder_and_framer(
+        where,
+        codec=codec,
+        on_decode_error=on_decode_error,
+        dead_letter=dead_letter,
+        framing=framing,
+        max_line_length=max_line_length,
+        max_frame_size=max_frame_size,
+        read_size=read_size,
+    )
+    tail = _StderrTail(stderr_tail)
+    process = await _open(
+        command,
+        where,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+    )
+    assert process.stdout is not None
+
+    async def check_exit() -> None:
+        code = await process.wait()
+        await tail.done.wait()
+        if code != 0:
+            raise ProcessFailedError(where, command, code, bytes(tail.data))
+
+    messages = framed_messages(
+        receive_chunks(process.stdout, read_size),
+        framer,
+        decoder,
+        key=_describe(command),
+        at_end=check_exit,
+    )
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(tail.drain, process.stderr)
+        try:
+            yield MessageStream(messages, decoder)
+        finally:
+            await messages.aclose()
+            await _stop(process, terminate_timeout)  # which ends the stderr drain too
+
+
+class ProcessSink(FramedSink):
+    """Writes framed batches to a command's stdin; see :func:`process_sink`.
+
+    ``send_batch`` returns once the pipe accepted all the batch's bytes, and raises
+    :class:`ProcessFailedError` if the command exited (or closed its stdin) before reading
+    it. ``sent`` counts the records confirmed.
+    """
+
+    def __init__(
+        self,
+        stdin: anyio.abc.ByteSendStream,
+        frames: Callable[[Sequence[Any]], bytes],
+        batch_size: int,
+        failed: Callable[[], Awaitable[ProcessFailedError]],
+    ) -> None:
+        super().__init__(frames, batch_size)
+        self._stdin = stdin
+        self._failed = failed
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self._stdin.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as error:
+            raise await self._failed() from error
+
+
+@asynccontextmanager
+async def process_sink(
+    command: Command,
+    *,
+    framing: FramingName = "lines",
+    codec: Encoder | Literal["bytes", "text", "json"] = "text",
+    batch_size: int = 1000,
+    stdout: Redirect = None,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    stderr_tail: int = 4096,
+    terminate_timeout: float = 5.0,
+) -> AsyncIterator[ProcessSink]:
+    """Run ``command`` and write records to its stdin.
+
+    Leaving the block normally closes its stdin and waits for it to exit; a non-zero exit
+    code raises :class:`ProcessFailedError`. Leaving by an exception or a cancellation
+    terminates it. A :class:`~rxflow.connectors.Message` is written as its value.
+
+    Args:
+        command: a list of arguments, or a string for the shell.
+        framing: ``"lines"`` (default), ``"length"`` or ``"chunks"``.
+        codec: ``"text"`` (default), ``"bytes"``, ``"json"`` or a function value -> bytes.
+        batch_size: the batch size a flow should use.
+        stdout: where the command's stdout goes: this program's stdout (default), a file
+            object, a descriptor or ``subprocess.DEVNULL``.
+        cwd, env, stderr_tail, terminate_timeout: as for :func:`process_source`.
+
+    Example:
+        ::
+
+            async with process_sink(["gzip"], stdout=open("out.gz", "wb")) as sink:
+                await sink.send_batch(["one", "two"])
+    """
+    where = f"process:{_describe(command)}"
+    _check_command(command, where)
+    write = make_writer(framing, codec, where=where)
+    check_batch_size(batch_size, where=where)
+    tail = _StderrTail(stderr_tail)
+    process = await _open(
+        command,
+        where,
+        stdin=subprocess.PIPE,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+    )
+    assert process.stdin is not None
+
+    async def failure() -> ProcessFailedError:
+        # It stopped reading: say how it ended, if it did so promptly.
+        with anyio.move_on_after(terminate_timeout):
+            await process.wait()
+            await tail.done.wait()
+        code = process.returncode if process.returncode is not None else -signal.SIGPIPE
+        return ProcessFailedError(where, command, code, bytes(tail.data))
+
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(tail.drain, process.stderr)
+            yield ProcessSink(process.stdin, write, batch_size, failure)
+            await process.stdin.aclose()  # end of input: the command finishes its work
+            code = await process.wait()
+            await tail.done.wait()
+            if code != 0:
+                raise ProcessFailedError(where, command, code, bytes(tail.data))
+    finally:
+        await _stop(process, terminate_timeout)
+
+
+class _FdReceiveStream(ByteReceiveStream):
+    """Bytes from a file descriptor (a pipe, a terminal or a file) that cancellation can stop.
+
+    A pipe or terminal is read when the event loop says it is readable, so a cancelled read
+    ends at once; a worker thread blocked in ``read()`` could not be stopped. A regular file
+    (``< file``) cannot be waited on and never blocks for long, so it is read in a thread.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._regular = stat.S_ISREG(os.fstat(fd).st_mode)
+
+    async def receive(self, max_bytes: int = DEFAULT_READ_SIZE) -> bytes:
+        if self._regular:
+            data = await anyio.to_thread.run_sync(os.read, self._fd, max_bytes)
+        else:
+            while True:
+                await anyio.wait_readable(self._fd)
+                try:
+                    data = os.read(self._fd, max_bytes)
+                except BlockingIOError:
+                    continue  # someone else read it first
+                break
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    async def aclose(self) -> None:
+        pass  # the descriptor belongs to the program, not to the source
+
+
+@asynccontextmanager
+async def stdin_source(
+    *,
+    framing: FramingName = "lines",
+    codec: Codec | CodecName = "text",
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: DeadLetter = None,
+    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    read_size: int = DEFAULT_READ_SIZE,
+    fd: int = 0,
+) -> AsyncIterator[MessageStream]:
+    """Read this program's stdin (or descriptor ``fd``) as records, until it ends.
+
+    Reading is cancellable on pipes and terminals (Unix). The descriptor is left open.
+    Arguments as for :func:`process_source`.
+
+    Example:
+        Upper-case every line, as a shell filter (``... | python upper.py | ...``)::
+
+            async with stdin_source() as lines, stdout_sink() as out:
+                async for line in lines:
+                    await out.send(line.value.upper())
+    """
+    where = "stdin" if fd == 0 else f"fd:{fd}"
+    decoder, framer = decoder_and_framer(
+        where,
+        codec=codec,
+        on_decode_error=on_decode_error,
+        dead_letter=dead_letter,
+        framing=framing,
+        max_line_length=max_line_length,
+        max_frame_size=max_frame_size,
+        read_size=read_size,
+    )
+    stream = _FdReceiveStream(fd)
+    messages = framed_messages(receive_chunks(stream, read_size), framer, decoder, key=where)
+    try:
+        yield MessageStream(messages, decoder)
+    finally:
+        await messages.aclose()
+
+
+class StdoutSink(FramedSink):
+    """Writes framed batches to this program's stdout; see :func:`stdout_sink`.
+
+    ``send_batch`` returns once all the batch's bytes were written to the descriptor.
+    """
+
+    def __init__(self, fd: int, frames: Callable[[Sequence[Any]], bytes], batch_size: int) -> None:
+        super().__init__(frames, batch_size)
+        self._fd = fd
+
+    async def _write(self, data: bytes) -> None:
+        await anyio.to_thread.run_sync(self._write_now, data)
+
+    def _write_now(self, data: bytes) -> None:
+        if self._fd == 1:
+            sys.stdout.flush()  # what print() buffered comes first
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+
+@asynccontextmanager
+async def stdout_sink(
+    *,
+    framing: FramingName = "lines",
+    codec: Encoder | Literal["bytes", "text", "json"] = "text",
+    batch_size: int = 1000,
+    fd: int = 1,
+) -> AsyncIterator[StdoutSink]:
+    """Write records to this program's stdout (or descriptor ``fd``).
+
+    Each batch is written in a worker thread (a blocking write to a slow pipe must not stop
+    the event loop); a cancellation waits for the write in progress. The descriptor is left
+    open. Arguments as for :func:`process_sink`.
+
+    Example:
+        ::
+
+            async with stdout_sink(codec="json") as out:
+                await out.send({"n": 1})
+    """
+    where = "stdout" if fd == 1 else f"fd:{fd}"
+    write = make_writer(framing, codec, where=where)
+    check_batch_size(batch_size, where=where)
+    yield StdoutSink(fd, write, batch_size)

@@ -1,0 +1,401 @@
+"""TCP and UDP sockets as sources and sinks.
+
+Backpressure. The TCP sources read a socket only when the consumer asks for more: what is
+not read stays in the kernel's socket buffers, which fill, and TCP flow control then stops
+the sender. rxflow itself holds at most one read (``read_size`` bytes) per connection.
+UDP cannot be paused: datagrams that arrive while the consumer is slow queue in the
+kernel's receive buffer (``SO_RCVBUF``) and the kernel drops those that do not fit. rxflow
+adds no buffer of its own, so the bound is the kernel's, and so are the drops (Linux counts
+them in ``/proc/net/udp``).
+
+Delivery. A socket cannot take acknowledgements: messages carry the no-op settlement, and
+what was read but not processed when the program stops is lost (**at-most-once**). Make the
+protocol above carry acknowledgements if you need more. :func:`tcp_sink` confirms a batch
+once the kernel accepted its bytes, not once the peer processed them.
+
+Example:
+    >>> import anyio
+    >>> from rxflow.connectors.sockets import tcp_server_source, tcp_sink
+    >>> async def main():
+    ...     async with tcp_server_source("127.0.0.1", 0, codec="text") as server:
+    ...         async with tcp_sink("127.0.0.1", server.port, codec="text") as sink:
+    ...             await sink.send_batch(["hello", "world"])
+    ...         messages = aiter(server)
+    ...         return [(await anext(messages)).value for _ in range(2)]
+    >>> anyio.run(main)
+    ['hello', 'world']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import anyio
+from anyio.abc import ByteStream, SocketAttribute, SocketStream
+
+from rxflow.connectors._framing import (
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_LINE_LENGTH,
+    DEFAULT_READ_SIZE,
+    Encoder,
+    Frame,
+    FramedSink,
+    MessageStream,
+    check_batch_size,
+    decode_frame,
+    decoder_and_framer,
+    framed_messages,
+    make_framer,
+    make_writer,
+)
+from rxflow.connectors._message import Message, Settlement
+from rxflow.connectors.codecs import (
+    SKIPPED,
+    Codec,
+    CodecName,
+    DecodeFailure,
+    DecodePolicy,
+    Decoder,
+)
+from rxflow.errors import ServiceUnavailableError
+
+FramingName = Literal["lines", "length", "chunks"]
+DeadLetter = Callable[[DecodeFailure], Any] | None
+# What a lost connection looks like: a reset, a broken pipe, or anyio's wrapper of them.
+CONNECTION_LOST = (anyio.BrokenResourceError, ConnectionError, OSError)
+
+
+def _address(address: Any) -> str:
+    """``host:port`` (IPv6 hosts in brackets) from a socket address tuple."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+async def _connect(host: str, port: int, where: str) -> SocketStream:
+    try:
+        return await anyio.connect_tcp(host, port)
+    except OSError as error:
+        raise ServiceUnavailableError(
+            f"{where}: could not connect to {host}:{port} ({error}); is the server running "
+            "and listening there?"
+        ) from error
+
+
+async def _received(
+    stream: ByteStream, read_size: int, where: str, counts: list[int]
+) -> AsyncIterator[bytes]:
+    """The chunks a connection receives; a reset becomes an error that says so."""
+    while True:
+        try:
+            chunk = await stream.receive(read_size)
+        except anyio.EndOfStream:
+            return
+        except CONNECTION_LOST as error:
+            raise ServiceUnavailableError(
+                f"{where}: the connection was lost mid-stream ({error!r}) after "
+                f"{counts[0]} bytes; the records received before it were delivered, a partial "
+                "record was dropped"
+            ) from error
+        counts[0] += len(chunk)
+        yield chunk
+
+
+@asynccontextmanager
+async def tcp_source(
+    host: str,
+    port: int,
+    *,
+    framing: FramingName = "lines",
+    codec: Codec | CodecName = "bytes",
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: DeadLetter = None,
+    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    read_size: int = DEFAULT_READ_SIZE,
+) -> AsyncIterator[MessageStream]:
+    """Connect to ``host:port`` and read framed records until the server closes.
+
+    Each message's key is ``"host:port"`` and its timestamp the time its bytes arrived. A
+    connection that fails raises :class:`~rxflow.errors.ServiceUnavailableError`, at
+    connect time or mid-stream (a reset), after the records received before it.
+
+    Args:
+        framing: ``"lines"`` (default), ``"length"`` (4-byte big-endian length prefixes) or
+            ``"chunks"`` (each read as it came).
+        codec: ``"bytes"`` (default), ``"text"``, ``"json"`` or a function bytes -> value.
+        on_decode_error, dead_letter: the decode policy; an over-long line or frame, or a
+            frame cut short by the end of the stream, is a decode failure too.
+        max_line_length, max_frame_size: the largest record accepted (bounds memory).
+        read_size: bytes per read; also the most rxflow buffers for the connection.
+
+    Example:
+        ::
+
+            async with tcp_source("127.0.0.1", 9000, codec="json") as records:
+                async for record in records:
+                    print(record.value)
+    """
+    where = f"tcp:{host}:{port}"
+    decoder, framer = decoder_and_framer(
+        where,
+        codec=codec,
+        on_decode_error=on_decode_error,
+        dead_letter=dead_letter,
+        framing=framing,
+        max_line_length=max_line_length,
+        max_frame_size=max_frame_size,
+        read_size=read_size,
+    )
+    stream = await _connect(host, port, where)
+    async with stream:
+        chunks = _received(stream, read_size, where, [0])
+        messages = framed_messages(chunks, framer, decoder, key=f"{host}:{port}", stamp=True)
+        try:
+            yield MessageStream(messages, decoder)
+        finally:
+            await messages.aclose()
+
+
+class TcpServerSource:
+    """The records of every client of a listening socket; see :func:`tcp_server_source`."""
+
+    def __init__(
+        self,
+        batches: anyio.abc.ObjectReceiveStream[tuple[str, float, list[Frame]]],
+        decoder: Decoder,
+        address: tuple[str, int],
+    ) -> None:
+        self._batches = batches
+        self.decoder = decoder
+        self.host, self.port = address
+        self.connections = 0  # clients accepted so far
+        self.lost = 0  # clients whose connection broke (reset) rather than closed
+
+    def __aiter__(self) -> AsyncGenerator[Message[Any], None]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncGenerator[Message[Any], None]:
+        source = self.decoder.source
+        async for peer, timestamp, frames in self._batches:
+            headers = {"peer": peer}  # shared by the messages of one read
+            for data, _ in frames:
+                value = await decode_frame(self.decoder, data, peer)
+                if value is not SKIPPED:
+                    yield Message(value, peer, headers, timestamp, source, Settlement())
+
+
+@asynccontextmanager
+async def tcp_server_source(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    framing: FramingName = "lines",
+    codec: Codec | CodecName = "bytes",
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: DeadLetter = None,
+    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    read_size: int = DEFAULT_READ_SIZE,
+) -> AsyncIterator[TcpServerSource]:
+    """Listen on ``host:port`` and merge the framed records of every client that connects.
+
+    Each connection is read by its own task, one read at a time, handed to the consumer
+    before the next read: a slow consumer leaves the bytes in each client's socket, and TCP
+    flow control slows every client down. A message's key (and ``peer`` header) is the
+    client's ``"host:port"``. A client that disconnects, even by a reset, ends only its own
+    records (``source.lost`` counts resets; a partial last record of a reset client is
+    dropped). ``port=0`` picks a free port: read it from ``source.port``.
+
+    Args:
+        framing, codec, on_decode_error, dead_letter, max_line_length, max_frame_size,
+            read_size: as for :func:`tcp_source`.
+
+    Example:
+        ::
+
+            async with tcp_server_source("0.0.0.0", 9000, codec="text") as lines:
+                async for line in lines:
+                    print(line.key, line.value)
+    """
+    where = f"tcp-server:{host}:{port}"
+    options: dict[str, Any] = {
+        "framing": framing,
+        "max_line_length": max_line_length,
+        "max_frame_size": max_frame_size,
+        "read_size": read_size,
+    }
+    decoder, _ = decoder_and_framer(
+        where, codec=codec, on_decode_error=on_decode_error, dead_letter=dead_letter, **options
+    )
+    try:
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    except OSError as error:
+        raise OSError(
+            error.errno, f"{where}: could not listen on {host}:{port}: {error.strerror}"
+        ) from error
+    # A rendezvous: a connection's next read waits until the consumer took its last one.
+    send, receive = anyio.create_memory_object_stream[tuple[str, float, list[Frame]]](0)
+    server = TcpServerSource(receive, decoder, (host, listener.extra(SocketAttribute.local_port)))
+
+    async def serve(stream: SocketStream) -> None:
+        peer = _address(stream.extra(SocketAttribute.remote_address))
+        framer = make_framer(where=where, **options)  # each connection its own
+        server.connections += 1
+        async with stream:
+            while True:
+                try:
+                    chunk: bytes | None = await stream.receive(read_size)
+                except anyio.EndOfStream:
+                    chunk = None
+                except CONNECTION_LOST:
+                    server.lost += 1  # this client is gone; the others go on
+                    return
+                frames = framer.feed(chunk) if chunk is not None else framer.finish()
+                if frames:
+                    try:
+                        await send.send((peer, time.time(), frames))
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        return  # the consumer is gone
+                if chunk is None:
+                    return
+
+    async with listener, receive, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, serve, tasks)
+        try:
+            yield server
+        finally:
+            tasks.cancel_scope.cancel()
+
+
+class UdpSource:
+    """Datagrams received on a UDP socket; see :func:`udp_source`."""
+
+    def __init__(self, udp: anyio.abc.UDPSocket, decoder: Decoder) -> None:
+        self._udp = udp
+        self.decoder = decoder
+        self.port = udp.extra(SocketAttribute.local_port)
+
+    def __aiter__(self) -> AsyncGenerator[Message[Any], None]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncGenerator[Message[Any], None]:
+        decode = self.decoder.decode
+        source = self.decoder.source
+        while True:
+            data, address = await self._udp.receive()
+            sender = _address(address)
+            value = await decode(data, key=sender)
+            if value is not SKIPPED:
+                yield Message(value, sender, {"peer": sender}, time.time(), source, Settlement())
+
+
+@asynccontextmanager
+async def udp_source(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    codec: Codec | CodecName = "bytes",
+    on_decode_error: DecodePolicy = "raise",
+    dead_letter: DeadLetter = None,
+    receive_buffer: int | None = None,
+) -> AsyncIterator[UdpSource]:
+    """Receive datagrams on ``host:port``: one datagram, one record; never ends by itself.
+
+    UDP cannot be paused. Datagrams wait in the kernel's receive buffer until the consumer
+    asks for the next one, and the kernel drops what does not fit: the bound is the
+    kernel's, rxflow buffers nothing. ``receive_buffer`` sets ``SO_RCVBUF`` (bytes; the
+    kernel caps it at ``net.core.rmem_max``) to absorb longer bursts. A message's key is the
+    sender's ``"host:port"``. ``port=0`` picks a free port: read it from ``source.port``.
+
+    Example:
+        ::
+
+            async with udp_source("0.0.0.0", 8125, codec="text") as datagrams:
+                async for datagram in datagrams:
+                    print(datagram.key, datagram.value)
+    """
+    where = f"udp:{host}:{port}"
+    decoder = Decoder(codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=where)
+    if receive_buffer is not None and (not isinstance(receive_buffer, int) or receive_buffer < 1):
+        raise ValueError(f"{where}: receive_buffer must be a positive number of bytes")
+    try:
+        udp = await anyio.create_udp_socket(local_host=host, local_port=port)
+    except OSError as error:
+        raise OSError(
+            error.errno, f"{where}: could not bind {host}:{port}: {error.strerror}"
+        ) from error
+    async with udp:
+        if receive_buffer is not None:
+            raw = udp.extra(SocketAttribute.raw_socket)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        yield UdpSource(udp, decoder)
+
+
+class TcpSink(FramedSink):
+    """Writes framed batches to a TCP connection; see :func:`tcp_sink`.
+
+    ``send_batch`` returns once the kernel accepted all the batch's bytes, and raises
+    :class:`~rxflow.errors.ServiceUnavailableError` if the connection was lost (the batch
+    may then be partly delivered). ``sent`` counts the records confirmed.
+    """
+
+    def __init__(
+        self,
+        stream: SocketStream,
+        frames: Callable[[Sequence[Any]], bytes],
+        batch_size: int,
+        where: str,
+    ) -> None:
+        super().__init__(frames, batch_size)
+        self._stream = stream
+        self._where = where
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self._stream.send(data)
+        except CONNECTION_LOST as error:
+            raise ServiceUnavailableError(
+                f"{self._where}: the connection was lost ({error!r}) after {self.sent} "
+                "records were sent; this batch may be partly delivered"
+            ) from error
+
+
+@asynccontextmanager
+async def tcp_sink(
+    host: str,
+    port: int,
+    *,
+    framing: FramingName = "lines",
+    codec: Encoder | Literal["bytes", "text", "json"] = "bytes",
+    batch_size: int = 1000,
+) -> AsyncIterator[TcpSink]:
+    """Connect to ``host:port`` and send framed records.
+
+    A :class:`~rxflow.connectors.Message` is sent as its value. A slow peer makes
+    ``send_batch`` wait (TCP flow control). Leaving the block sends end-of-stream and closes.
+
+    Args:
+        framing: ``"lines"`` (a record containing a newline is refused), ``"length"`` (4-byte
+            big-endian length prefix) or ``"chunks"`` (as is).
+        codec: ``"bytes"`` (default), ``"text"``, ``"json"`` or a function value -> bytes.
+        batch_size: the batch size a flow should use.
+
+    Example:
+        ::
+
+            async with tcp_sink("127.0.0.1", 9000, codec="json") as sink:
+                await sink.send_batch([{"n": 1}, {"n": 2}])
+    """
+    where = f"tcp:{host}:{port}"
+    write = make_writer(framing, codec, where=where)
+    check_batch_size(batch_size, where=where)
+    stream = await _connect(host, port, where)
+    async with stream:
+        yield TcpSink(stream, write, batch_size, where)
+        with contextlib.suppress(*CONNECTION_LOST):  # a peer that is gone needs no end-of-stream
+            await stream.send_eof()
