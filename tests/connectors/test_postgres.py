@@ -12,7 +12,9 @@ from typing import Any
 import anyio
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import pytest
+from reactivex import operators as ops
 
+from rxflow import Flow
 from rxflow.connectors import Message
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors.codecs import DecodeFailure
@@ -575,3 +577,31 @@ async def test_table_source_arguments_and_missing_columns(dsn: str, outbox: str)
     with pytest.raises(asyncpg.UndefinedColumnError):
         async with postgres_table_source(dsn, outbox, id_column="seq"):
             pass
+
+
+async def test_a_flow_moves_an_outbox_into_a_table_and_deletes_what_was_written(
+    dsn: str, admin: Admin, outbox: str, table: str
+) -> None:
+    await add(admin, outbox, *(f'{{"sensor": "s{n}", "value": {n}}}' for n in range(50)))
+    async with (
+        postgres_table_source(
+            dsn, outbox, id_column="id", value_column="payload", codec="json", batch_size=8
+        ) as source,
+        postgres_sink(dsn, table, COLUMNS, batch_size=16) as sink,
+        anyio.create_task_group() as tg,
+    ):
+        flow = (
+            Flow("outbox_to_readings")
+            .source(source)
+            .pipe(ops.map(lambda m: (int(m.key), m.value["sensor"], m.value["value"])))
+            .sink(sink)
+        )
+        handle = flow.start(tg)
+        with anyio.fail_after(10):
+            while True:  # until every message was written, then acknowledged
+                if handle.acknowledged == 50:
+                    break
+                await anyio.sleep(0.01)
+        handle.stop()
+    assert len(await rows_of(admin, table)) == 50
+    assert await left_in(admin, outbox) == []
