@@ -123,23 +123,109 @@ def _check_name(where: str, name: str, value: object) -> None:
 # -- source -----------------------------------------------------------------------------
 
 
+SettleVerb = Literal["ack", "nak", "term"]
+
+
+async def _settle_all(settlements: Sequence[tuple[Any, SettleVerb]]) -> None:
+    for msg, verb in settlements:
+        await getattr(msg, verb)()
+
+
+class _Settler:
+    """How a source's acks and nacks reach the client.
+
+    Under asyncio, ``msg.ack()`` is awaited at once: it only appends to the connection's
+    buffer. Under trio, a call to the client's thread and back costs more than everything
+    else on a message's way, so unconfirmed settlements are queued instead, and one task
+    (:meth:`run`) hands every queued one over per call while the consumer goes on. A
+    settlement waits at most one such call; the queue is handed over before the connection
+    closes, even when the source is cancelled.
+    """
+
+    def __init__(self, host: AsyncioHost, *, confirm_acks: bool, name: str) -> None:
+        self._host = host
+        self._confirm_acks = confirm_acks
+        self._name = name
+        self.queued = host.hosted
+        self._queue: list[tuple[Any, SettleVerb]] = []
+        self._wake = anyio.Event()
+        self._closing = False
+        self._failure: Exception | None = None
+
+    async def settle(self, msg: Any, verb: SettleVerb) -> None:
+        if self._closing:
+            raise ServiceUnavailableError(
+                f"{self._name}: the source is closed; settle its messages inside its block "
+                "(JetStream delivers this one again after ack_wait)"
+            )
+        self.check()
+        confirm = verb == "ack" and self._confirm_acks
+        if self.queued and not confirm:
+            self._queue.append((msg, verb))
+            self._wake.set()
+            return
+        try:
+            # ack_sync waits for the server's reply; the others only reach the connection.
+            await self._host.call(msg.ack_sync if confirm else getattr(msg, verb))
+        except nats.errors.ConnectionClosedError as error:
+            raise ServiceUnavailableError(
+                f"{self._name}: the connection to nats is closed; JetStream delivers the "
+                "message again after ack_wait"
+            ) from error
+
+    def check(self) -> None:
+        """Raise what went wrong handing queued settlements over, if anything did."""
+        if self._failure is not None:
+            raise ServiceUnavailableError(
+                f"{self._name}: acknowledgements could not be sent ({self._failure!r}); "
+                "the unacknowledged messages will be delivered again"
+            ) from self._failure
+
+    async def run(self) -> None:
+        """Hand queued settlements over until :meth:`close` (under trio only)."""
+        try:
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        return
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                    continue
+                await self._hand_over()
+        finally:
+            await self._hand_over()  # what was queued when cancelled
+
+    def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+
+    async def _hand_over(self) -> None:
+        queue, self._queue = self._queue, []
+        if not queue or self._failure is not None:
+            return
+        try:
+            # Shielded: a cancelled source still acks what its consumer acked.
+            with anyio.CancelScope(shield=True):
+                await self._host.call(_settle_all, queue)
+        except Exception as error:  # reported by the next settlement or fetch
+            self._failure = error
+
+
 class _JetStreamAck(Settlement):
     """``msg.ack()`` of one message; a nack is ``nak`` (deliver again now) or ``term``."""
 
-    __slots__ = ("_confirm", "_host", "_msg")
+    __slots__ = ("_msg", "_settler")
 
-    def __init__(self, host: AsyncioHost, msg: Any, confirm: bool) -> None:
+    def __init__(self, settler: _Settler, msg: Any) -> None:
         super().__init__()
-        self._host = host
+        self._settler = settler
         self._msg = msg
-        self._confirm = confirm
 
     async def _ack(self) -> None:
-        # msg.ack() only hands the ack to the connection; ack_sync() waits for the server.
-        await self._host.call(self._msg.ack_sync if self._confirm else self._msg.ack)
+        await self._settler.settle(self._msg, "ack")
 
     async def _nack(self, requeue: bool) -> None:
-        await self._host.call(self._msg.nak if requeue else self._msg.term)
+        await self._settler.settle(self._msg, "nak" if requeue else "term")
 
 
 async def _ensure_stream(js: Any, stream: str, subject: str, create: bool) -> None:
@@ -195,7 +281,7 @@ class JetStreamSource:
         decoder: Decoder,
         batch: int,
         fetch_timeout: float,
-        confirm_acks: bool,
+        settler: _Settler,
     ) -> None:
         self.host = host
         self.connection = connection
@@ -204,7 +290,7 @@ class JetStreamSource:
         self.name = decoder.source
         self._batch = batch
         self._fetch_timeout = fetch_timeout
-        self._confirm_acks = confirm_acks
+        self._settler = settler
         self.fetches = 0
         # What the last fetch returned and the consumer has not taken yet (at most a batch):
         # kept here, not in an iterator, so that a loop that breaks and starts again
@@ -230,7 +316,7 @@ class JetStreamSource:
             msg = self._fetched.popleft()
             value = await self.decoder.decode(msg.data, key=msg.subject)
             if value is SKIPPED:
-                await self.host.call(msg.ack)  # set aside by the policy: handled
+                await self._settler.settle(msg, "ack")  # set aside by the policy: handled
                 continue
             return Message(
                 value,
@@ -238,7 +324,7 @@ class JetStreamSource:
                 dict(msg.headers or {}),
                 msg.metadata.timestamp.timestamp(),
                 self.name,
-                _JetStreamAck(self.host, msg, self._confirm_acks),
+                _JetStreamAck(self._settler, msg),
             )
 
     async def _fetch(self) -> list[Any]:
@@ -248,6 +334,7 @@ class JetStreamSource:
         JetStream delivers them again after ``ack_wait``.
         """
         while True:
+            self._settler.check()
             try:
                 messages: list[Any] = await self.host.call(
                     self._subscription.fetch, self._batch, self._fetch_timeout
@@ -347,6 +434,7 @@ async def jetstream_source(
         _connected(host, url, connect_timeout, connect_options) as client,
     ):
         subscription = await host.call(_subscribe, client, stream, subject, durable, config, create)
+        settler = _Settler(host, confirm_acks=confirm_acks, name=decoder.source)
         source = JetStreamSource(
             host=host,
             connection=client,
@@ -354,13 +442,25 @@ async def jetstream_source(
             decoder=decoder,
             batch=batch,
             fetch_timeout=fetch_timeout,
-            confirm_acks=confirm_acks,
+            settler=settler,
         )
+        body_error: Exception | None = None
         try:
-            yield source
+            async with anyio.create_task_group() as task_group:
+                if settler.queued:
+                    task_group.start_soon(settler.run)
+                try:
+                    yield source
+                except Exception as error:
+                    # Raised below, outside the task group, as itself (not in a group).
+                    body_error = error
+                finally:
+                    settler.close()
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
                 await host.call(subscription.unsubscribe)
+        if body_error is not None:
+            raise body_error
 
 
 # -- sink -------------------------------------------------------------------------------
