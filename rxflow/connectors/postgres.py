@@ -150,6 +150,14 @@ class PostgresListenSource:
         dropped: notifications the overflow policy dropped.
         decoder: its :class:`~rxflow.connectors.codecs.Decoder`, with the counts of skipped
             and dead-lettered payloads.
+
+    Example:
+        ::
+
+            async with postgres_listen_source(dsn, "prices", overflow="latest") as prices:
+                async for message in prices:
+                    show(message.value)
+                print(prices.received, prices.dropped)
     """
 
     def __init__(
@@ -299,6 +307,10 @@ async def postgres_listen_source(
     :class:`~rxflow.errors.SourceOverflowError`; ``"drop_oldest"``, ``"drop_newest"`` and
     ``"latest"`` (keep only the newest) drop notifications, counted in ``source.dropped``.
 
+    PostgreSQL itself folds identical notifications (same channel and payload) sent in one
+    transaction into one, and limits a payload to 8000 bytes: send an id and read the rest
+    from a table for anything bigger.
+
     If the server closes the listening connection (a restart, ``pg_terminate_backend``),
     the source delivers what it had buffered and then raises
     :class:`~rxflow.errors.ServiceUnavailableError`. It does not reconnect on its own: the
@@ -386,6 +398,13 @@ class PostgresSink:
     Attributes:
         batch_size: the batch size a :class:`rxflow.Flow` should use for this sink.
         rows_written: rows committed so far.
+
+    Example:
+        ::
+
+            async with postgres_sink(dsn, "readings", ["sensor", "value"]) as readings:
+                await readings.send(("a", 1.5))
+                flow.sink(readings)  # or let a Flow hand it batches of readings.batch_size
     """
 
     def __init__(
@@ -642,6 +661,14 @@ class PostgresTableSource:
         queries: reads of the table so far, including those that found nothing.
         deleted: rows deleted by acks so far.
         decoder: its :class:`~rxflow.connectors.codecs.Decoder` (with ``value_column``).
+
+    Example:
+        ::
+
+            async with postgres_table_source(dsn, "outbox", id_column="id") as outbox:
+                async for message in outbox:
+                    await handle(message.value)  # the row, as a dict
+                    await message.ack()
     """
 
     def __init__(
