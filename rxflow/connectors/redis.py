@@ -22,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import deque
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterator,
     Awaitable,
     Callable,
@@ -156,6 +156,9 @@ class RedisStreamSource:
             ``skipped``, ``dead_lettered``).
         name: ``"redis:<stream>"``, the messages' ``source``.
 
+    It is its own iterator: a second ``async for`` goes on where the first stopped. It holds
+    at most one read's worth (``batch``) of entries that it has not handed out yet.
+
     Example:
         With a Redis server running::
 
@@ -195,45 +198,36 @@ class RedisStreamSource:
         # Entries yielded and not settled yet: a re-read of the pending list after a lost
         # connection, or a claim, must not deliver them a second time while they are in hand.
         self._in_hand: set[EntryId] = set()
-        self._nacked = False  # an entry was nacked: re-read the pending list to redeliver it
         self._closed = False
+        # What was read and not handed out yet: at most one read's worth (`batch`).
+        self._entries: deque[Entry] = deque()
+        # Our own pending entries are read first (those of a previous run that were never
+        # acked), from this id on; None once they are all re-read and new entries come next.
+        self._pending_after: bytes | None = b"0"
+        self._nacked = False  # an entry was nacked: re-read the pending list to redeliver it
+        self._claim_cursor = b"0-0"
+        self._next_claim = 0.0  # claim at once: a dead consumer's entries may be waiting
 
-    async def __aiter__(self) -> AsyncGenerator[Message[Any], None]:
-        # Each iteration starts with a re-read of the pending list, so entries an abandoned
-        # iteration had read but not yielded yet come in the next one.
-        async with contextlib.aclosing(self._entries()) as entries:
-            async for entry_id, fields in entries:
-                message = await self._message(entry_id, fields)
-                if message is not None:
-                    yield message
+    def __aiter__(self) -> RedisStreamSource:
+        return self
 
-    async def _entries(self) -> AsyncGenerator[Entry, None]:
-        """Raw entries, one read (or claim) of at most ``batch`` at a time, when asked."""
-        # Our own pending entries first (those of a previous run that were never acked),
-        # from this id on; None once they are all re-read and new entries come next.
-        pending_after: bytes | None = b"0"
-        claim_cursor = b"0-0"
-        next_claim = 0.0  # claim at once: a dead consumer's entries may be waiting already
+    async def __anext__(self) -> Message[Any]:
+        while True:
+            if self._closed:  # what is left unread stays pending, for the next run
+                raise StopAsyncIteration
+            if not self._entries:
+                self._entries.extend(await self._fetch())
+                continue
+            message = await self._message(*self._entries.popleft())
+            if message is not None:
+                return message
+
+    async def _fetch(self) -> list[Entry]:
+        """One read (or claim) of at most ``batch`` entries, reconnecting if need be."""
         failures = 0
         while True:
-            if self._closed:
-                return
-            if self._nacked:
-                self._nacked, pending_after = False, b"0"
             try:
-                if pending_after is not None:
-                    entries = await self._read(pending_after, block_ms=None)
-                    pending_after = entries[-1][0] if entries else None
-                elif self._claim_idle_ms is not None and time.monotonic() >= next_claim:
-                    claim_cursor, entries = await self._claim(claim_cursor)
-                    if claim_cursor == b"0-0":  # scanned the whole pending list: rest a while
-                        next_claim = time.monotonic() + self._claim_idle_ms / 2000
-                else:
-                    block_ms = self._block_ms
-                    if self._claim_idle_ms is not None:  # wake up in time for the next claim
-                        wait_ms = math.ceil((next_claim - time.monotonic()) * 1000)
-                        block_ms = max(1, min(block_ms, wait_ms))
-                    entries = await self._read(b">", block_ms=block_ms)
+                return await self._read_or_claim()
             except CONNECTION_ERRORS as error:
                 failures += 1
                 if failures > len(RECONNECT_BACKOFF_S):
@@ -243,13 +237,30 @@ class RedisStreamSource:
                         f"{sum(RECONNECT_BACKOFF_S):.0f} s ({error})"
                     ) from error
                 await anyio.sleep(RECONNECT_BACKOFF_S[failures - 1])
-                # The reply lost with the connection may have handed entries to this
-                # consumer: they are pending on it now, so re-read the pending list.
-                pending_after = b"0"
-                continue
-            failures = 0
-            for entry in entries:
-                yield entry
+
+    async def _read_or_claim(self) -> list[Entry]:
+        if self._nacked:
+            self._nacked, self._pending_after = False, b"0"
+        try:
+            if self._pending_after is not None:
+                entries = await self._read(self._pending_after, block_ms=None)
+                self._pending_after = entries[-1][0] if entries else None
+                return entries
+            if self._claim_idle_ms is not None and time.monotonic() >= self._next_claim:
+                self._claim_cursor, entries = await self._claim(self._claim_cursor)
+                if self._claim_cursor == b"0-0":  # scanned the whole pending list: rest
+                    self._next_claim = time.monotonic() + self._claim_idle_ms / 2000
+                return entries
+            block_ms = self._block_ms
+            if self._claim_idle_ms is not None:  # wake up in time for the next claim
+                wait_ms = math.ceil((self._next_claim - time.monotonic()) * 1000)
+                block_ms = max(1, min(block_ms, wait_ms))
+            return await self._read(b">", block_ms=block_ms)
+        except BaseException:
+            # A reply lost with the connection, or to a cancellation, may have handed
+            # entries to this consumer: they are pending on it now, so re-read that list.
+            self._pending_after = b"0"
+            raise
 
     async def _read(self, after: bytes, *, block_ms: int | None) -> list[Entry]:
         reply = await self._host.call(

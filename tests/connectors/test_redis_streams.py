@@ -7,7 +7,6 @@ each call is one short round trip to a local server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 import time
@@ -280,29 +279,34 @@ async def test_dead_letter_gets_the_record_then_it_is_acked(rd: Redis) -> None:
     assert rd.pending() == 0
 
 
-async def test_dropped_connection_loses_no_entry(rd: Redis) -> None:
+@pytest.mark.parametrize("fault", ["connection dropped", "read cancelled"])
+async def test_a_read_whose_reply_is_lost_loses_no_entry(rd: Redis, fault: str) -> None:
     ids = rd.add(b"0", b"1", b"2")
     async with source(rd, batch=3, block_ms=60_000) as numbers:
-        messages = aiter(numbers)
-        received = await take(messages, 3)
+        received = await take(numbers, 3)
         for message in received:
             await message.ack()
         async with anyio.create_task_group() as tg:
 
             async def read_on() -> None:
-                received.extend(await take(messages, 4))
+                received.extend(await take(numbers, 4))
 
             tg.start_soon(read_on)
             await wait_until_blocked(rd)
             # Hand two new entries to the source's consumer without telling it, as if the
-            # reply carrying them had been lost with the connection; then drop the connection.
+            # reply carrying them had been lost; then drop the connection, or cancel the read.
             with rd.client.pipeline(transaction=True) as multi:
                 multi.xadd(rd.stream, {"data": b"3"}).xadd(rd.stream, {"data": b"4"})
                 multi.xreadgroup(GROUP, "c1", {rd.stream: ">"}, count=2)
                 ids += [entry_id.decode() for entry_id in multi.execute()[:2]]
-            for connection in rd.connections():
-                rd.client.client_kill_filter(_id=connection["id"])
+            if fault == "connection dropped":
+                for connection in rd.connections():
+                    rd.client.client_kill_filter(_id=connection["id"])
+            else:
+                tg.cancel_scope.cancel()
             ids += rd.add(b"5", b"6")
+        if fault == "read cancelled":
+            received.extend(await take(numbers, 4))
         assert [m.key for m in received] == ids
         for message in received:
             await message.ack()
@@ -316,11 +320,10 @@ async def test_cancellation_leaves_no_task_thread_or_connection(rd: Redis, where
     held = anyio.Event()
 
     async def consume(messages: RedisStreamSource) -> None:
-        async with contextlib.aclosing(aiter(messages)) as iterator:
-            async for _ in iterator:
-                if where == "holding a message":
-                    held.set()
-                    await anyio.sleep_forever()
+        async for _ in messages:
+            if where == "holding a message":
+                held.set()
+                await anyio.sleep_forever()
 
     async with source(rd, block_ms=60_000) as numbers:
         assert len(rd.connections()) == 2
