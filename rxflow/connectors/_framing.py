@@ -598,7 +598,7 @@ class MessageStream:
     decode policy did.
     """
 
-    def __init__(self, messages: AsyncGenerator[Message[Any], None], decoder: Decoder) -> None:
+    def __init__(self, messages: AsyncGenerator[Message[Any]], decoder: Decoder) -> None:
         self._messages = messages
         self.decoder = decoder
 

@@ -161,32 +161,33 @@ async def tcp_source(
             await messages.aclose()
 
 
-class TcpServerSource:
-    """The records of every client of a listening socket; see :func:`tcp_server_source`."""
+Batches = anyio.abc.ObjectReceiveStream[tuple[str, float, list[Frame]]]
 
-    def __init__(
-        self,
-        batches: anyio.abc.ObjectReceiveStream[tuple[str, float, list[Frame]]],
-        decoder: Decoder,
-        address: tuple[str, int],
-    ) -> None:
-        self._batches = batches
-        self.decoder = decoder
-        self.host, self.port = address
-        self.connections = 0  # clients accepted so far
-        self.lost = 0  # clients whose connection broke (reset) rather than closed
 
-    def __aiter__(self) -> AsyncGenerator[Message[Any], None]:
-        return self._messages()
+async def _server_messages(batches: Batches, decoder: Decoder) -> AsyncGenerator[Message[Any]]:
+    """Decode the batches of frames the connections hand over, as the consumer asks."""
+    source = decoder.source
+    async for peer, timestamp, frames in batches:
+        headers = {"peer": peer}  # shared by the messages of one read
+        for data, _ in frames:
+            value = await decode_frame(decoder, data, peer)
+            if value is not SKIPPED:
+                yield Message(value, peer, headers, timestamp, source, Settlement())
 
-    async def _messages(self) -> AsyncGenerator[Message[Any], None]:
-        source = self.decoder.source
-        async for peer, timestamp, frames in self._batches:
-            headers = {"peer": peer}  # shared by the messages of one read
-            for data, _ in frames:
-                value = await decode_frame(self.decoder, data, peer)
-                if value is not SKIPPED:
-                    yield Message(value, peer, headers, timestamp, source, Settlement())
+
+class TcpServerSource(MessageStream):
+    """The records of every client of a listening socket; see :func:`tcp_server_source`.
+
+    ``port`` is the port it listens on; ``connections`` counts the clients accepted, ``lost``
+    those whose connection broke (a reset) rather than closed.
+    """
+
+    def __init__(self, batches: Batches, decoder: Decoder, host: str, port: int) -> None:
+        super().__init__(_server_messages(batches, decoder), decoder)
+        self.host = host
+        self.port = port
+        self.connections = 0
+        self.lost = 0
 
 
 @asynccontextmanager
@@ -240,7 +241,7 @@ async def tcp_server_source(
         ) from error
     # A rendezvous: a connection's next read waits until the consumer took its last one.
     send, receive = anyio.create_memory_object_stream[tuple[str, float, list[Frame]]](0)
-    server = TcpServerSource(receive, decoder, (host, listener.extra(SocketAttribute.local_port)))
+    server = TcpServerSource(receive, decoder, host, listener.extra(SocketAttribute.local_port))
 
     async def serve(stream: SocketStream) -> None:
         peer = _address(stream.extra(SocketAttribute.remote_address))
@@ -264,34 +265,32 @@ async def tcp_server_source(
                 if chunk is None:
                     return
 
-    async with listener, receive, anyio.create_task_group() as tasks:
+    async with listener, send, receive, anyio.create_task_group() as tasks:
         tasks.start_soon(listener.serve, serve, tasks)
         try:
             yield server
         finally:
+            await server.aclose()
             tasks.cancel_scope.cancel()
 
 
-class UdpSource:
-    """Datagrams received on a UDP socket; see :func:`udp_source`."""
+async def _datagrams(udp: anyio.abc.UDPSocket, decoder: Decoder) -> AsyncGenerator[Message[Any]]:
+    decode = decoder.decode
+    source = decoder.source
+    while True:
+        data, address = await udp.receive()  # one datagram per ask: no buffer but the kernel's
+        sender = _address(address)
+        value = await decode(data, key=sender)
+        if value is not SKIPPED:
+            yield Message(value, sender, {"peer": sender}, time.time(), source, Settlement())
+
+
+class UdpSource(MessageStream):
+    """Datagrams received on a UDP socket; see :func:`udp_source`. ``port``: where."""
 
     def __init__(self, udp: anyio.abc.UDPSocket, decoder: Decoder) -> None:
-        self._udp = udp
-        self.decoder = decoder
+        super().__init__(_datagrams(udp, decoder), decoder)
         self.port = udp.extra(SocketAttribute.local_port)
-
-    def __aiter__(self) -> AsyncGenerator[Message[Any], None]:
-        return self._messages()
-
-    async def _messages(self) -> AsyncGenerator[Message[Any], None]:
-        decode = self.decoder.decode
-        source = self.decoder.source
-        while True:
-            data, address = await self._udp.receive()
-            sender = _address(address)
-            value = await decode(data, key=sender)
-            if value is not SKIPPED:
-                yield Message(value, sender, {"peer": sender}, time.time(), source, Settlement())
 
 
 @asynccontextmanager
@@ -333,7 +332,11 @@ async def udp_source(
         if receive_buffer is not None:
             raw = udp.extra(SocketAttribute.raw_socket)
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        yield UdpSource(udp, decoder)
+        datagrams = UdpSource(udp, decoder)
+        try:
+            yield datagrams
+        finally:
+            await datagrams.aclose()
 
 
 class TcpSink(FramedSink):
