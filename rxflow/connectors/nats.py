@@ -15,7 +15,9 @@ The sink publishes to a subject and waits for JetStream's ``PubAck``: when ``sen
 the message is stored in a stream.
 
 Under trio, every client call runs on an asyncio loop in a worker thread
-(:class:`~rxflow.connectors._asyncio_host.AsyncioHost`); the API is the same.
+(:class:`~rxflow.connectors._asyncio_host.AsyncioHost`); the API is the same. There, acks
+are queued and a task of the source hands them over in batches, since a round trip to that
+thread per ack would cost more than the rest of a message's way.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import math
+import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Literal
@@ -76,9 +79,17 @@ async def _connect(url: str, within: float, options: Mapping[str, Any]) -> Any:
     except (TimeoutError, OSError, nats.errors.Error) as error:
         cause = failures[-1] if failures else error
         raise ServiceUnavailableError(
-            f"nats at {url} is not reachable ({cause!r}); start it (with JetStream: "
-            "nats-server -js), or check the URL"
+            f"nats at {_without_password(url)} is not reachable ({cause!r}); start it (with "
+            "JetStream: nats-server -js), or check the URL"
         ) from error
+
+
+def _without_password(url: str) -> str:
+    """The URL fit for an error message: credentials (user:password or a token) hidden."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 @contextlib.asynccontextmanager
@@ -232,6 +243,11 @@ async def _ensure_stream(js: Any, stream: str, subject: str, create: bool) -> No
     """Check that the stream exists; with ``create``, make it (capturing ``subject``)."""
     try:
         await js.stream_info(stream)
+    except nats.errors.NoRespondersError as error:  # nobody answers JetStream's API
+        raise ServiceUnavailableError(
+            "nats: the server does not run JetStream; start it with JetStream enabled "
+            "(nats-server -js)"
+        ) from error
     except nats.js.errors.NotFoundError:
         if not create:
             raise ValueError(

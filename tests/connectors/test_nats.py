@@ -309,6 +309,14 @@ async def test_an_unreachable_server_is_a_service_error() -> None:
             pass  # pragma: no cover
 
 
+async def test_the_error_hides_credentials_in_the_url() -> None:
+    with anyio.fail_after(10), pytest.raises(ServiceUnavailableError) as raised:
+        async with jetstream_sink("nats://ann:s3cret@127.0.0.1:1", "s", connect_timeout=0.5):
+            pass  # pragma: no cover
+    assert "s3cret" not in str(raised.value)
+    assert "***@127.0.0.1:1" in str(raised.value)
+
+
 async def test_a_missing_stream_says_how_to_create_it(url: str) -> None:
     missing = f"rxflow_missing_{uuid.uuid4().hex[:8]}"
     with pytest.raises(ValueError, match="create=True"):
