@@ -228,11 +228,16 @@ async def test_a_terminated_listening_connection_ends_the_stream_naming_the_serv
             await source.__anext__()
 
 
+def host_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name == "rxflow asyncio host"}
+
+
 async def test_cancelling_a_listening_consumer_leaves_no_session_thread_or_task(
     dsn: str, admin: Admin, anyio_backend: str
 ) -> None:
     application = unique("rxflow_test")
     tasks_before = len(asyncio.all_tasks()) if anyio_backend == "asyncio" else 0
+    hosts_before = host_threads()
     opened = anyio.Event()
 
     async def consume() -> None:
@@ -249,8 +254,7 @@ async def test_cancelling_a_listening_consumer_leaves_no_session_thread_or_task(
         assert await admin.sessions(application) == 1
         tg.cancel_scope.cancel()
     await admin.wait_for_sessions(application, 0)
-    hosts = [thread for thread in threading.enumerate() if thread.name == "rxflow asyncio host"]
-    assert len(hosts) == (1 if anyio_backend == "trio" else 0)  # the admin connection's own
+    assert host_threads() == hosts_before  # under trio, the admin connection's own
     if anyio_backend == "asyncio":
         assert len(asyncio.all_tasks()) == tasks_before
 
@@ -399,12 +403,14 @@ async def test_a_missing_table_is_reported_when_the_sink_opens(dsn: str) -> None
 
 async def test_cancelling_a_sink_leaves_no_session(dsn: str, admin: Admin, table: str) -> None:
     application = unique("rxflow_test")
+    hosts_before = host_threads()
     with anyio.CancelScope() as scope:
         async with postgres_sink(dsn, table, COLUMNS, application_name=application) as sink:
             await sink.send((1, "a", 1.0))
             scope.cancel()
             await anyio.sleep_forever()
     await admin.wait_for_sessions(application, 0)
+    assert host_threads() == hosts_before
     assert await rows_of(admin, table) == [(1, "a", 1.0)]
 
 
@@ -560,14 +566,16 @@ async def test_cancelling_a_table_source_leaves_no_session(
     dsn: str, admin: Admin, outbox: str
 ) -> None:
     application = unique("rxflow_test")
+    hosts_before = host_threads()
     with anyio.CancelScope() as scope:
         async with postgres_table_source(
             dsn, outbox, id_column="id", application_name=application, poll_interval=0.01
         ) as source:
             scope.cancel()
-            async for _ in source:  # an empty table: polls until cancelled
+            async for _ in source:  # cancelled already: ends at its first read
                 pass
     await admin.wait_for_sessions(application, 0)
+    assert host_threads() == hosts_before
 
 
 async def test_table_source_arguments_and_missing_columns(dsn: str, outbox: str) -> None:
