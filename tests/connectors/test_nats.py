@@ -129,6 +129,21 @@ async def test_a_slow_consumer_fetches_at_most_a_batch(url: str, stream: str) ->
         assert info.num_pending == 95
 
 
+async def test_a_pipe_without_buffer_fetches_only_for_its_consumer(url: str, stream: str) -> None:
+    await publish(url, f"{stream}.n", list(range(100)))
+    async with (
+        jetstream_source(url, stream, f"{stream}.>", "piped", codec="json", batch=5) as source,
+        open_pipe(source, ops.map(lambda m: m), max_buffer_size=0) as pipe,
+    ):
+        with anyio.fail_after(10):
+            for _ in range(3):
+                await pipe.receive()
+        info = await source.consumer_info()
+        assert source.fetches == 1
+        assert info.delivered.consumer_seq == 5
+        assert info.num_pending == 95
+
+
 async def test_unacked_messages_are_delivered_again_after_ack_wait(url: str, stream: str) -> None:
     await publish(url, f"{stream}.n", list(range(5)))
     async with jetstream_source(
