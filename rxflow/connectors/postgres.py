@@ -390,6 +390,7 @@ async def postgres_listen_source(
 # -- sink --------------------------------------------------------------------------------------
 
 SinkMethod = Literal["copy", "insert"]
+OnConflict = Literal["error", "ignore"]
 
 
 class PostgresSink:
@@ -397,7 +398,8 @@ class PostgresSink:
 
     Attributes:
         batch_size: the batch size a :class:`rxflow.Flow` should use for this sink.
-        rows_written: rows committed so far.
+        rows_written: rows in the batches committed so far (with ``on_conflict="ignore"``,
+            including those the table already had).
 
     Example:
         ::
@@ -416,6 +418,7 @@ class PostgresSink:
         schema: str | None,
         columns: tuple[str, ...],
         method: SinkMethod,
+        on_conflict: OnConflict,
         batch_size: int,
     ) -> None:
         self.batch_size = batch_size
@@ -435,6 +438,7 @@ class PostgresSink:
         self._insert = (
             f"INSERT INTO {self._qualified} ({', '.join(map(quote_ident, columns))}) "
             f"VALUES ({placeholders})"
+            + (" ON CONFLICT DO NOTHING" if on_conflict == "ignore" else "")
         )
         # asyncpg allows one operation at a time on a connection; concurrent sends queue here.
         self._lock = anyio.Lock()
@@ -564,6 +568,7 @@ async def postgres_sink(
     *,
     schema: str | None = None,
     method: SinkMethod = "copy",
+    on_conflict: OnConflict = "error",
     batch_size: int = 1000,
     application_name: str = DEFAULT_APPLICATION_NAME,
     connect_timeout: float = 10.0,
@@ -575,6 +580,10 @@ async def postgres_sink(
     ``columns`` order or a dict by column name. ``method="copy"`` (default) uses ``COPY``
     (``copy_records_to_table``), the fastest way in; ``"insert"`` uses ``INSERT`` statements
     (``executemany``), which fire ``INSERT`` rules that ``COPY`` does not.
+
+    With ``method="insert", on_conflict="ignore"`` a row that violates a unique constraint
+    (one written before) is skipped instead of failing the batch (``ON CONFLICT DO
+    NOTHING``): with a key in the rows, a batch delivered again is written once.
 
     If the connection is lost (a server restart, ``pg_terminate_backend``), ``send_batch``
     raises :class:`~rxflow.errors.ServiceUnavailableError` and the next call connects again,
@@ -589,6 +598,7 @@ async def postgres_sink(
         table: the table name, taken literally (case matters); ``schema`` to qualify it.
         columns: the columns each item fills, in order.
         method: ``"copy"`` or ``"insert"``.
+        on_conflict: ``"error"`` (the batch fails) or, with ``"insert"``, ``"ignore"``.
         batch_size: the batch size a :class:`rxflow.Flow` should use for this sink.
         application_name: the session's name in ``pg_stat_activity``.
         connect_timeout: seconds to wait for the server at connect time.
@@ -611,6 +621,13 @@ async def postgres_sink(
         raise ValueError(f"{where}: columns {list(columns)} name a column twice")
     if method not in ("copy", "insert"):
         raise ValueError(f"{where}: method must be 'copy' or 'insert', got {method!r}")
+    if on_conflict not in ("error", "ignore"):
+        raise ValueError(f"{where}: on_conflict must be 'error' or 'ignore', got {on_conflict!r}")
+    if on_conflict == "ignore" and method == "copy":
+        raise ValueError(
+            f"{where}: COPY cannot skip conflicting rows; use method='insert' with "
+            "on_conflict='ignore'"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{where}: batch_size must be an int of 1 or more, got {batch_size!r}")
 
@@ -623,6 +640,7 @@ async def postgres_sink(
             schema,
             tuple(columns),
             method,
+            on_conflict,
             batch_size,
         )
         try:

@@ -344,6 +344,19 @@ async def test_a_failing_batch_writes_nothing_and_the_sink_goes_on(
         assert sink.rows_written == 1
 
 
+async def test_on_conflict_ignore_writes_a_redelivered_batch_once(
+    dsn: str, admin: Admin, table: str
+) -> None:
+    batch = [(1, "a", 1.0), (2, "b", 2.0)]
+    async with postgres_sink(dsn, table, COLUMNS, method="insert", on_conflict="ignore") as sink:
+        await sink.send_batch(batch)
+        await sink.send_batch([*batch, (3, "c", 3.0)])  # delivered again, and one more
+    assert await rows_of(admin, table) == [*batch, (3, "c", 3.0)]
+    with pytest.raises(ValueError, match="COPY cannot skip conflicting rows"):
+        async with postgres_sink(dsn, table, COLUMNS, on_conflict="ignore"):
+            pass
+
+
 @pytest.mark.parametrize(
     ("item", "error", "match"),
     [
