@@ -61,7 +61,7 @@ from rxflow.connectors._framing import (
     make_writer,
     receive_chunks,
 )
-from rxflow.connectors.codecs import Codec, CodecName, DecodeFailure, DecodePolicy
+from rxflow.connectors.codecs import Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
 from rxflow.errors import RxflowError
 
 FramingName = Literal["lines", "length", "chunks"]
@@ -90,7 +90,7 @@ class ProcessFailedError(RxflowError, subprocess.CalledProcessError):
             how = f"exited with code {self.returncode}"
         tail = self.stderr.decode("utf-8", "replace").strip() if self.stderr else ""
         said = f"; its stderr ends with:\n{tail}" if tail else "; it wrote nothing to stderr"
-        return f"{self.where}: {_describe(self.cmd)} {how}{said}"
+        return f"command {_describe(self.cmd)} {how}{said}"
 
 
 def _describe(command: Command) -> str:
@@ -148,6 +148,22 @@ async def _open(command: Command, where: str, **options: Any) -> Process:
         ) from error
 
 
+class ProcessSource(MessageStream):
+    """The records a command writes to stdout; see :func:`process_source`.
+
+    ``pid`` is the command's process id; ``returncode`` its exit code once it exited.
+    """
+
+    def __init__(self, messages: Any, decoder: Decoder, process: Process) -> None:
+        super().__init__(messages, decoder)
+        self._process = process
+        self.pid = process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.returncode
+
+
 @asynccontextmanager
 async def process_source(
     command: Command,
@@ -164,7 +180,7 @@ async def process_source(
     env: Mapping[str, str] | None = None,
     stderr_tail: int = 4096,
     terminate_timeout: float = 5.0,
-) -> AsyncIterator[MessageStream]:
+) -> AsyncIterator[ProcessSource]:
     """Run ``command`` and read the records it writes to stdout, until it exits.
 
     The iteration ends when the command closed its stdout and exited with code 0; with any
@@ -226,13 +242,18 @@ async def process_source(
         key=_describe(command),
         at_end=check_exit,
     )
+    body_error: Exception | None = None
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(tail.drain, process.stderr)
         try:
-            yield MessageStream(messages, decoder)
+            yield ProcessSource(messages, decoder, process)
+        except Exception as error:
+            body_error = error  # raised below, outside the task group: not in an ExceptionGroup
         finally:
             await messages.aclose()
             await _stop(process, terminate_timeout)  # which ends the stderr drain too
+    if body_error is not None:
+        raise body_error
 
 
 class ProcessSink(FramedSink):
@@ -319,17 +340,23 @@ async def process_sink(
         code = process.returncode if process.returncode is not None else -signal.SIGPIPE
         return ProcessFailedError(where, command, code, bytes(tail.data))
 
-    try:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(tail.drain, process.stderr)
+    body_error: Exception | None = None
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(tail.drain, process.stderr)
+        try:
             yield ProcessSink(process.stdin, write, batch_size, failure)
+        except Exception as error:
+            body_error = error  # raised below, outside the task group (see process_source)
+        else:
             await process.stdin.aclose()  # end of input: the command finishes its work
-            code = await process.wait()
+            await process.wait()
             await tail.done.wait()
-            if code != 0:
-                raise ProcessFailedError(where, command, code, bytes(tail.data))
-    finally:
-        await _stop(process, terminate_timeout)
+        finally:
+            await _stop(process, terminate_timeout)  # at once, unless it exited already
+    if body_error is not None:
+        raise body_error
+    if process.returncode != 0:
+        raise ProcessFailedError(where, command, process.returncode or 0, bytes(tail.data))
 
 
 class _FdReceiveStream(ByteReceiveStream):

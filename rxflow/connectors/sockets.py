@@ -265,13 +265,18 @@ async def tcp_server_source(
                 if chunk is None:
                     return
 
+    body_error: Exception | None = None
     async with listener, send, receive, anyio.create_task_group() as tasks:
         tasks.start_soon(listener.serve, serve, tasks)
         try:
             yield server
+        except Exception as error:
+            body_error = error  # raised below, outside the task group: not in an ExceptionGroup
         finally:
             await server.aclose()
             tasks.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error
 
 
 async def _datagrams(udp: anyio.abc.UDPSocket, decoder: Decoder) -> AsyncGenerator[Message[Any]]:
