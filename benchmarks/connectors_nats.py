@@ -23,6 +23,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -110,6 +111,33 @@ def best_rates(count: int, runs: dict[str, Callable[[], float]], repeats: int) -
     return {name: count / seconds for name, seconds in best.items()}
 
 
+def compare(
+    name: str,
+    baseline: str,
+    count: int,
+    repeats: int,
+    raw: Callable[[], float],
+    rxflow: Callable[[str], float],
+) -> Iterator[dict[str, Any]]:
+    """One row per backend: ``rxflow(backend)`` against ``raw()`` (asyncio), in seconds."""
+    runs: dict[str, Callable[[], float]] = {"raw": raw}
+    runs.update({backend: partial(rxflow, backend) for backend in BACKENDS})
+    rates = best_rates(count, runs, repeats)
+    for backend in BACKENDS:
+        yield row(name, backend, count, rates[backend], baseline, rates["raw"])
+
+
+@contextmanager
+def scratch_stream() -> Iterator[str]:
+    """A new stream capturing ``<name>.>``, deleted afterwards."""
+    stream = f"bench_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(stream, create=True))
+    try:
+        yield stream
+    finally:
+        asyncio.run(_admin(stream, create=False))
+
+
 def sizes(quick: bool) -> tuple[int, int]:
     """Messages per run and repeats."""
     return (3_000, 2) if quick else (50_000, 3)
@@ -117,29 +145,16 @@ def sizes(quick: bool) -> tuple[int, int]:
 
 def consume_ack(quick: bool) -> Iterator[dict[str, Any]]:
     count, repeats = sizes(quick)
-    stream = f"bench_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(stream, create=True))
-    try:
+    with scratch_stream() as stream:
         anyio.run(_fill, stream, count)
-        runs: dict[str, Callable[[], float]] = {
-            "raw": lambda: asyncio.run(consume_raw(stream, count)),
-            **{
-                backend: partial(anyio.run, consume_rxflow, stream, count, backend=backend)
-                for backend in BACKENDS
-            },
-        }
-        rates = best_rates(count, runs, repeats)
-        for backend in BACKENDS:
-            yield row(
-                "nats_jetstream_consume_ack",
-                backend,
-                count,
-                rates[backend],
-                "raw_nats_py_fetch_ack",
-                rates["raw"],
-            )
-    finally:
-        asyncio.run(_admin(stream, create=False))
+        yield from compare(
+            "nats_jetstream_consume_ack",
+            "raw_nats_py_fetch_ack",
+            count,
+            repeats,
+            lambda: asyncio.run(consume_raw(stream, count)),
+            lambda backend: anyio.run(consume_rxflow, stream, count, backend=backend),
+        )
 
 
 async def publish_rxflow(stream: str, batches: list[list[dict[str, Any]]]) -> float:
@@ -167,28 +182,15 @@ async def publish_raw(stream: str, batches: list[list[dict[str, Any]]]) -> float
 def publish(quick: bool) -> Iterator[dict[str, Any]]:
     count, repeats = sizes(quick)
     batches = [[PAYLOAD] * BATCH for _ in range(count // BATCH)]
-    stream = f"bench_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(stream, create=True))
-    try:
-        runs: dict[str, Callable[[], float]] = {
-            "raw": lambda: asyncio.run(publish_raw(stream, batches)),
-            **{
-                backend: partial(anyio.run, publish_rxflow, stream, batches, backend=backend)
-                for backend in BACKENDS
-            },
-        }
-        rates = best_rates(count, runs, repeats)
-        for backend in BACKENDS:
-            yield row(
-                "nats_jetstream_publish",
-                backend,
-                count,
-                rates[backend],
-                "raw_nats_py_gather",
-                rates["raw"],
-            )
-    finally:
-        asyncio.run(_admin(stream, create=False))
+    with scratch_stream() as stream:
+        yield from compare(
+            "nats_jetstream_publish",
+            "raw_nats_py_gather",
+            count,
+            repeats,
+            lambda: asyncio.run(publish_raw(stream, batches)),
+            lambda backend: anyio.run(publish_rxflow, stream, batches, backend=backend),
+        )
 
 
 CASES: dict[str, Callable[[bool], Iterable[dict[str, Any]]]] = {
