@@ -193,6 +193,11 @@ async def scale_out(
     patience: float = 25.0,
 ) -> Report:
     """Run ``workers`` processes on ``orders`` orders; SIGKILL worker ``kill`` midway."""
+    if kill is not None and (workers < 2 or not 0 <= kill < workers):
+        raise ValueError(
+            f"scale_out(): kill={kill} needs another worker to take over: pass workers >= 2 "
+            "and 0 <= kill < workers, or kill=None"
+        )
     stream = f"SCALE_OUT_{uuid.uuid4().hex[:10]}"
     durable = "pricing"
     started = time.perf_counter()
