@@ -38,7 +38,6 @@ from typing import Any
 
 import aiomqtt
 import anyio
-import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -140,8 +139,11 @@ class _Subscriber:
         self.unacked = 0  # received from the broker and not settled yet
         self.paused = False  # not reading the socket: ``limit`` messages are unacked
         self.subscribed = False
+        self.closing = False
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self) -> None:
+        self.loop = asyncio.get_running_loop()
         client = self.make_client()
         # aiomqtt 2.5 has no manual-ack option; paho's own switch holds back each PUBACK
         # until ack() (set before connecting, so redelivered messages are held back too).
@@ -212,21 +214,18 @@ class _Subscriber:
             ) from error
         return taken
 
-    async def ack(self, message: aiomqtt.Message) -> None:
+    def ack(self, message: aiomqtt.Message) -> None:
+        """PUBACK one message (on the client's loop: paho is not thread-safe)."""
         assert self.client is not None
         self.unacked -= 1
         if self.unacked < self.limit:
             self._resume()
-        if message.qos == 0:
-            return
-        result = self.client._client.ack(message.mid, message.qos)
-        if result != paho.MQTT_ERR_SUCCESS:
-            raise ServiceUnavailableError(
-                f"mqtt: could not ack message {message.mid} on {message.topic.value!r} "
-                f"({paho.error_string(result)}); the broker will deliver it again"
-            )
+        if message.qos > 0:
+            # Not connected: the ack is lost, and the session delivers the message again.
+            self.client._client.ack(message.mid, message.qos)
 
     async def close(self) -> None:
+        self.closing = True
         if self.client is None:
             return
         # paho closes its socket right after writing DISCONNECT; a socket closed with input
@@ -251,7 +250,18 @@ class MQTTSettlement(Settlement):
         self._host, self._subscriber, self._message = host, subscriber, message
 
     async def _ack(self) -> None:
-        await self._host.call(self._subscriber.ack, self._message)
+        subscriber = self._subscriber
+        if subscriber.closing:
+            raise RuntimeError(
+                f"mqtt: a message of {subscriber.topic!r} was acked after its source closed; "
+                "it was not acked, and comes again to a persistent session. Ack messages "
+                "inside the source's `async with` block"
+            )
+        if self._host.hosted:  # handed to the client's loop: no round trip per message
+            assert subscriber.loop is not None
+            subscriber.loop.call_soon_threadsafe(subscriber.ack, self._message)
+        else:
+            subscriber.ack(self._message)
 
 
 def _headers(properties: Properties | None) -> dict[str, str]:

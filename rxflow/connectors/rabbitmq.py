@@ -117,11 +117,24 @@ def _timestamp(stamp: datetime | float | None) -> float | None:
 # -- source --------------------------------------------------------------------------------
 
 
+CHANNEL_LOST = (
+    aiormq.exceptions.ChannelInvalidStateError,  # closed already
+    aiormq.exceptions.AMQPChannelError,  # closed by the broker
+    aiormq.exceptions.AMQPConnectionError,  # its connection dropped
+)
+Settle = tuple[AbstractIncomingMessage, bool, bool]  # a delivery, ack?, requeue?
+
+
 class _Consumer:
     """The consumer on the client's loop: deliveries wait in a deque the broker bounds.
 
-    No task of its own: aio-pika's delivery callback appends and wakes ``take``; a closed
-    channel (connection lost, queue deleted) wakes it too, and ``take`` raises.
+    aio-pika's delivery callback appends and wakes ``take``; a closed channel (connection
+    lost, queue deleted) wakes it too, and ``take`` raises.
+
+    Settlements from another thread (a trio caller) are queued with :meth:`settle_soon` and
+    written by one task on the client's loop, so that an ack costs no thread round trip; it
+    is a ``basic.ack`` the broker does not answer anyway. :meth:`close` writes what is
+    queued, then ends that task.
     """
 
     def __init__(self, url: str, queue: str, prefetch: int, declare: bool, durable: bool):
@@ -132,8 +145,14 @@ class _Consumer:
         self.unacked = 0  # delivered by the broker and not settled yet
         self.closed_by: BaseException | None = None
         self.wake = asyncio.Event()
+        self.to_settle: collections.deque[Settle] = collections.deque()
+        self.settle_wake = asyncio.Event()
+        self.settler: asyncio.Task[None] | None = None
+        self.closing = False
+        self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def open(self) -> None:
+    async def open(self, settle_from_another_thread: bool) -> None:
+        self.loop = asyncio.get_running_loop()
         self.connection = await _connect(self.url)
         channel = await self.connection.channel()
         channel.close_callbacks.add(self._on_channel_closed)
@@ -143,6 +162,8 @@ class _Consumer:
         else:
             queue = await channel.get_queue(self.queue, ensure=True)
         await queue.consume(self._on_delivery)
+        if settle_from_another_thread:
+            self.settler = self.loop.create_task(self._settle_queued())
 
     async def _on_delivery(self, delivery: AbstractIncomingMessage) -> None:
         self.unacked += 1
@@ -170,12 +191,36 @@ class _Consumer:
 
     async def settle(self, delivery: AbstractIncomingMessage, ack: bool, requeue: bool) -> None:
         self.unacked -= 1
-        if ack:
-            await delivery.ack()
-        else:
-            await delivery.nack(requeue=requeue)
+        # On a lost channel the broker has already put the message back: nothing to do.
+        with contextlib.suppress(*CHANNEL_LOST):
+            if ack:
+                await delivery.ack()
+            else:
+                await delivery.nack(requeue=requeue)
+
+    def settle_soon(self, delivery: AbstractIncomingMessage, ack: bool, requeue: bool) -> None:
+        """Queue a settlement from another thread; the settler task writes it."""
+        assert self.loop is not None
+        self.to_settle.append((delivery, ack, requeue))
+        if len(self.to_settle) == 1:  # else a wake-up is on its way, or the settler is busy
+            self.loop.call_soon_threadsafe(self.settle_wake.set)
+
+    async def _settle_queued(self) -> None:
+        # Never cancelled in the middle of an ack: an ack cut off after its frame went out,
+        # then written again, would ack an unknown delivery tag, which closes the channel.
+        while True:
+            self.settle_wake.clear()
+            while self.to_settle:
+                await self.settle(*self.to_settle.popleft())
+            if self.closing:
+                return
+            await self.settle_wake.wait()
 
     async def close(self) -> None:
+        self.closing = True
+        if self.settler is not None:  # it writes what is queued, then returns
+            self.settle_wake.set()
+            await self.settler
         # Closing the connection returns every unacked delivery to the queue.
         if self.connection is not None:
             self.closed_by = self.closed_by or ConnectionError("source closed")
@@ -198,10 +243,22 @@ class RabbitMQSettlement(Settlement):
         self.redelivered = bool(delivery.redelivered)
 
     async def _ack(self) -> None:
-        await self._host.call(self._consumer.settle, self._delivery, True, False)
+        await self._settle(True, False)
 
     async def _nack(self, requeue: bool) -> None:
-        await self._host.call(self._consumer.settle, self._delivery, False, requeue)
+        await self._settle(False, requeue)
+
+    async def _settle(self, ack: bool, requeue: bool) -> None:
+        if self._consumer.closing:
+            raise RuntimeError(
+                f"rabbitmq: a message of {self._consumer.queue!r} was settled after its source "
+                "closed; it went back to the queue and comes again. Settle messages inside "
+                "the source's `async with` block"
+            )
+        if self._host.hosted:  # queued for the client's loop: no round trip per message
+            self._consumer.settle_soon(self._delivery, ack, requeue)
+        else:
+            await self._consumer.settle(self._delivery, ack, requeue)
 
 
 class RabbitMQSource:
@@ -286,7 +343,7 @@ async def rabbitmq_source(
     consumer = _Consumer(url, queue, prefetch, declare, durable)
     async with AsyncioHost() as host:
         try:
-            await host.call(consumer.open)
+            await host.call(consumer.open, host.hosted)
             yield RabbitMQSource(host, consumer, decoder)
         finally:
             with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):

@@ -15,7 +15,7 @@ import pytest
 from rxflow import open_pipe
 from rxflow.connectors import DecodeFailure, Message
 from rxflow.connectors._asyncio_host import AsyncioHost
-from rxflow.connectors.mqtt import mqtt_sink, mqtt_source
+from rxflow.connectors.mqtt import MQTTSource, mqtt_sink, mqtt_source
 from rxflow.errors import DecodeError, ServiceUnavailableError
 from tests.connectors.conftest import require_service
 from tests.connectors.test_rabbitmq import (
@@ -55,6 +55,10 @@ async def publish(topic: str, *payloads: bytes) -> None:
         await sink.send_batch(payloads)
 
 
+async def all_acked(source: MQTTSource) -> bool:
+    return source.unacked == 0
+
+
 async def values_until(
     messages: AsyncIterator[Message[Any]], wanted: set[Any], seen: set[Any]
 ) -> None:
@@ -77,7 +81,7 @@ async def test_sink_to_source_round_trip_through_a_pipe(topic: str) -> None:
             messages = await take(pipe, 6)
         for message in messages:
             await message.ack()
-        assert source.unacked == 0
+        await wait_until(lambda: all_acked(source))  # under trio, acks go out asynchronously
     assert [message.value for message in messages] == [{"n": n} for n in range(6)]
     assert {message.key for message in messages} == {topic}
     assert {message.source for message in messages} == {f"mqtt:{topic}"}
@@ -157,7 +161,7 @@ async def test_decode_error_dead_letter_hands_the_record_over(topic: str) -> Non
         await publish(topic, b"{oops", b"7")
         (message,) = await take(aiter(source), 1)
         await message.ack()
-        assert source.unacked == 0  # the dead-lettered one was acked
+        await wait_until(lambda: all_acked(source))  # the dead-lettered one too
     assert message.value == 7
     assert [(failure.data, failure.key) for failure in failures] == [(b"{oops", topic)]
     assert isinstance(failures[0].error, json.JSONDecodeError)
