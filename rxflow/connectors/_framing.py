@@ -387,10 +387,19 @@ async def reject(decoder: Decoder, bad: BadFrame, key: str | bytes | None) -> An
 
 
 async def decode_frame(decoder: Decoder, data: bytes | BadFrame, key: str | bytes | None) -> Any:
-    """The frame's value, or ``SKIPPED``; raises ``DecodeError`` under the "raise" policy."""
-    if type(data) is BadFrame:
+    """The frame's value, or ``SKIPPED``; raises ``DecodeError`` under the "raise" policy.
+
+    The codec is called here rather than through ``await decoder.decode()``: one coroutine
+    less per record is a tenth of a file source's time per line.
+    """
+    if isinstance(data, BadFrame):
         return await reject(decoder, data, key)
-    return await decoder.decode(data, key=key)  # type: ignore[arg-type]
+    try:
+        value = decoder.codec(data)
+    except Exception as error:
+        return await decoder._failed(data, key, error)
+    decoder.decoded += 1
+    return value
 
 
 async def framed_messages(
@@ -412,6 +421,7 @@ async def framed_messages(
     message carries a no-op settlement: these transports cannot redeliver.
     """
     source = decoder.source
+    codec = decoder.codec
     line = 0
     timestamp: float | None = None
     chunks = aiter(chunks)
@@ -425,7 +435,16 @@ async def framed_messages(
             if stamp:
                 timestamp = time.time()
             for data, end in frames:
-                value = await decode_frame(decoder, data, key)
+                # decode_frame(), inlined: the common case costs no coroutine.
+                if isinstance(data, BadFrame):
+                    value = await reject(decoder, data, key)
+                else:
+                    try:
+                        value = codec(data)
+                    except Exception as error:
+                        value = await decoder._failed(data, key, error)
+                    else:
+                        decoder.decoded += 1
                 line += 1
                 start, position = position, end
                 if value is SKIPPED:

@@ -1,0 +1,204 @@
+"""Files and TCP connectors against the loops one writes with anyio by hand.
+
+``file_read_lines``: lines per second read from a file with ``read_file(path)`` through
+``open_pipe(lines, ops.map(...))``, each message acknowledged (a no-op for files, but the
+flow would do it), against a raw anyio loop: ``FileReadStream`` reads of 64 KiB, split into
+lines, each decoded as UTF-8 and mapped the same way. Both read in worker threads, one hop
+per 64 KiB.
+
+``tcp_framed_records``: newline-framed records per second from a TCP server in the same
+process, read with ``tcp_source`` through the same pipeline, against a raw anyio socket loop
+(``receive(65536)``, split, decode). The writer is the same raw anyio task in both runs.
+
+``connector_per_s`` is the connector alone (``async for`` over its messages, no pipe): the
+gap between it and ``rxflow_per_s`` is the pipe's, the gap to the baseline the connector's
+(a ``Message`` and its settlement per record, the decode policy).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
+from typing import Any
+
+import anyio
+from anyio.abc import SocketAttribute, SocketStream
+from anyio.streams.file import FileReadStream
+from reactivex import operators as ops
+
+from benchmarks._measure import BACKENDS, row
+from rxflow import open_pipe
+from rxflow.connectors import Message
+from rxflow.connectors.files import read_file
+from rxflow.connectors.sockets import tcp_source
+
+LINE = '{"sensor": "s-1", "value": 21.5, "unit": "C"}\n'  # a typical short log/JSON line
+READ = 1 << 16
+
+
+def measure(value: str) -> int:
+    return len(value)
+
+
+def value_length(message: Message[str]) -> Message[str]:
+    measure(message.value)
+    return message
+
+
+async def through_pipe(source: Any) -> int:
+    count = 0
+    async with open_pipe(source, ops.map(value_length)) as pipe:
+        async for message in pipe:
+            await message.ack()
+            count += 1
+    return count
+
+
+async def connector_alone(source: Any) -> int:
+    count = 0
+    async for message in source:
+        measure(message.value)
+        await message.ack()
+        count += 1
+    return count
+
+
+def split_lines(pending: bytes, chunk: bytes) -> tuple[list[bytes], bytes]:
+    lines = (pending + chunk).split(b"\n")
+    return lines, lines.pop()
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+async def file_rxflow(path: str, piped: bool) -> int:
+    async with read_file(path) as lines:
+        return await (through_pipe(lines) if piped else connector_alone(lines))
+
+
+async def file_raw(path: str) -> int:
+    count = 0
+    pending = b""
+    async with await FileReadStream.from_path(path) as stream:
+        while True:
+            try:
+                chunk = await stream.receive(READ)
+            except anyio.EndOfStream:
+                break
+            lines, pending = split_lines(pending, chunk)
+            for line in lines:
+                measure(line.decode())
+                count += 1
+    return count + (1 if pending else 0)
+
+
+def file_read_lines(quick: bool) -> Iterator[dict[str, Any]]:
+    count = 100_000 if quick else 1_000_000
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "lines.jsonl")
+        with open(path, "w") as file:
+            file.write(LINE * count)
+        for backend in BACKENDS:
+            yield compare(
+                "file_read_lines",
+                backend,
+                count,
+                partial(file_rxflow, path, True),
+                partial(file_rxflow, path, False),
+                "raw_anyio_file_stream_split_lines",
+                partial(file_raw, path),
+                quick,
+            )
+
+
+# -- TCP -------------------------------------------------------------------------------------
+
+
+async def with_writer(count: int, read: Callable[[int], Awaitable[int]]) -> int:
+    """Serve ``count`` lines to the one client ``read(port)`` connects, as fast as it reads."""
+    payload = LINE.encode() * 1000
+
+    async def write(stream: SocketStream) -> None:
+        async with stream:
+            for _ in range(count // 1000):
+                await stream.send(payload)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, write)
+        received = await read(listener.extra(SocketAttribute.local_port))
+        tasks.cancel_scope.cancel()
+    return received
+
+
+async def tcp_rxflow(piped: bool, port: int) -> int:
+    async with tcp_source("127.0.0.1", port, codec="text") as lines:
+        return await (through_pipe(lines) if piped else connector_alone(lines))
+
+
+async def tcp_raw(port: int) -> int:
+    count = 0
+    pending = b""
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        while True:
+            try:
+                chunk = await stream.receive(READ)
+            except anyio.EndOfStream:
+                break
+            lines, pending = split_lines(pending, chunk)
+            for line in lines:
+                measure(line.decode())
+                count += 1
+    return count
+
+
+def tcp_framed_records(quick: bool) -> Iterator[dict[str, Any]]:
+    count = 100_000 if quick else 1_000_000
+    for backend in BACKENDS:
+        yield compare(
+            "tcp_framed_records",
+            backend,
+            count,
+            partial(with_writer, count, partial(tcp_rxflow, True)),
+            partial(with_writer, count, partial(tcp_rxflow, False)),
+            "raw_anyio_socket_split_lines",
+            partial(with_writer, count, tcp_raw),
+            quick,
+        )
+
+
+def compare(
+    name: str,
+    backend: str,
+    count: int,
+    piped: Callable[[], Awaitable[int]],
+    alone: Callable[[], Awaitable[int]],
+    baseline: str,
+    raw: Callable[[], Awaitable[int]],
+    quick: bool,
+) -> dict[str, Any]:
+    best = [float("inf")] * 3
+    for _ in range(2 if quick else 3):  # the best of a few runs; the first warms up
+        for which, run in enumerate((piped, alone, raw)):
+            started = time.perf_counter()
+            received = anyio.run(run, backend=backend)
+            best[which] = min(best[which], time.perf_counter() - started)
+            if received != count:  # every record arrived, in every run
+                raise AssertionError(f"{name} on {backend}: {received} records, not {count}")
+    piped_rate, alone_rate, raw_rate = (count / seconds for seconds in best)
+    return row(
+        name, backend, count, piped_rate, baseline, raw_rate, connector_per_s=round(alone_rate)
+    )
+
+
+CASES = {"file_read_lines": file_read_lines, "tcp_framed_records": tcp_framed_records}
+
+if __name__ == "__main__":
+    import json
+
+    for case in CASES.values():
+        for result in case(True):
+            print(json.dumps(result))
