@@ -5,8 +5,8 @@ not read stays in the kernel's socket buffers, which fill, and TCP flow control 
 the sender. rxflow itself holds at most one read (``read_size`` bytes) per connection.
 UDP cannot be paused: datagrams that arrive while the consumer is slow queue in the
 kernel's receive buffer (``SO_RCVBUF``) and the kernel drops those that do not fit. rxflow
-adds no buffer of its own, so the bound is the kernel's, and so are the drops (Linux counts
-them in ``/proc/net/udp``).
+adds no buffer of its own, so the bound is the kernel's, and so are the drops (as the
+``drop_newest`` overflow policy would): ``source.dropped()`` reads the kernel's count.
 
 Delivery. A socket cannot take acknowledgements: messages carry the no-op settlement, and
 what was read but not processed when the program stops is lost (**at-most-once**). Make the
@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
@@ -36,6 +37,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import ByteStream, SocketAttribute, SocketStream
 
 from rxflow.connectors._framing import (
@@ -212,6 +214,10 @@ async def tcp_server_source(
     records (``source.lost`` counts resets; a partial last record of a reset client is
     dropped). ``port=0`` picks a free port: read it from ``source.port``.
 
+    Memory: each connection holds at most one read plus one unfinished record
+    (``read_size`` + ``max_line_length`` or ``max_frame_size``); the number of connections is
+    not limited here (limit it in front: a firewall, ``ulimit -n``).
+
     Args:
         framing, codec, on_decode_error, dead_letter, max_line_length, max_frame_size,
             read_size: as for :func:`tcp_source`.
@@ -279,11 +285,25 @@ async def tcp_server_source(
         raise body_error
 
 
-async def _datagrams(udp: anyio.abc.UDPSocket, decoder: Decoder) -> AsyncGenerator[Message[Any]]:
+async def _datagrams(udp: socket.socket, decoder: Decoder) -> AsyncGenerator[Message[Any]]:
+    """One datagram per ask, straight from the kernel's receive buffer.
+
+    A raw socket, not anyio's UDP socket: on asyncio that one reads every datagram as it
+    arrives into a queue of 100 that silently drops the oldest, and rxflow must neither
+    buffer nor lose anything silently.
+    """
     decode = decoder.decode
     source = decoder.source
+    received = 0
     while True:
-        data, address = await udp.receive()  # one datagram per ask: no buffer but the kernel's
+        try:
+            data, address = udp.recvfrom(65536)
+        except BlockingIOError:
+            await anyio.wait_readable(udp)
+            continue
+        received += 1
+        if received % 64 == 0:
+            await anyio.lowlevel.checkpoint()  # a flood of datagrams must not starve the loop
         sender = _address(address)
         value = await decode(data, key=sender)
         if value is not SKIPPED:
@@ -293,9 +313,25 @@ async def _datagrams(udp: anyio.abc.UDPSocket, decoder: Decoder) -> AsyncGenerat
 class UdpSource(MessageStream):
     """Datagrams received on a UDP socket; see :func:`udp_source`. ``port``: where."""
 
-    def __init__(self, udp: anyio.abc.UDPSocket, decoder: Decoder) -> None:
+    def __init__(self, udp: socket.socket, decoder: Decoder) -> None:
         super().__init__(_datagrams(udp, decoder), decoder)
-        self.port = udp.extra(SocketAttribute.local_port)
+        self.port: int = udp.getsockname()[1]
+        self._inode = str(os.fstat(udp.fileno()).st_ino)
+
+    def dropped(self) -> int | None:
+        """How many datagrams the kernel dropped because they did not fit in the receive
+        buffer (the consumer was slower than the senders); ``None`` where the kernel does
+        not say (only Linux does, in ``/proc/net/udp``)."""
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                with open(table) as rows:
+                    for row in rows:
+                        fields = row.split()  # ... inode ref pointer drops
+                        if len(fields) >= 13 and fields[9] == self._inode:
+                            return int(fields[12])
+            except OSError:
+                continue
+        return None
 
 
 @asynccontextmanager
@@ -312,9 +348,11 @@ async def udp_source(
 
     UDP cannot be paused. Datagrams wait in the kernel's receive buffer until the consumer
     asks for the next one, and the kernel drops what does not fit: the bound is the
-    kernel's, rxflow buffers nothing. ``receive_buffer`` sets ``SO_RCVBUF`` (bytes; the
-    kernel caps it at ``net.core.rmem_max``) to absorb longer bursts. A message's key is the
-    sender's ``"host:port"``. ``port=0`` picks a free port: read it from ``source.port``.
+    kernel's, rxflow buffers nothing; ``source.dropped()`` says how many the kernel dropped
+    (Linux). ``receive_buffer`` sets ``SO_RCVBUF`` (bytes; the kernel caps it at
+    ``net.core.rmem_max``) to absorb longer bursts. A message's key is the sender's
+    ``"host:port"``. ``port=0`` picks a free port: read it from ``source.port``. Unix only
+    (it waits on the socket with ``anyio.wait_readable``).
 
     Example:
         ::
@@ -328,20 +366,28 @@ async def udp_source(
     if receive_buffer is not None and (not isinstance(receive_buffer, int) or receive_buffer < 1):
         raise ValueError(f"{where}: receive_buffer must be a positive number of bytes")
     try:
-        udp = await anyio.create_udp_socket(local_host=host, local_port=port)
+        (family, _, _, _, address), *_ = await anyio.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        udp = socket.socket(family, socket.SOCK_DGRAM)
     except OSError as error:
-        raise OSError(
-            error.errno, f"{where}: could not bind {host}:{port}: {error.strerror}"
-        ) from error
-    async with udp:
+        raise OSError(error.errno, f"{where}: cannot resolve {host}: {error.strerror}") from error
+    try:
+        udp.setblocking(False)
         if receive_buffer is not None:
-            raw = udp.extra(SocketAttribute.raw_socket)
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        try:
+            udp.bind(address)
+        except OSError as error:
+            raise OSError(
+                error.errno, f"{where}: could not bind {host}:{port}: {error.strerror}"
+            ) from error
         datagrams = UdpSource(udp, decoder)
         try:
             yield datagrams
         finally:
             await datagrams.aclose()
+    finally:
+        anyio.notify_closing(udp)
+        udp.close()
 
 
 class TcpSink(FramedSink):

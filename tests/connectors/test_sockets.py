@@ -279,6 +279,23 @@ async def test_udp_datagrams_with_a_decode_policy() -> None:
     assert source.decoder.skipped == 1
 
 
+async def test_udp_cannot_be_paused_so_the_kernel_drops_and_says_how_many() -> None:
+    sent = 300
+    async with udp_source(receive_buffer=4096) as source:
+        async with await anyio.create_connected_udp_socket("127.0.0.1", source.port) as client:
+            for n in range(sent):  # nobody reads meanwhile
+                await client.send(n.to_bytes(2, "big") + b"." * 998)
+        dropped = source.dropped()
+        assert dropped is not None
+        assert 0 < dropped < sent
+        iterator = aiter(source)
+        with anyio.fail_after(10):
+            received = [
+                int.from_bytes((await anext(iterator)).value[:2]) for _ in range(sent - dropped)
+            ]
+    assert received == list(range(sent - dropped))  # the first ones fit, the newest were dropped
+
+
 async def cancel_while_reading(source_cm: Any, *, connect: bool = False) -> None:
     """Enter a source, start reading it (a client connected, if asked), then cancel."""
     with anyio.move_on_after(10) as scope:  # the cancellation comes from inside, at once
