@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -17,7 +18,7 @@ import nats
 import pytest
 from reactivex import operators as ops
 
-from rxflow import open_pipe
+from rxflow import Flow, open_pipe
 from rxflow.connectors import Message
 from rxflow.connectors.codecs import DecodeFailure
 from rxflow.connectors.nats import JetStreamSource, jetstream_sink, jetstream_source
@@ -75,14 +76,27 @@ async def take(source: JetStreamSource, count: int) -> list[Message[Any]]:
     return taken
 
 
-async def all_acked(source: JetStreamSource) -> None:
-    """Wait until JetStream has processed our acks (``msg.ack()`` does not wait for it)."""
+async def wait_until(condition: Callable[[], Awaitable[bool] | bool]) -> None:
+    """Poll ``condition`` until it holds (the broker works at its own pace)."""
     with anyio.fail_after(10):
         while True:
-            info = await source.consumer_info()
-            if info.num_ack_pending == 0:
+            outcome = condition()
+            if await outcome if inspect.isawaitable(outcome) else outcome:
                 return
             await anyio.sleep(0.01)
+
+
+async def all_acked(source: JetStreamSource) -> None:
+    """Wait until JetStream has processed our acks (``msg.ack()`` does not wait for it)."""
+
+    async def none_pending() -> bool:
+        return bool((await source.consumer_info()).num_ack_pending == 0)
+
+    await wait_until(none_pending)
+
+
+def double_value(message: Message[Any]) -> Any:
+    return message.value * 2
 
 
 def has_even_id(message: Message[Any]) -> bool:
@@ -117,6 +131,24 @@ async def test_round_trip_through_a_pipe(url: str, stream: str) -> None:
         assert source.decoder.decoded == 20
         info = await source.consumer_info()
         assert info.num_pending == 0
+
+
+async def test_a_flow_acks_what_its_sink_confirmed(url: str, stream: str) -> None:
+    await publish(url, f"{stream}.in", list(range(50)))
+    async with (
+        jetstream_source(url, stream, f"{stream}.in", "flow", codec="json", batch=8) as source,
+        jetstream_sink(url, f"{stream}.out") as out,
+    ):
+        flow = Flow("double").source(source).pipe(ops.map(double_value)).sink(out)
+        async with anyio.create_task_group() as tg:
+            handle = flow.start(tg)
+            await wait_until(lambda: out.sent == 50)
+            handle.stop()
+        assert handle.acknowledged == 50
+        await all_acked(source)
+        assert (await source.consumer_info()).num_pending == 0
+    async with jetstream_source(url, stream, f"{stream}.out", "check", codec="json") as doubled:
+        assert sorted(m.value for m in await take(doubled, 50)) == list(range(0, 100, 2))
 
 
 async def test_a_slow_consumer_fetches_at_most_a_batch(url: str, stream: str) -> None:
