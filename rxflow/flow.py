@@ -31,6 +31,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from functools import partial
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import anyio
@@ -511,8 +512,10 @@ async def _tracked(delivery: Delivery, items: AsyncIterable[Any]) -> AsyncIterat
         async for item in iterator:
             if hasattr(item, "ack"):
                 delivery.admit(item)
-                yield item
-                delivery.pushed()
+                try:
+                    yield item
+                finally:  # also when the pipe ended during this push (take(n), completion)
+                    delivery.pushed()
             else:
                 yield item
     finally:
@@ -561,22 +564,39 @@ class _Acker:
         self._wake.set()
 
     async def run(self) -> None:
-        settled = self._settled
         while True:
-            while settled:
-                message = settled.popleft()
-                try:
-                    await message.ack()
-                except Exception:
-                    # Not acknowledged means delivered again: at-least-once still holds.
-                    self.failed += 1
-                    logger.warning("rxflow: could not acknowledge %r", message, exc_info=True)
-                else:
-                    self.acked += 1
+            while self._settled:
+                await self._acknowledge_settled()
             if self._closed:
                 return
             self._wake = anyio.Event()
             await self._wake.wait()
+
+    async def _acknowledge_settled(self) -> None:
+        # Everything settled so far, in one go: messages whose source acknowledges in
+        # batches (one XACK for many ids) share a round trip; the others go one by one.
+        settled, self._settled = self._settled, deque()
+        batches: dict[int, tuple[Any, list[Any]]] = {}
+        for message in settled:
+            acker = getattr(getattr(message, "settlement", None), "batch_acker", None)
+            if acker is None:
+                await self._acknowledge(message.ack, [message])
+            else:
+                batches.setdefault(id(acker), (acker, []))[1].append(message)
+        for acker, messages in batches.values():
+            await self._acknowledge(partial(acker.ack_many, messages), messages)
+
+    async def _acknowledge(self, ack: Callable[[], Awaitable[object]], messages: list[Any]) -> None:
+        try:
+            await ack()
+        except Exception:
+            # Not acknowledged means delivered again: at-least-once still holds.
+            self.failed += len(messages)
+            logger.warning(
+                "rxflow: could not acknowledge %d message(s)", len(messages), exc_info=True
+            )
+        else:
+            self.acked += len(messages)
 
 
 def _is_context_manager(items: object) -> TypeGuard[AbstractAsyncContextManager[Any]]:

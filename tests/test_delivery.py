@@ -298,3 +298,43 @@ async def test_a_batch_sink_gets_its_batch_size_and_confirms_whole_batches() -> 
     for batch in batches:
         for n in batch:
             assert log.index(("batch", batch)) < log.index(("ack", n))
+
+
+@pytest.mark.anyio
+async def test_the_message_that_ends_the_pipe_is_acknowledged_too() -> None:
+    log: list[tuple[str, Any]] = []
+    await Flow().source(messages(log, [1, 2, 3, 4, 5])).pipe(ops.take(3)).sink(writer(log)).run()
+    assert sorted(acked(log)) == [1, 2, 3]  # 4 and 5 were never taken from the source
+
+
+class Batched(Settlement):
+    """A settlement whose source acknowledges many messages in one call."""
+
+    def __init__(self, acker: BatchLog) -> None:
+        super().__init__()
+        self.acker = acker
+
+    @property
+    def batch_acker(self) -> BatchLog:
+        return self.acker
+
+
+class BatchLog:
+    def __init__(self) -> None:
+        self.calls: list[list[Any]] = []
+
+    async def ack_many(self, batch: Any) -> None:
+        for _ in range(5):  # a round trip, during which more messages settle
+            await anyio.lowlevel.checkpoint()
+        self.calls.append([message.value for message in batch])
+
+
+@pytest.mark.anyio
+async def test_settled_messages_are_acknowledged_in_batches_when_the_source_can() -> None:
+    acker = BatchLog()
+    source = [Message(n, settlement=Batched(acker)) for n in range(50)]
+    handle = Flow().source(source).sink(writer([]), max_buffer_size=50).prepare()
+    await handle.run()
+    assert sorted(n for call in acker.calls for n in call) == list(range(50))
+    assert len(acker.calls) < 50  # several messages per call
+    assert handle.acknowledged == 50

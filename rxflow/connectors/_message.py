@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
@@ -34,12 +34,27 @@ class Settlement:
             self.settled = "nack"
             await self._nack(requeue)
 
+    @property
+    def batch_acker(self) -> BatchAcker | None:
+        """An object that acknowledges many messages of the same source in one round trip
+        (``XACK id id ...``), if the connector has one. A flow acknowledges settled
+        messages through it in batches; by hand, ``await message.ack()`` still works."""
+        return None
+
     async def _ack(self) -> None:
         """Tell the source system the message is done with (override)."""
 
     async def _nack(self, requeue: bool) -> None:
         """Tell the source system the message failed (override; default: leave it to the
         system's redelivery timeout)."""
+
+
+@runtime_checkable
+class BatchAcker(Protocol):
+    """Acknowledges messages of one source together (see :attr:`Settlement.batch_acker`);
+    messages settled already are left out."""
+
+    async def ack_many(self, messages: Iterable[Message[Any]]) -> None: ...
 
 
 @attrs.frozen

@@ -138,6 +138,10 @@ class _StreamAck(Settlement):
         self._source = source
         self._entry_id = entry_id
 
+    @property
+    def batch_acker(self) -> RedisStreamSource:
+        return self._source  # its ack_many() XACKs many entries at once
+
     async def _ack(self) -> None:
         await self._source._settle(self._entry_id, ack=True)
 
