@@ -3,6 +3,7 @@ policies; files closed on cancellation."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import AsyncIterator
@@ -13,6 +14,8 @@ from typing import Any
 import anyio
 import pytest
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 from reactivex import operators as ops
 
 import rxflow
@@ -67,6 +70,38 @@ def test_length_prefixed_frames_skip_an_oversized_one_without_buffering_it() -> 
     assert len(framer._buffer) == 0
     framer.feed(b"\x00\x00\x00\x09abc")
     assert "ended inside a frame: got 7 of 9 + 4" in framer.finish()[0][0].reason  # type: ignore[union-attr]
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({0, len(data), *(cut % (len(data) + 1) for cut in cuts)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+@given(st.lists(st.binary(max_size=12), max_size=20), st.lists(st.integers(0, 500), max_size=8))
+def test_lines_are_the_same_however_the_bytes_are_cut(lines: list[bytes], cuts: list[int]) -> None:
+    lines = [line.replace(b"\n", b"") for line in lines]
+    data = b"\n".join(lines)
+    framer = LineFramer(max_line_length=1000)
+    frames = [frame for chunk in chunked(data, cuts) for frame in framer.feed(chunk)]
+    frames += framer.finish()
+    expected = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    if data.endswith(b"\n") or not lines or lines[-1] == b"":
+        expected = expected[:-1]  # nothing after the last newline: no last record
+    assert [line for line, _ in frames] == expected
+    assert [end for _, end in frames] == [
+        min(len(data), sum(len(line) + 1 for line in lines[: n + 1])) for n in range(len(frames))
+    ]
+
+
+@given(st.lists(st.binary(max_size=30), max_size=20), st.lists(st.integers(0, 900), max_size=8))
+def test_length_prefixed_frames_are_the_same_however_the_bytes_are_cut(
+    records: list[bytes], cuts: list[int]
+) -> None:
+    data = make_writer("length", "bytes", where="t")(records)
+    framer = LengthFramer(max_frame_size=30)
+    frames = [frame for chunk in chunked(data, cuts) for frame in framer.feed(chunk)]
+    assert [record for record, _ in frames] == records
+    assert framer.finish() == []
 
 
 def test_writers_refuse_what_would_break_the_framing() -> None:
