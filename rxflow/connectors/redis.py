@@ -317,7 +317,7 @@ class RedisStreamSource:
                     "pass field= naming the payload field, or field=None for the whole entry"
                 )
                 # The decode policy applies: a record without its payload cannot be decoded.
-                value = await self.decoder._failed(b"", key, missing)
+                value = await self.decoder.reject(b"", missing, key=key)
             else:
                 value = await self.decoder.decode(payload, key=key)
             if value is SKIPPED:
