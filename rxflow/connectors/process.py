@@ -151,17 +151,25 @@ async def _open(command: Command, where: str, **options: Any) -> Process:
 class ProcessSource(MessageStream):
     """The records a command writes to stdout; see :func:`process_source`.
 
-    ``pid`` is the command's process id; ``returncode`` its exit code once it exited.
+    ``pid`` is the command's process id, ``returncode`` its exit code once it exited and
+    ``stderr`` the last bytes it wrote to its stderr (warnings of a command that succeeded).
     """
 
-    def __init__(self, messages: Any, decoder: Decoder, process: Process) -> None:
+    def __init__(
+        self, messages: Any, decoder: Decoder, process: Process, tail: _StderrTail
+    ) -> None:
         super().__init__(messages, decoder)
         self._process = process
+        self._tail = tail
         self.pid = process.pid
 
     @property
     def returncode(self) -> int | None:
         return self._process.returncode
+
+    @property
+    def stderr(self) -> bytes:
+        return bytes(self._tail.data)
 
 
 @asynccontextmanager
@@ -246,7 +254,7 @@ async def process_source(
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(tail.drain, process.stderr)
         try:
-            yield ProcessSource(messages, decoder, process)
+            yield ProcessSource(messages, decoder, process, tail)
         except Exception as error:
             body_error = error  # raised below, outside the task group: not in an ExceptionGroup
         finally:

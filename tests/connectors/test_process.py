@@ -38,13 +38,14 @@ def assert_reaped(pid: int) -> None:
 
 
 async def test_process_source_reads_stdout_records() -> None:
-    command = python("for n in range(1000): print(n)")
+    command = python("import sys\nfor n in range(1000): print(n)\nsys.stderr.write('warning')")
     async with process_source(command) as lines:
         with anyio.fail_after(10):
             messages = [message async for message in lines]
     assert [int(m.value) for m in messages] == list(range(1000))
     assert messages[0].key == shlex.join(command)
     assert lines.returncode == 0
+    assert lines.stderr == b"warning"
     assert_reaped(lines.pid)
 
 
