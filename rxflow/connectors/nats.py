@@ -131,6 +131,16 @@ def _check_name(where: str, name: str, value: object) -> None:
         raise TypeError(f"{where}: {name} must be a non-empty str, got {value!r}")
 
 
+def _check_jetstream_name(where: str, name: str, value: object) -> None:
+    """Stream and consumer names: JetStream refuses these characters, with a vaguer error."""
+    _check_name(where, name, value)
+    if isinstance(value, str) and any(c in value for c in ".*> /\\\t\n"):
+        raise ValueError(
+            f"{where}: {name} {value!r} may not contain '.', '*', '>', '/', '\\' or spaces "
+            "(JetStream names are single tokens, such as 'ORDERS' or 'billing-worker')"
+        )
+
+
 # -- source -----------------------------------------------------------------------------
 
 
@@ -426,9 +436,10 @@ async def jetstream_source(
                     await message.ack()
     """
     where = "jetstream_source()"
-    for name, value in (("url", url), ("stream", stream), ("subject", subject)):
-        _check_name(where, name, value)
-    _check_name(where, "durable", durable)
+    _check_name(where, "url", url)
+    _check_name(where, "subject", subject)
+    _check_jetstream_name(where, "stream", stream)
+    _check_jetstream_name(where, "durable", durable)
     _check_count(where, "batch", batch)
     _check_count(where, "max_ack_pending", max_ack_pending, optional=True)
     _check_seconds(where, "fetch_timeout", fetch_timeout)
@@ -646,7 +657,7 @@ async def jetstream_sink(
     _check_count(where, "batch_size", batch_size)
     _check_seconds(where, "connect_timeout", connect_timeout)
     if stream is not None:
-        _check_name(where, "stream", stream)
+        _check_jetstream_name(where, "stream", stream)
     elif create:
         raise ValueError(f"{where}: create=True needs the stream's name: pass stream=")
     encode = _resolve_encoder(encoder)

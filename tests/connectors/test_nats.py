@@ -481,6 +481,7 @@ async def test_the_sink_checks_its_stream(url: str, stream: str) -> None:
         ({"fetch_timeout": -1}, ValueError, "fetch_timeout"),
         ({"ack_wait": 0}, ValueError, "ack_wait"),
         ({"durable": ""}, TypeError, "durable"),
+        ({"durable": "bill.ing"}, ValueError, "may not contain"),
         ({"codec": "yaml"}, ValueError, "unknown codec"),
         ({"on_decode_error": "dead_letter"}, ValueError, "dead_letter"),
     ],
@@ -504,6 +505,9 @@ async def test_bad_sink_arguments_are_refused() -> None:
             pass  # pragma: no cover
     with pytest.raises(ValueError, match="stream="):
         async with jetstream_sink("nats://127.0.0.1:1", "s", create=True):
+            pass  # pragma: no cover
+    with pytest.raises(ValueError, match="may not contain"):
+        async with jetstream_sink("nats://127.0.0.1:1", "s", stream="my stream"):
             pass  # pragma: no cover
 
 
