@@ -10,8 +10,8 @@ unacked: the client announces that *Receive Maximum* to the broker, and keeps it
 its socket while that many are unacked, so that TCP flow control holds the rest at the
 broker. A slow consumer means fewer deliveries, and the local buffer never holds more. While
 the client does not read, a dropped connection is noticed at the next ack; and a window held
-unacked for longer than twice the keepalive (60 s) ends the connection (paho misses the
-broker's ping answers), after which the messages come again. With a ``client_id`` the session
+unacked for about two ``keepalive`` periods ends the connection (paho misses the broker's
+ping answers), after which the messages come again. With a ``client_id`` the session
 is persistent: messages that were not acked when the connection closed or dropped, and those
 published meanwhile, are delivered when a source with the same ``client_id`` connects again
 (within ``session_expiry`` seconds).
@@ -75,6 +75,7 @@ def _client(
     properties: Properties,
     username: str | None,
     password: str | None,
+    keepalive: int = 60,
 ) -> aiomqtt.Client:
     """An MQTT 5 client; built on the client's loop (aiomqtt binds to the running loop)."""
     return aiomqtt.Client(
@@ -86,6 +87,7 @@ def _client(
         properties=properties,
         username=username,
         password=password,
+        keepalive=keepalive,
     )
 
 
@@ -151,7 +153,19 @@ class _Subscriber:
         client._client.on_message = self._counting(client._on_message)
         await _connect(client, self.host, self.port)
         self.client = client
-        await client.subscribe(self.topic, qos=self.qos)
+        try:
+            granted = await client.subscribe(self.topic, qos=self.qos)
+        except ValueError as error:  # paho checks the filter's syntax
+            raise ValueError(
+                f"mqtt: {self.topic!r} is not a valid topic filter ({error}); '+' and '#' "
+                "must fill a whole level, and '#' can only be the last"
+            ) from error
+        if any(code >= 0x80 if isinstance(code, int) else code.is_failure for code in granted):
+            raise ValueError(
+                f"mqtt: the broker at {self.host}:{self.port} refused the subscription to "
+                f"{self.topic!r} ({', '.join(map(str, granted))}); check the topic filter "
+                "and this client's permissions"
+            )
         # Not before: a persistent session's redeliveries may fill the window before SUBACK.
         self.subscribed = True
         if self.unacked >= self.limit:
@@ -233,15 +247,28 @@ class _Subscriber:
         # the last acks (they would come again). A SUBSCRIBE round trip (the same
         # subscription, so nothing changes) proves the broker processed every ack before.
         self._resume()
-        with contextlib.suppress(aiomqtt.MqttError):
+        if self.subscribed:  # (else nothing was received, so nothing acked)
             options = SubscribeOptions(qos=self.qos, retainHandling=1)  # no retained replay
-            await self.client.subscribe(self.topic, options=options, timeout=CLOSE_TIMEOUT / 2)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self.client.subscribe(self.topic, options=options, timeout=CLOSE_TIMEOUT / 2)
         await _disconnect(self.client)
 
 
 class MQTTSettlement(Settlement):
     """Acks one message (``PUBACK``). MQTT has no negative ack: ``nack`` leaves the message
-    unacked, and the broker delivers it again when the session reconnects."""
+    unacked, and the broker delivers it again when the session reconnects.
+
+    The ack is written on the client's loop without waiting (the broker does not answer
+    acks); on a lost connection it is lost, and the session delivers the message again.
+
+    Example (needs an MQTT broker)::
+
+        async for message in readings:
+            if store(message.value):
+                await message.ack()
+            else:
+                await message.nack()  # comes again with the next connection
+    """
 
     __slots__ = ("_host", "_message", "_subscriber")
 
@@ -276,6 +303,13 @@ class MQTTSource:
     Attributes:
         decoder: its :class:`~rxflow.connectors.Decoder`, with the counts ``decoded``,
             ``skipped`` and ``dead_lettered``.
+
+    Example (needs an MQTT broker)::
+
+        async with mqtt_source(host, 1883, "logs/#", on_decode_error="skip") as logs:
+            async for message in logs:
+                await message.ack()
+            print(logs.decoder.skipped, logs.unacked)
     """
 
     def __init__(self, host: AsyncioHost, subscriber: _Subscriber, decoder: Decoder) -> None:
@@ -283,7 +317,8 @@ class MQTTSource:
 
     @property
     def unacked(self) -> int:
-        """Messages the broker sent that are not acked yet (at most ``receive_maximum``)."""
+        """Messages received and not acked yet (at most ``receive_maximum``). Under trio an
+        ack reaches the client's loop, and this count, a moment after ``ack()`` returns."""
         return self._subscriber.unacked
 
     def __aiter__(self) -> AsyncIterator[Message[Any]]:
@@ -318,6 +353,7 @@ async def mqtt_source(
     dead_letter: Callable[[DecodeFailure], object] | None = None,
     username: str | None = None,
     password: str | None = None,
+    keepalive: int = 60,
 ) -> AsyncIterator[MQTTSource]:
     """Subscribe to an MQTT topic (wildcards allowed) with manual acks; yield its messages.
 
@@ -336,6 +372,10 @@ async def mqtt_source(
         codec, on_decode_error, dead_letter: how payloads become values
             (:mod:`rxflow.connectors.codecs`).
         username, password: credentials, if the broker wants them.
+        keepalive: seconds between pings when nothing else is said. While the client holds
+            ``receive_maximum`` messages unacked it does not read, so it misses the broker's
+            ping answers, and after about two keepalives it drops the connection (the
+            messages come again); raise it if a full window can stay unacked that long.
 
     Each message's ``key`` is its topic and ``headers`` its MQTT 5 user properties. Ack each
     with ``await message.ack()``; MQTT has no negative ack, so ``nack()`` leaves it for the
@@ -357,6 +397,7 @@ async def mqtt_source(
     _check_range(qos, "qos", 0, 2, where)
     _check_range(receive_maximum, "receive_maximum", 1, 65535, where)
     _check_range(session_expiry, "session_expiry", 0, 2**32 - 1, where)
+    _check_range(keepalive, "keepalive", 1, 65535, where)
     decoder = Decoder(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"mqtt:{topic}"
     )
@@ -372,6 +413,7 @@ async def mqtt_source(
             properties=properties,
             username=username,
             password=password,
+            keepalive=keepalive,
         )
 
     subscriber = _Subscriber(host, port, topic, qos, receive_maximum, client)
@@ -422,7 +464,13 @@ class _Publisher:
 
 
 class MQTTSink:
-    """Publishes to MQTT and returns once the broker acknowledged (see :func:`mqtt_sink`)."""
+    """Publishes to MQTT and returns once the broker acknowledged (see :func:`mqtt_sink`).
+
+    Example (needs an MQTT broker)::
+
+        async with mqtt_sink(host, 1883, lambda r: f"sensors/{r['id']}") as readings:
+            await readings.send_batch([{"id": "a", "t": 21.5}, {"id": "b", "t": 19.0}])
+    """
 
     def __init__(
         self,

@@ -157,10 +157,21 @@ class _Consumer:
         channel = await self.connection.channel()
         channel.close_callbacks.add(self._on_channel_closed)
         await channel.set_qos(prefetch_count=self.prefetch)
-        if self.declare:
-            queue = await channel.declare_queue(self.queue, durable=self.durable)
-        else:
-            queue = await channel.get_queue(self.queue, ensure=True)
+        try:
+            if self.declare:
+                queue = await channel.declare_queue(self.queue, durable=self.durable)
+            else:
+                queue = await channel.get_queue(self.queue, ensure=True)
+        except aiormq.exceptions.ChannelNotFoundEntity as error:
+            raise ValueError(
+                f"rabbitmq: there is no queue {self.queue!r} at {_where(self.url)}; create it, "
+                "or pass declare=True to declare it"
+            ) from error
+        except aiormq.exceptions.ChannelPreconditionFailed as error:
+            raise ValueError(
+                f"rabbitmq: queue {self.queue!r} exists with other settings ({error}); pass "
+                "the durable= it was declared with, or declare=False to use it as it is"
+            ) from error
         await queue.consume(self._on_delivery)
         if settle_from_another_thread:
             self.settler = self.loop.create_task(self._settle_queued())
@@ -231,6 +242,16 @@ class RabbitMQSettlement(Settlement):
     """Acks (``basic.ack``) or rejects (``basic.nack``) one delivery on its channel.
 
     ``redelivered`` is the broker's flag: the message was delivered before and not acked.
+    Under trio the ack is handed to the client's loop and written without waiting for it
+    (the broker does not answer acks); under asyncio it is written before ``ack()`` returns.
+    On a lost connection it does nothing: the broker has put the message back already.
+
+    Example (needs a RabbitMQ server)::
+
+        async for message in orders:
+            if message.settlement.redelivered:
+                log.info("seen before: %s", message.value)
+            await message.ack()
     """
 
     __slots__ = ("_consumer", "_delivery", "_host", "redelivered")
@@ -267,6 +288,13 @@ class RabbitMQSource:
     Attributes:
         decoder: its :class:`~rxflow.connectors.Decoder`, with the counts ``decoded``,
             ``skipped`` and ``dead_lettered``.
+
+    Example (needs a RabbitMQ server)::
+
+        async with rabbitmq_source(url, "orders", on_decode_error="skip") as orders:
+            async for message in orders:
+                await message.ack()
+            print(orders.decoder.skipped, orders.unacked)
     """
 
     def __init__(self, host: AsyncioHost, consumer: _Consumer, decoder: Decoder) -> None:
@@ -274,7 +302,9 @@ class RabbitMQSource:
 
     @property
     def unacked(self) -> int:
-        """Messages the broker delivered that are not settled yet (at most ``prefetch``)."""
+        """Messages the broker delivered that are not settled yet (at most ``prefetch``).
+        Under trio a settlement reaches the client's loop, and this count, a moment after
+        ``ack()`` returns."""
         return self._consumer.unacked
 
     def __aiter__(self) -> AsyncIterator[Message[Any]]:
@@ -353,7 +383,7 @@ async def rabbitmq_source(
 # -- sink ----------------------------------------------------------------------------------
 
 
-def encode_auto(item: object) -> bytes:
+def _encode_auto(item: object) -> bytes:
     """Bytes as they are, text as UTF-8, anything else as JSON."""
     if isinstance(item, bytes | bytearray | memoryview):
         return bytes(item)
@@ -401,7 +431,13 @@ class _Publisher:
 
 class RabbitMQSink:
     """Publishes to an exchange and returns once the broker confirmed (see
-    :func:`rabbitmq_sink`)."""
+    :func:`rabbitmq_sink`).
+
+    Example (needs a RabbitMQ server)::
+
+        async with rabbitmq_sink(url, "events", routing_key=lambda e: e["kind"]) as events:
+            await events.send_batch([{"kind": "click"}, {"kind": "view"}])
+    """
 
     def __init__(
         self,
@@ -425,8 +461,8 @@ class RabbitMQSink:
     async def send_batch(self, items: Sequence[Any]) -> None:
         """Publish the items; return once the broker confirmed all of them.
 
-        Raises ``aiormq.exceptions.DeliveryError`` if the broker returned or rejected one
-        (no queue bound for its routing key, a full queue...).
+        Raises ``aiormq.exceptions.DeliveryError`` if the broker rejected one, or its
+        subclass ``PublishError`` if it returned one (no queue bound for its routing key).
         """
         bodies = [(self._encode(item), self._key(item)) for item in items]
         if bodies:
@@ -439,7 +475,7 @@ async def rabbitmq_sink(
     exchange: str = "",
     routing_key: str | Callable[[Any], str] = "",
     *,
-    encode: Callable[[Any], bytes] = encode_auto,
+    encode: Callable[[Any], bytes] = _encode_auto,
     batch_size: int = 100,
 ) -> AsyncIterator[RabbitMQSink]:
     """Publish items to a RabbitMQ exchange with publisher confirms.
@@ -483,7 +519,6 @@ __all__ = [
     "RabbitMQSettlement",
     "RabbitMQSink",
     "RabbitMQSource",
-    "encode_auto",
     "rabbitmq_sink",
     "rabbitmq_source",
 ]

@@ -204,7 +204,10 @@ async def test_cancelling_a_waiting_source_leaves_nothing_running(topic: str) ->
 
 
 @pytest.mark.anyio
-async def test_bad_arguments_say_what_to_pass(anyio_backend: str) -> None:
+async def test_bad_arguments_say_what_to_pass(topic: str) -> None:
+    with pytest.raises(ValueError, match="'a/#/b' is not a valid topic filter"):
+        async with mqtt_source(HOST, PORT, "a/#/b"):
+            pass
     with pytest.raises(ValueError, match="receive_maximum must be between 1 and 65535"):
         async with mqtt_source(HOST, PORT, "t", receive_maximum=0):
             pass

@@ -320,9 +320,16 @@ async def test_cancelling_a_waiting_source_leaves_nothing_running(
 
 
 @pytest.mark.anyio
-async def test_bad_arguments_say_what_to_pass(anyio_backend: str) -> None:
+async def test_bad_arguments_say_what_to_pass(admin: Admin, queue: str) -> None:
     with pytest.raises(ValueError, match="prefetch must be 1 or more"):
         async with rabbitmq_source(URL, "q", prefetch=0):
+            pass
+    with pytest.raises(ValueError, match="there is no queue 'rxflow-test-absent'"):
+        async with rabbitmq_source(URL, "rxflow-test-absent", declare=False):
+            pass
+    await admin.publish(queue)  # declares it durable
+    with pytest.raises(ValueError, match="exists with other settings"):
+        async with rabbitmq_source(URL, queue, durable=False):
             pass
     with pytest.raises(ValueError, match="pass routing_key"):
         async with rabbitmq_sink(URL):
