@@ -284,6 +284,13 @@ class FileSink(FramedSink):
 
     ``send_batch`` returns once the batch is on disk (``fsync=True``) or handed to the OS;
     ``sent`` counts the records confirmed.
+
+    Example:
+        ::
+
+            async with file_sink("audit.log") as sink:   # a FileSink
+                await sink.send_batch(["login alice", "logout alice"])
+                sink.sent                                # 2
     """
 
     def __init__(

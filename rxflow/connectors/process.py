@@ -74,6 +74,12 @@ class ProcessFailedError(RxflowError, subprocess.CalledProcessError):
     """A command exited with a non-zero code (or stopped reading its stdin).
 
     ``returncode``, ``cmd`` and ``stderr`` (the last bytes it wrote there) say which and why.
+    It is a :class:`subprocess.CalledProcessError` too.
+
+    Example:
+        >>> print(ProcessFailedError("process:ls", ["ls", "/nope"], 2, b"ls: cannot access"))
+        command ls /nope exited with code 2; its stderr ends with:
+        ls: cannot access
     """
 
     def __init__(self, where: str, command: Command, returncode: int, stderr: bytes) -> None:
@@ -153,6 +159,14 @@ class ProcessSource(MessageStream):
 
     ``pid`` is the command's process id, ``returncode`` its exit code once it exited and
     ``stderr`` the last bytes it wrote to its stderr (warnings of a command that succeeded).
+
+    Example:
+        ::
+
+            async with process_source(["make", "test"]) as lines:   # a ProcessSource
+                async for line in lines:
+                    print(line.value)
+            print(lines.returncode, lines.stderr.decode())
     """
 
     def __init__(
@@ -270,6 +284,12 @@ class ProcessSink(FramedSink):
     ``send_batch`` returns once the pipe accepted all the batch's bytes, and raises
     :class:`ProcessFailedError` if the command exited (or closed its stdin) before reading
     it. ``sent`` counts the records confirmed.
+
+    Example:
+        ::
+
+            async with process_sink(["sort"]) as sink:   # a ProcessSink
+                await sink.send_batch(["b", "a"])
     """
 
     def __init__(
@@ -445,6 +465,12 @@ class StdoutSink(FramedSink):
     """Writes framed batches to this program's stdout; see :func:`stdout_sink`.
 
     ``send_batch`` returns once all the batch's bytes were written to the descriptor.
+
+    Example:
+        ::
+
+            async with stdout_sink(codec="json") as out:   # a StdoutSink
+                await out.send_batch([{"n": 1}, {"n": 2}])
     """
 
     def __init__(self, fd: int, frames: Callable[[Sequence[Any]], bytes], batch_size: int) -> None:

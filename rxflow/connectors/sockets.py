@@ -182,6 +182,14 @@ class TcpServerSource(MessageStream):
 
     ``port`` is the port it listens on; ``connections`` counts the clients accepted, ``lost``
     those whose connection broke (a reset) rather than closed.
+
+    Example:
+        ::
+
+            async with tcp_server_source(port=0) as server:   # a TcpServerSource
+                print("send lines to port", server.port)
+                async for line in server:
+                    print(line.key, line.value, server.connections)
     """
 
     def __init__(self, batches: Batches, decoder: Decoder, host: str, port: int) -> None:
@@ -311,7 +319,15 @@ async def _datagrams(udp: socket.socket, decoder: Decoder) -> AsyncGenerator[Mes
 
 
 class UdpSource(MessageStream):
-    """Datagrams received on a UDP socket; see :func:`udp_source`. ``port``: where."""
+    """Datagrams received on a UDP socket; see :func:`udp_source`. ``port``: where.
+
+    Example:
+        ::
+
+            async with udp_source(port=8125) as datagrams:   # a UdpSource
+                async for datagram in datagrams:
+                    print(datagram.value, "dropped so far:", datagrams.dropped())
+    """
 
     def __init__(self, udp: socket.socket, decoder: Decoder) -> None:
         super().__init__(_datagrams(udp, decoder), decoder)
@@ -396,6 +412,12 @@ class TcpSink(FramedSink):
     ``send_batch`` returns once the kernel accepted all the batch's bytes, and raises
     :class:`~rxflow.errors.ServiceUnavailableError` if the connection was lost (the batch
     may then be partly delivered). ``sent`` counts the records confirmed.
+
+    Example:
+        ::
+
+            async with tcp_sink("127.0.0.1", 9000, framing="length") as sink:   # a TcpSink
+                await sink.send(b"\x00binary\x01")
     """
 
     def __init__(
