@@ -11,14 +11,18 @@ from typing import Any
 import aiomqtt
 import anyio
 import pytest
+from reactivex import operators as ops
 
-from rxflow import open_pipe
+from rxflow import Flow, open_pipe
 from rxflow.connectors import DecodeFailure, Message
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors.mqtt import MQTTSource, mqtt_sink, mqtt_source
+from rxflow.connectors.rabbitmq import rabbitmq_source
 from rxflow.errors import DecodeError, ServiceUnavailableError
 from tests.connectors.conftest import require_service
 from tests.connectors.test_rabbitmq import (
+    URL,
+    Admin,
     leftover_threads,
     take,
     tcp_proxy,
@@ -53,6 +57,10 @@ async def client_id(anyio_backend: str) -> AsyncIterator[str]:
 async def publish(topic: str, *payloads: bytes) -> None:
     async with mqtt_sink(HOST, PORT, topic) as sink:
         await sink.send_batch(payloads)
+
+
+def double_value(message: Message[Any]) -> Any:
+    return message.value * 2
 
 
 async def all_acked(source: MQTTSource) -> bool:
@@ -217,3 +225,28 @@ async def test_bad_arguments_say_what_to_pass(topic: str) -> None:
     with pytest.raises(ServiceUnavailableError, match=r"mqtt: cannot connect to 127\.0\.0\.1:1 "):
         async with mqtt_source(HOST, 1, "t"):
             pass
+
+
+@pytest.mark.anyio
+async def test_a_flow_from_a_rabbitmq_queue_to_mqtt_acks_once_published(topic: str) -> None:
+    require_service("rabbitmq")
+    queue = f"rxflow-test-{uuid.uuid4().hex}"
+    async with AsyncioHost() as host:
+        admin = Admin(host)
+        await admin.publish(queue, *(b"%d" % n for n in range(30)))
+        try:
+            async with (
+                mqtt_source(HOST, PORT, topic, codec="json") as doubled,
+                rabbitmq_source(URL, queue, codec="json", prefetch=10) as numbers,
+                mqtt_sink(HOST, PORT, topic, batch_size=8) as out,
+            ):
+                flow = Flow("double").source(numbers).pipe(ops.map(double_value)).sink(out)
+                async with anyio.create_task_group() as tg:
+                    handle = flow.start(tg)
+                    received = await take(aiter(doubled), 30)
+                    handle.stop()
+                assert sorted(message.value for message in received) == list(range(0, 60, 2))
+                assert handle.acknowledged == 30
+            assert await admin.counts(queue) == (0, 0)  # every message acked, once published
+        finally:
+            await admin.delete(queue)
