@@ -178,6 +178,21 @@ async def test_read_file_through_a_pipe(tmp_path: Path) -> None:
         assert [n async for n in pipe] == list(range(0, 10_000, 2))
 
 
+def doubled(message: Message[dict[str, int]]) -> dict[str, int]:
+    return {"n": message.value["n"] * 2}
+
+
+async def test_a_flow_from_a_file_to_a_file(tmp_path: Path) -> None:
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(f'{{"n": {n}}}\n' for n in range(1000)))
+    # fsync=False: the flow hands over what is waiting, often one item, and an fsync each
+    # would make this test slow, not more telling.
+    async with file_sink(target, codec="json", batch_size=64, fsync=False) as sink:
+        flow = rxflow.Flow("copy").source(read_file(source, codec="json"))
+        await flow.pipe(ops.map(doubled)).sink(sink).run()
+    assert target.read_text() == "".join(f'{{"n":{n * 2}}}\n' for n in range(1000))
+
+
 @pytest.mark.parametrize("policy", ["raise", "skip", "dead_letter"])
 async def test_decode_policies_including_an_over_long_line(tmp_path: Path, policy: str) -> None:
     path = tmp_path / "mixed.jsonl"
