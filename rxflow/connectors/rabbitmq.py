@@ -31,7 +31,7 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -413,10 +413,12 @@ class _Publisher:
         """Publish all, then wait for every confirm: one round trip per batch, not per message."""
         assert self.exchange is not None
         exchange = self.exchange
+        now = datetime.now(UTC)  # AMQP timestamps are whole seconds
+        persistent = aio_pika.DeliveryMode.PERSISTENT
         await asyncio.gather(
             *(
                 exchange.publish(
-                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    aio_pika.Message(body, delivery_mode=persistent, timestamp=now),
                     routing_key=key,
                     mandatory=True,
                 )
@@ -488,8 +490,8 @@ async def rabbitmq_sink(
         encode: item -> bytes; by default bytes as they are, text as UTF-8, else JSON.
         batch_size: how many items a :class:`rxflow.Flow` hands to ``send_batch`` at once.
 
-    Messages are persistent and published ``mandatory``: one that no queue takes is an
-    error, not a silent drop.
+    Messages are persistent, stamped with the time they were sent, and published
+    ``mandatory``: one that no queue takes is an error, not a silent drop.
 
     Example (needs a RabbitMQ server)::
 

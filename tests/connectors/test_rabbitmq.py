@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -179,6 +180,7 @@ async def test_sink_to_source_round_trip_through_a_pipe(admin: Admin, queue: str
     assert [message.value for message in messages] == [{"n": n} for n in range(6)]
     assert {message.key for message in messages} == {queue}
     assert {message.source for message in messages} == {f"rabbitmq:{queue}"}
+    assert all(abs(time.time() - (message.timestamp or 0)) < 60 for message in messages)
     assert source.decoder.decoded == 6
     assert await admin.counts(queue) == (0, 0)  # all acked, and the consumer is gone
 
