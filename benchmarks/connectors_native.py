@@ -11,8 +11,9 @@ process, read with ``tcp_source`` through the same pipeline, against a raw anyio
 (``receive(65536)``, split, decode). The writer is the same raw anyio task in both runs.
 
 ``connector_per_s`` is the connector alone (``async for`` over its messages, no pipe): the
-gap between it and ``rxflow_per_s`` is the pipe's, the gap to the baseline the connector's
-(a ``Message`` and its settlement per record, the decode policy).
+gap between it and ``rxflow_per_s`` is the pipe's, the gap to the baseline the connector's.
+``raw_with_message_per_s`` is the raw loop also building a ``Message`` (and its settlement)
+per record, which any connector must: most of the connector's gap is that object.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from functools import partial
 from typing import Any
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream
+from anyio.abc import ByteReceiveStream, SocketAttribute, SocketStream
 from anyio.streams.file import FileReadStream
 from reactivex import operators as ops
 
 from benchmarks._measure import BACKENDS, row
 from rxflow import open_pipe
-from rxflow.connectors import Message
+from rxflow.connectors import Message, Settlement
+from rxflow.connectors._framing import NO_HEADERS
 from rxflow.connectors.files import read_file
 from rxflow.connectors.sockets import tcp_source
 
@@ -66,9 +68,27 @@ async def connector_alone(source: Any) -> int:
     return count
 
 
-def split_lines(pending: bytes, chunk: bytes) -> tuple[list[bytes], bytes]:
-    lines = (pending + chunk).split(b"\n")
-    return lines, lines.pop()
+async def raw_lines(stream: ByteReceiveStream, messages: bool = False) -> int:
+    """The baseline: read 64 KiB at a time, split into lines, decode and measure each.
+
+    With ``messages``, also wrap each line in a ``Message`` (what any connector must do):
+    the floor of a connector's cost per record.
+    """
+    count = 0
+    pending = b""
+    while True:
+        try:
+            chunk = await stream.receive(READ)
+        except anyio.EndOfStream:
+            return count + (1 if pending else 0)
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if messages:
+                measure(Message(line.decode(), "key", NO_HEADERS, None, "raw", Settlement()).value)
+            else:
+                measure(line.decode())
+            count += 1
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -79,20 +99,9 @@ async def file_rxflow(path: str, piped: bool) -> int:
         return await (through_pipe(lines) if piped else connector_alone(lines))
 
 
-async def file_raw(path: str) -> int:
-    count = 0
-    pending = b""
+async def file_raw(path: str, messages: bool) -> int:
     async with await FileReadStream.from_path(path) as stream:
-        while True:
-            try:
-                chunk = await stream.receive(READ)
-            except anyio.EndOfStream:
-                break
-            lines, pending = split_lines(pending, chunk)
-            for line in lines:
-                measure(line.decode())
-                count += 1
-    return count + (1 if pending else 0)
+        return await raw_lines(stream, messages)
 
 
 def file_read_lines(quick: bool) -> Iterator[dict[str, Any]]:
@@ -109,7 +118,8 @@ def file_read_lines(quick: bool) -> Iterator[dict[str, Any]]:
                 partial(file_rxflow, path, True),
                 partial(file_rxflow, path, False),
                 "raw_anyio_file_stream_split_lines",
-                partial(file_raw, path),
+                partial(file_raw, path, False),
+                partial(file_raw, path, True),
                 quick,
             )
 
@@ -139,20 +149,9 @@ async def tcp_rxflow(piped: bool, port: int) -> int:
         return await (through_pipe(lines) if piped else connector_alone(lines))
 
 
-async def tcp_raw(port: int) -> int:
-    count = 0
-    pending = b""
+async def tcp_raw(messages: bool, port: int) -> int:
     async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-        while True:
-            try:
-                chunk = await stream.receive(READ)
-            except anyio.EndOfStream:
-                break
-            lines, pending = split_lines(pending, chunk)
-            for line in lines:
-                measure(line.decode())
-                count += 1
-    return count
+        return await raw_lines(stream, messages)
 
 
 def tcp_framed_records(quick: bool) -> Iterator[dict[str, Any]]:
@@ -165,7 +164,8 @@ def tcp_framed_records(quick: bool) -> Iterator[dict[str, Any]]:
             partial(with_writer, count, partial(tcp_rxflow, True)),
             partial(with_writer, count, partial(tcp_rxflow, False)),
             "raw_anyio_socket_split_lines",
-            partial(with_writer, count, tcp_raw),
+            partial(with_writer, count, partial(tcp_raw, False)),
+            partial(with_writer, count, partial(tcp_raw, True)),
             quick,
         )
 
@@ -178,19 +178,28 @@ def compare(
     alone: Callable[[], Awaitable[int]],
     baseline: str,
     raw: Callable[[], Awaitable[int]],
+    raw_messages: Callable[[], Awaitable[int]],
     quick: bool,
 ) -> dict[str, Any]:
-    best = [float("inf")] * 3
+    runs = (piped, alone, raw, raw_messages)
+    best = [float("inf")] * len(runs)
     for _ in range(2 if quick else 3):  # the best of a few runs; the first warms up
-        for which, run in enumerate((piped, alone, raw)):
+        for which, run in enumerate(runs):
             started = time.perf_counter()
             received = anyio.run(run, backend=backend)
             best[which] = min(best[which], time.perf_counter() - started)
             if received != count:  # every record arrived, in every run
                 raise AssertionError(f"{name} on {backend}: {received} records, not {count}")
-    piped_rate, alone_rate, raw_rate = (count / seconds for seconds in best)
+    piped_rate, alone_rate, raw_rate, raw_messages_rate = (count / seconds for seconds in best)
     return row(
-        name, backend, count, piped_rate, baseline, raw_rate, connector_per_s=round(alone_rate)
+        name,
+        backend,
+        count,
+        piped_rate,
+        baseline,
+        raw_rate,
+        connector_per_s=round(alone_rate),
+        raw_with_message_per_s=round(raw_messages_rate),
     )
 
 
