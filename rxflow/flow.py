@@ -374,31 +374,33 @@ class FlowHandle:
         logger.info("rxflow: flow %s %s: %s", flow.name, state, self.snapshot().progress_line())
 
     async def _run_stages(self) -> None:
-        flow = self._flow
-        acker = self._acker
-        delivery = Delivery(acker.put)
-        self._delivery = delivery
+        self._delivery = delivery = Delivery(self._acker.put)
         # Sources open first and close last: their connections must outlive the final acks.
-        async with AsyncExitStack() as open_sources, anyio.create_task_group() as acks:
-            sources = [await _entered(source.items, open_sources) for source in flow._sources]
-            acks.start_soon(acker.run, name=f"rxflow flow {flow.name} acks")
-            with delivery.activated():  # operators subscribed below find it
-                async with anyio.create_task_group() as tg:
-                    merged = _tracked(delivery, self._merged_source(tg, sources))
-                    async with open_pipe(
-                        merged,
-                        *flow._operators,
-                        _tag_outputs(delivery),
-                        max_buffer_size=flow._max_buffer_size,
-                    ) as pipe:
-                        self._pipe = pipe
-                        if self._stop_requested:
-                            pipe.stop()
-                        if flow._log_every:
-                            tg.start_soon(self._log_progress, flow._log_every)
-                        await self._fan_out(pipe, delivery)
-                    tg.cancel_scope.cancel()  # the progress logger, and sources a take() left
-            acker.close()  # acknowledge what was settled, then end
+        async with AsyncExitStack() as open_sources:
+            sources = [await _entered(source.items, open_sources) for source in self._flow._sources]
+            async with anyio.create_task_group() as acks:
+                acks.start_soon(self._acker.run, name=f"rxflow flow {self._flow.name} acks")
+                with delivery.activated():  # operators subscribed in here find it
+                    await self._run_pipe(sources, delivery)
+                self._acker.close()  # acknowledge what was settled, then end
+
+    async def _run_pipe(self, sources: list[Any], delivery: Delivery) -> None:
+        flow = self._flow
+        async with anyio.create_task_group() as tg:
+            merged = _tracked(delivery, self._merged_source(tg, sources))
+            async with open_pipe(
+                merged,
+                *flow._operators,
+                _tag_outputs(delivery),
+                max_buffer_size=flow._max_buffer_size,
+            ) as pipe:
+                self._pipe = pipe
+                if self._stop_requested:
+                    pipe.stop()
+                if flow._log_every:
+                    tg.start_soon(self._log_progress, flow._log_every)
+                await self._fan_out(pipe, delivery)
+            tg.cancel_scope.cancel()  # the progress logger, and sources a take() left
 
     def _merged_source(self, tg: anyio.abc.TaskGroup, iterables: list[Any]) -> AsyncIterable[Any]:
         sources = self._flow._sources

@@ -338,3 +338,17 @@ async def test_settled_messages_are_acknowledged_in_batches_when_the_source_can(
     assert sorted(n for call in acker.calls for n in call) == list(range(50))
     assert len(acker.calls) < 50  # several messages per call
     assert handle.acknowledged == 50
+
+
+@pytest.mark.anyio
+async def test_a_source_context_manager_may_run_tasks_while_it_is_open() -> None:
+    @asynccontextmanager
+    async def with_a_task() -> AsyncIterator[list[int]]:
+        async with anyio.create_task_group() as tg:  # such as a connector's reader task
+            tg.start_soon(anyio.sleep_forever)
+            yield [1, 2, 3]
+            tg.cancel_scope.cancel()
+
+    written: list[int] = []
+    await Flow().source(with_a_task()).sink(written.append).run()
+    assert written == [1, 2, 3]
