@@ -13,6 +13,11 @@ Example:
 
 from __future__ import annotations
 
+import shlex
+import signal
+import subprocess
+from collections.abc import Sequence
+
 
 class RxflowError(Exception):
     """Base class of every exception rxflow raises itself."""
@@ -52,3 +57,59 @@ class DecodeError(RxflowError, ValueError):
 
 class ServiceUnavailableError(RxflowError, ConnectionError):
     """A connector could not reach its server (the message names the service and address)."""
+
+
+class HttpResponseError(RxflowError):
+    """The server answered, but not as asked: a non-2xx status (after the retries, for a
+    status worth retrying), or an event stream that is not ``text/event-stream``.
+
+    ``url`` and ``status_code`` say which; the message quotes the start of the body.
+
+    Example:
+        Tell a missing endpoint from a server that is down::
+
+            try:
+                await sink.send_batch(batch)
+            except HttpResponseError as error:
+                if error.status_code == 404:
+                    raise SystemExit(f"no ingest endpoint at {error.url}") from error
+                raise
+    """
+
+    def __init__(self, message: str, *, url: str, status_code: int) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status_code = status_code
+
+
+class ProcessFailedError(RxflowError, subprocess.CalledProcessError):
+    """A command exited with a non-zero code (or stopped reading its stdin).
+
+    ``returncode``, ``cmd`` and ``stderr`` (the last bytes it wrote there) say which and why.
+    It is a :class:`subprocess.CalledProcessError` too.
+
+    Example:
+        >>> from rxflow.errors import ProcessFailedError
+        >>> print(ProcessFailedError("process:ls", ["ls", "/nope"], 2, b"ls: cannot access"))
+        command ls /nope exited with code 2; its stderr ends with:
+        ls: cannot access
+    """
+
+    def __init__(
+        self, where: str, command: str | Sequence[str], returncode: int, stderr: bytes
+    ) -> None:
+        subprocess.CalledProcessError.__init__(self, returncode, command, None, stderr)
+        self.where = where
+
+    def __str__(self) -> str:
+        if self.returncode < 0:
+            try:
+                how = f"was killed by {signal.Signals(-self.returncode).name}"
+            except ValueError:
+                how = f"was killed by signal {-self.returncode}"
+        else:
+            how = f"exited with code {self.returncode}"
+        tail = self.stderr.decode("utf-8", "replace").strip() if self.stderr else ""
+        said = f"; its stderr ends with:\n{tail}" if tail else "; it wrote nothing to stderr"
+        command = self.cmd if isinstance(self.cmd, str) else shlex.join(self.cmd)
+        return f"command {command} {how}{said}"

@@ -91,12 +91,21 @@ class _Source:
 
 @attrs.define
 class _Sink:
-    target: SinkTarget
+    target: SinkTarget | AbstractAsyncContextManager[Any]
     metrics: StageMetrics
     on_error: ErrorStrategy
     batch_size: int | None
-    max_buffer_size: int
+    max_buffer_size: int | None  # None: decided when the flow runs (see _open)
     overflow: OverflowPolicy | None
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        """Enter a context-manager target, and size batches and buffer for what it is."""
+        if _is_context_manager(self.target):
+            self.target = await stack.enter_async_context(self.target)
+        if isinstance(self.target, BatchSink) and self.batch_size is None:
+            self.batch_size = self.target.batch_size
+        if self.max_buffer_size is None:
+            self.max_buffer_size = self.batch_size or 0
 
 
 class Flow:
@@ -183,12 +192,12 @@ class Flow:
 
     def sink(
         self,
-        target: SinkTarget,
+        target: SinkTarget | AbstractAsyncContextManager[Any],
         *,
         name: str | None = None,
         on_error: ErrorStrategy = FAIL_FAST,
         batch_size: int | None = None,
-        max_buffer_size: int = 0,
+        max_buffer_size: int | None = None,
         overflow: OverflowPolicy | None = None,
     ) -> Flow:
         """Add a sink; every sink gets every output of the operators.
@@ -197,19 +206,23 @@ class Flow:
             target: a function (sync or async) called with each item, or with a list of up
                 to ``batch_size`` items; an anyio ``ObjectSendStream``; or a connector's
                 sink (a :class:`BatchSink`, given batches of its own ``batch_size`` unless
-                you pass one).
+                you pass one), as an object or as the async context manager that makes it
+                (entered when the flow starts, left after its last write).
             name: the sink's name in metrics (default: the function's name).
             on_error: what a failing call does: ``FailFast()`` ends the flow, ``Skip()``,
                 ``DeadLetter(sink)`` or ``Retry(...)`` (:mod:`rxflow.strategies`).
             batch_size: hand the sink lists of up to this many items: whatever is waiting
                 when it is ready, never waiting to fill a batch.
-            max_buffer_size: items waiting for this sink at most. Without ``overflow``, a
-                full sink holds back the whole flow (the slowest sink sets the pace).
+            max_buffer_size: items waiting for this sink at most (default: 0, or the batch
+                size for a batching sink, so that it has whole batches to take). Without
+                ``overflow``, a full sink holds back the whole flow (the slowest sink sets
+                the pace).
             overflow: let this sink fall behind instead: ``"drop_newest"``,
                 ``"drop_oldest"``, ``"latest"`` or ``"error"`` when its buffer is full.
         """
-        if isinstance(target, BatchSink):
-            batch_size = batch_size or target.batch_size
+        # Checked first: a context manager made by @asynccontextmanager is callable too.
+        if _is_context_manager(target) or isinstance(target, BatchSink):
+            pass  # its batch size is known once it is entered
         elif not (callable(target) or isinstance(target, anyio.abc.ObjectSendStream)):
             raise TypeError(
                 "Flow.sink(): expected a function, an anyio ObjectSendStream or a sink with "
@@ -224,7 +237,7 @@ class Flow:
                 raise ValueError(
                     f"Flow.sink(): overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}"
                 )
-            if max_buffer_size < 1:
+            if max_buffer_size is None or max_buffer_size < 1:
                 raise ValueError(
                     "Flow.sink(): a sink with an overflow policy needs max_buffer_size >= 1 "
                     "to hold what it falls behind by"
@@ -378,6 +391,8 @@ class FlowHandle:
         # Sources open first and close last: their connections must outlive the final acks.
         async with AsyncExitStack() as open_sources:
             sources = [await _entered(source.items, open_sources) for source in self._flow._sources]
+            for sink in self._flow._sinks:
+                await sink._open(open_sources)
             async with anyio.create_task_group() as acks:
                 acks.start_soon(self._acker.run, name=f"rxflow flow {self._flow.name} acks")
                 with delivery.activated():  # operators subscribed in here find it
@@ -434,7 +449,9 @@ class FlowHandle:
         async with anyio.create_task_group() as tg:
             branches = []
             for sink in sinks:
-                send, receive = anyio.create_memory_object_stream[_Output](sink.max_buffer_size)
+                send, receive = anyio.create_memory_object_stream[_Output](
+                    sink.max_buffer_size or 0
+                )
                 sink.metrics.backlog = _backlog_of(receive)
                 branches.append((sink, send, receive))
                 tg.start_soon(
@@ -638,11 +655,13 @@ async def _drain_into(
                 done.done_by_one_sink(delivery)
 
 
-def _writer(target: SinkTarget) -> Callable[[Any], Any]:
+def _writer(target: SinkTarget | AbstractAsyncContextManager[Any]) -> Callable[[Any], Any]:
+    assert not _is_context_manager(target), "entered by _Sink._open before the flow runs"
     if isinstance(target, anyio.abc.ObjectSendStream):
         return target.send
     if isinstance(target, BatchSink):
         return target.send_batch
+    assert callable(target)
     return target
 
 

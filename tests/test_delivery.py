@@ -352,3 +352,23 @@ async def test_a_source_context_manager_may_run_tasks_while_it_is_open() -> None
     written: list[int] = []
     await Flow().source(with_a_task()).sink(written.append).run()
     assert written == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_a_sink_context_manager_is_entered_and_gets_whole_batches() -> None:
+    log: list[tuple[str, Any]] = []
+
+    @asynccontextmanager
+    async def batch_writer() -> AsyncIterator[BatchWriter]:
+        log.append(("open", None))
+        yield BatchWriter(log)
+        log.append(("close", None))
+
+    await Flow().source(range(9)).sink(batch_writer()).run()
+    batches = [items for what, items in log if what == "batch"]
+    assert log[0] == ("open", None)
+    assert log[-1] == ("close", None)
+    assert [n for batch in batches for n in batch] == list(range(9))
+    # Its buffer defaults to its batch size, so a writer that takes a turn finds several
+    # items waiting (with no buffer it would get batches of one).
+    assert len(batches) < 9

@@ -383,7 +383,7 @@ NO_HEADERS: Final[Mapping[str, str]] = types.MappingProxyType({})
 
 async def reject(decoder: Decoder, bad: BadFrame, key: str | bytes | None) -> Any:
     """Hand a bad frame to the decode policy, as if its codec had failed on it."""
-    return await decoder._failed(bad.prefix, key, FramingError(bad.reason))
+    return await decoder.reject(bad.prefix, FramingError(bad.reason), key=key)
 
 
 async def decode_frame(decoder: Decoder, data: bytes | BadFrame, key: str | bytes | None) -> Any:
@@ -397,7 +397,7 @@ async def decode_frame(decoder: Decoder, data: bytes | BadFrame, key: str | byte
     try:
         value = decoder.codec(data)
     except Exception as error:
-        return await decoder._failed(data, key, error)
+        return await decoder.reject(data, error, key=key)
     decoder.decoded += 1
     return value
 
@@ -442,7 +442,7 @@ async def framed_messages(
                     try:
                         value = codec(data)
                     except Exception as error:
-                        value = await decoder._failed(data, key, error)
+                        value = await decoder.reject(data, error, key=key)
                     else:
                         decoder.decoded += 1
                 line += 1

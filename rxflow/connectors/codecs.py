@@ -167,7 +167,3 @@ class Decoder:
             await result
         self.dead_lettered += 1
         return SKIPPED
-
-    async def _failed(self, data: bytes, key: str | bytes | None, error: Exception) -> Any:
-        # TEMPORARY: the framing module still calls this; remove once it calls reject().
-        return await self.reject(data, error, key=key)

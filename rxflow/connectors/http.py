@@ -42,34 +42,11 @@ from rxflow.connectors.codecs import (
     DecodePolicy,
     Decoder,
 )
-from rxflow.errors import RxflowError, ServiceUnavailableError
+from rxflow.errors import HttpResponseError, ServiceUnavailableError
 
 DeadLetter = Callable[[DecodeFailure], Awaitable[object] | object]
 MAX_BACKOFF = 30.0  # seconds: the longest wait between two attempts
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
-
-
-class HttpResponseError(RxflowError):
-    """The server answered, but not as asked: a non-2xx status (after the retries, for a
-    status worth retrying), or an event stream that is not ``text/event-stream``.
-
-    ``url`` and ``status_code`` say which; the message quotes the start of the body.
-
-    Example:
-        Tell a missing endpoint from a server that is down::
-
-            try:
-                await sink.send_batch(batch)
-            except HttpResponseError as error:
-                if error.status_code == 404:
-                    raise SystemExit(f"no ingest endpoint at {error.url}") from error
-                raise
-    """
-
-    def __init__(self, message: str, *, url: str, status_code: int) -> None:
-        super().__init__(message)
-        self.url = url
-        self.status_code = status_code
 
 
 # -- server-sent events: the parser ------------------------------------------------------

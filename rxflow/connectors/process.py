@@ -62,41 +62,12 @@ from rxflow.connectors._framing import (
     receive_chunks,
 )
 from rxflow.connectors.codecs import Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
-from rxflow.errors import RxflowError
+from rxflow.errors import ProcessFailedError
 
 FramingName = Literal["lines", "length", "chunks"]
 DeadLetter = Callable[[DecodeFailure], Any] | None
 Command = str | Sequence[str]
 Redirect = int | IO[Any] | None
-
-
-class ProcessFailedError(RxflowError, subprocess.CalledProcessError):
-    """A command exited with a non-zero code (or stopped reading its stdin).
-
-    ``returncode``, ``cmd`` and ``stderr`` (the last bytes it wrote there) say which and why.
-    It is a :class:`subprocess.CalledProcessError` too.
-
-    Example:
-        >>> print(ProcessFailedError("process:ls", ["ls", "/nope"], 2, b"ls: cannot access"))
-        command ls /nope exited with code 2; its stderr ends with:
-        ls: cannot access
-    """
-
-    def __init__(self, where: str, command: Command, returncode: int, stderr: bytes) -> None:
-        subprocess.CalledProcessError.__init__(self, returncode, command, None, stderr)
-        self.where = where
-
-    def __str__(self) -> str:
-        if self.returncode < 0:
-            try:
-                how = f"was killed by {signal.Signals(-self.returncode).name}"
-            except ValueError:
-                how = f"was killed by signal {-self.returncode}"
-        else:
-            how = f"exited with code {self.returncode}"
-        tail = self.stderr.decode("utf-8", "replace").strip() if self.stderr else ""
-        said = f"; its stderr ends with:\n{tail}" if tail else "; it wrote nothing to stderr"
-        return f"command {_describe(self.cmd)} {how}{said}"
 
 
 def _describe(command: Command) -> str:
