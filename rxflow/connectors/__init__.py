@@ -3,16 +3,22 @@
 The contract every connector keeps:
 
 * A **source** is an async context manager that yields an async iterable of
-  :class:`Message` records. Use it as an :func:`rxflow.open_pipe` source, as a
-  :class:`rxflow.Flow` source, or as an observable through :func:`rxflow.from_async_iterable`.
-  It is pulled: a slow consumer means fewer reads or fetches from the system, never an
-  unbounded local buffer.
+  :class:`Message` records. Use it as a :class:`rxflow.Flow` source as it is, or enter it
+  and use what it yields as an :func:`rxflow.open_pipe` source or, through
+  :func:`rxflow.from_async_iterable`, as an observable. It is pulled: a slow consumer means
+  fewer reads or fetches from the system, never an unbounded local buffer (sources that
+  cannot be paused, UDP and PostgreSQL NOTIFY, say what they do instead).
 * A source takes a ``codec`` (``"bytes"``, ``"text"``, ``"json"`` or a function) and an
   ``on_decode_error`` policy (:mod:`rxflow.connectors.codecs`).
 * A **sink** is an async context manager yielding an object with ``send(item)`` and
   ``send_batch(items)``; each returns once the system confirmed the write.
-* Delivery is **at-least-once**: a message that is not acknowledged is delivered again by
-  its system. See :mod:`rxflow.connectors` in the README for what is guaranteed where.
+* Delivery is **at-least-once** where the system can acknowledge: a message is
+  acknowledged after what was derived from it was confirmed (automatically in a
+  :class:`rxflow.Flow`), and one that is not is delivered again by its system.
+
+Each connector lives in its own module, and its client library is an optional extra
+(``pip install 'rxflow[redis]'``). The names below import their module on first use, so
+``import rxflow.connectors`` needs none of the clients.
 
 Example:
     >>> from rxflow.connectors import Message
@@ -20,7 +26,48 @@ Example:
     'hello'
 """
 
-from rxflow.connectors._message import Message, Settlement
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from rxflow.connectors._message import BatchAcker, Message, Settlement
 from rxflow.connectors.codecs import SKIPPED, DecodeFailure, Decoder
 
-__all__ = ["SKIPPED", "DecodeFailure", "Decoder", "Message", "Settlement"]
+_LAZY = {
+    "files": ("read_file", "follow_file", "file_sink"),
+    "sockets": ("tcp_source", "tcp_server_source", "udp_source", "tcp_sink"),
+    "process": ("process_source", "process_sink", "stdin_source", "stdout_sink"),
+    "http": ("sse_source", "poll_source", "http_post_sink"),
+    "nats": ("jetstream_source", "jetstream_sink"),
+    "redis": ("redis_stream_source", "redis_stream_sink"),
+    "mqtt": ("mqtt_source", "mqtt_sink"),
+    "rabbitmq": ("rabbitmq_source", "rabbitmq_sink"),
+    "postgres": ("postgres_listen_source", "postgres_table_source", "postgres_sink"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rxflow.connectors' has no attribute {name!r}")
+    try:
+        imported = importlib.import_module(f"rxflow.connectors.{module}")
+    except ImportError as error:
+        raise ImportError(
+            f"rxflow.connectors.{name} needs the client of the {module!r} connector: "
+            f"pip install 'rxflow[{module}]' ({error})"
+        ) from error
+    return getattr(imported, name)
+
+
+__all__ = [
+    "SKIPPED",
+    "BatchAcker",
+    "DecodeFailure",
+    "Decoder",
+    "Message",
+    "Settlement",
+    *_MODULE_OF,
+]
