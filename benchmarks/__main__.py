@@ -15,13 +15,37 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import chart, core, peers, windows
+from benchmarks import (
+    chart,
+    connectors_http,
+    connectors_mqtt,
+    connectors_native,
+    connectors_nats,
+    connectors_postgres,
+    connectors_rabbitmq,
+    connectors_redis,
+    core,
+    peers,
+    windows,
+)
 
 Case = Callable[[bool], Iterable[dict[str, Any]]]
 
 RESULTS = Path(__file__).parent / "results"
 
-CASES: dict[str, Case] = {**core.CASES, **windows.CASES, **peers.CASES}
+CASES: dict[str, Case] = {
+    **core.CASES,
+    **windows.CASES,
+    **peers.CASES,
+    # Connectors, end to end against the local servers (each against its raw client).
+    **connectors_native.CASES,
+    **connectors_http.CASES,
+    **connectors_nats.CASES,
+    **connectors_redis.CASES,
+    **connectors_mqtt.CASES,
+    **connectors_rabbitmq.CASES,
+    **connectors_postgres.CASES,
+}
 
 
 def main() -> None:

@@ -194,8 +194,8 @@ def publish(quick: bool) -> Iterator[dict[str, Any]]:
 
 
 CASES: dict[str, Callable[[bool], Iterable[dict[str, Any]]]] = {
-    "consume_ack": consume_ack,
-    "publish": publish,
+    "nats_consume_ack": consume_ack,
+    "nats_publish": publish,
 }
 
 if __name__ == "__main__":
