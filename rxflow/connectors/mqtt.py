@@ -104,8 +104,12 @@ async def _connect(client: aiomqtt.Client, host: str, port: int) -> None:
 async def _disconnect(client: aiomqtt.Client) -> None:
     """Disconnect, then wait for aiomqtt's housekeeping task, which the socket-close
     callback only schedules to cancel: none outlives the connector."""
-    with contextlib.suppress(aiomqtt.MqttError):
-        await client.__aexit__(None, None, None)
+    connected = client._connected
+    if connected.done() and not connected.cancelled() and connected.exception() is None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.__aexit__(None, None, None)
+    else:  # a connect that failed or was cancelled before CONNACK: aiomqtt leaves it open
+        client._client._sock_close()
     misc = client._misc_task
     if misc is not None:
         misc.cancel()
@@ -151,8 +155,8 @@ class _Subscriber:
         # until ack() (set before connecting, so redelivered messages are held back too).
         client._client.manual_ack_set(True)
         client._client.on_message = self._counting(client._on_message)
+        self.client = client  # from here on, close() cleans up after it
         await _connect(client, self.host, self.port)
-        self.client = client
         try:
             granted = await client.subscribe(self.topic, qos=self.qos)
         except ValueError as error:  # paho checks the filter's syntax
@@ -444,9 +448,8 @@ class _Publisher:
         self.client: aiomqtt.Client | None = None
 
     async def open(self) -> None:
-        client = self.make_client()
-        await _connect(client, self.host, self.port)
-        self.client = client
+        self.client = self.make_client()  # from here on, close() cleans up after it
+        await _connect(self.client, self.host, self.port)
 
     async def publish(self, messages: Sequence[tuple[str, bytes]], qos: int, retain: bool) -> None:
         """Publish all at once, then wait for every PUBACK."""

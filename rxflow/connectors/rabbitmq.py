@@ -39,6 +39,7 @@ import aio_pika
 import aiormq
 import anyio
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from yarl import URL
 
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._message import Message, Settlement
@@ -52,16 +53,6 @@ def _where(url: str) -> str:
     """``host:port`` of an AMQP URL, for messages (never the credentials)."""
     parts = urlsplit(url)
     return f"{parts.hostname or 'localhost'}:{parts.port or 5672}"
-
-
-async def _connect(url: str) -> AbstractConnection:
-    try:
-        return await aio_pika.connect(url)
-    except (OSError, aiormq.exceptions.AMQPConnectionError) as error:
-        raise ServiceUnavailableError(
-            f"rabbitmq: cannot connect to {_where(url)} ({error!r}); check that RabbitMQ is "
-            "running there and that the URL's user, password and virtual host are right"
-        ) from error
 
 
 _CLIENT_DIRS = tuple(os.path.dirname(module.__file__ or "") for module in (aio_pika, aiormq))
@@ -78,17 +69,38 @@ def _client_tasks() -> set[asyncio.Task[Any]]:
     }
 
 
-async def _close(connection: AbstractConnection) -> None:
-    """Close a connection, and wait for the tasks aio-pika starts to finish closing.
+async def _finish_client_tasks(before: set[asyncio.Task[Any]]) -> None:
+    """Wait for the tasks aio-pika started since ``before``, so none outlives the connector.
 
-    ``connection.close()`` returns while tasks it spawned (writer shutdown, close callbacks)
-    still have a few loop turns to run; waiting for them means none outlives the connector.
-    Tasks that ran before the close (other connections') are left alone.
+    A close, or a connect that failed or was cancelled, returns while tasks it spawned
+    (writer shutdown, close callbacks) still have a few loop turns to run. Tasks that ran
+    before (other connections') are left alone.
     """
+    if started := _client_tasks() - before:
+        await asyncio.wait(started, timeout=CLOSE_TIMEOUT)
+
+
+async def _connect(url: str) -> AbstractConnection:
+    # What aio_pika.connect() does, keeping hold of the connection: one that failed or was
+    # cancelled half-way is closed here, not by a task its __del__ would start later.
+    connection = aio_pika.Connection(URL(url))
+    try:
+        await connection.connect()
+    except BaseException as error:
+        await _close(connection)
+        if isinstance(error, OSError | aiormq.exceptions.AMQPConnectionError):
+            raise ServiceUnavailableError(
+                f"rabbitmq: cannot connect to {_where(url)} ({error!r}); check that RabbitMQ "
+                "is running there and that the URL's user, password and virtual host are right"
+            ) from error
+        raise
+    return connection
+
+
+async def _close(connection: AbstractConnection) -> None:
     before = _client_tasks()
     await connection.close()
-    if closing := _client_tasks() - before:
-        await asyncio.wait(closing, timeout=CLOSE_TIMEOUT)
+    await _finish_client_tasks(before)
 
 
 def _check_positive(value: object, name: str, where: str) -> None:

@@ -23,6 +23,7 @@ from tests.connectors.conftest import require_service
 from tests.connectors.test_rabbitmq import (
     URL,
     Admin,
+    black_hole,
     leftover_threads,
     take,
     tcp_proxy,
@@ -209,6 +210,19 @@ async def test_cancelling_a_waiting_source_leaves_nothing_running(topic: str) ->
     assert scope.cancelled_caught
     assert len(anyio.get_running_tasks()) == tasks
     assert leftover_threads(threads) == []
+
+
+@pytest.mark.anyio
+async def test_cancelled_while_connecting_leaves_nothing_running(anyio_backend: str) -> None:
+    with black_hole() as port:
+        threads = set(threading.enumerate())
+        tasks = len(anyio.get_running_tasks())
+        with anyio.move_on_after(0.3) as scope:
+            async with mqtt_source(HOST, port, "t"):
+                pass
+        assert scope.cancelled_caught
+        assert len(anyio.get_running_tasks()) == tasks
+        assert leftover_threads(threads) == []
 
 
 @pytest.mark.anyio

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aio_pika
@@ -74,6 +75,16 @@ async def tcp_proxy(target_port: int) -> AsyncIterator[TcpProxy]:
         await tg.start(proxy.run)
         yield proxy
         tg.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[int]:
+    """A port whose server hangs: the kernel completes each connection (up to the backlog)
+    and no one ever reads or answers."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield server.getsockname()[1]
 
 
 POOL_THREADS = ("asyncio_", "Trio thread", "AnyIO worker")  # idle pool workers, reused
@@ -319,6 +330,19 @@ async def test_cancelling_a_waiting_source_leaves_nothing_running(
     assert await admin.counts(queue) == (0, 0)  # the broker saw the consumer go
     assert len(anyio.get_running_tasks()) == tasks
     assert leftover_threads(threads) == []
+
+
+@pytest.mark.anyio
+async def test_cancelled_while_connecting_leaves_nothing_running(anyio_backend: str) -> None:
+    with black_hole() as port:
+        threads = set(threading.enumerate())
+        tasks = len(anyio.get_running_tasks())
+        with anyio.move_on_after(0.3) as scope:
+            async with rabbitmq_source(f"amqp://guest:guest@127.0.0.1:{port}/", "q"):
+                pass
+        assert scope.cancelled_caught
+        assert len(anyio.get_running_tasks()) == tasks
+        assert leftover_threads(threads) == []
 
 
 @pytest.mark.anyio
