@@ -443,27 +443,56 @@ def _encode_auto(item: object) -> bytes:
 
 
 class _Publisher:
+    """The publishing connection on the client's loop. A lost connection fails the batch in
+    flight; the next batch connects again."""
+
     def __init__(self, host: str, port: int, client: Callable[[], aiomqtt.Client]) -> None:
         self.host, self.port, self.make_client = host, port, client
         self.client: aiomqtt.Client | None = None
+        self.lost = False
 
     async def open(self) -> None:
         self.client = self.make_client()  # from here on, close() cleans up after it
+        self.lost = False
         await _connect(self.client, self.host, self.port)
 
     async def publish(self, messages: Sequence[tuple[str, bytes]], qos: int, retain: bool) -> None:
         """Publish all at once, then wait for every PUBACK."""
+        if self.lost:
+            await self.close()
+            await self.open()
         assert self.client is not None
         client = self.client
         # aiomqtt logs a warning past this many pending calls; a batch is expected to be.
         client.pending_calls_threshold = max(client.pending_calls_threshold, len(messages))
-        await asyncio.gather(
-            *(client.publish(topic, body, qos=qos, retain=retain) for topic, body in messages)
+        publishing = asyncio.gather(
+            *(client.publish(topic, body, qos=qos, retain=retain) for topic, body in messages),
+            return_exceptions=True,  # every publish finished, whatever the first failure
         )
+        # aiomqtt leaves publishes waiting for their PUBACK when the connection drops, until
+        # its timeout: stop them at the disconnection instead.
+        disconnected = client._disconnected
+        either: set[asyncio.Future[Any]] = {publishing, disconnected}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not publishing.done():
+            publishing.cancel()
+            await asyncio.wait({publishing})
+        if disconnected.done():
+            self.lost = True
+            cause = None if disconnected.cancelled() else disconnected.exception()
+            raise ServiceUnavailableError(
+                f"mqtt: the connection to {self.host}:{self.port} was lost while publishing "
+                f"({cause!r}); part of the batch may have reached the broker, send it again "
+                "(the next send connects again)"
+            ) from cause
+        for outcome in publishing.result():
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def close(self) -> None:
-        if self.client is not None:
-            await _disconnect(self.client)
+        client, self.client = self.client, None
+        if client is not None:
+            await _disconnect(client)
 
 
 class MQTTSink:
@@ -529,6 +558,10 @@ async def mqtt_sink(
         encode: item -> bytes; by default bytes as they are, text as UTF-8, else JSON.
         batch_size: how many items a :class:`rxflow.Flow` hands to ``send_batch`` at once.
         client_id, username, password: how the sink's connection presents itself.
+
+    If the connection is lost, ``send_batch`` raises
+    :class:`~rxflow.errors.ServiceUnavailableError` (part of the batch may have been
+    published: at-least-once) and the next call connects again.
 
     Example (needs an MQTT broker)::
 

@@ -405,7 +405,8 @@ def _encode_auto(item: object) -> bytes:
 
 
 class _Publisher:
-    """The publishing channel on the client's loop, in confirm mode."""
+    """The publishing channel on the client's loop, in confirm mode. A lost connection fails
+    the batch in flight; the next batch connects again."""
 
     def __init__(self, url: str, exchange: str) -> None:
         self.url, self.exchange_name = url, exchange
@@ -423,11 +424,14 @@ class _Publisher:
 
     async def publish(self, bodies: Sequence[tuple[bytes, str]]) -> None:
         """Publish all, then wait for every confirm: one round trip per batch, not per message."""
+        if self.exchange is None:  # the last connection was lost
+            await self.close()
+            await self.open()
         assert self.exchange is not None
         exchange = self.exchange
         now = datetime.now(UTC)  # AMQP timestamps are whole seconds
         persistent = aio_pika.DeliveryMode.PERSISTENT
-        await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(
                 exchange.publish(
                     aio_pika.Message(body, delivery_mode=persistent, timestamp=now),
@@ -435,12 +439,24 @@ class _Publisher:
                     mandatory=True,
                 )
                 for body, key in bodies
-            )
+            ),
+            return_exceptions=True,  # every publish finished, whatever the first failure
         )
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if lost := [error for error in errors if isinstance(error, CHANNEL_LOST)]:
+            self.exchange = None
+            raise ServiceUnavailableError(
+                f"rabbitmq: the connection to {_where(self.url)} was lost while publishing "
+                f"({lost[0]!r}); part of the batch may have reached the broker, send it again "
+                "(the next send connects again)"
+            ) from lost[0]
+        if errors:
+            raise errors[0]
 
     async def close(self) -> None:
-        if self.connection is not None:
-            await _close(self.connection)
+        connection, self.connection, self.exchange = self.connection, None, None
+        if connection is not None:
+            await _close(connection)
 
 
 class RabbitMQSink:
@@ -503,7 +519,9 @@ async def rabbitmq_sink(
         batch_size: how many items a :class:`rxflow.Flow` hands to ``send_batch`` at once.
 
     Messages are persistent, stamped with the time they were sent, and published
-    ``mandatory``: one that no queue takes is an error, not a silent drop.
+    ``mandatory``: one that no queue takes is an error, not a silent drop. If the connection
+    is lost, ``send_batch`` raises :class:`~rxflow.errors.ServiceUnavailableError` (part of
+    the batch may have been published: at-least-once) and the next call connects again.
 
     Example (needs a RabbitMQ server)::
 

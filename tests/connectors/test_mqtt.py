@@ -199,6 +199,30 @@ async def test_a_dropped_connection_loses_no_message(topic: str, client_id: str)
 
 
 @pytest.mark.anyio
+async def test_the_sink_reports_a_dropped_connection_and_reconnects(topic: str) -> None:
+    async with mqtt_source(HOST, PORT, topic) as source:
+        async with (
+            tcp_proxy(PORT) as proxy,
+            mqtt_sink(HOST, proxy.port, topic) as sink,
+        ):
+            await sink.send(b"before")
+            proxy.drop()
+            with pytest.raises(ServiceUnavailableError, match="lost while publishing"):
+                with anyio.fail_after(10):
+                    await sink.send(b"lost?")
+            await sink.send_batch([b"after", b"after"])  # connects again
+        values: list[Any] = []
+        with anyio.fail_after(10):
+            async for message in source:
+                values.append(message.value)
+                await message.ack()
+                if values.count(b"after") == 2:
+                    break
+    assert values[0] == b"before"
+    assert set(values) <= {b"before", b"lost?", b"after"}  # "lost?" may have got through
+
+
+@pytest.mark.anyio
 async def test_cancelling_a_waiting_source_leaves_nothing_running(topic: str) -> None:
     threads = set(threading.enumerate())
     tasks = len(anyio.get_running_tasks())

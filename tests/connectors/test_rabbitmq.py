@@ -28,7 +28,8 @@ URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 class TcpProxy:
-    """Forwards TCP connections to a server until :meth:`cut` drops them all at once.
+    """Forwards TCP connections to a server until :meth:`cut` drops them all at once
+    (:meth:`drop` drops them and keeps listening: the server comes back at once).
 
     A real network fault for a client that is connected through it: the client's socket
     sees the peer close mid-stream, whatever the client library.
@@ -38,6 +39,7 @@ class TcpProxy:
         self.target_port = target_port
         self.port = 0
         self._scope = anyio.CancelScope()
+        self._links: set[anyio.CancelScope] = set()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         with self._scope:
@@ -49,6 +51,7 @@ class TcpProxy:
     async def _forward(self, client: anyio.abc.SocketStream) -> None:
         server = await anyio.connect_tcp("127.0.0.1", self.target_port)
         async with client, server, anyio.create_task_group() as tg:
+            self._links.add(tg.cancel_scope)
 
             async def pipe(a: anyio.abc.SocketStream, b: anyio.abc.SocketStream) -> None:
                 try:
@@ -65,6 +68,12 @@ class TcpProxy:
     def cut(self) -> None:
         """Drop every forwarded connection and stop listening."""
         self._scope.cancel()
+
+    def drop(self) -> None:
+        """Drop every forwarded connection; new ones are forwarded."""
+        for link in self._links:
+            link.cancel()
+        self._links.clear()
 
 
 @contextlib.asynccontextmanager
@@ -311,6 +320,33 @@ async def test_a_dropped_connection_loses_no_message(admin: Admin, queue: str) -
                 if seen == set(sent):
                     break
     assert await admin.counts(queue) == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_the_sink_reports_a_dropped_connection_and_reconnects(
+    admin: Admin, queue: str
+) -> None:
+    await admin.publish(queue)  # declares it
+    async with (
+        tcp_proxy(5672) as proxy,
+        rabbitmq_sink(f"amqp://guest:guest@127.0.0.1:{proxy.port}/", routing_key=queue) as sink,
+    ):
+        await sink.send(b"before")
+        proxy.drop()
+        with pytest.raises(ServiceUnavailableError, match="lost while publishing"):
+            with anyio.fail_after(10):
+                await sink.send(b"lost?")
+        await sink.send_batch([b"after", b"after"])  # connects again
+    async with rabbitmq_source(URL, queue) as source:
+        with anyio.fail_after(10):
+            values = []
+            async for message in source:
+                values.append(message.value)
+                await message.ack()
+                if values.count(b"after") == 2:
+                    break
+    assert values[0] == b"before"
+    assert set(values) <= {b"before", b"lost?", b"after"}  # "lost?" may have got through
 
 
 @pytest.mark.anyio
