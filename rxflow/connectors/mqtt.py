@@ -34,7 +34,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 import anyio
@@ -48,6 +48,26 @@ from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, D
 from rxflow.errors import ServiceUnavailableError
 
 CLOSE_TIMEOUT = 5.0  # seconds a close may take before the connection is abandoned
+
+
+class _ClientPart(Protocol):
+    """A subscriber or publisher: opened and closed on the client's loop."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def _opened(part: _ClientPart) -> AsyncIterator[AsyncioHost]:
+    """Open ``part`` on the client's loop for the block, and close it there however the
+    block ends (shielded: a cancelled block still closes its connection)."""
+    async with AsyncioHost() as host:
+        try:
+            await host.call(part.open)
+            yield host
+        finally:
+            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await host.call(part.close)
 
 
 def _check_range(value: object, name: str, low: int, high: int, where: str) -> None:
@@ -421,13 +441,8 @@ async def mqtt_source(
         )
 
     subscriber = _Subscriber(host, port, topic, qos, receive_maximum, client)
-    async with AsyncioHost() as asyncio_host:
-        try:
-            await asyncio_host.call(subscriber.open)
-            yield MQTTSource(asyncio_host, subscriber, decoder)
-        finally:
-            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                await asyncio_host.call(subscriber.close)
+    async with _opened(subscriber) as asyncio_host:
+        yield MQTTSource(asyncio_host, subscriber, decoder)
 
 
 # -- sink ----------------------------------------------------------------------------------
@@ -587,21 +602,16 @@ async def mqtt_sink(
         )
 
     publisher = _Publisher(host, port, client)
-    async with AsyncioHost() as asyncio_host:
-        try:
-            await asyncio_host.call(publisher.open)
-            yield MQTTSink(
-                asyncio_host,
-                publisher,
-                topic,
-                qos=qos,
-                retain=retain,
-                encode=encode,
-                batch_size=batch_size,
-            )
-        finally:
-            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                await asyncio_host.call(publisher.close)
+    async with _opened(publisher) as asyncio_host:
+        yield MQTTSink(
+            asyncio_host,
+            publisher,
+            topic,
+            qos=qos,
+            retain=retain,
+            encode=encode,
+            batch_size=batch_size,
+        )
 
 
 __all__ = ["MQTTSettlement", "MQTTSink", "MQTTSource", "mqtt_sink", "mqtt_source"]

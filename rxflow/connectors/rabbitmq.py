@@ -32,7 +32,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -103,6 +103,26 @@ async def _close(connection: AbstractConnection) -> None:
     await _finish_client_tasks(before)
 
 
+class _ClientPart(Protocol):
+    """A consumer or publisher: opened and closed on the client's loop."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def _opened(part: _ClientPart) -> AsyncIterator[AsyncioHost]:
+    """Open ``part`` on the client's loop for the block, and close it there however the
+    block ends (shielded: a cancelled block still closes its connection)."""
+    async with AsyncioHost() as host:
+        try:
+            await host.call(part.open)
+            yield host
+        finally:
+            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await host.call(part.close)
+
+
 def _check_positive(value: object, name: str, where: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{where}: {name} must be an int, got {value!r}")
@@ -163,7 +183,7 @@ class _Consumer:
         self.closing = False
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def open(self, settle_from_another_thread: bool) -> None:
+    async def open(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.connection = await _connect(self.url)
         channel = await self.connection.channel()
@@ -185,8 +205,7 @@ class _Consumer:
                 "the durable= it was declared with, or declare=False to use it as it is"
             ) from error
         await queue.consume(self._on_delivery)
-        if settle_from_another_thread:
-            self.settler = self.loop.create_task(self._settle_queued())
+        self.settler = self.loop.create_task(self._settle_queued())  # idle unless hosted
 
     async def _on_delivery(self, delivery: AbstractIncomingMessage) -> None:
         self.unacked += 1
@@ -383,13 +402,8 @@ async def rabbitmq_source(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"rabbitmq:{queue}"
     )
     consumer = _Consumer(url, queue, prefetch, declare, durable)
-    async with AsyncioHost() as host:
-        try:
-            await host.call(consumer.open, host.hosted)
-            yield RabbitMQSource(host, consumer, decoder)
-        finally:
-            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                await host.call(consumer.close)
+    async with _opened(consumer) as host:
+        yield RabbitMQSource(host, consumer, decoder)
 
 
 # -- sink ----------------------------------------------------------------------------------
@@ -538,13 +552,8 @@ async def rabbitmq_sink(
             f"{where}: the default exchange routes by queue name; pass routing_key=<queue>"
         )
     publisher = _Publisher(url, exchange)
-    async with AsyncioHost() as host:
-        try:
-            await host.call(publisher.open)
-            yield RabbitMQSink(host, publisher, routing_key, encode, batch_size)
-        finally:
-            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                await host.call(publisher.close)
+    async with _opened(publisher) as host:
+        yield RabbitMQSink(host, publisher, routing_key, encode, batch_size)
 
 
 __all__ = [
