@@ -11,6 +11,8 @@ from typing import Any
 import aiomqtt
 import anyio
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from reactivex import operators as ops
 
 from rxflow import Flow, open_pipe
@@ -95,6 +97,29 @@ async def test_sink_to_source_round_trip_through_a_pipe(topic: str) -> None:
     assert {message.key for message in messages} == {topic}
     assert {message.source for message in messages} == {f"mqtt:{topic}"}
     assert source.decoder.decoded == 6
+
+
+@pytest.mark.anyio
+async def test_qos_2_round_trip_and_user_properties_as_headers(topic: str) -> None:
+    async def publish_with_properties() -> None:
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = [("trace", "t-1"), ("tenant", "acme")]
+        async with aiomqtt.Client(HOST, PORT, protocol=aiomqtt.ProtocolVersion.V5) as client:
+            await client.publish(topic, b"with headers", qos=1, properties=properties)
+
+    async with mqtt_source(HOST, PORT, topic, qos=2) as source:
+        async with mqtt_sink(HOST, PORT, topic, qos=2) as sink:
+            await sink.send(b"exactly once")
+        async with AsyncioHost() as host:
+            await host.call(publish_with_properties)
+        messages = await take(aiter(source), 2)
+        for message in messages:
+            await message.ack()
+        await wait_until(lambda: all_acked(source))
+    assert {message.value: message.headers for message in messages} == {
+        b"exactly once": {},
+        b"with headers": {"trace": "t-1", "tenant": "acme"},
+    }
 
 
 @pytest.mark.anyio

@@ -134,11 +134,14 @@ class Admin:
         result: tuple[int, int] = await self._on_channel(count)
         return result
 
-    async def publish(self, queue: str, *bodies: bytes) -> None:
+    async def publish(
+        self, queue: str, *bodies: bytes, headers: dict[str, Any] | None = None
+    ) -> None:
         async def publish(channel: Any) -> None:
             await channel.declare_queue(queue, durable=True)
             for body in bodies:
-                await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+                message = aio_pika.Message(body, headers=headers)
+                await channel.default_exchange.publish(message, routing_key=queue)
 
         await self._on_channel(publish)
 
@@ -203,6 +206,15 @@ async def test_sink_to_source_round_trip_through_a_pipe(admin: Admin, queue: str
     assert all(abs(time.time() - (message.timestamp or 0)) < 60 for message in messages)
     assert source.decoder.decoded == 6
     assert await admin.counts(queue) == (0, 0)  # all acked, and the consumer is gone
+
+
+@pytest.mark.anyio
+async def test_amqp_headers_come_as_strings(admin: Admin, queue: str) -> None:
+    await admin.publish(queue, b"x", headers={"trace": "t-1", "attempt": 3, "retry": True})
+    async with rabbitmq_source(URL, queue) as source:
+        (message,) = await take(aiter(source), 1)
+        await message.ack()
+    assert message.headers == {"trace": "t-1", "attempt": "3", "retry": "True"}
 
 
 @pytest.mark.anyio
