@@ -280,7 +280,9 @@ class _Subscriber:
 
 class MQTTSettlement(Settlement):
     """Acks one message (``PUBACK``). MQTT has no negative ack: ``nack`` leaves the message
-    unacked, and the broker delivers it again when the session reconnects.
+    unacked, and the broker delivers it again when the session reconnects. Until then it
+    keeps its place in the ``receive_maximum`` window (the broker counts it too), so a
+    source that nacks that many stops receiving: close it, and reopen to get them again.
 
     The ack is written on the client's loop without waiting (the broker does not answer
     acks); on a lost connection it is lost, and the session delivers the message again.
