@@ -1,4 +1,8 @@
-"""RabbitMQ source and sink against the local broker, on asyncio and on trio."""
+"""RabbitMQ source and sink against the local broker, on asyncio and on trio.
+
+The fault-injection helpers here (:class:`TcpProxy`, :func:`black_hole`, the leak checks)
+serve the MQTT tests too.
+"""
 
 from __future__ import annotations
 
