@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -34,6 +33,7 @@ from typing import Any, Final, Literal
 import anyio
 
 from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._checks import check_count, check_name, check_seconds
 from rxflow.connectors._message import Message, Settlement
 from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
 from rxflow.errors import ServiceUnavailableError
@@ -105,35 +105,9 @@ async def _connected(
             await host.call(client.close)
 
 
-def _check_count(where: str, name: str, value: object, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        also = " or None" if optional else ""
-        raise ValueError(f"{where}: {name} must be an int of 1 or more{also}, got {value!r}")
-
-
-def _check_seconds(where: str, name: str, value: object, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        also = " or None" if optional else ""
-        raise ValueError(f"{where}: {name} must be a number of seconds > 0{also}, got {value!r}")
-
-
-def _check_name(where: str, name: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"{where}: {name} must be a non-empty str, got {value!r}")
-
-
 def _check_jetstream_name(where: str, name: str, value: object) -> None:
     """Stream and consumer names: JetStream refuses these characters, with a vaguer error."""
-    _check_name(where, name, value)
+    check_name(where, name, value)
     if isinstance(value, str) and any(c in value for c in ".*> /\\\t\n"):
         raise ValueError(
             f"{where}: {name} {value!r} may not contain '.', '*', '>', '/', '\\' or spaces "
@@ -436,15 +410,15 @@ async def jetstream_source(
                     await message.ack()
     """
     where = "jetstream_source()"
-    _check_name(where, "url", url)
-    _check_name(where, "subject", subject)
+    check_name(where, "url", url)
+    check_name(where, "subject", subject)
     _check_jetstream_name(where, "stream", stream)
     _check_jetstream_name(where, "durable", durable)
-    _check_count(where, "batch", batch)
-    _check_count(where, "max_ack_pending", max_ack_pending, optional=True)
-    _check_seconds(where, "fetch_timeout", fetch_timeout)
-    _check_seconds(where, "ack_wait", ack_wait, optional=True)
-    _check_seconds(where, "connect_timeout", connect_timeout)
+    check_count(where, "batch", batch)
+    check_count(where, "max_ack_pending", max_ack_pending, optional=True)
+    check_seconds(where, "fetch_timeout", fetch_timeout)
+    check_seconds(where, "ack_wait", ack_wait, optional=True)
+    check_seconds(where, "connect_timeout", connect_timeout)
     decoder = Decoder(
         codec,
         on_decode_error=on_decode_error,
@@ -652,10 +626,10 @@ async def jetstream_sink(
             await orders.send_batch([{"id": n} for n in range(100)])
     """
     where = "jetstream_sink()"
-    _check_name(where, "url", url)
-    _check_name(where, "subject", subject)
-    _check_count(where, "batch_size", batch_size)
-    _check_seconds(where, "connect_timeout", connect_timeout)
+    check_name(where, "url", url)
+    check_name(where, "subject", subject)
+    check_count(where, "batch_size", batch_size)
+    check_seconds(where, "connect_timeout", connect_timeout)
     if stream is not None:
         _check_jetstream_name(where, "stream", stream)
     elif create:

@@ -36,6 +36,7 @@ from typing import Any, Final
 import anyio
 
 from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._checks import check_count, check_name
 from rxflow.connectors._message import Message, Settlement, describe
 from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
 from rxflow.errors import ServiceUnavailableError
@@ -110,19 +111,6 @@ async def _connected(
     finally:
         with anyio.CancelScope(shield=True):
             await host.call(client.aclose)
-
-
-def _check_positive(where: str, name: str, value: object, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        also = " or None" if optional else ""
-        raise ValueError(f"{where}: {name} must be an int of 1 or more{also}, got {value!r}")
-
-
-def _check_name(where: str, name: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"{where}: {name} must be a non-empty str, got {value!r}")
 
 
 # -- source -----------------------------------------------------------------------------
@@ -459,13 +447,13 @@ async def redis_stream_source(
     """
     where = f"redis_stream_source({stream!r})"
     for name, value in (("url", url), ("stream", stream), ("group", group)):
-        _check_name(where, name, value)
-    _check_name(where, "consumer", consumer)
-    _check_positive(where, "batch", batch)
-    _check_positive(where, "block_ms", block_ms)
-    _check_positive(where, "claim_idle_ms", claim_idle_ms, optional=True)
+        check_name(where, name, value)
+    check_name(where, "consumer", consumer)
+    check_count(where, "batch", batch)
+    check_count(where, "block_ms", block_ms)
+    check_count(where, "claim_idle_ms", claim_idle_ms, optional=True)
     if field is not None:
-        _check_name(where, "field", field)
+        check_name(where, "field", field)
     decoder = Decoder(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"redis:{stream}"
     )
@@ -629,14 +617,14 @@ async def redis_stream_sink(
                 await sink.send_batch([{"n": 1}, {"n": 2}])
     """
     where = f"redis_stream_sink({stream!r})"
-    _check_name(where, "url", url)
-    _check_name(where, "stream", stream)
+    check_name(where, "url", url)
+    check_name(where, "stream", stream)
     if field is not None:
-        _check_name(where, "field", field)
+        check_name(where, "field", field)
     if encoder is not None and not callable(encoder):
         raise TypeError(f"{where}: encoder must be a function item -> bytes/str, got {encoder!r}")
-    _check_positive(where, "maxlen", maxlen, optional=True)
-    _check_positive(where, "batch_size", batch_size)
+    check_count(where, "maxlen", maxlen, optional=True)
+    check_count(where, "batch_size", batch_size)
     async with AsyncioHost() as host, _connected(host, url, retry=True) as client:
         yield RedisStreamSink(
             host=host,
