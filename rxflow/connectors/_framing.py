@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import struct
 import time
 import types
@@ -57,6 +56,8 @@ from rxflow.connectors.codecs import (
     DecodeFailure,
     DecodePolicy,
     Decoder,
+    Encoder,
+    resolve_encoder,
 )
 
 Framing = Literal["lines", "length", "chunks"]
@@ -477,56 +478,6 @@ async def framed_messages(
 
 
 # -- values to frames ------------------------------------------------------------------------
-
-Encoder = Callable[[Any], bytes]
-EncoderName = Literal["bytes", "text", "json"]
-
-
-def encode_bytes(value: Any) -> bytes:
-    """Bytes as they are (bytes, bytearray or memoryview)."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(
-        f"codec 'bytes' writes bytes, got {type(value).__name__} {value!r:.60}; "
-        "use codec='text' for str, 'json' for objects, or a function value -> bytes"
-    )
-
-
-def encode_text(value: Any) -> bytes:
-    """A str as UTF-8."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    raise TypeError(
-        f"codec 'text' writes str, got {type(value).__name__} {value!r:.60}; "
-        "use codec='json' for objects, 'bytes' for bytes, or a function value -> bytes"
-    )
-
-
-def encode_json(value: Any) -> bytes:
-    """Compact JSON, UTF-8 (never contains a newline)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-ENCODERS: Final[dict[str, Encoder]] = {
-    "bytes": encode_bytes,
-    "text": encode_text,
-    "json": encode_json,
-}
-
-
-def resolve_encoder(codec: Encoder | str, *, where: str) -> Encoder:
-    """The encoder for a name or a function; a clear error for anything else."""
-    if isinstance(codec, str):
-        try:
-            return ENCODERS[codec]
-        except KeyError:
-            raise ValueError(
-                f"{where}: unknown codec {codec!r}; use one of "
-                f"{', '.join(map(repr, ENCODERS))} or a function value -> bytes"
-            ) from None
-    if not callable(codec):
-        raise TypeError(f"{where}: codec must be a name or a function value -> bytes")
-    return codec
 
 
 def make_writer(

@@ -1,5 +1,5 @@
 """Codecs turn a connector's raw records into values; a decode policy says what happens to
-a record the codec rejects.
+a record the codec rejects. Encoders are the way back, values to bytes, for the sinks.
 
 A codec is any function ``bytes -> value``; ``"bytes"``, ``"text"`` (UTF-8) and ``"json"``
 name the built-in ones. A record that fails to decode is never dropped silently:
@@ -167,3 +167,66 @@ class Decoder:
             await result
         self.dead_lettered += 1
         return SKIPPED
+
+
+# -- values to bytes (sinks) ------------------------------------------------------------
+
+Encoder = Callable[[Any], bytes]
+EncoderName = Literal["bytes", "text", "json"]
+
+
+def encode_auto(value: Any) -> bytes:
+    """Bytes as they are, text as UTF-8, anything else as JSON: what a broker sink sends
+    when it is not told how to encode."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return _json.dumps(value).encode("utf-8")
+
+
+def encode_bytes(value: Any) -> bytes:
+    """Bytes as they are (bytes, bytearray or memoryview)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(
+        f"codec 'bytes' writes bytes, got {type(value).__name__} {value!r:.60}; "
+        "use codec='text' for str, 'json' for objects, or a function value -> bytes"
+    )
+
+
+def encode_text(value: Any) -> bytes:
+    """A str as UTF-8."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise TypeError(
+        f"codec 'text' writes str, got {type(value).__name__} {value!r:.60}; "
+        "use codec='json' for objects, 'bytes' for bytes, or a function value -> bytes"
+    )
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact JSON, UTF-8 (never contains a newline)."""
+    return _json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+ENCODERS: Final[dict[str, Encoder]] = {
+    "bytes": encode_bytes,
+    "text": encode_text,
+    "json": encode_json,
+}
+
+
+def resolve_encoder(codec: Encoder | str, *, where: str) -> Encoder:
+    """The encoder for a name or a function; a clear error for anything else."""
+    if isinstance(codec, str):
+        try:
+            return ENCODERS[codec]
+        except KeyError:
+            raise ValueError(
+                f"{where}: unknown codec {codec!r}; use one of "
+                f"{', '.join(map(repr, ENCODERS))} or a function value -> bytes"
+            ) from None
+    if not callable(codec):
+        raise TypeError(f"{where}: codec must be a name or a function value -> bytes")
+    return codec

@@ -38,7 +38,6 @@ from rxflow.connectors._framing import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_READ_SIZE,
-    Encoder,
     FramedSink,
     MessageStream,
     Restart,
@@ -48,7 +47,7 @@ from rxflow.connectors._framing import (
     make_writer,
     receive_chunks,
 )
-from rxflow.connectors.codecs import Codec, CodecName, DecodeFailure, DecodePolicy
+from rxflow.connectors.codecs import Codec, CodecName, DecodeFailure, DecodePolicy, Encoder
 
 PathLike = str | os.PathLike[str]
 DeadLetter = Callable[[DecodeFailure], Any] | None

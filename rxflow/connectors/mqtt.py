@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
@@ -44,7 +43,15 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._message import Message, Settlement
-from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
+from rxflow.connectors.codecs import (
+    SKIPPED,
+    Codec,
+    CodecName,
+    DecodeFailure,
+    DecodePolicy,
+    Decoder,
+    encode_auto,
+)
 from rxflow.errors import ServiceUnavailableError
 
 CLOSE_TIMEOUT = 5.0  # seconds a close may take before the connection is abandoned
@@ -450,15 +457,6 @@ async def mqtt_source(
 # -- sink ----------------------------------------------------------------------------------
 
 
-def _encode_auto(item: object) -> bytes:
-    """Bytes as they are, text as UTF-8, anything else as JSON."""
-    if isinstance(item, bytes | bytearray | memoryview):
-        return bytes(item)
-    if isinstance(item, str):
-        return item.encode("utf-8")
-    return json.dumps(item).encode("utf-8")
-
-
 class _Publisher:
     """The publishing connection on the client's loop. A lost connection fails the batch in
     flight; the next batch connects again."""
@@ -558,7 +556,7 @@ async def mqtt_sink(
     *,
     qos: int = 1,
     retain: bool = False,
-    encode: Callable[[Any], bytes] = _encode_auto,
+    encode: Callable[[Any], bytes] = encode_auto,
     batch_size: int = 100,
     client_id: str | None = None,
     username: str | None = None,

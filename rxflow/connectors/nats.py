@@ -35,7 +35,16 @@ import anyio
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._checks import check_count, check_name, check_seconds
 from rxflow.connectors._message import Message, Settlement
-from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
+from rxflow.connectors.codecs import (
+    SKIPPED,
+    Codec,
+    CodecName,
+    DecodeFailure,
+    DecodePolicy,
+    Decoder,
+    Encoder,
+    encode_auto,
+)
 from rxflow.errors import ServiceUnavailableError
 
 try:
@@ -53,7 +62,6 @@ DEFAULT_BATCH: Final = 32
 DEFAULT_FETCH_TIMEOUT_S: Final = 5.0
 DEFAULT_SINK_BATCH: Final = 256
 
-Encoder = Callable[[Any], bytes]
 EncoderName = Literal["auto", "bytes", "text", "json"]
 
 
@@ -467,14 +475,6 @@ async def jetstream_source(
 # -- sink -------------------------------------------------------------------------------
 
 
-def _encode_auto(value: Any) -> bytes:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return json.dumps(value).encode("utf-8")
-
-
 def _encode_bytes(value: Any) -> bytes:
     if not isinstance(value, bytes | bytearray | memoryview):
         raise TypeError(
@@ -493,7 +493,7 @@ def _encode_json(value: Any) -> bytes:
 
 
 ENCODERS: Final[dict[str, Encoder]] = {
-    "auto": _encode_auto,
+    "auto": encode_auto,
     "bytes": _encode_bytes,
     "text": _encode_text,
     "json": _encode_json,

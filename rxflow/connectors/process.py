@@ -52,7 +52,6 @@ from rxflow.connectors._framing import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_READ_SIZE,
-    Encoder,
     FramedSink,
     MessageStream,
     check_batch_size,
@@ -61,7 +60,7 @@ from rxflow.connectors._framing import (
     make_writer,
     receive_chunks,
 )
-from rxflow.connectors.codecs import Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
+from rxflow.connectors.codecs import Codec, CodecName, DecodeFailure, DecodePolicy, Decoder, Encoder
 from rxflow.errors import ProcessFailedError
 
 FramingName = Literal["lines", "length", "chunks"]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -43,7 +42,15 @@ from yarl import URL
 
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._message import Message, Settlement
-from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
+from rxflow.connectors.codecs import (
+    SKIPPED,
+    Codec,
+    CodecName,
+    DecodeFailure,
+    DecodePolicy,
+    Decoder,
+    encode_auto,
+)
 from rxflow.errors import ServiceUnavailableError
 
 CLOSE_TIMEOUT = 5.0  # seconds a close may take before the connection is abandoned
@@ -409,15 +416,6 @@ async def rabbitmq_source(
 # -- sink ----------------------------------------------------------------------------------
 
 
-def _encode_auto(item: object) -> bytes:
-    """Bytes as they are, text as UTF-8, anything else as JSON."""
-    if isinstance(item, bytes | bytearray | memoryview):
-        return bytes(item)
-    if isinstance(item, str):
-        return item.encode("utf-8")
-    return json.dumps(item).encode("utf-8")
-
-
 class _Publisher:
     """The publishing channel on the client's loop, in confirm mode. A lost connection fails
     the batch in flight; the next batch connects again."""
@@ -519,7 +517,7 @@ async def rabbitmq_sink(
     exchange: str = "",
     routing_key: str | Callable[[Any], str] = "",
     *,
-    encode: Callable[[Any], bytes] = _encode_auto,
+    encode: Callable[[Any], bytes] = encode_auto,
     batch_size: int = 100,
 ) -> AsyncIterator[RabbitMQSink]:
     """Publish items to a RabbitMQ exchange with publisher confirms.

@@ -44,7 +44,6 @@ from rxflow.connectors._framing import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_READ_SIZE,
-    Encoder,
     Frame,
     FramedSink,
     MessageStream,
@@ -63,6 +62,7 @@ from rxflow.connectors.codecs import (
     DecodeFailure,
     DecodePolicy,
     Decoder,
+    Encoder,
 )
 from rxflow.errors import ServiceUnavailableError
 
