@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import sniffio
@@ -106,3 +106,25 @@ class AsyncioHost:
             except StopAsyncIteration:
                 return
             yield item
+
+
+class ClientPart(Protocol):
+    """A consumer, subscriber or publisher of an asyncio-only client: it is opened and
+    closed on the client's loop."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+@contextlib.asynccontextmanager
+async def open_on_host(part: ClientPart, *, close_timeout: float) -> AsyncIterator[AsyncioHost]:
+    """Open ``part`` on the client's loop for the block, and close it there however the
+    block ends (shielded: a cancelled block still closes its connection; a close that takes
+    more than ``close_timeout`` seconds is abandoned)."""
+    async with AsyncioHost() as host:
+        try:
+            await host.call(part.open)
+            yield host
+        finally:
+            with anyio.move_on_after(close_timeout, shield=True):
+                await host.call(part.close)

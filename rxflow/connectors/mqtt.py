@@ -33,15 +33,14 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import aiomqtt
-import anyio
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._asyncio_host import AsyncioHost, open_on_host
 from rxflow.connectors._message import Message, Settlement
 from rxflow.connectors.codecs import (
     SKIPPED,
@@ -55,26 +54,6 @@ from rxflow.connectors.codecs import (
 from rxflow.errors import ServiceUnavailableError
 
 CLOSE_TIMEOUT = 5.0  # seconds a close may take before the connection is abandoned
-
-
-class _ClientPart(Protocol):
-    """A subscriber or publisher: opened and closed on the client's loop."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-
-
-@contextlib.asynccontextmanager
-async def _opened(part: _ClientPart) -> AsyncIterator[AsyncioHost]:
-    """Open ``part`` on the client's loop for the block, and close it there however the
-    block ends (shielded: a cancelled block still closes its connection)."""
-    async with AsyncioHost() as host:
-        try:
-            await host.call(part.open)
-            yield host
-        finally:
-            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                await host.call(part.close)
 
 
 def _check_range(value: object, name: str, low: int, high: int, where: str) -> None:
@@ -450,7 +429,7 @@ async def mqtt_source(
         )
 
     subscriber = _Subscriber(host, port, topic, qos, receive_maximum, client)
-    async with _opened(subscriber) as asyncio_host:
+    async with open_on_host(subscriber, close_timeout=CLOSE_TIMEOUT) as asyncio_host:
         yield MQTTSource(asyncio_host, subscriber, decoder)
 
 
@@ -602,7 +581,7 @@ async def mqtt_sink(
         )
 
     publisher = _Publisher(host, port, client)
-    async with _opened(publisher) as asyncio_host:
+    async with open_on_host(publisher, close_timeout=CLOSE_TIMEOUT) as asyncio_host:
         yield MQTTSink(
             asyncio_host,
             publisher,

@@ -31,16 +31,15 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
-import anyio
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from yarl import URL
 
-from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._asyncio_host import AsyncioHost, open_on_host
 from rxflow.connectors._message import Message, Settlement
 from rxflow.connectors.codecs import (
     SKIPPED,
@@ -108,26 +107,6 @@ async def _close(connection: AbstractConnection) -> None:
     before = _client_tasks()
     await connection.close()
     await _finish_client_tasks(before)
-
-
-class _ClientPart(Protocol):
-    """A consumer or publisher: opened and closed on the client's loop."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-
-
-@contextlib.asynccontextmanager
-async def _opened(part: _ClientPart) -> AsyncIterator[AsyncioHost]:
-    """Open ``part`` on the client's loop for the block, and close it there however the
-    block ends (shielded: a cancelled block still closes its connection)."""
-    async with AsyncioHost() as host:
-        try:
-            await host.call(part.open)
-            yield host
-        finally:
-            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                await host.call(part.close)
 
 
 def _check_positive(value: object, name: str, where: str) -> None:
@@ -409,7 +388,7 @@ async def rabbitmq_source(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"rabbitmq:{queue}"
     )
     consumer = _Consumer(url, queue, prefetch, declare, durable)
-    async with _opened(consumer) as host:
+    async with open_on_host(consumer, close_timeout=CLOSE_TIMEOUT) as host:
         yield RabbitMQSource(host, consumer, decoder)
 
 
@@ -550,7 +529,7 @@ async def rabbitmq_sink(
             f"{where}: the default exchange routes by queue name; pass routing_key=<queue>"
         )
     publisher = _Publisher(url, exchange)
-    async with _opened(publisher) as host:
+    async with open_on_host(publisher, close_timeout=CLOSE_TIMEOUT) as host:
         yield RabbitMQSink(host, publisher, routing_key, encode, batch_size)
 
 
