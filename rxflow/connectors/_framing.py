@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 import types
@@ -61,6 +62,8 @@ from rxflow.connectors.codecs import (
 )
 
 Framing = Literal["lines", "length", "chunks"]
+# Where the decode policy "dead_letter" sends the records the codec rejects.
+DeadLetter = Callable[[DecodeFailure], Any] | None
 FRAMINGS: Final = ("lines", "length", "chunks")
 DEFAULT_MAX_LINE_LENGTH: Final = 1 << 20  # 1 MiB
 DEFAULT_MAX_FRAME_SIZE: Final = 16 << 20  # 16 MiB
@@ -578,3 +581,15 @@ class MessageStream:
 
     async def aclose(self) -> None:
         await self._messages.aclose()
+
+
+@contextlib.asynccontextmanager
+async def streaming(
+    messages: AsyncGenerator[Message[Any]], decoder: Decoder
+) -> AsyncIterator[MessageStream]:
+    """The :class:`MessageStream` a source yields; its generator is closed when the block
+    ends, so the chunk source (file, socket, pipe) closes then, not when it is collected."""
+    try:
+        yield MessageStream(messages, decoder)
+    finally:
+        await messages.aclose()

@@ -38,7 +38,9 @@ from rxflow.connectors._framing import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_READ_SIZE,
+    DeadLetter,
     FramedSink,
+    Framing,
     MessageStream,
     Restart,
     check_batch_size,
@@ -46,11 +48,11 @@ from rxflow.connectors._framing import (
     framed_messages,
     make_writer,
     receive_chunks,
+    streaming,
 )
-from rxflow.connectors.codecs import Codec, CodecName, DecodeFailure, DecodePolicy, Encoder
+from rxflow.connectors.codecs import Codec, CodecName, DecodePolicy, Encoder
 
 PathLike = str | os.PathLike[str]
-DeadLetter = Callable[[DecodeFailure], Any] | None
 
 
 def _check_start(value: int, name: str, where: str) -> None:
@@ -62,7 +64,7 @@ def _check_start(value: int, name: str, where: str) -> None:
 async def read_file(
     path: PathLike,
     *,
-    framing: Literal["lines", "length", "chunks"] = "lines",
+    framing: Framing = "lines",
     codec: Codec | CodecName = "text",
     on_decode_error: DecodePolicy = "raise",
     dead_letter: DeadLetter = None,
@@ -119,10 +121,8 @@ async def read_file(
             headers=None,
             position=start_offset,
         )
-        try:
-            yield MessageStream(messages, decoder)
-        finally:
-            await messages.aclose()
+        async with streaming(messages, decoder) as records:
+            yield records
 
 
 @asynccontextmanager
@@ -131,7 +131,7 @@ async def follow_file(
     *,
     from_end: bool = False,
     poll_interval: float = 1.0,
-    framing: Literal["lines", "length", "chunks"] = "lines",
+    framing: Framing = "lines",
     codec: Codec | CodecName = "text",
     on_decode_error: DecodePolicy = "raise",
     dead_letter: DeadLetter = None,
@@ -195,10 +195,8 @@ async def follow_file(
             headers=None,
             position=position,
         )
-        try:
-            yield MessageStream(messages, decoder)
-        finally:
-            await messages.aclose()
+        async with streaming(messages, decoder) as records:
+            yield records
     finally:
         await follower.close()
 
@@ -317,7 +315,7 @@ class FileSink(FramedSink):
 async def file_sink(
     path: PathLike,
     *,
-    framing: Literal["lines", "length", "chunks"] = "lines",
+    framing: Framing = "lines",
     codec: Encoder | Literal["bytes", "text", "json"] = "text",
     append: bool = True,
     fsync: bool = True,

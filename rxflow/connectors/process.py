@@ -52,19 +52,20 @@ from rxflow.connectors._framing import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_READ_SIZE,
+    DeadLetter,
     FramedSink,
+    Framing,
     MessageStream,
     check_batch_size,
     decoder_and_framer,
     framed_messages,
     make_writer,
     receive_chunks,
+    streaming,
 )
-from rxflow.connectors.codecs import Codec, CodecName, DecodeFailure, DecodePolicy, Decoder, Encoder
+from rxflow.connectors.codecs import Codec, CodecName, DecodePolicy, Decoder, Encoder
 from rxflow.errors import ProcessFailedError
 
-FramingName = Literal["lines", "length", "chunks"]
-DeadLetter = Callable[[DecodeFailure], Any] | None
 Command = str | Sequence[str]
 Redirect = int | IO[Any] | None
 
@@ -160,7 +161,7 @@ class ProcessSource(MessageStream):
 async def process_source(
     command: Command,
     *,
-    framing: FramingName = "lines",
+    framing: Framing = "lines",
     codec: Codec | CodecName = "text",
     on_decode_error: DecodePolicy = "raise",
     dead_letter: DeadLetter = None,
@@ -284,7 +285,7 @@ class ProcessSink(FramedSink):
 async def process_sink(
     command: Command,
     *,
-    framing: FramingName = "lines",
+    framing: Framing = "lines",
     codec: Encoder | Literal["bytes", "text", "json"] = "text",
     batch_size: int = 1000,
     stdout: Redirect = None,
@@ -391,7 +392,7 @@ class _FdReceiveStream(ByteReceiveStream):
 @asynccontextmanager
 async def stdin_source(
     *,
-    framing: FramingName = "lines",
+    framing: Framing = "lines",
     codec: Codec | CodecName = "text",
     on_decode_error: DecodePolicy = "raise",
     dead_letter: DeadLetter = None,
@@ -425,10 +426,8 @@ async def stdin_source(
     )
     stream = _FdReceiveStream(fd)
     messages = framed_messages(receive_chunks(stream, read_size), framer, decoder, key=where)
-    try:
-        yield MessageStream(messages, decoder)
-    finally:
-        await messages.aclose()
+    async with streaming(messages, decoder) as records:
+        yield records
 
 
 class StdoutSink(FramedSink):
@@ -461,7 +460,7 @@ class StdoutSink(FramedSink):
 @asynccontextmanager
 async def stdout_sink(
     *,
-    framing: FramingName = "lines",
+    framing: Framing = "lines",
     codec: Encoder | Literal["bytes", "text", "json"] = "text",
     batch_size: int = 1000,
     fd: int = 1,

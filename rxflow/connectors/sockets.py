@@ -44,8 +44,10 @@ from rxflow.connectors._framing import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_READ_SIZE,
+    DeadLetter,
     Frame,
     FramedSink,
+    Framing,
     MessageStream,
     check_batch_size,
     decode_frame,
@@ -53,21 +55,19 @@ from rxflow.connectors._framing import (
     framed_messages,
     make_framer,
     make_writer,
+    streaming,
 )
 from rxflow.connectors._message import Message, Settlement
 from rxflow.connectors.codecs import (
     SKIPPED,
     Codec,
     CodecName,
-    DecodeFailure,
     DecodePolicy,
     Decoder,
     Encoder,
 )
 from rxflow.errors import ServiceUnavailableError
 
-FramingName = Literal["lines", "length", "chunks"]
-DeadLetter = Callable[[DecodeFailure], Any] | None
 # What a lost connection looks like: a reset, a broken pipe, or anyio's wrapper of them.
 CONNECTION_LOST = (anyio.BrokenResourceError, ConnectionError, OSError)
 
@@ -112,7 +112,7 @@ async def tcp_source(
     host: str,
     port: int,
     *,
-    framing: FramingName = "lines",
+    framing: Framing = "lines",
     codec: Codec | CodecName = "bytes",
     on_decode_error: DecodePolicy = "raise",
     dead_letter: DeadLetter = None,
@@ -157,10 +157,8 @@ async def tcp_source(
     async with stream:
         chunks = _received(stream, read_size, where, [0])
         messages = framed_messages(chunks, framer, decoder, key=f"{host}:{port}", stamp=True)
-        try:
-            yield MessageStream(messages, decoder)
-        finally:
-            await messages.aclose()
+        async with streaming(messages, decoder) as records:
+            yield records
 
 
 Batches = anyio.abc.ObjectReceiveStream[tuple[str, float, list[Frame]]]
@@ -205,7 +203,7 @@ async def tcp_server_source(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    framing: FramingName = "lines",
+    framing: Framing = "lines",
     codec: Codec | CodecName = "bytes",
     on_decode_error: DecodePolicy = "raise",
     dead_letter: DeadLetter = None,
@@ -446,7 +444,7 @@ async def tcp_sink(
     host: str,
     port: int,
     *,
-    framing: FramingName = "lines",
+    framing: Framing = "lines",
     codec: Encoder | Literal["bytes", "text", "json"] = "bytes",
     batch_size: int = 1000,
 ) -> AsyncIterator[TcpSink]:
