@@ -168,6 +168,9 @@ class _Run:
         self.idle_timer = SerialDisposable()
         self.now = clock_of(scheduler)
         self.delivery = current_delivery()
+        # Read once: on_next runs per item, and attribute chains cost there.
+        aligned = spec.aligned
+        self.tumbling_every = aligned.every if aligned is not None and not aligned.sliding else None
 
     # -- items ---------------------------------------------------------------------------
 
@@ -193,7 +196,8 @@ class _Run:
             if by_index is None:
                 by_index = self.windows[key] = {}
             # Tumbling windows (every == span): exactly one index, no range to build.
-            indexes = aligned.windows_for(t) if aligned.sliding else (int(t // aligned.every),)
+            every = self.tumbling_every
+            indexes = aligned.windows_for(t) if every is None else (int(t // every),)
             for index in indexes:
                 window = by_index.get(index)
                 if window is not None and not window.emitted:
@@ -207,7 +211,12 @@ class _Run:
             spec.late_items.on_next(item)
         if t > self.max_seen:
             self.max_seen = t
-            self._advance(t - spec.out_of_orderness)
+            watermark = t - spec.out_of_orderness
+            closing = self.closing
+            if (closing and closing[0][0] <= watermark) or self.forgetting:
+                self._advance(watermark)
+            elif watermark > self.watermark:
+                self.watermark = watermark  # nothing to close or forget yet
         if spec.idle_timeout is not None:
             self.last_arrival = self.now()
             if self.idle_timer.disposable is None:
