@@ -22,15 +22,8 @@ from rxflow.connectors.mqtt import MQTTSource, mqtt_sink, mqtt_source
 from rxflow.connectors.rabbitmq import rabbitmq_source
 from rxflow.errors import DecodeError, ServiceUnavailableError
 from tests.connectors.conftest import require_service
-from tests.connectors.test_rabbitmq import (
-    URL,
-    Admin,
-    black_hole,
-    leftover_threads,
-    take,
-    tcp_proxy,
-    wait_until,
-)
+from tests.connectors.support import black_hole, leftover_threads, take, tcp_proxy, wait_until
+from tests.connectors.test_rabbitmq import URL, Admin
 
 HOST, PORT = "127.0.0.1", 1883
 

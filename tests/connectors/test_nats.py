@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -24,6 +23,7 @@ from rxflow.connectors.codecs import DecodeFailure
 from rxflow.connectors.nats import JetStreamSource, jetstream_sink, jetstream_source
 from rxflow.errors import DecodeError, ServiceUnavailableError
 from tests.connectors.conftest import require_service
+from tests.connectors.support import take, tcp_proxy, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -63,27 +63,6 @@ def stream(url: str) -> Iterator[str]:
 async def publish(url: str, subject: str, items: list[Any], encoder: str = "auto") -> None:
     async with jetstream_sink(url, subject, encoder=encoder) as sink:  # type: ignore[arg-type]
         await sink.send_batch(items)
-
-
-async def take(source: JetStreamSource, count: int) -> list[Message[Any]]:
-    """The next ``count`` messages of a source (waiting for the broker as long as needed)."""
-    taken: list[Message[Any]] = []
-    with anyio.fail_after(10):
-        async for message in source:
-            taken.append(message)
-            if len(taken) == count:
-                break
-    return taken
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool] | bool]) -> None:
-    """Poll ``condition`` until it holds (the broker works at its own pace)."""
-    with anyio.fail_after(10):
-        while True:
-            outcome = condition()
-            if await outcome if inspect.isawaitable(outcome) else outcome:
-                return
-            await anyio.sleep(0.01)
 
 
 async def all_acked(source: JetStreamSource) -> None:
@@ -320,55 +299,13 @@ async def test_a_connection_lost_mid_stream_loses_no_message(url: str, stream: s
     assert set(seen) == set(ids)
 
 
-class Relay:
-    """A TCP relay to the server whose connections the test can cut, as a network fails;
-    it keeps accepting new ones, so the client can reconnect."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self.connections = 0
-        self._cuts: list[anyio.CancelScope] = []
-
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-        self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        task_status.started()
-        async with listener:
-            await listener.serve(self._relay)
-
-    async def _relay(self, client: anyio.abc.SocketStream) -> None:
-        self.connections += 1
-        with anyio.CancelScope() as scope:
-            self._cuts.append(scope)
-            async with client, await anyio.connect_tcp(*self.target) as server:
-
-                async def pump(
-                    source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream
-                ) -> None:
-                    async for data in source:
-                        await sink.send(data)
-
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(pump, client, server)
-                    await pump(server, client)
-                    tg.cancel_scope.cancel()
-
-    def cut(self) -> None:
-        """Drop every open connection (both ends see it closed)."""
-        for scope in self._cuts:
-            scope.cancel()
-        self._cuts.clear()
-
-
 async def test_a_dropped_connection_is_resumed_and_loses_nothing(url: str, stream: str) -> None:
     ids = set(range(40))
     await publish(url, f"{stream}.n", sorted(ids))
-    relay = Relay(require_service("nats"))
     seen: set[int] = set()
-    async with anyio.create_task_group() as tg:
-        await tg.start(relay.run)
-        async with jetstream_source(
+    async with (
+        tcp_proxy(require_service("nats")[1]) as relay,
+        jetstream_source(
             f"nats://127.0.0.1:{relay.port}",
             stream,
             f"{stream}.>",
@@ -378,16 +315,16 @@ async def test_a_dropped_connection_is_resumed_and_loses_nothing(url: str, strea
             ack_wait=1,
             fetch_timeout=1,
             connect_options={"reconnect_time_wait": 0.05},
-        ) as source:
-            with anyio.fail_after(15):
-                async for message in source:
-                    seen.add(message.value)
-                    await message.ack()
-                    if len(seen) == 10 and relay.connections == 1:
-                        relay.cut()  # nats-py reconnects through the relay
-                    if seen == ids:
-                        break
-        tg.cancel_scope.cancel()
+        ) as source,
+    ):
+        with anyio.fail_after(15):
+            async for message in source:
+                seen.add(message.value)
+                await message.ack()
+                if len(seen) == 10 and relay.connections == 1:
+                    relay.drop()  # nats-py reconnects through the relay
+                if seen == ids:
+                    break
     assert relay.connections >= 2
 
 

@@ -25,6 +25,7 @@ from rxflow.connectors.postgres import (
 )
 from rxflow.errors import DecodeError, ServiceUnavailableError, SourceOverflowError
 from tests.connectors.conftest import require_service
+from tests.connectors.support import take
 
 pytestmark = pytest.mark.anyio
 
@@ -96,16 +97,6 @@ async def admin_connection(dsn: str) -> AsyncIterator[Admin]:
 async def admin(dsn: str) -> AsyncIterator[Admin]:
     async with admin_connection(dsn) as admin:
         yield admin
-
-
-async def take(source: Any, count: int) -> list[Message[Any]]:
-    messages = []
-    with anyio.fail_after(10):
-        async for message in source:
-            messages.append(message)
-            if len(messages) == count:
-                break
-    return messages
 
 
 async def wait_received(source: Any, count: int) -> None:

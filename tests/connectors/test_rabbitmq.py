@@ -1,18 +1,12 @@
-"""RabbitMQ source and sink against the local broker, on asyncio and on trio.
-
-The fault-injection helpers here (:class:`TcpProxy`, :func:`black_hole`, the leak checks)
-serve the MQTT tests too.
-"""
+"""RabbitMQ source and sink against the local broker, on asyncio and on trio."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -21,95 +15,21 @@ import anyio.abc
 import pytest
 
 from rxflow import open_pipe
-from rxflow.connectors import DecodeFailure, Message
+from rxflow.connectors import DecodeFailure
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors.rabbitmq import RabbitMQSettlement, rabbitmq_sink, rabbitmq_source
 from rxflow.connectors.rabbitmq import _close as close_connection
 from rxflow.errors import DecodeError, ServiceUnavailableError
 from tests.connectors.conftest import require_service
+from tests.connectors.support import (
+    black_hole,
+    leftover_threads,
+    take,
+    tcp_proxy,
+    wait_until,
+)
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
-
-
-class TcpProxy:
-    """Forwards TCP connections to a server until :meth:`cut` drops them all at once
-    (:meth:`drop` drops them and keeps listening: the server comes back at once).
-
-    A real network fault for a client that is connected through it: the client's socket
-    sees the peer close mid-stream, whatever the client library.
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._scope = anyio.CancelScope()
-        self._links: set[anyio.CancelScope] = set()
-
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        with self._scope:
-            async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
-                self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-                task_status.started()
-                await listener.serve(self._forward)
-
-    async def _forward(self, client: anyio.abc.SocketStream) -> None:
-        server = await anyio.connect_tcp("127.0.0.1", self.target_port)
-        async with client, server, anyio.create_task_group() as tg:
-            self._links.add(tg.cancel_scope)
-
-            async def pipe(a: anyio.abc.SocketStream, b: anyio.abc.SocketStream) -> None:
-                try:
-                    async for chunk in a:
-                        await b.send(chunk)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    pass
-                finally:
-                    tg.cancel_scope.cancel()  # one side ended: end both
-
-            tg.start_soon(pipe, client, server)
-            tg.start_soon(pipe, server, client)
-
-    def cut(self) -> None:
-        """Drop every forwarded connection and stop listening."""
-        self._scope.cancel()
-
-    def drop(self) -> None:
-        """Drop every forwarded connection; new ones are forwarded."""
-        for link in self._links:
-            link.cancel()
-        self._links.clear()
-
-
-@contextlib.asynccontextmanager
-async def tcp_proxy(target_port: int) -> AsyncIterator[TcpProxy]:
-    """A :class:`TcpProxy` to ``target_port``, listening until the block ends."""
-    async with anyio.create_task_group() as tg:
-        proxy = TcpProxy(target_port)
-        await tg.start(proxy.run)
-        yield proxy
-        tg.cancel_scope.cancel()
-
-
-@contextlib.contextmanager
-def black_hole() -> Iterator[int]:
-    """A port whose server hangs: the kernel completes each connection (up to the backlog)
-    and no one ever reads or answers."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-        yield server.getsockname()[1]
-
-
-POOL_THREADS = ("asyncio_", "Trio thread", "AnyIO worker")  # idle pool workers, reused
-
-
-def leftover_threads(before: set[threading.Thread]) -> list[str]:
-    """Threads started since ``before`` that are still alive, other than idle pool workers."""
-    return [
-        thread.name
-        for thread in threading.enumerate()
-        if thread not in before and not thread.name.startswith(POOL_THREADS)
-    ]
 
 
 class Admin:
@@ -173,23 +93,6 @@ async def queue(admin: Admin) -> AsyncIterator[str]:
     name = f"rxflow-test-{uuid.uuid4().hex}"
     yield name
     await admin.delete(name)
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]]) -> None:
-    """Poll the broker until ``condition()`` holds (it has no event to wait on)."""
-    with anyio.fail_after(10):
-        while not await condition():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
-
-
-async def take(messages: AsyncIterator[Message[Any]], count: int) -> list[Message[Any]]:
-    taken = []
-    with anyio.fail_after(10):
-        async for message in messages:
-            taken.append(message)
-            if len(taken) == count:
-                break
-    return taken
 
 
 @pytest.mark.anyio

@@ -11,7 +11,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -27,6 +27,7 @@ from rxflow.connectors import DecodeFailure, Message
 from rxflow.connectors.redis import RedisStreamSource, redis_stream_sink, redis_stream_source
 from rxflow.errors import DecodeError, ServiceUnavailableError
 from tests.connectors.conftest import require_service
+from tests.connectors.support import take, tcp_proxy, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -74,26 +75,9 @@ def source(rd: Redis, consumer: str = "c1", **options: Any) -> Any:
     return redis_stream_source(rd.url, rd.stream, GROUP, consumer, **options)
 
 
-async def take(messages: AsyncIterator[Message[Any]], count: int) -> list[Message[Any]]:
-    taken = []
-    with anyio.fail_after(10):
-        for _ in range(count):
-            taken.append(await anext(messages))
-    return taken
-
-
-async def wait_for(condition: Callable[[], bool]) -> None:
-    """Until ``condition()`` holds on the server (polled: Redis does not tell)."""
-    with anyio.fail_after(10):
-        while True:
-            if condition():
-                return
-            await anyio.sleep(0.01)
-
-
 async def wait_until_blocked(rd: Redis) -> None:
     """Until the source's reader waits in a blocking XREADGROUP on the server."""
-    await wait_for(lambda: any("b" in c["flags"] for c in rd.connections()))
+    await wait_until(lambda: any("b" in c["flags"] for c in rd.connections()))
 
 
 async def test_round_trip_with_headers_and_timestamps(rd: Redis) -> None:
@@ -167,7 +151,7 @@ async def test_slow_consumer_means_fewer_reads(rd: Redis) -> None:
     # Through a pipe, the pipe's buffer adds to what is read ahead, and no more.
     async with source(rd, "c2", batch=5) as numbers, open_pipe(numbers, max_buffer_size=4) as pipe:
         await take(aiter(pipe), 1)
-        await wait_for(lambda: rd.pending() > 10)
+        await wait_until(lambda: rd.pending() > 10)
         assert rd.pending() <= 10 + 5 + 4 + 5
 
 
@@ -334,7 +318,7 @@ async def test_cancellation_leaves_no_task_thread_or_connection(rd: Redis, where
             else:
                 await wait_until_blocked(rd)
             tg.cancel_scope.cancel()
-    await wait_for(lambda: rd.connections() == [])  # Redis sees the sockets close soon after
+    await wait_until(lambda: rd.connections() == [])  # Redis sees the sockets close soon after
     assert not [t for t in threading.enumerate() if t.name == "rxflow asyncio host"]
     assert _asyncio_tasks() == tasks_before
 
@@ -345,49 +329,15 @@ def _asyncio_tasks() -> set[Any]:
     return asyncio.all_tasks()
 
 
-class Proxy:
-    """A TCP relay to Redis that the test can take away, as a server or a network fails."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self._scope = anyio.CancelScope()
-
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        with self._scope:
-            listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-            self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-            task_status.started()
-            async with listener:  # stopped, it refuses connections
-                await listener.serve(self._relay)
-
-    async def _relay(self, client: anyio.abc.SocketStream) -> None:
-        async with client, await anyio.connect_tcp(*self.target) as server:
-
-            async def pump(source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream) -> None:
-                async for data in source:
-                    await sink.send(data)
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(pump, client, server)
-                await pump(server, client)
-                tg.cancel_scope.cancel()
-
-    def stop(self) -> None:
-        self._scope.cancel()
-
-
 async def test_gives_up_once_redis_stays_away(rd: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rxflow.connectors.redis, "RECONNECT_BACKOFF_S", (0.01, 0.01))
     rd.add(b"0")
-    proxy = Proxy(require_service("redis"))
-    async with anyio.create_task_group() as tg:
-        await tg.start(proxy.run)
+    async with tcp_proxy(require_service("redis")[1]) as proxy:
         url = f"redis://127.0.0.1:{proxy.port}"
         async with redis_stream_source(url, rd.stream, GROUP, "c1", block_ms=60_000) as numbers:
             messages = aiter(numbers)
             await take(messages, 1)
-            proxy.stop()
+            proxy.cut()
             with pytest.raises(
                 ServiceUnavailableError,
                 match=f"lost the connection to redis at 127.0.0.1:{proxy.port}",
