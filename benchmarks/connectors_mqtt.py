@@ -34,9 +34,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from reactivex import operators as ops
 
+from benchmarks._connectors import PAYLOAD, seconds_to_ack, seconds_to_send, value_of
 from benchmarks._measure import BACKENDS, row
 from rxflow import open_pipe
-from rxflow.connectors import Message
 from rxflow.connectors.mqtt import mqtt_sink, mqtt_source
 
 HOST = os.environ.get("RXFLOW_MQTT_HOST", "127.0.0.1")
@@ -44,7 +44,6 @@ PORT = int(os.environ.get("RXFLOW_MQTT_PORT", "1883"))
 BATCH = 100
 RECEIVE_MAXIMUM = 100
 ROUND = 900  # messages a run reads: below mosquitto's default max_queued_messages
-PAYLOAD = {"sensor": "s-1", "value": 21.5}
 
 
 def _raw_client(client_id: str, *, persistent: bool) -> aiomqtt.Client:
@@ -79,10 +78,6 @@ async def _forget(client_id: str) -> None:
         pass  # a clean start without expiry ends the session
 
 
-def value_of(message: Message[Any]) -> Message[Any]:
-    return message.with_value(message.value["value"])
-
-
 async def consume_rxflow(topic: str, client_id: str, count: int) -> float:
     """Seconds to receive and ack ``count`` messages through a pipe."""
     async with (
@@ -97,14 +92,7 @@ async def consume_rxflow(topic: str, client_id: str, count: int) -> float:
         ) as source,
         open_pipe(source, ops.map(value_of)) as pipe,
     ):
-        started = time.perf_counter()
-        seen = 0
-        async for message in pipe:
-            await message.ack()
-            seen += 1
-            if seen == count:
-                return time.perf_counter() - started
-    raise AssertionError("the pipe ended early")
+        return await seconds_to_ack(pipe, count)
 
 
 async def consume_raw(topic: str, client_id: str, count: int) -> float:
@@ -165,10 +153,7 @@ def consume_ack(quick: bool) -> Iterator[dict[str, Any]]:
 
 async def publish_rxflow(topic: str, batches: list[list[dict[str, Any]]]) -> float:
     async with mqtt_sink(HOST, PORT, topic) as sink:
-        started = time.perf_counter()
-        for batch in batches:
-            await sink.send_batch(batch)
-        return time.perf_counter() - started
+        return await seconds_to_send(sink, batches)
 
 
 async def publish_raw(topic: str, batches: list[list[dict[str, Any]]]) -> float:

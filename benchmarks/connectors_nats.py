@@ -31,14 +31,13 @@ import anyio
 import nats
 from reactivex import operators as ops
 
+from benchmarks._connectors import PAYLOAD, seconds_to_ack, seconds_to_send, value_of
 from benchmarks._measure import BACKENDS, row
 from rxflow import open_pipe
-from rxflow.connectors import Message
 from rxflow.connectors.nats import jetstream_sink, jetstream_source
 
 URL = os.environ.get("RXFLOW_NATS_URL", "nats://127.0.0.1:4222")
 BATCH = 100
-PAYLOAD = {"sensor": "s-1", "value": 21.5}
 
 
 async def _admin(stream: str, create: bool) -> None:
@@ -59,10 +58,6 @@ async def _fill(stream: str, count: int) -> None:
             await sink.send_batch([PAYLOAD] * min(1000, count - first))
 
 
-def value_of(message: Message[Any]) -> Message[Any]:
-    return message.with_value(message.value["value"])
-
-
 async def consume_rxflow(stream: str, count: int) -> float:
     """Seconds to read and ack ``count`` messages through a pipe."""
     durable = f"bench_{uuid.uuid4().hex[:8]}"
@@ -70,14 +65,7 @@ async def consume_rxflow(stream: str, count: int) -> float:
         jetstream_source(URL, stream, f"{stream}.>", durable, codec="json", batch=BATCH) as src,
         open_pipe(src, ops.map(value_of)) as pipe,
     ):
-        started = time.perf_counter()
-        seen = 0
-        async for message in pipe:
-            await message.ack()
-            seen += 1
-            if seen == count:
-                return time.perf_counter() - started
-    raise AssertionError("the pipe ended early")
+        return await seconds_to_ack(pipe, count)
 
 
 async def consume_raw(stream: str, count: int) -> float:
@@ -159,10 +147,7 @@ def consume_ack(quick: bool) -> Iterator[dict[str, Any]]:
 
 async def publish_rxflow(stream: str, batches: list[list[dict[str, Any]]]) -> float:
     async with jetstream_sink(URL, f"{stream}.readings", stream=stream) as sink:
-        started = time.perf_counter()
-        for batch in batches:
-            await sink.send_batch(batch)
-        return time.perf_counter() - started
+        return await seconds_to_send(sink, batches)
 
 
 async def publish_raw(stream: str, batches: list[list[dict[str, Any]]]) -> float:

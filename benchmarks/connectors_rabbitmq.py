@@ -30,15 +30,14 @@ import aio_pika
 import anyio
 from reactivex import operators as ops
 
+from benchmarks._connectors import PAYLOAD, seconds_to_ack, seconds_to_send, value_of
 from benchmarks._measure import BACKENDS, row
 from rxflow import open_pipe
-from rxflow.connectors import Message
 from rxflow.connectors.rabbitmq import rabbitmq_sink, rabbitmq_source
 
 URL = os.environ.get("RXFLOW_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 BATCH = 100
 PREFETCH = 100
-PAYLOAD = {"sensor": "s-1", "value": 21.5}
 
 
 async def _on_channel(action: Callable[[Any], Any]) -> Any:
@@ -68,24 +67,13 @@ async def _delete(queue: str) -> None:
     await _on_channel(lambda channel: channel.queue_delete(queue))
 
 
-def value_of(message: Message[Any]) -> Message[Any]:
-    return message.with_value(message.value["value"])
-
-
 async def consume_rxflow(queue: str, count: int) -> float:
     """Seconds to consume and ack ``count`` messages through a pipe."""
     async with (
         rabbitmq_source(URL, queue, codec="json", prefetch=PREFETCH) as source,
         open_pipe(source, ops.map(value_of)) as pipe,
     ):
-        started = time.perf_counter()
-        seen = 0
-        async for message in pipe:
-            await message.ack()
-            seen += 1
-            if seen == count:
-                return time.perf_counter() - started
-    raise AssertionError("the pipe ended early")
+        return await seconds_to_ack(pipe, count)
 
 
 async def consume_raw(queue: str, count: int) -> float:
@@ -143,10 +131,7 @@ def consume_ack(quick: bool) -> Iterator[dict[str, Any]]:
 
 async def publish_rxflow(queue: str, batches: list[list[dict[str, Any]]]) -> float:
     async with rabbitmq_sink(URL, routing_key=queue) as sink:
-        started = time.perf_counter()
-        for batch in batches:
-            await sink.send_batch(batch)
-        return time.perf_counter() - started
+        return await seconds_to_send(sink, batches)
 
 
 def persistent(body: bytes) -> aio_pika.Message:
