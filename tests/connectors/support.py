@@ -118,3 +118,13 @@ def leftover_threads(before: set[threading.Thread]) -> list[str]:
         for thread in threading.enumerate()
         if thread not in before and not thread.name.startswith(POOL_THREADS)
     ]
+
+
+@contextlib.contextmanager
+def nothing_left_running() -> Iterator[None]:
+    """Check that the block leaves no task of the caller's backend and no thread behind."""
+    threads = set(threading.enumerate())
+    tasks = len(anyio.get_running_tasks())
+    yield
+    assert len(anyio.get_running_tasks()) == tasks
+    assert leftover_threads(threads) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +21,7 @@ from rxflow.connectors.mqtt import MQTTSource, mqtt_sink, mqtt_source
 from rxflow.connectors.rabbitmq import rabbitmq_source
 from rxflow.errors import DecodeError, ServiceUnavailableError
 from tests.connectors.conftest import require_service
-from tests.connectors.support import black_hole, leftover_threads, take, tcp_proxy, wait_until
+from tests.connectors.support import black_hole, nothing_left_running, take, tcp_proxy, wait_until
 from tests.connectors.test_rabbitmq import URL, Admin
 
 HOST, PORT = "127.0.0.1", 1883
@@ -242,29 +241,22 @@ async def test_the_sink_reports_a_dropped_connection_and_reconnects(topic: str) 
 
 @pytest.mark.anyio
 async def test_cancelling_a_waiting_source_leaves_nothing_running(topic: str) -> None:
-    threads = set(threading.enumerate())
-    tasks = len(anyio.get_running_tasks())
-    with anyio.CancelScope() as scope:
-        async with mqtt_source(HOST, PORT, topic) as source, anyio.create_task_group() as tg:
-            tg.start_soon(take, aiter(source), 1)  # waits: nothing is published
-            await anyio.sleep(0.05)  # let it start waiting (not an assertion)
-            scope.cancel()
-    assert scope.cancelled_caught
-    assert len(anyio.get_running_tasks()) == tasks
-    assert leftover_threads(threads) == []
+    with nothing_left_running():
+        with anyio.CancelScope() as scope:
+            async with mqtt_source(HOST, PORT, topic) as source, anyio.create_task_group() as tg:
+                tg.start_soon(take, aiter(source), 1)  # waits: nothing is published
+                await anyio.sleep(0.05)  # let it start waiting (not an assertion)
+                scope.cancel()
+        assert scope.cancelled_caught
 
 
 @pytest.mark.anyio
 async def test_cancelled_while_connecting_leaves_nothing_running(anyio_backend: str) -> None:
-    with black_hole() as port:
-        threads = set(threading.enumerate())
-        tasks = len(anyio.get_running_tasks())
+    with black_hole() as port, nothing_left_running():
         with anyio.move_on_after(0.3) as scope:
             async with mqtt_source(HOST, port, "t"):
                 pass
         assert scope.cancelled_caught
-        assert len(anyio.get_running_tasks()) == tasks
-        assert leftover_threads(threads) == []
 
 
 @pytest.mark.anyio

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +22,7 @@ from rxflow.errors import DecodeError, ServiceUnavailableError
 from tests.connectors.conftest import require_service
 from tests.connectors.support import (
     black_hole,
-    leftover_threads,
+    nothing_left_running,
     take,
     tcp_proxy,
     wait_until,
@@ -272,32 +271,25 @@ async def test_the_sink_reports_a_dropped_connection_and_reconnects(
 async def test_cancelling_a_waiting_source_leaves_nothing_running(
     anyio_backend: str, admin: Admin, queue: str
 ) -> None:
-    threads = set(threading.enumerate())
-    tasks = len(anyio.get_running_tasks())
-    waiting = anyio.Event()
-    with anyio.CancelScope() as scope:
-        async with rabbitmq_source(URL, queue) as source, anyio.create_task_group() as tg:
-            tg.start_soon(take, aiter(source), 1)  # waits: the queue is empty
-            await wait_until(lambda: consumers_are(admin, queue, 1))
-            waiting.set()
-            scope.cancel()
-    assert waiting.is_set()
-    assert await admin.counts(queue) == (0, 0)  # the broker saw the consumer go
-    assert len(anyio.get_running_tasks()) == tasks
-    assert leftover_threads(threads) == []
+    with nothing_left_running():
+        waiting = anyio.Event()
+        with anyio.CancelScope() as scope:
+            async with rabbitmq_source(URL, queue) as source, anyio.create_task_group() as tg:
+                tg.start_soon(take, aiter(source), 1)  # waits: the queue is empty
+                await wait_until(lambda: consumers_are(admin, queue, 1))
+                waiting.set()
+                scope.cancel()
+        assert waiting.is_set()
+        assert await admin.counts(queue) == (0, 0)  # the broker saw the consumer go
 
 
 @pytest.mark.anyio
 async def test_cancelled_while_connecting_leaves_nothing_running(anyio_backend: str) -> None:
-    with black_hole() as port:
-        threads = set(threading.enumerate())
-        tasks = len(anyio.get_running_tasks())
+    with black_hole() as port, nothing_left_running():
         with anyio.move_on_after(0.3) as scope:
             async with rabbitmq_source(f"amqp://guest:guest@127.0.0.1:{port}/", "q"):
                 pass
         assert scope.cancelled_caught
-        assert len(anyio.get_running_tasks()) == tasks
-        assert leftover_threads(threads) == []
 
 
 @pytest.mark.anyio
