@@ -77,16 +77,26 @@ class AsyncioHost:
             return await function(*args)
         import trio
 
-        future = self._portal.start_task_soon(function, *args)
-        done = trio.Event()
         token = self._trio_token
+        ended = trio.Event()  # the coroutine returned, raised or was cancelled
+
+        async def run_there() -> T:
+            try:
+                return await function(*args)
+            finally:
+                token.run_sync_soon(ended.set)
+
+        future = self._portal.start_task_soon(run_there)
+        done = trio.Event()  # the future holds the result
         future.add_done_callback(lambda _: token.run_sync_soon(done.set))
         try:
             await done.wait()
         except trio.Cancelled:
+            # A cancelled future is done at once, before the task has unwound: wait for
+            # the coroutine itself, so that nothing of this call runs on afterwards.
             future.cancel()
             with trio.CancelScope(shield=True):
-                await done.wait()
+                await ended.wait()
             raise
         return future.result()
 
