@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, TypeAlias, TypeVar, overload
 
 import anyio
@@ -33,9 +33,15 @@ A = TypeVar("A")
 B = TypeVar("B")
 C = TypeVar("C")
 
-Source: TypeAlias = AsyncIterable[T] | Iterable[T] | Observable[T]
-"""What ``open_pipe`` reads: an async iterable (an async generator, an anyio receive stream,
-a connector), a plain iterable, or a ``reactivex.Observable``."""
+Source: TypeAlias = (
+    AsyncIterable[T]
+    | Iterable[T]
+    | Observable[T]
+    | AbstractAsyncContextManager[AsyncIterable[T] | Iterable[T]]
+)
+"""What ``open_pipe`` reads: an async iterable (an async generator, an anyio receive stream),
+a plain iterable, a ``reactivex.Observable``, or an async context manager that yields an
+iterable (a connector's source, entered for the life of the pipe)."""
 
 Operator: TypeAlias = Callable[[Observable[Any]], Observable[Any]]
 
@@ -178,7 +184,7 @@ class Pipe(Handoff[T]):
 
     def __init__(
         self,
-        source: Source[Any],
+        source: AsyncIterable[Any] | Iterable[Any] | Observable[Any],
         operators: tuple[Operator, ...],
         max_buffer_size: int,
         overflow: OverflowPolicy | None,
@@ -446,10 +452,12 @@ def open_pipe(
     """Run ``operators`` over ``source``; yield a :class:`Pipe` to read the outputs from.
 
     Args:
-        source: an async iterable (async generator, anyio receive stream, connector), a
-            plain iterable, or a ``reactivex.Observable``. Async and plain iterables are
-            *pulled*: one item at a time, only while the consumer has room. The pipe closes
-            the iterator it pulled from when it ends (``aclose()``).
+        source: an async iterable (async generator, anyio receive stream), a plain
+            iterable, a ``reactivex.Observable``, or an async context manager yielding an
+            iterable (a connector's source: entered when the pipe opens, left after it
+            closed). Iterables are *pulled*: one item at a time, only while the consumer
+            has room. The pipe closes the iterator it pulled from when it ends
+            (``aclose()``).
         operators: `reactivex` operators, applied in order as by ``Observable.pipe``. Time-
             based ones run on the pipe's :class:`~rxflow.AnyioScheduler` unless they name
             another scheduler.
@@ -502,10 +510,10 @@ def open_pipe(
             f"open_pipe(): the source is a {type(source).__name__}, which would be read one "
             "character at a time; wrap it in a list if that is what you want"
         )
-    elif not isinstance(source, AsyncIterable | Iterable):
+    elif not isinstance(source, AsyncIterable | Iterable | AbstractAsyncContextManager):
         raise TypeError(
-            "open_pipe(): the source must be an async iterable, an iterable or a reactivex "
-            f"Observable, got {type(source).__name__}"
+            "open_pipe(): the source must be an async iterable, an iterable, a reactivex "
+            f"Observable or an async context manager yielding one, got {type(source).__name__}"
         )
     elif overflow is not None:
         raise ValueError(
@@ -518,12 +526,33 @@ def open_pipe(
                 f"open_pipe(): operator {position} is {operator!r}, not an operator; pass "
                 "operators such as reactivex.operators.map(f), not their results"
             )
-    pipe: Pipe[Any] = Pipe(source, operators, max_buffer_size, overflow, on_drop)
-    return _running(pipe)
+    return _running(
+        source, lambda items: Pipe(items, operators, max_buffer_size, overflow, on_drop)
+    )
 
 
 @asynccontextmanager
-async def _running(pipe: Pipe[T]) -> AsyncIterator[Pipe[T]]:
+async def _running(
+    source: Source[Any],
+    build: Callable[[AsyncIterable[Any] | Iterable[Any] | Observable[Any]], Pipe[T]],
+) -> AsyncIterator[Pipe[T]]:
+    async with AsyncExitStack() as stack:
+        if isinstance(source, AbstractAsyncContextManager) and not isinstance(
+            source, AsyncIterable | Iterable | Observable
+        ):
+            # A connector's source: open for as long as the pipe runs, closed after it.
+            source = await stack.enter_async_context(source)
+            if not isinstance(source, AsyncIterable | Iterable):
+                raise TypeError(
+                    "open_pipe(): the source context manager yielded "
+                    f"{type(source).__name__}, not an async iterable or an iterable"
+                )
+        async with _pumping(build(source)) as pipe:
+            yield pipe
+
+
+@asynccontextmanager
+async def _pumping(pipe: Pipe[T]) -> AsyncIterator[Pipe[T]]:
     body_error: Exception | None = None
     async with anyio.create_task_group() as task_group:
         await task_group.start(pipe._run)

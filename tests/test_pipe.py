@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -343,3 +345,32 @@ async def test_bad_arguments_are_refused_with_advice(
 async def test_a_non_operator_is_refused_by_position() -> None:
     with pytest.raises(TypeError, match="operator 2 is 5"):
         open_pipe([1], ops.map(str), 5)  # type: ignore[call-overload]
+
+
+@pytest.mark.anyio
+async def test_a_source_context_manager_is_open_exactly_while_the_pipe_runs() -> None:
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def connector() -> AsyncIterator[TrackedSource]:
+        events.append("open")
+        try:
+            yield TrackedSource()  # endless
+        finally:
+            events.append("closed")
+
+    async with open_pipe(connector(), ops.map(lambda n: n * 2)) as doubled:
+        assert events == ["open"]
+        assert [await doubled.receive() for _ in range(3)] == [0, 2, 4]
+    assert events == ["open", "closed"]
+
+
+@pytest.mark.anyio
+async def test_a_source_context_manager_must_yield_an_iterable() -> None:
+    @asynccontextmanager
+    async def broken() -> AsyncIterator[int]:
+        yield 42
+
+    with pytest.raises(TypeError, match="yielded int, not an async iterable"):
+        async with open_pipe(broken()):
+            pass

@@ -3,9 +3,10 @@
 The contract every connector keeps:
 
 * A **source** is an async context manager that yields an async iterable of
-  :class:`Message` records. Use it as a :class:`rxflow.Flow` source as it is, or enter it
-  and use what it yields as an :func:`rxflow.open_pipe` source or, through
-  :func:`rxflow.from_async_iterable`, as an observable. It is pulled: a slow consumer means
+  :class:`Message` records. Pass it as it is to :func:`rxflow.open_pipe` or
+  :class:`rxflow.Flow` (they enter it for as long as they run), or enter it yourself and
+  read what it yields with ``async for``, or as an observable through
+  :func:`rxflow.from_async_iterable`. It is pulled: a slow consumer means
   fewer reads or fetches from the system, never an unbounded local buffer (sources that
   cannot be paused, UDP and PostgreSQL NOTIFY, say what they do instead).
 * A source takes a ``codec`` (``"bytes"``, ``"text"``, ``"json"`` or a function) and an
