@@ -1,4 +1,5 @@
-"""At-least-once delivery inside a flow: which source messages each output depends on.
+"""At-least-once delivery inside a flow: which source messages each output depends on,
+and acknowledging each message once nothing derived from it is unconfirmed.
 
 A :class:`rxflow.Flow` acknowledges a source message (anything with an async ``ack()``, such
 as a connector's :class:`~rxflow.connectors.Message`) once nothing derived from it is still
@@ -22,10 +23,20 @@ the outputs of its own push are confirmed. rxflow's windows and ``map_async`` do
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import logging
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
+
+import anyio
+import attrs
+from reactivex import Observable
+from reactivex import operators as ops
+
+logger = logging.getLogger("rxflow")
 
 _current: ContextVar[Delivery | None] = ContextVar("rxflow_delivery", default=None)
 
@@ -125,3 +136,101 @@ class Delivery:
             return
         del self._claims[sequence]
         self._on_settled(self._messages.pop(sequence))
+
+
+# -- a flow's side: admitting source items, tagging outputs, acknowledging ---------------
+
+
+async def tracked(delivery: Delivery, items: AsyncIterable[Any]) -> AsyncIterator[Any]:
+    """The merged source, admitting each acknowledgeable item to delivery tracking for the
+    time the pump pushes it (until the pump asks for the next)."""
+    iterator = aiter(items)
+    try:
+        async for item in iterator:
+            if hasattr(item, "ack"):
+                delivery.admit(item)
+                try:
+                    yield item
+                finally:  # also when the pipe ended during this push (take(n), completion)
+                    delivery.pushed()
+            else:
+                yield item
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            with anyio.CancelScope(shield=True):
+                await aclose()
+
+
+@attrs.define(slots=True, eq=False)
+class Output:
+    """An output of the operators on its way to the sinks, with the claims it carries."""
+
+    value: Any
+    tags: tuple[int, ...]
+    unconfirmed: int = 0  # sinks that have not confirmed it yet
+
+    def done_by_one_sink(self, delivery: Delivery) -> None:
+        self.unconfirmed -= 1
+        if not self.unconfirmed and self.tags:
+            delivery.confirm(self.tags)
+
+
+def tag_outputs(delivery: Delivery) -> Callable[[Observable[Any]], Observable[Output]]:
+    """The last operator of a flow: each output takes its claims with it."""
+    return ops.map(lambda value: Output(value, delivery.tag()))
+
+
+class Acker:
+    """Acknowledges settled messages in order, in a task of its own, so that settling
+    (a synchronous Rx callback) never waits for a broker."""
+
+    def __init__(self) -> None:
+        self._settled: deque[Any] = deque()
+        self._wake = anyio.Event()
+        self._closed = False
+        self.acked = 0
+        self.failed = 0
+
+    def put(self, message: Any) -> None:
+        self._settled.append(message)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            while self._settled:
+                await self._acknowledge_settled()
+            if self._closed:
+                return
+            self._wake = anyio.Event()
+            await self._wake.wait()
+
+    async def _acknowledge_settled(self) -> None:
+        # Everything settled so far, in one go: messages whose source acknowledges in
+        # batches (one XACK for many ids) share a round trip; the others go one by one.
+        settled, self._settled = self._settled, deque()
+        batches: dict[int, tuple[Any, list[Any]]] = {}
+        for message in settled:
+            acker = getattr(getattr(message, "settlement", None), "batch_acker", None)
+            if acker is None:
+                await self._acknowledge(message.ack, [message])
+            else:
+                batches.setdefault(id(acker), (acker, []))[1].append(message)
+        for acker, messages in batches.values():
+            await self._acknowledge(partial(acker.ack_many, messages), messages)
+
+    async def _acknowledge(self, ack: Callable[[], Awaitable[object]], messages: list[Any]) -> None:
+        try:
+            await ack()
+        except Exception:
+            # Not acknowledged means delivered again: at-least-once still holds.
+            self.failed += len(messages)
+            logger.warning(
+                "rxflow: could not acknowledge %d message(s)", len(messages), exc_info=True
+            )
+        else:
+            self.acked += len(messages)

@@ -28,10 +28,8 @@ never acknowledged, so its system delivers it again.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from functools import partial
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import anyio
@@ -39,9 +37,8 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from reactivex import Observable
-from reactivex import operators as ops
 
-from rxflow._delivery import Delivery
+from rxflow._delivery import Acker, Delivery, Output, tag_outputs, tracked
 from rxflow._handoff import OVERFLOW_POLICIES, OverflowPolicy
 from rxflow.errors import RxflowError, SourceOverflowError
 from rxflow.metrics import FlowSnapshot, StageMetrics
@@ -325,7 +322,7 @@ class FlowHandle:
         self._stop_requested = False
         self._done = anyio.Event()
         self._error: BaseException | None = None
-        self._acker = _Acker()
+        self._acker = Acker()
         self._delivery: Delivery | None = None
         self.aborted = False
 
@@ -402,11 +399,11 @@ class FlowHandle:
     async def _run_pipe(self, sources: list[Any], delivery: Delivery) -> None:
         flow = self._flow
         async with anyio.create_task_group() as tg:
-            merged = _tracked(delivery, self._merged_source(tg, sources))
+            merged = tracked(delivery, self._merged_source(tg, sources))
             async with open_pipe(
                 merged,
                 *flow._operators,
-                _tag_outputs(delivery),
+                tag_outputs(delivery),
                 max_buffer_size=flow._max_buffer_size,
             ) as pipe:
                 self._pipe = pipe
@@ -444,14 +441,12 @@ class FlowHandle:
         tg.start_soon(forward_all, name=f"rxflow flow {self._flow.name} sources")
         return receive
 
-    async def _fan_out(self, pipe: Pipe[_Output], delivery: Delivery) -> None:
+    async def _fan_out(self, pipe: Pipe[Output], delivery: Delivery) -> None:
         sinks = self._flow._sinks
         async with anyio.create_task_group() as tg:
             branches = []
             for sink in sinks:
-                send, receive = anyio.create_memory_object_stream[_Output](
-                    sink.max_buffer_size or 0
-                )
+                send, receive = anyio.create_memory_object_stream[Output](sink.max_buffer_size or 0)
                 sink.metrics.backlog = _backlog_of(receive)
                 branches.append((sink, send, receive))
                 tg.start_soon(
@@ -478,9 +473,9 @@ class FlowHandle:
 
 def _send_or_overflow(
     sink: _Sink,
-    send: MemoryObjectSendStream[_Output],
-    receive: MemoryObjectReceiveStream[_Output],
-    output: _Output,
+    send: MemoryObjectSendStream[Output],
+    receive: MemoryObjectReceiveStream[Output],
+    output: Output,
     delivery: Delivery,
 ) -> None:
     try:
@@ -523,101 +518,6 @@ async def _counted(
             yield item
 
 
-async def _tracked(delivery: Delivery, items: AsyncIterable[Any]) -> AsyncIterator[Any]:
-    """The merged source, admitting each acknowledgeable item to delivery tracking for the
-    time the pump pushes it (until the pump asks for the next)."""
-    iterator = aiter(items)
-    try:
-        async for item in iterator:
-            if hasattr(item, "ack"):
-                delivery.admit(item)
-                try:
-                    yield item
-                finally:  # also when the pipe ended during this push (take(n), completion)
-                    delivery.pushed()
-            else:
-                yield item
-    finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            with anyio.CancelScope(shield=True):
-                await aclose()
-
-
-@attrs.define(slots=True, eq=False)
-class _Output:
-    """An output of the operators on its way to the sinks, with the claims it carries."""
-
-    value: Any
-    tags: tuple[int, ...]
-    unconfirmed: int = 0  # sinks that have not confirmed it yet
-
-    def done_by_one_sink(self, delivery: Delivery) -> None:
-        self.unconfirmed -= 1
-        if not self.unconfirmed and self.tags:
-            delivery.confirm(self.tags)
-
-
-def _tag_outputs(delivery: Delivery) -> Operator:
-    """The last operator of a flow: each output takes its claims with it."""
-    return ops.map(lambda value: _Output(value, delivery.tag()))
-
-
-class _Acker:
-    """Acknowledges settled messages in order, in a task of its own, so that settling
-    (a synchronous Rx callback) never waits for a broker."""
-
-    def __init__(self) -> None:
-        self._settled: deque[Any] = deque()
-        self._wake = anyio.Event()
-        self._closed = False
-        self.acked = 0
-        self.failed = 0
-
-    def put(self, message: Any) -> None:
-        self._settled.append(message)
-        self._wake.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            while self._settled:
-                await self._acknowledge_settled()
-            if self._closed:
-                return
-            self._wake = anyio.Event()
-            await self._wake.wait()
-
-    async def _acknowledge_settled(self) -> None:
-        # Everything settled so far, in one go: messages whose source acknowledges in
-        # batches (one XACK for many ids) share a round trip; the others go one by one.
-        settled, self._settled = self._settled, deque()
-        batches: dict[int, tuple[Any, list[Any]]] = {}
-        for message in settled:
-            acker = getattr(getattr(message, "settlement", None), "batch_acker", None)
-            if acker is None:
-                await self._acknowledge(message.ack, [message])
-            else:
-                batches.setdefault(id(acker), (acker, []))[1].append(message)
-        for acker, messages in batches.values():
-            await self._acknowledge(partial(acker.ack_many, messages), messages)
-
-    async def _acknowledge(self, ack: Callable[[], Awaitable[object]], messages: list[Any]) -> None:
-        try:
-            await ack()
-        except Exception:
-            # Not acknowledged means delivered again: at-least-once still holds.
-            self.failed += len(messages)
-            logger.warning(
-                "rxflow: could not acknowledge %d message(s)", len(messages), exc_info=True
-            )
-        else:
-            self.acked += len(messages)
-
-
 def _is_context_manager(items: object) -> TypeGuard[AbstractAsyncContextManager[Any]]:
     return hasattr(items, "__aenter__") and not isinstance(items, AsyncIterable)
 
@@ -632,7 +532,7 @@ async def _entered(items: SourceItems, stack: AsyncExitStack) -> AsyncIterable[A
 
 
 async def _drain_into(
-    sink: _Sink, receive: MemoryObjectReceiveStream[_Output], delivery: Delivery
+    sink: _Sink, receive: MemoryObjectReceiveStream[Output], delivery: Delivery
 ) -> None:
     """Feed one sink until its branch closes; every item it got is confirmed or handled."""
     write = _writer(sink.target)
