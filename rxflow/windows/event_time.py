@@ -257,6 +257,10 @@ class _Run:
         gap = spec.gap
         assert gap is not None
         sessions = self.sessions.setdefault(key, [])
+        if len(sessions) == 1:  # the usual case: the key's one session, open, and t in reach
+            only = sessions[0]
+            if not only.emitted and t < only.last + gap and only.first < t + gap:
+                return self._extend(only, item, t)
         touching = [s for s in sessions if t < s.last + gap and s.first < t + gap]
         if len(touching) == 1 and not touching[0].emitted:
             return self._extend(touching[0], item, t)
