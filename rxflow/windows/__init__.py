@@ -13,34 +13,75 @@ are discarded.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from datetime import timedelta
+from typing import Any, overload
 
 from reactivex import abc
 
+from rxflow._checks import check_count, check_function, check_seconds
+from rxflow._typevars import ItemT
 from rxflow.windows import processing
-from rxflow.windows._checks import optional_seconds, positive_count, seconds
 from rxflow.windows._window import Window
 from rxflow.windows.event_time import LATE_POLICIES, Aligned, EventTimeWindows, LatePolicy
+from rxflow.windows.processing import ProcessingTimeWindows
 
-__all__ = ["EventTimeWindows", "LatePolicy", "Window", "session", "sliding", "tumbling"]
+__all__ = [
+    "EventTimeWindows",
+    "LatePolicy",
+    "ProcessingTimeWindows",
+    "Window",
+    "session",
+    "sliding",
+    "tumbling",
+]
 
-Operator = Callable[[Any], Any]
+Seconds = float | timedelta
+"""A duration: seconds, or a ``timedelta``."""
+
+# Each function has two typed forms: without ``timestamp=`` (processing time, none of the
+# event-time options) and with it (event time, none of the processing-time ones), so a
+# type checker refuses what the call would refuse, and knows that only the event-time
+# operator has ``late_items``.
 
 
+@overload
 def tumbling(
-    span: float,
+    span: Seconds,
+    *,
+    key: Callable[[Any], Any] | None = ...,
+    max_count: int | None = ...,
+    emit_empty: bool = ...,
+    timestamp: None = ...,
+    scheduler: abc.SchedulerBase | None = ...,
+    name: str = ...,
+) -> ProcessingTimeWindows: ...
+@overload
+def tumbling(
+    span: Seconds,
+    *,
+    key: Callable[[ItemT], Any] | None = ...,
+    timestamp: Callable[[ItemT], float],
+    out_of_orderness: Seconds = ...,
+    late: LatePolicy = ...,
+    allowed_lateness: Seconds = ...,
+    idle_timeout: Seconds | None = ...,
+    scheduler: abc.SchedulerBase | None = ...,
+    name: str = ...,
+) -> EventTimeWindows[ItemT]: ...
+def tumbling(
+    span: Seconds,
     *,
     key: Callable[[Any], Any] | None = None,
     max_count: int | None = None,
     emit_empty: bool = False,
     timestamp: Callable[[Any], float] | None = None,
-    out_of_orderness: float = 0.0,
+    out_of_orderness: Seconds = 0.0,
     late: LatePolicy = "drop",
-    allowed_lateness: float = 0.0,
-    idle_timeout: float | None = None,
+    allowed_lateness: Seconds = 0.0,
+    idle_timeout: Seconds | None = None,
     scheduler: abc.SchedulerBase | None = None,
     name: str = "tumbling",
-) -> Operator:
+) -> ProcessingTimeWindows | EventTimeWindows[Any]:
     """Back-to-back windows of ``span`` seconds.
 
     Args:
@@ -68,31 +109,62 @@ def tumbling(
         3.0 4.0 1
     """
     where = "tumbling()"
-    span = seconds(span, "span", where)
-    max_count = positive_count(max_count, "max_count", where)
+    seconds = check_seconds(where, "span", span)
+    max_count = check_count(where, "max_count", max_count, optional=True)
+    key = check_function(where, "key", key, "of the item", optional=True)
     if timestamp is None:
-        return processing.buffered_windows(span, None, max_count, key, emit_empty, scheduler)
+        _refuse_without_timestamp(where, out_of_orderness, late, allowed_lateness, idle_timeout)
+        return processing.buffered_windows(
+            seconds, None, max_count, key, emit_empty, scheduler, name
+        )
     _refuse_for_event_time(where, max_count=max_count, emit_empty=emit_empty)
     return _event_time(
-        where, Aligned(span, span), None, None, timestamp, key, out_of_orderness, late,
+        where, Aligned(seconds, seconds), None, None, timestamp, key, out_of_orderness, late,
         allowed_lateness, idle_timeout, scheduler, name,
     )  # fmt: skip
 
 
+@overload
 def sliding(
-    span: float,
-    every: float,
+    span: Seconds,
+    every: Seconds,
+    *,
+    key: Callable[[Any], Any] | None = ...,
+    emit_empty: bool = ...,
+    timestamp: None = ...,
+    scheduler: abc.SchedulerBase | None = ...,
+    name: str = ...,
+) -> ProcessingTimeWindows: ...
+@overload
+def sliding(
+    span: Seconds,
+    every: Seconds,
+    *,
+    key: Callable[[ItemT], Any] | None = ...,
+    timestamp: Callable[[ItemT], float],
+    out_of_orderness: Seconds = ...,
+    late: LatePolicy = ...,
+    allowed_lateness: Seconds = ...,
+    idle_timeout: Seconds | None = ...,
+    scheduler: abc.SchedulerBase | None = ...,
+    name: str = ...,
+) -> EventTimeWindows[ItemT]: ...
+
+
+def sliding(
+    span: Seconds,
+    every: Seconds,
     *,
     key: Callable[[Any], Any] | None = None,
     emit_empty: bool = False,
     timestamp: Callable[[Any], float] | None = None,
-    out_of_orderness: float = 0.0,
+    out_of_orderness: Seconds = 0.0,
     late: LatePolicy = "drop",
-    allowed_lateness: float = 0.0,
-    idle_timeout: float | None = None,
+    allowed_lateness: Seconds = 0.0,
+    idle_timeout: Seconds | None = None,
     scheduler: abc.SchedulerBase | None = None,
     name: str = "sliding",
-) -> Operator:
+) -> ProcessingTimeWindows | EventTimeWindows[Any]:
     """Windows of ``span`` seconds, one starting every ``every`` seconds (they overlap, so
     an item is in ``span / every`` windows). Arguments as for :func:`tumbling`.
 
@@ -108,35 +180,63 @@ def sliding(
         2.0 4.0 (2.5,)
     """
     where = "sliding()"
-    span = seconds(span, "span", where)
-    every = seconds(every, "every", where)
-    if every > span:
+    length = check_seconds(where, "span", span)
+    step = check_seconds(where, "every", every)
+    if step > length:
         raise ValueError(
-            f"{where}: every={every} is longer than span={span}, so items between windows "
+            f"{where}: every={step} is longer than span={length}, so items between windows "
             "would belong to none; use tumbling(span) for windows back to back"
         )
+    key = check_function(where, "key", key, "of the item", optional=True)
     if timestamp is None:
-        return processing.buffered_windows(span, every, None, key, emit_empty, scheduler)
+        _refuse_without_timestamp(where, out_of_orderness, late, allowed_lateness, idle_timeout)
+        return processing.buffered_windows(length, step, None, key, emit_empty, scheduler, name)
     _refuse_for_event_time(where, emit_empty=emit_empty)
     return _event_time(
-        where, Aligned(span, every), None, None, timestamp, key, out_of_orderness, late,
+        where, Aligned(length, step), None, None, timestamp, key, out_of_orderness, late,
         allowed_lateness, idle_timeout, scheduler, name,
     )  # fmt: skip
 
 
+@overload
 def session(
     key: Callable[[Any], Any],
-    gap: float,
+    gap: Seconds,
     *,
-    max_duration: float | None = None,
+    max_duration: Seconds | None = ...,
+    timestamp: None = ...,
+    scheduler: abc.SchedulerBase | None = ...,
+    name: str = ...,
+) -> ProcessingTimeWindows: ...
+@overload
+def session(
+    key: Callable[[ItemT], Any],
+    gap: Seconds,
+    *,
+    max_duration: Seconds | None = ...,
+    timestamp: Callable[[ItemT], float],
+    out_of_orderness: Seconds = ...,
+    late: LatePolicy = ...,
+    allowed_lateness: Seconds = ...,
+    idle_timeout: Seconds | None = ...,
+    scheduler: abc.SchedulerBase | None = ...,
+    name: str = ...,
+) -> EventTimeWindows[ItemT]: ...
+
+
+def session(
+    key: Callable[[Any], Any],
+    gap: Seconds,
+    *,
+    max_duration: Seconds | None = None,
     timestamp: Callable[[Any], float] | None = None,
-    out_of_orderness: float = 0.0,
+    out_of_orderness: Seconds = 0.0,
     late: LatePolicy = "drop",
-    allowed_lateness: float = 0.0,
-    idle_timeout: float | None = None,
+    allowed_lateness: Seconds = 0.0,
+    idle_timeout: Seconds | None = None,
     scheduler: abc.SchedulerBase | None = None,
     name: str = "session",
-) -> Operator:
+) -> ProcessingTimeWindows | EventTimeWindows[Any]:
     """One window per burst of activity of each key: a key's session closes after ``gap``
     seconds without items (or once it spans ``max_duration``), is emitted, and is
     forgotten, so keys that go idle free their memory.
@@ -156,18 +256,46 @@ def session(
         ann 9 14.0 1
     """
     where = "session()"
-    if not callable(key):
-        raise TypeError(f"{where}: key must be a function of the item, got {key!r}")
-    gap = seconds(gap, "gap", where)
-    max_duration = optional_seconds(max_duration, "max_duration", where)
-    if max_duration is not None and max_duration < gap:
-        raise ValueError(f"{where}: max_duration={max_duration} is shorter than gap={gap}")
+    key = check_function(where, "key", key, "of the item")
+    quiet = check_seconds(where, "gap", gap)
+    longest = check_seconds(where, "max_duration", max_duration, optional=True)
+    if longest is not None and longest < quiet:
+        raise ValueError(f"{where}: max_duration={longest} is shorter than gap={quiet}")
     if timestamp is None:
-        return processing.sessions(key, gap, max_duration, scheduler)
+        _refuse_without_timestamp(where, out_of_orderness, late, allowed_lateness, idle_timeout)
+        return processing.sessions(key, quiet, longest, scheduler, name)
     return _event_time(
-        where, None, gap, max_duration, timestamp, key, out_of_orderness, late,
+        where, None, quiet, longest, timestamp, key, out_of_orderness, late,
         allowed_lateness, idle_timeout, scheduler, name,
     )  # fmt: skip
+
+
+def _refuse_without_timestamp(
+    where: str,
+    out_of_orderness: object,
+    late: object,
+    allowed_lateness: object,
+    idle_timeout: object,
+) -> None:
+    """Event-time options given without ``timestamp=`` would be ignored: say so instead."""
+    given = {
+        "out_of_orderness": not _is_zero(out_of_orderness),
+        "late": late != "drop",
+        "allowed_lateness": not _is_zero(allowed_lateness),
+        "idle_timeout": idle_timeout is not None,
+    }
+    for option, is_given in given.items():
+        if is_given:
+            raise ValueError(
+                f"{where}: {option}= is for event-time windows: pass timestamp= too (a "
+                "function giving each item's own time, in seconds), or leave it out"
+            )
+
+
+def _is_zero(duration: object) -> bool:
+    if isinstance(duration, timedelta):
+        return not duration
+    return isinstance(duration, int | float) and duration == 0
 
 
 def _refuse_for_event_time(where: str, **options: Any) -> None:
@@ -185,18 +313,17 @@ def _event_time(
     max_duration: float | None,
     timestamp: Callable[[Any], float],
     key: Callable[[Any], Any] | None,
-    out_of_orderness: float,
+    out_of_orderness: Seconds,
     late: LatePolicy,
-    allowed_lateness: float,
-    idle_timeout: float | None,
+    allowed_lateness: Seconds,
+    idle_timeout: Seconds | None,
     scheduler: abc.SchedulerBase | None,
     name: str,
-) -> EventTimeWindows:
-    if not callable(timestamp):
-        raise TypeError(f"{where}: timestamp must be a function of the item, got {timestamp!r}")
+) -> EventTimeWindows[Any]:
+    timestamp = check_function(where, "timestamp", timestamp, "of the item, giving seconds")
     if late not in LATE_POLICIES:
         raise ValueError(f"{where}: late must be one of {LATE_POLICIES}, got {late!r}")
-    lateness = seconds(allowed_lateness, "allowed_lateness", where, allow_zero=True)
+    lateness = check_seconds(where, "allowed_lateness", allowed_lateness, allow_zero=True)
     if lateness and late != "update":
         raise ValueError(f"{where}: allowed_lateness= only matters with late='update'")
     return EventTimeWindows(
@@ -205,9 +332,11 @@ def _event_time(
         aligned=aligned,
         gap=gap,
         max_duration=max_duration,
-        out_of_orderness=seconds(out_of_orderness, "out_of_orderness", where, allow_zero=True),
+        out_of_orderness=check_seconds(
+            where, "out_of_orderness", out_of_orderness, allow_zero=True
+        ),
         allowed_lateness=lateness,
-        idle_timeout=optional_seconds(idle_timeout, "idle_timeout", where),
+        idle_timeout=check_seconds(where, "idle_timeout", idle_timeout, optional=True),
         late=late,
         scheduler=scheduler,
         name=name,

@@ -27,7 +27,7 @@ import itertools
 import math
 import numbers
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import attrs
 import reactivex
@@ -37,12 +37,15 @@ from reactivex.scheduler import TimeoutScheduler
 from reactivex.subject import Subject
 
 from rxflow._delivery import current_delivery
+from rxflow._typevars import ItemT
 from rxflow.metrics import StageMetrics
 from rxflow.windows._window import Window
 from rxflow.windows.processing import clock_of
 
 LatePolicy = Literal["drop", "side", "update"]
 LATE_POLICIES: tuple[LatePolicy, ...] = ("drop", "side", "update")
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -80,7 +83,7 @@ class _Open:
     tokens: list[int | None] = attrs.field(factory=list)
 
 
-class EventTimeWindows:
+class EventTimeWindows(Generic[ItemT]):
     """The operator that :func:`rxflow.tumbling`, :func:`rxflow.sliding` and
     :func:`rxflow.session` return when given ``timestamp=``.
 
@@ -94,8 +97,8 @@ class EventTimeWindows:
     def __init__(
         self,
         *,
-        timestamp: Callable[[Any], float],
-        key: Callable[[Any], Any] | None,
+        timestamp: Callable[[ItemT], float],
+        key: Callable[[ItemT], Any] | None,
         aligned: Aligned | None,
         gap: float | None,
         max_duration: float | None,
@@ -116,7 +119,7 @@ class EventTimeWindows:
         self.idle_timeout = idle_timeout
         self.late = late
         self.scheduler = scheduler
-        self.late_items: Subject[Any] = Subject()
+        self.late_items: Subject[ItemT] = Subject()
         self.late_dropped = 0
         self._runs: set[_Run] = set()
         self.metrics = StageMetrics(name, "window", backlog=self.state_size)
@@ -125,9 +128,9 @@ class EventTimeWindows:
         """Items held in windows now, over all subscriptions."""
         return sum(run.held for run in self._runs)
 
-    def __call__(self, source: Observable[Any]) -> Observable[Window]:
+    def __call__(self, source: Observable[T]) -> Observable[Window[T]]:
         def subscribe(
-            observer: abc.ObserverBase[Window], scheduler: abc.SchedulerBase | None = None
+            observer: abc.ObserverBase[Window[T]], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             chosen = self.scheduler or scheduler or TimeoutScheduler.singleton()
             run = _Run(self, observer, chosen)

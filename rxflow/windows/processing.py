@@ -5,12 +5,19 @@ whatever the number of keys); with ``key=``, each buffer is split into one windo
 Sessions are ``group_by_until``: a key's group ends after ``gap`` without items (or at
 ``max_duration``), its items are emitted as one window, and the group is gone, so keys
 that go idle cost nothing.
+
+Timers run on the scheduler's clock (the loop's, in a pipe: virtual under trio's
+``MockClock``), but a window's ``start`` and ``end`` are given as wall-clock times, which is
+what a reader of them expects: the clock is read against ``time.time()`` once per
+subscription, so differences between bounds stay exactly those of the scheduler's clock.
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import reactivex
 from reactivex import Observable, abc
@@ -18,9 +25,12 @@ from reactivex import operators as ops
 from reactivex.scheduler import TimeoutScheduler
 
 from rxflow._delivery import Delivery, current_delivery
+from rxflow.metrics import StageMetrics
 from rxflow.windows._window import Window
 
-Operator = Callable[[Observable[Any]], Observable[Window]]
+T = TypeVar("T")
+
+Build = Callable[[Observable[Any], abc.SchedulerBase, "_Run"], Observable[Window[Any]]]
 
 
 def clock_of(scheduler: abc.SchedulerBase) -> Callable[[], float]:
@@ -33,40 +43,117 @@ def clock_of(scheduler: abc.SchedulerBase) -> Callable[[], float]:
     return now
 
 
-def with_scheduler(
-    build: Callable[[Observable[Any], abc.SchedulerBase], Observable[Window]],
-    scheduler: abc.SchedulerBase | None,
-) -> Operator:
-    """An operator whose chain is built at subscription, once the scheduler is known
-    (the one given, else the subscription's: the pipe's AnyioScheduler in a pipe)."""
+def wall_clock_of(scheduler: abc.SchedulerBase) -> Callable[[], float]:
+    """The scheduler's time as seconds since the epoch, anchored on ``time.time()`` now."""
+    clock = clock_of(scheduler)
+    offset = time.time() - clock()
 
-    def operator(source: Observable[Any]) -> Observable[Window]:
+    def now() -> float:
+        return clock() + offset
+
+    return now
+
+
+class _Run:
+    """One subscription's clock and the count of items its open windows hold."""
+
+    __slots__ = ("arrivals", "held", "now")
+
+    def __init__(self, scheduler: abc.SchedulerBase, sliding: bool) -> None:
+        self.now = wall_clock_of(scheduler)
+        self.held = 0
+        # Sliding windows overlap: an item is held until the last window holding it
+        # closes, which its arrival time tells (tumbling windows and sessions need none).
+        self.arrivals: deque[float] | None = deque() if sliding else None
+
+    def admitted(self) -> None:
+        self.held += 1
+        if self.arrivals is not None:
+            self.arrivals.append(self.now())
+
+    def released(self, count: int, oldest_open: float) -> None:
+        """``count`` items left with a window; the oldest window still open started at
+        ``oldest_open`` (sliding windows)."""
+        arrivals = self.arrivals
+        if arrivals is None:
+            self.held -= count
+            return
+        while arrivals and arrivals[0] < oldest_open:
+            arrivals.popleft()
+        self.held = len(arrivals)
+
+
+class ProcessingTimeWindows:
+    """The operator that :func:`rxflow.tumbling`, :func:`rxflow.sliding` and
+    :func:`rxflow.session` return without ``timestamp=``: it turns an
+    ``Observable[T]`` into an ``Observable[Window[T]]``.
+
+    Attributes:
+        metrics: a :class:`rxflow.metrics.StageMetrics` (kind ``"window"``): ``received``
+            items, ``emitted`` windows, and as ``backlog`` the items held in open windows;
+            a :class:`rxflow.Flow` shows it in its snapshots.
+
+    Example:
+        >>> import reactivex
+        >>> from rxflow import tumbling
+        >>> minutes = tumbling(60.0, name="per-minute")
+        >>> windows = []
+        >>> _ = reactivex.of(1, 2, 3).pipe(minutes).subscribe(windows.append)
+        >>> [window.items for window in windows], minutes.metrics.received
+        ([(1, 2, 3)], 3)
+    """
+
+    def __init__(
+        self, build: Build, scheduler: abc.SchedulerBase | None, sliding: bool, name: str
+    ) -> None:
+        self._build = build
+        self._scheduler = scheduler
+        self._sliding = sliding
+        self._runs: set[_Run] = set()
+        self.metrics = StageMetrics(name, "window", backlog=self.state_size)
+
+    def state_size(self) -> int:
+        """Items held in open windows now, over all subscriptions."""
+        return sum(run.held for run in self._runs)
+
+    def __call__(self, source: Observable[T]) -> Observable[Window[T]]:
         def subscribe(
-            observer: abc.ObserverBase[Window],
+            observer: abc.ObserverBase[Window[T]],
             subscription_scheduler: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
-            chosen = scheduler or subscription_scheduler or TimeoutScheduler.singleton()
+            # The chain is built at subscription, once the scheduler is known: the one
+            # given, else the subscription's (the pipe's AnyioScheduler in a pipe).
+            chosen = self._scheduler or subscription_scheduler or TimeoutScheduler.singleton()
+            run = _Run(chosen, self._sliding)
+            self._runs.add(run)
+            windows = self._build(source, chosen, run).pipe(
+                ops.finally_action(lambda: self._runs.discard(run))
+            )
             # The chain's timers are given `chosen`; upstream keeps the subscription's own
             # scheduler, as if this operator were not there (a fallback TimeoutScheduler
             # passed down would make a synchronous source push from timer threads).
-            return build(source, chosen).subscribe(observer, scheduler=subscription_scheduler)
+            return windows.subscribe(observer, scheduler=subscription_scheduler)
 
         return reactivex.create(subscribe)
 
-    return operator
+
+Entry = tuple[Window[Any], list[int | None]]
 
 
-def emit_windows(delivery: Delivery | None) -> Callable[[Observable[Any]], Observable[Window]]:
+def emit_windows(
+    delivery: Delivery | None, metrics: StageMetrics
+) -> Callable[[Observable[list[Entry]]], Observable[Window[Any]]]:
     """Emit each ``(window, tokens)`` of a list, at once and in order (no scheduling, unlike
     ``flat_map(from_iterable)``), each window carrying the claims of its items' source
     messages in a flow (``tokens``; see :mod:`rxflow._delivery`)."""
 
-    def operator(source: Observable[list[tuple[Window, list[int | None]]]]) -> Observable[Window]:
+    def operator(source: Observable[list[Entry]]) -> Observable[Window[Any]]:
         def subscribe(
-            observer: abc.ObserverBase[Window], scheduler: abc.SchedulerBase | None = None
+            observer: abc.ObserverBase[Window[Any]], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            def on_next(windows: list[tuple[Window, list[int | None]]]) -> None:
+            def on_next(windows: list[Entry]) -> None:
                 for window, tokens in windows:
+                    metrics.emitted += 1
                     if delivery is None:
                         observer.on_next(window)
                     else:
@@ -82,12 +169,18 @@ def emit_windows(delivery: Delivery | None) -> Callable[[Observable[Any]], Obser
     return operator
 
 
-def held(delivery: Delivery | None) -> Callable[[Observable[Any]], Observable[Any]]:
-    """In a flow, pair each item with a claim on its source message, for the window that
-    will hold it; elsewhere, leave items alone."""
-    if delivery is None:
-        return lambda source: source
-    return ops.map(lambda item: (item, delivery.hold()))
+def admit(
+    delivery: Delivery | None, run: _Run, metrics: StageMetrics
+) -> Callable[[Observable[Any]], Observable[Any]]:
+    """Count each item in; in a flow, pair it with a claim on its source message, for the
+    window that will hold it."""
+
+    def count(item: Any) -> Any:
+        metrics.received += 1
+        run.admitted()
+        return item if delivery is None else (item, delivery.hold())
+
+    return ops.map(count)
 
 
 def split_by_key(
@@ -96,7 +189,7 @@ def split_by_key(
     end: float,
     key: Callable[[Any], Any] | None,
     tracked: bool,
-) -> list[tuple[Window, list[int | None]]]:
+) -> list[Entry]:
     """The windows of one buffer, one per key; ``tracked`` entries are (item, token)."""
     if not tracked:
         if key is None:
@@ -121,32 +214,35 @@ def buffered_windows(
     key: Callable[[Any], Any] | None,
     emit_empty: bool,
     scheduler: abc.SchedulerBase | None,
-) -> Operator:
+    name: str,
+) -> ProcessingTimeWindows:
     """Tumbling (``every`` None) or sliding windows over ``buffer_with_time``."""
 
-    def build(source: Observable[Any], chosen: abc.SchedulerBase) -> Observable[Window]:
-        now = clock_of(chosen)
+    def build(source: Observable[Any], chosen: abc.SchedulerBase, run: _Run) -> Observable[Any]:
+        now = run.now
         opened = [now()]  # when the oldest window still open opened
         delivery = current_delivery()
 
-        def to_windows(entries: list[Any]) -> list[tuple[Window, list[int | None]]]:
+        def to_windows(entries: list[Any]) -> list[Entry]:
             # Windows close in the order they opened: back to back when tumbling (a full
             # window closes early with max_count), one every `every` seconds when sliding.
             end = now()
             start = opened[0]
             opened[0] = end if every is None else start + every
+            run.released(len(entries), opened[0])
             if not entries:
                 return [(Window(None, start, end, ()), [])] if emit_empty else []
             return split_by_key(entries, start, end, key, delivery is not None)
 
-        source = source.pipe(held(delivery))
+        source = source.pipe(admit(delivery, run, windows.metrics))
         if max_count is not None:
             buffers = source.pipe(ops.buffer_with_time_or_count(span, max_count, scheduler=chosen))
         else:
             buffers = source.pipe(ops.buffer_with_time(span, every, scheduler=chosen))
-        return buffers.pipe(ops.map(to_windows), emit_windows(delivery))
+        return buffers.pipe(ops.map(to_windows), emit_windows(delivery, windows.metrics))
 
-    return with_scheduler(build, scheduler)
+    windows = ProcessingTimeWindows(build, scheduler, every is not None, name)
+    return windows
 
 
 def sessions(
@@ -154,11 +250,12 @@ def sessions(
     gap: float,
     max_duration: float | None,
     scheduler: abc.SchedulerBase | None,
-) -> Operator:
+    name: str,
+) -> ProcessingTimeWindows:
     """Sessions per key over ``group_by_until``: a group ends after ``gap`` of silence."""
 
-    def build(source: Observable[Any], chosen: abc.SchedulerBase) -> Observable[Window]:
-        now = clock_of(chosen)
+    def build(source: Observable[Any], chosen: abc.SchedulerBase, run: _Run) -> Observable[Any]:
+        now = run.now
         delivery = current_delivery()
         key_of = key if delivery is None else (lambda entry: key(entry[0]))
 
@@ -168,25 +265,25 @@ def sessions(
                 return quiet
             return reactivex.merge(quiet, reactivex.timer(max_duration, scheduler=chosen))
 
-        def to_window(group: Any) -> Observable[list[tuple[Window, list[int | None]]]]:
+        def to_window(group: Any) -> Observable[list[Entry]]:
             start = now()
 
-            def close(entries: list[Any]) -> list[tuple[Window, list[int | None]]]:
+            def close(entries: list[Any]) -> list[Entry]:
+                run.released(len(entries), 0.0)
                 if delivery is None:
                     return [(Window(group.key, start, now(), tuple(entries)), [])]
                 items = tuple(item for item, _ in entries)
                 return [(Window(group.key, start, now(), items), [t for _, t in entries])]
 
-            windows: Observable[list[tuple[Window, list[int | None]]]] = group.pipe(
-                ops.to_list(), ops.map(close)
-            )
-            return windows
+            closed: Observable[list[Entry]] = group.pipe(ops.to_list(), ops.map(close))
+            return closed
 
         return source.pipe(
-            held(delivery),
+            admit(delivery, run, windows.metrics),
             ops.group_by_until(key_of, None, until_quiet),
             ops.flat_map(to_window),
-            emit_windows(delivery),
+            emit_windows(delivery, windows.metrics),
         )
 
-    return with_scheduler(build, scheduler)
+    windows = ProcessingTimeWindows(build, scheduler, False, name)
+    return windows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rxflow import Window, open_pipe, session, sliding, tumbling
+from rxflow.windows import processing
 
 on_next, on_completed, on_error = (
     ReactiveTest.on_next,
@@ -30,6 +32,16 @@ async def timed(events: list[tuple[float, Any]]) -> AsyncIterator[Any]:
         yield value
 
 
+# Window bounds are wall-clock times read once per subscription; these tests fix that
+# reading, so that bounds are WALL plus the virtual time since the pipe opened.
+WALL = 1_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def fixed_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(processing, "time", types.SimpleNamespace(time=lambda: WALL))
+
+
 async def collect(source: Any, *operators: Any) -> list[tuple[float, Window]]:
     """(time since start, window) for every window the pipe emits, with the windows'
     bounds measured from the start too."""
@@ -37,7 +49,7 @@ async def collect(source: Any, *operators: Any) -> list[tuple[float, Window]]:
 
     def since_start(window: Window) -> Window:
         return attrs.evolve(
-            window, start=round(window.start - start, 6), end=round(window.end - start, 6)
+            window, start=round(window.start - WALL, 6), end=round(window.end - WALL, 6)
         )
 
     async with open_pipe(source, *operators) as pipe:
