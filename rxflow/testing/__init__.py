@@ -16,13 +16,14 @@ from rxflow.testing.async_marbles import (
     pipe_marbles,
     virtual_anyio_backends,
 )
-from rxflow.testing.context import MarbleContext, MarbleMismatch
+from rxflow.testing.context import MarbleContext, MarbleMismatch, MarbleTimeLimitError
 from rxflow.testing.marbles import MarbleSyntaxError, parse, render
 
 __all__ = [
     "MarbleContext",
     "MarbleMismatch",
     "MarbleSyntaxError",
+    "MarbleTimeLimitError",
     "NotVirtualTimeError",
     "PipeMarbles",
     "VirtualTimeEventLoop",

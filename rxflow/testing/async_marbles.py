@@ -28,7 +28,7 @@ import sniffio
 from rxflow.errors import RxflowError
 from rxflow.pipe import open_pipe
 from rxflow.testing.context import MarbleMismatch, describe_mismatch, same_events
-from rxflow.testing.marbles import FRAME_SECONDS, Event, parse, render
+from rxflow.testing.marbles import FRAME_SECONDS, Event, frame_of_seconds, parse, render
 
 
 class NotVirtualTimeError(RxflowError, RuntimeError):
@@ -175,7 +175,8 @@ async def pipe_marbles(
         source: when each item is available (``|`` ends the source, ``#`` fails it).
         operators: the operators under test; time-based ones run on the loop's clock, so
             ``ops.debounce(0.02)`` is 20 frames.
-        values, error: as for marble diagrams.
+        values: what the diagram's characters stand for, as for marble diagrams.
+        error: the exception ``#`` raises, as for marble diagrams.
         pace: when the consumer is ready for its next item (any non-``-`` character); it
             stops reading where the diagram ends (``|`` or the last character). ``None``:
             it reads as fast as outputs come.
@@ -194,10 +195,10 @@ async def pipe_marbles(
     check_virtual_time()
     start = anyio.current_time()
 
-    def now() -> int:
-        return round((anyio.current_time() - start) / FRAME_SECONDS)
+    def now() -> float:
+        return frame_of_seconds(anyio.current_time() - start)
 
-    async def wait_for(frame: int) -> None:
+    async def wait_for(frame: float) -> None:
         delay = frame * FRAME_SECONDS - (anyio.current_time() - start)
         if delay > 0:
             await anyio.sleep(delay)

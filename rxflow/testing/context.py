@@ -15,17 +15,22 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from reactivex import Notification, Observable, abc
+from reactivex import Notification, Observable, abc, typing
 from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.notification import OnCompleted, OnError, OnNext
 from reactivex.scheduler import VirtualTimeScheduler
 from reactivex.testing import TestScheduler
 
+from rxflow.errors import RxflowError
 from rxflow.testing.marbles import (
     FRAME_SECONDS,
     Event,
     Legend,
+    MarbleSyntaxError,
     by_frame,
+    draw_gap,
+    frame_of_seconds,
+    normalize_frame,
     parse,
     parse_subscription,
     token,
@@ -36,16 +41,63 @@ from rxflow.testing.marbles import (
 _ORIGIN = 1000
 
 
-def _time(frame: int) -> float:
+def _time(frame: float) -> float:
     return (frame + _ORIGIN) * FRAME_SECONDS
 
 
-def _frame(time: float) -> int:
-    return round(time / FRAME_SECONDS) - _ORIGIN
+def _frame(time: float) -> float:
+    return frame_of_seconds(time - _ORIGIN * FRAME_SECONDS)
 
 
 class MarbleMismatch(AssertionError):
     """What an observable did differed from its expected diagram (the message shows both)."""
+
+
+class MarbleTimeLimitError(RxflowError, RuntimeError):
+    """Virtual time reached a limit of :class:`MarbleContext` (``max_frames`` or
+    ``max_actions``) with work still scheduled; the message says which and how to raise it."""
+
+
+# An endless source that nobody unsubscribes (an interval) would run virtual time forever;
+# RxJS's run mode then hangs. Stopping after this many scheduled actions (about 2 s of work
+# on a 2-core machine, measured) turns the hang into an error; marble tests are far smaller.
+DEFAULT_MAX_ACTIONS = 100_000
+
+
+class _LimitedTestScheduler(TestScheduler):
+    """reactivex's ``TestScheduler``, stopped when an action is due past ``max_frames`` or
+    when more than ``max_actions`` actions have run (``None``: no limit)."""
+
+    def __init__(self, max_frames: float | None, max_actions: int | None) -> None:
+        super().__init__()
+        self.max_frames = max_frames
+        self.max_actions = max_actions
+        self.actions_run = 0
+        self.stopped_by: tuple[str, float, float] | None = None  # (limit, its value, frame)
+
+    def schedule_absolute(
+        self,
+        duetime: typing.AbsoluteTime,
+        action: typing.ScheduledAction[Any],
+        state: Any = None,
+    ) -> abc.DisposableBase:
+        def limited(scheduler: abc.SchedulerBase, state: Any = None) -> Any:
+            frame = _frame(self.clock)
+            if self.max_frames is not None and frame > self.max_frames:
+                self._stop_at("max_frames", self.max_frames, frame)
+                return None
+            self.actions_run += 1
+            if self.max_actions is not None and self.actions_run > self.max_actions:
+                self._stop_at("max_actions", self.max_actions, frame)
+                return None
+            return action(scheduler, state)
+
+        return super().schedule_absolute(duetime, limited, state)
+
+    def _stop_at(self, limit: str, value: float, frame: float) -> None:
+        if self.stopped_by is None:
+            self.stopped_by = (limit, value, frame)
+        self.stop()
 
 
 class MarbleContext:
@@ -54,12 +106,36 @@ class MarbleContext:
 
     ``scheduler`` is the ``TestScheduler`` to pass to time-based operators under test
     (``ops.debounce(0.02, scheduler=m.scheduler)``); one frame is 1 ms, so 20 frames is 0.02.
+
+    Virtual time runs as far as the test needs, as in RxJS's run mode. Two optional limits
+    stop it with :class:`MarbleTimeLimitError` instead: ``max_frames`` (default ``None``, no
+    limit), and ``max_actions``, the number of scheduled actions run (default 100,000),
+    which catches an endless source that nobody unsubscribes.
     """
 
-    def __init__(self, *, max_frames: int = 60_000) -> None:
-        self.scheduler = TestScheduler()
+    def __init__(
+        self, *, max_frames: float | None = None, max_actions: int | None = DEFAULT_MAX_ACTIONS
+    ) -> None:
+        if max_frames is not None and (
+            isinstance(max_frames, bool)
+            or not isinstance(max_frames, int | float)
+            or not max_frames > 0
+        ):
+            raise ValueError(
+                f"max_frames must be a positive number of frames or None (no limit), "
+                f"not {max_frames!r}"
+            )
+        if max_actions is not None and (
+            isinstance(max_actions, bool) or not isinstance(max_actions, int) or max_actions < 1
+        ):
+            raise ValueError(
+                f"max_actions must be a positive whole number or None (no limit), "
+                f"not {max_actions!r}"
+            )
+        self.scheduler: TestScheduler = _LimitedTestScheduler(max_frames, max_actions)
         self.scheduler.advance_to(_time(-_ORIGIN))
         self.max_frames = max_frames
+        self.max_actions = max_actions
         self._checks: list[_Expectation | _SubscriptionsExpectation] = []
         self._hot: list[MarbleObservable] = []
         self.flushed = False
@@ -76,7 +152,12 @@ class MarbleContext:
         ``subscriptions`` record when it was subscribed, for :meth:`expect_subscriptions`."""
         parsed = parse(diagram, values, error)
         if parsed.subscribed is not None:
-            raise ValueError(f"cold({diagram!r}): '^' belongs in hot() diagrams only")
+            raise MarbleSyntaxError(
+                diagram,
+                diagram.index("^"),
+                "a cold observable cannot have a subscription point '^' (it plays from each "
+                "subscription): remove it, or make the source with hot()",
+            )
         return MarbleObservable(self.scheduler, parsed.events, hot=False)
 
     def hot(
@@ -96,7 +177,7 @@ class MarbleContext:
     def expect(self, observable: Observable[Any], subscription: str | None = None) -> _Expectation:
         """Subscribe ``observable`` at frame 0 (or as ``subscription``, e.g. ``"--^--!"``)
         and record what it emits; say what you expect with ``.to_be(...)``."""
-        subscribe_at: int | None = 0
+        subscribe_at: float | None = 0
         unsubscribe_at = None
         if subscription is not None:
             subscribe_at, unsubscribe_at = parse_subscription(subscription)
@@ -105,7 +186,7 @@ class MarbleContext:
         return expectation
 
     def expect_subscriptions(
-        self, subscriptions: Sequence[tuple[int, int | None]]
+        self, subscriptions: Sequence[tuple[float, float | None]]
     ) -> _SubscriptionsExpectation:
         """Say when a cold or hot observable was subscribed, as subscription diagrams."""
         expectation = _SubscriptionsExpectation(subscriptions)
@@ -116,13 +197,19 @@ class MarbleContext:
         """Run virtual time to the end and check every expectation."""
         self.flushed = True
         scheduler = self.scheduler
-        # Stop at max_frames, so that an endless source (interval) cannot run forever.
-        scheduler.schedule_absolute(_time(self.max_frames), lambda *_: scheduler.stop())
         # As in RxJS, hot observables start playing at the flush, so that a subscription
         # due at the same frame as a hot value is in place before the value.
         for hot in self._hot:
             hot.play()
         VirtualTimeScheduler.start(scheduler)  # TestScheduler.start() would add its own actions
+        if isinstance(scheduler, _LimitedTestScheduler) and scheduler.stopped_by is not None:
+            limit, value, frame = scheduler.stopped_by
+            raise MarbleTimeLimitError(
+                f"virtual time stopped at the limit {limit}={value} with work still due at "
+                f"frame {frame}. An endless source (an interval) must be unsubscribed with a "
+                f"subscription diagram, m.expect(source, '^---!'); or raise the limit: "
+                f"MarbleContext({limit}=...), None for no limit"
+            )
         for check in self._checks:
             check.verify()
 
@@ -149,7 +236,7 @@ class MarbleObservable(Observable[Any]):
         self._events = events
         self._hot = hot
         self._observers: list[abc.ObserverBase[Any]] = []
-        self.subscriptions: list[tuple[int, int | None]] = []
+        self.subscriptions: list[tuple[float, float | None]] = []
 
     def play(self) -> None:
         """Schedule a hot observable's events (done by :meth:`MarbleContext.flush`)."""
@@ -202,8 +289,8 @@ class _Expectation:
         self,
         context: MarbleContext,
         observable: Observable[Any],
-        subscribe_at: int,
-        unsubscribe_at: int | None,
+        subscribe_at: float,
+        unsubscribe_at: float | None,
     ) -> None:
         self.received: list[Event] = []
         self.expected: tuple[Event, ...] | None = None
@@ -261,18 +348,18 @@ class _Expectation:
 
 
 class _SubscriptionsExpectation:
-    def __init__(self, subscriptions: Sequence[tuple[int, int | None]]) -> None:
+    def __init__(self, subscriptions: Sequence[tuple[float, float | None]]) -> None:
         self.subscriptions = subscriptions
-        self.expected: list[tuple[int, int | None]] | None = None
+        self.expected: list[tuple[float, float | None]] | None = None
 
     def to_be(self, *diagrams: str) -> None:
         """One subscription diagram per subscription, e.g. ``to_be("^--!", "--^---!")``;
         ``to_be()`` (or a diagram without ``^``) says it was never subscribed."""
         parsed = [parse_subscription(diagram) for diagram in diagrams]
-        self.expected = [(start, end) for start, end in parsed if start is not None]
+        self.expected = [_normalized(start, end) for start, end in parsed if start is not None]
 
     def verify(self) -> None:
-        actual = list(self.subscriptions)
+        actual = [_normalized(start, end) for start, end in self.subscriptions]
         if actual != self.expected:
             raise MarbleMismatch(
                 "subscriptions differ (^ subscribed, ! unsubscribed):\n"
@@ -281,12 +368,18 @@ class _SubscriptionsExpectation:
             )
 
 
-def _draw_subscriptions(subscriptions: list[tuple[int, int | None]]) -> str:
+def _normalized(start: float, end: float | None) -> tuple[float, float | None]:
+    return normalize_frame(start), None if end is None else normalize_frame(end)
+
+
+def _draw_subscriptions(subscriptions: list[tuple[float, float | None]]) -> str:
     drawn = []
     for start, end in subscriptions:
-        line = "-" * start + "^"
-        if end is not None:
-            line += "-" * (end - start - 1) + "!"
+        line = draw_gap(start) + "^"
+        if end == start:
+            line = draw_gap(start) + "(^!)"
+        elif end is not None:
+            line += draw_gap(end - start - 1, before=line) + "!"
         drawn.append(line)
     return ", ".join(drawn) or "(none)"
 
@@ -299,7 +392,10 @@ def same_events(expected: Sequence[Event], actual: Sequence[Event], error_given:
 
 
 def _same_event(expected: Event, actual: Event, error_given: bool) -> bool:
-    if (expected.frame, expected.kind) != (actual.frame, actual.kind):
+    # At the virtual clock's resolution: 0.1ms + 0.2ms is the frame of 0.3ms.
+    if normalize_frame(expected.frame) != normalize_frame(actual.frame):
+        return False
+    if expected.kind != actual.kind:
         return False
     if expected.kind == "E":
         if not error_given:
@@ -316,7 +412,7 @@ def describe_mismatch(
     """Both diagrams drawn aligned one above the other, a caret at the first differing frame,
     the differing notifications listed, and a legend for values drawn with made-up letters."""
     legend = Legend(values)
-    expected_frames, actual_frames = by_frame(expected), by_frame(actual)
+    expected_frames, actual_frames = by_frame(_at_clock(expected)), by_frame(_at_clock(actual))
     frames = sorted(set(expected_frames) | set(actual_frames))
     first_difference = next(
         frame
@@ -324,11 +420,9 @@ def describe_mismatch(
         if not same_events(expected_frames.get(frame, []), actual_frames.get(frame, []), True)
     )
     top, bottom, caret = "", "", 0
-    cursor = 0
+    cursor: float = min(0, frames[0])
     for frame in frames:
-        gap = frame - cursor
-        long_gap = f" {gap}ms " if top else f"{gap}ms "
-        filler = long_gap if gap > 20 else "-" * max(gap, 0)
+        filler = draw_gap(frame - cursor, before=top)
         top += filler
         bottom += filler
         if frame == first_difference:
@@ -358,6 +452,10 @@ def describe_mismatch(
         lines.append("legend:")
         lines.extend(legend.lines())
     return "\n".join(lines)
+
+
+def _at_clock(events: Sequence[Event]) -> list[Event]:
+    return [Event(normalize_frame(event.frame), event.kind, event.value) for event in events]
 
 
 def _describe(events: Sequence[Event]) -> str:

@@ -1,16 +1,22 @@
 """RxJS marble syntax: parse a diagram into timed notifications, and draw them back.
 
-One character is one frame (1 ms of virtual time):
+The diagrams are read as RxJS 7's ``TestScheduler.run`` reads them. One character is one
+frame (1 ms of virtual time):
 
-* ``-`` nothing happens in this frame; spaces are ignored (use them to align diagrams);
+* ``-`` nothing happens in this frame; spaces take no time (use them to align diagrams);
 * ``a``, ``1``, any other character: a value, looked up in ``values`` (the character
   itself when ``values`` has no entry for it);
 * ``|`` completion; ``#`` an error (``error=``, or a generic ``Exception("error")``);
 * ``(ab|)`` several notifications in one frame; as in RxJS, the group then takes as many
-  frames as it has characters, parentheses included;
+  frames as it has characters, parentheses included and spaces not;
 * ``^`` the subscription point of a hot observable (frame 0; earlier frames are negative);
-* ``!`` the unsubscription point (subscription diagrams, ``^---!``);
-* ``10ms``, ``1.5s``, ``2m`` between spaces: time passes by that much.
+* ``!`` the unsubscription point, only in subscription diagrams (``^---!``), where it
+  takes no frame;
+* ``10ms``, ``1.5s``, ``2m`` at the start or after a space, and followed by a space: time
+  passes by that much, fractions kept (``0.5ms`` is half a frame).
+
+Where RxJS accepts a diagram that cannot mean anything (``-a|b``, ``(a(b))``, ``(a-b)``, a
+time progression inside a group), :class:`MarbleSyntaxError` says what is wrong instead.
 
 Example:
     >>> from rxflow.testing.marbles import parse, render
@@ -24,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -34,8 +40,9 @@ from rxflow.errors import RxflowError
 FRAME_SECONDS = 0.001
 """Virtual time of one frame: 1 ms, as in RxJS."""
 
-_TIME_PROGRESSION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)")
-_UNITS = {"ms": 1, "s": 1000, "m": 60_000}
+# RxJS's pattern: the trailing space is part of it. ASCII digits only, as in RxJS.
+_TIME_PROGRESSION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m) ")
+_DIGITS = "0123456789"
 # Rendering draws gaps longer than this as a time progression, so long diagrams stay short.
 _LONG_GAP = 20
 
@@ -55,7 +62,7 @@ class Event:
     """One notification at one frame. ``kind`` is ``"N"`` (a value), ``"E"`` (an error,
     in ``value``) or ``"C"`` (completion)."""
 
-    frame: int
+    frame: float  # whole frames are ints; a fractional time progression makes a float
     kind: str
     value: Any = None
 
@@ -72,8 +79,8 @@ class Diagram:
     """A parsed diagram: its events, and where ``^`` and ``!`` were (frames, or None)."""
 
     events: tuple[Event, ...]
-    subscribed: int | None = None
-    unsubscribed: int | None = None
+    subscribed: float | None = None
+    unsubscribed: float | None = None
 
 
 def parse(
@@ -84,115 +91,119 @@ def parse(
     count_from_caret: bool = True,
 ) -> Diagram:
     """Read ``diagram`` (see the module's syntax). Frames count from ``^`` if there is one
-    (the subscription point of a hot observable), unless ``count_from_caret`` is false."""
-    values = values or {}
-    origin = _subscription_origin(diagram) if count_from_caret else 0
+    (the subscription point of a hot observable), unless ``count_from_caret`` is false.
+
+    ``!`` is refused: it belongs in subscription diagrams (:func:`parse_subscription`).
+
+    Example:
+        >>> [(e.frame, e.value) for e in parse("-a-^-b 1.5ms c").events]
+        [(-2, 'a'), (2, 'b'), (4.5, 'c')]
+    """
+    read = _read(diagram, values or {}, error, start=0)
+    if not count_from_caret or read.subscribed is None or read.subscribed == 0:
+        return read
+    # Count again from minus the frames before "^", as RxJS starts its count, so that the
+    # frames (fractions included) are the same floats as RxJS's.
+    origin = read.subscribed
+    return attrs.evolve(_read(diagram, values or {}, error, start=-origin), subscribed=0)
+
+
+def _read(
+    diagram: str, values: Mapping[str, Any], error: BaseException | None, start: float
+) -> Diagram:
     events: list[Event] = []
     positions: list[int] = []  # where each event's character is, for error messages
-    subscribed = unsubscribed = None
-    frame = -origin
-    group_start: int | None = None  # the frame a "(" opened
-    group_open_at = 0
+    subscribed: float | None = None
+    frame = start
+    group: _Group | None = None
+    for position, char, duration in _scan(diagram):
+        if not char:
+            if group is not None:
+                raise MarbleSyntaxError(diagram, position, "time progression inside a group")
+            frame += duration
+            continue
+        at = frame if group is None else group.frame
+        if char == "(":
+            if group is not None:
+                raise MarbleSyntaxError(diagram, position, "a group cannot contain a group")
+            group = _Group(frame, position)
+        elif char == ")":
+            if group is None:
+                raise MarbleSyntaxError(diagram, position, "')' closes no group")
+            if group.size == 0:
+                raise MarbleSyntaxError(diagram, position, "an empty group '()'")
+            group = None
+        else:
+            if group is not None:
+                group.size += 1
+            if char == "-":
+                if group is not None:
+                    raise MarbleSyntaxError(diagram, position, "'-' inside a group")
+            elif char == "|":
+                events.append(Event(at, "C"))
+                positions.append(position)
+            elif char == "#":
+                events.append(Event(at, "E", error if error is not None else Exception("error")))
+                positions.append(position)
+            elif char == "^":
+                if subscribed is not None:
+                    raise MarbleSyntaxError(diagram, position, "a second '^'")
+                subscribed = at
+            elif char == "!":
+                raise MarbleSyntaxError(
+                    diagram,
+                    position,
+                    "'!' (unsubscription) belongs in a subscription diagram, as in RxJS: "
+                    "pass it to expect, e.g. m.expect(source, '^--!')",
+                )
+            else:
+                events.append(Event(at, "N", values.get(char, char)))
+                positions.append(position)
+        # As in RxJS, every character but a space takes a frame, parentheses included; the
+        # notifications of a group all happen at the group's first frame.
+        frame += 1
+    if group is not None:
+        raise MarbleSyntaxError(diagram, group.position, "'(' is never closed")
+    _check_nothing_after_the_end(diagram, events, positions)
+    return Diagram(tuple(events), subscribed, None)
+
+
+@attrs.define
+class _Group:
+    frame: float
+    position: int
+    size: int = 0  # characters inside, spaces not counted
+
+
+def _scan(diagram: str) -> Iterator[tuple[int, str, float]]:
+    """``(position, character, 0)`` for each character that is not a space, and
+    ``(position, "", frames)`` for a time progression. As in RxJS, a progression starts
+    the diagram or follows a space, and a space ends it (``"a 10ms"`` is five values)."""
     position = 0
     while position < len(diagram):
         char = diagram[position]
         if char == " ":
-            progression = _TIME_PROGRESSION.match(diagram, position + 1)
-            if progression and _ends_with_space_or_end(diagram, progression.end()):
-                if group_start is not None:
-                    raise MarbleSyntaxError(
-                        diagram, position + 1, "time progression inside a group"
-                    )
-                frame += _frames_of(progression)
-                position = progression.end()
-                continue
             position += 1
             continue
-        if position == 0:
-            progression = _TIME_PROGRESSION.match(diagram, 0)
-            if progression and _ends_with_space_or_end(diagram, progression.end()):
-                frame += _frames_of(progression)
+        if char in _DIGITS and (position == 0 or diagram[position - 1] == " "):
+            progression = _TIME_PROGRESSION.match(diagram, position)
+            if progression:
+                yield position, "", _frames_of(progression)
                 position = progression.end()
                 continue
-        at = frame if group_start is None else group_start
-        if char == "(":
-            if group_start is not None:
-                raise MarbleSyntaxError(diagram, position, "a group cannot contain a group")
-            group_start, group_open_at = frame, position
-        elif char == ")":
-            if group_start is None:
-                raise MarbleSyntaxError(diagram, position, "')' closes no group")
-            if position == group_open_at + 1:
-                raise MarbleSyntaxError(diagram, position, "an empty group '()'")
-            # RxJS: the group takes as many frames as it has characters.
-            frame = group_start + (position - group_open_at + 1)
-            group_start = None
-            position += 1
-            continue
-        elif char == "-":
-            if group_start is not None:
-                raise MarbleSyntaxError(diagram, position, "'-' inside a group")
-        elif char == "|":
-            events.append(Event(at, "C"))
-            positions.append(position)
-        elif char == "#":
-            events.append(Event(at, "E", error if error is not None else Exception("error")))
-            positions.append(position)
-        elif char == "^":
-            if subscribed is not None:
-                raise MarbleSyntaxError(diagram, position, "a second '^'")
-            subscribed = at
-        elif char == "!":
-            if unsubscribed is not None:
-                raise MarbleSyntaxError(diagram, position, "a second '!'")
-            unsubscribed = at
-        else:
-            events.append(Event(at, "N", values.get(char, char)))
-            positions.append(position)
-        if group_start is None:
-            frame += 1
+        yield position, char, 0
         position += 1
-    if group_start is not None:
-        raise MarbleSyntaxError(diagram, group_open_at, "'(' is never closed")
-    _check_nothing_after_the_end(diagram, events, positions)
-    return Diagram(tuple(events), subscribed, unsubscribed)
 
 
-def _subscription_origin(diagram: str) -> int:
-    """Frames before ``^``, so that ``^`` is frame 0."""
-    return _frames_in(diagram[: diagram.index("^")]) if "^" in diagram else 0
-
-
-def _frames_in(prefix: str) -> int:
-    frames = 0
-    position = 0
-    while position < len(prefix):
-        char = prefix[position]
-        if char == " ":
-            progression = _TIME_PROGRESSION.match(prefix, position + 1)
-            if progression and _ends_with_space_or_end(prefix, progression.end()):
-                frames += _frames_of(progression)
-                position = progression.end()
-                continue
-        elif char == "(":
-            close = prefix.find(")", position)
-            if close < 0:  # "^" is inside this group: the group's frame is frame 0
-                break
-            frames += close - position + 1
-            position = close + 1
-            continue
-        else:
-            frames += 1
-        position += 1
-    return frames
-
-
-def _ends_with_space_or_end(diagram: str, end: int) -> bool:
-    return end == len(diagram) or diagram[end] == " "
-
-
-def _frames_of(progression: re.Match[str]) -> int:
-    return round(float(progression.group(1)) * _UNITS[progression.group(2)])
+def _frames_of(progression: re.Match[str]) -> float:
+    """The progression's frames, computed as RxJS computes them (fractions kept)."""
+    duration = float(progression.group(1))
+    unit = progression.group(2)
+    if unit == "s":
+        duration = duration * 1000
+    elif unit == "m":
+        duration = duration * 1000 * 60
+    return int(duration) if duration.is_integer() else duration
 
 
 def _check_nothing_after_the_end(
@@ -203,13 +214,56 @@ def _check_nothing_after_the_end(
             raise MarbleSyntaxError(diagram, positions[index + 1], "nothing may follow '|' or '#'")
 
 
-def parse_subscription(diagram: str) -> tuple[int | None, int | None]:
+def parse_subscription(diagram: str) -> tuple[float | None, float | None]:
     """A subscription diagram such as ``"--^---!"``: the frames of ``^`` and ``!``, counted
-    from the diagram's start (None where there is none)."""
-    parsed = parse(diagram, count_from_caret=False)
-    if parsed.events:
-        raise MarbleSyntaxError(diagram, 0, "a subscription diagram has only '-', '^' and '!'")
-    return parsed.subscribed, parsed.unsubscribed
+    from the diagram's start (None where there is none). As in RxJS, ``!`` takes no frame.
+
+    Example:
+        >>> parse_subscription("--^ 10ms !")
+        (2, 13)
+    """
+    subscribed: float | None = None
+    unsubscribed: float | None = None
+    unsubscribed_at = 0
+    frame: float = 0
+    group: _Group | None = None
+    for position, char, duration in _scan(diagram):
+        if not char:
+            if group is not None:
+                raise MarbleSyntaxError(diagram, position, "time progression inside a group")
+            frame += duration
+            continue
+        at = frame if group is None else group.frame
+        if char == "(":
+            if group is not None:
+                raise MarbleSyntaxError(diagram, position, "a group cannot contain a group")
+            group = _Group(frame, position)
+        elif char == ")":
+            if group is None:
+                raise MarbleSyntaxError(diagram, position, "')' closes no group")
+            group = None
+        elif char == "^":
+            if subscribed is not None:
+                raise MarbleSyntaxError(diagram, position, "a second '^'")
+            subscribed = at
+        elif char == "!":
+            if unsubscribed is not None:
+                raise MarbleSyntaxError(diagram, position, "a second '!'")
+            unsubscribed, unsubscribed_at = at, position
+            continue  # RxJS: '!' takes no frame
+        elif char != "-":
+            raise MarbleSyntaxError(
+                diagram,
+                position,
+                f"a subscription diagram has only '-', '^', '!', groups and time "
+                f"progressions, found {char!r}",
+            )
+        frame += 1
+    if group is not None:
+        raise MarbleSyntaxError(diagram, group.position, "'(' is never closed")
+    if subscribed is not None and unsubscribed is not None and unsubscribed < subscribed:
+        raise MarbleSyntaxError(diagram, unsubscribed_at, "'!' comes before '^'")
+    return subscribed, unsubscribed
 
 
 # -- drawing ---------------------------------------------------------------------------------
@@ -254,17 +308,19 @@ def _same(a: Any, b: Any) -> bool:
         return a is b
 
 
-def token(events: Sequence[Event], legend: Legend) -> str:
-    """The characters for the events of one frame: one character, or a group."""
-    chars = "".join(
+def token(events: Sequence[Event], legend: Legend, *, caret: bool = False) -> str:
+    """The characters for the events of one frame: one character, or a group (with the
+    subscription point ``^`` first if ``caret``)."""
+    chars = "^" if caret else ""
+    chars += "".join(
         legend.char_for(event.value) if event.kind == "N" else ("|" if event.kind == "C" else "#")
         for event in events
     )
     return chars if len(chars) == 1 else f"({chars})"
 
 
-def by_frame(events: Iterable[Event]) -> dict[int, list[Event]]:
-    frames: dict[int, list[Event]] = {}
+def by_frame(events: Iterable[Event]) -> dict[float, list[Event]]:
+    frames: dict[float, list[Event]] = {}
     for event in events:
         frames.setdefault(event.frame, []).append(event)
     return frames
@@ -274,25 +330,83 @@ def render(
     events: Iterable[Event], values: Mapping[str, Any] | None = None, legend: Legend | None = None
 ) -> str:
     """Draw ``events`` as a diagram that :func:`parse` reads back to the same events
-    (given the same ``values``), with long silences drawn as time progressions.
+    (given the same ``values``), with long silences drawn as time progressions. Events
+    before frame 0 make a hot diagram: they come first, then ``^`` at frame 0.
 
     Events closer together than a group's width cannot be drawn exactly; they are drawn
     right after the group (and :func:`parse` would read them later).
+
+    Example:
+        >>> render([Event(-2, "N", "a"), Event(1, "N", "b"), Event(40, "C")])
+        'a-^b 38ms |'
     """
     legend = legend or Legend(values)
+    frames = sorted(by_frame(events).items())
+    caret_due = bool(frames) and frames[0][0] < 0
     diagram = ""
-    cursor = 0
-    for frame, frame_events in sorted(by_frame(events).items()):
-        diagram += _gap(frame - cursor, at_start=not diagram)
-        drawn = token(frame_events, legend)
+    cursor = frames[0][0] if caret_due else 0
+    for frame, frame_events in frames:
+        caret = caret_due and frame == 0
+        if caret_due and frame > 0:
+            diagram += draw_gap(-cursor, before=diagram) + "^"
+            cursor = max(cursor, 0) + 1
+        if caret_due and frame >= 0:
+            caret_due = False
+        diagram += draw_gap(frame - cursor, before=diagram)
+        drawn = token(frame_events, legend, caret=caret)
         diagram += drawn
         cursor = max(cursor, frame) + len(drawn)
+    if caret_due:  # only events before the subscription point
+        diagram += draw_gap(-cursor, before=diagram) + "^"
     return diagram
 
 
-def _gap(frames: int, *, at_start: bool) -> str:
+# A value character right after a space (or at the start) followed by more that reads as a
+# time progression once a space comes: "1s" drawn before " 30ms " would be read as time.
+_LOOKS_LIKE_TIME = re.compile(r"(?:^| )[0-9]+(?:\.[0-9]+)?(?:ms|s|m)$")
+
+
+def draw_gap(frames: float, *, before: str = "") -> str:
+    """``frames`` of silence, drawn after ``before``: dashes, or a time progression when the
+    gap is long or not a whole number of frames."""
     if frames <= 0:
         return ""
-    if frames > _LONG_GAP:
-        return f"{frames}ms " if at_start else f" {frames}ms "
-    return "-" * frames
+    if (isinstance(frames, int) or frames.is_integer()) and frames <= _LONG_GAP:
+        return "-" * int(frames)
+    if frames >= 1 and _LOOKS_LIKE_TIME.search(before):
+        # A dash first, so that the values before the space stay values.
+        return "-" + draw_gap(frames - 1, before=before + "-")
+    return f"{' ' if before else ''}{_number(frames)}ms "
+
+
+def _number(frames: float) -> str:
+    if isinstance(frames, int) or frames.is_integer():
+        return str(int(frames))
+    # Six decimals: far finer than reactivex's clock (a microsecond, 0.001 frame), and
+    # short of the float noise of sums such as 0.1 + 0.2.
+    return f"{frames:.6f}".rstrip("0").rstrip(".")
+
+
+# -- comparing frames ---------------------------------------------------------------------------
+
+_TICKS_PER_FRAME = 1000
+"""reactivex's virtual clock counts whole microseconds (it converts to ``datetime``):
+a thousandth of a frame. Frames are compared, and times read back, at that resolution."""
+
+
+def frame_of_seconds(seconds: float) -> float:
+    """The frame at ``seconds`` of virtual time, to the clock's microsecond: a whole
+    number of frames is an ``int``.
+
+    Example:
+        >>> frame_of_seconds(0.0102), frame_of_seconds(0.0029999999)
+        (10.2, 3)
+    """
+    return normalize_frame(seconds / FRAME_SECONDS)
+
+
+def normalize_frame(frame: float) -> float:
+    """``frame`` rounded to the clock's resolution (1 µs); whole frames become ``int``."""
+    ticks = round(frame * _TICKS_PER_FRAME)
+    whole, fraction = divmod(ticks, _TICKS_PER_FRAME)
+    return whole if fraction == 0 else ticks / _TICKS_PER_FRAME
