@@ -38,10 +38,12 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from reactivex import Observable
 
-from rxflow._delivery import Acker, Delivery, Output, tag_outputs, tracked
+from rxflow._checks import check_seconds
+from rxflow._delivery import Acker, Delivery, Output, SourceAccount, tag_outputs, tracked
 from rxflow._handoff import OVERFLOW_POLICIES, OverflowPolicy
+from rxflow._source_time import SourceTime
 from rxflow.errors import RxflowError, SourceOverflowError
-from rxflow.metrics import FlowSnapshot, StageMetrics
+from rxflow.metrics import FlowSnapshot, StageMetrics, stage_name
 from rxflow.pipe import DEFAULT_MAX_BUFFER_SIZE, Operator, Pipe, open_pipe
 from rxflow.strategies import (
     FAIL_FAST,
@@ -84,6 +86,15 @@ class FlowStateError(RxflowError, RuntimeError):
 class _Source:
     items: SourceItems
     metrics: StageMetrics
+    # The opened connector's decoder (duck-typed: flow does not import the connectors),
+    # whose decode skips and dead letters are this stage's ``skipped``/``dead_lettered``.
+    decoder: Any = None
+
+    def read_decoder(self) -> None:
+        skipped = getattr(self.decoder, "skipped", None)
+        dead_lettered = getattr(self.decoder, "dead_lettered", None)
+        if isinstance(skipped, int) and isinstance(dead_lettered, int):
+            self.metrics.skipped, self.metrics.dead_lettered = skipped, dead_lettered
 
 
 @attrs.define
@@ -116,7 +127,7 @@ class Flow:
         name: the flow's name in metrics and logs.
         max_buffer_size: the pipe's buffer (see :func:`rxflow.open_pipe`).
         log_every: if given, log a progress line (``logging`` logger ``"rxflow"``, INFO)
-            every this many seconds while the flow runs.
+            every this many seconds (more than 0) while the flow runs; ``None``: never.
 
     Example:
         >>> import anyio
@@ -145,7 +156,8 @@ class Flow:
     ) -> None:
         self.name = name
         self._max_buffer_size = max_buffer_size
-        self._log_every = log_every
+        # 0 must not mean "off" by accident: None says that.
+        self._log_every = check_seconds("Flow()", "log_every", log_every, optional=True)
         self._sources: list[_Source] = []
         self._operators: list[Operator] = []
         self._sinks: list[_Sink] = []
@@ -205,7 +217,8 @@ class Flow:
                 sink (a :class:`BatchSink`, given batches of its own ``batch_size`` unless
                 you pass one), as an object or as the async context manager that makes it
                 (entered when the flow starts, left after its last write).
-            name: the sink's name in metrics (default: the function's name).
+            name: the sink's name in metrics (default: the function's name, or ``sink1``,
+                ``sink2``, ... for a lambda or an object without a name).
             on_error: what a failing call does: ``FailFast()`` ends the flow, ``Skip()``,
                 ``DeadLetter(sink)`` or ``Retry(...)`` (:mod:`rxflow.strategies`).
             batch_size: hand the sink lists of up to this many items: whatever is waiting
@@ -239,7 +252,7 @@ class Flow:
                     "Flow.sink(): a sink with an overflow policy needs max_buffer_size >= 1 "
                     "to hold what it falls behind by"
                 )
-        stage = name or getattr(target, "__name__", None) or f"sink{len(self._sinks) + 1}"
+        stage = name or stage_name(target, f"sink{len(self._sinks) + 1}")
         self._sinks.append(
             _Sink(
                 target,
@@ -301,6 +314,8 @@ class Flow:
     def snapshot(self) -> FlowSnapshot:
         """The flow's metrics now: every source, metered operator, the pipe, every sink."""
         pipe = self._handle._pipe if self._handle is not None else None
+        for source in self._sources:
+            source.read_decoder()
         stages = self._stages()
         if pipe is not None:
             stats = pipe.stats()
@@ -324,7 +339,13 @@ class FlowHandle:
         self._error: BaseException | None = None
         self._acker = Acker()
         self._delivery: Delivery | None = None
+        self._accounts: list[SourceAccount] = []
+        self._started = False
+        self._drain_timeout: float | None = None
         self.aborted = False
+        self.drain_timed_out = False
+        """True when a drain given a ``drain_timeout`` did not finish in time and the flow
+        aborted itself (``aborted`` is True too)."""
 
     @property
     def acknowledged(self) -> int:
@@ -332,13 +353,69 @@ class FlowHandle:
         return self._acker.acked
 
     @property
+    def redelivered_while_held(self) -> int:
+        """Messages a source delivered again while the flow still held the first copy (a
+        broker's ack timeout, a reclaimed stream entry): recognised by their identity, not
+        pushed again, and acknowledged with the first copy."""
+        return sum(account.redelivered for account in self._accounts)
+
+    @property
     def unacknowledged(self) -> int:
         """Source messages admitted whose outputs are not all confirmed yet."""
         return self._delivery.unsettled if self._delivery is not None else 0
 
-    def stop(self) -> None:
+    @property
+    def running(self) -> bool:
+        """True from the moment the flow starts running until it has ended (a liveness
+        probe's question)."""
+        return self._started and not self._done.is_set()
+
+    @property
+    def done(self) -> bool:
+        """True once the flow has ended (completed, stopped, aborted or failed)."""
+        return self._done.is_set()
+
+    @property
+    def ready(self) -> bool:
+        """True while the flow runs with every source entered (connected) and every sink
+        opened, and is not stopping (a readiness probe's question)."""
+        return self._pipe is not None and not self._stop_requested and self.running
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called: the flow drains (or has ended)."""
+        return self._stop_requested
+
+    def stop(self, *, drain_timeout: float | None = None) -> None:
         """Stop gracefully: read no more from the sources, flush the operators (open
-        windows are emitted), let every sink drain and confirm, then end."""
+        windows are emitted), let every sink drain and confirm, then end.
+
+        With ``drain_timeout`` (seconds, from this call), a drain that takes longer aborts
+        the flow instead: :attr:`drain_timed_out` becomes True and a WARNING says how many
+        messages were left unacknowledged (their sources deliver them again). Call it from
+        the flow's event loop; calling it again may shorten the deadline, never extend it.
+
+        Example:
+            >>> import anyio
+            >>> from rxflow import Flow
+            >>> async def stuck_sink(item):
+            ...     await anyio.sleep(3600)
+            >>> async def main():
+            ...     async with anyio.create_task_group() as tg:
+            ...         handle = Flow("stuck").source(range(3)).sink(stuck_sink).start(tg)
+            ...         await anyio.sleep(0.01)
+            ...         handle.stop(drain_timeout=0.05)
+            ...     return handle.drain_timed_out, handle.aborted
+            >>> anyio.run(main)
+            (True, True)
+        """
+        timeout = check_seconds(
+            "FlowHandle.stop()", "drain_timeout", drain_timeout, allow_zero=True, optional=True
+        )
+        if timeout is not None:
+            # The drain's deadline is the whole flow's scope: past it, the flow aborts itself.
+            self._scope.deadline = min(self._scope.deadline, anyio.current_time() + timeout)
+            self._drain_timeout = timeout
         self._stop_requested = True
         self._sources_scope.cancel()
         if self._pipe is not None:
@@ -367,7 +444,8 @@ class FlowHandle:
 
     async def _run(self) -> None:
         flow = self._flow
-        logger.info("rxflow: flow %s started", flow.name)
+        self._started = True
+        logger.info("flow %s started", flow.name)
         try:
             with self._scope:
                 try:
@@ -376,30 +454,50 @@ class FlowHandle:
                     raise _the_one_error(group) from None
         except Exception as error:
             self._error = error
-            logger.exception("rxflow: flow %s failed", flow.name)
+            # The one record of this failure (with its traceback): callers that catch the
+            # error re-raised here need not log it again.
+            logger.exception("flow %s failed: %r", flow.name, error)
             raise
         finally:
             self._done.set()
+        if self._scope.cancelled_caught and not self.aborted:  # the drain's deadline passed
+            self.aborted = self.drain_timed_out = True
+            logger.warning(
+                "flow %s: the drain did not finish within drain_timeout=%gs, so the flow was "
+                "aborted; %d message(s) were left unacknowledged and will be redelivered",
+                flow.name,
+                self._drain_timeout,
+                self.unacknowledged,
+            )
         state = "aborted" if self.aborted else "ended"
-        logger.info("rxflow: flow %s %s: %s", flow.name, state, self.snapshot().progress_line())
+        logger.info("flow %s %s: %s", flow.name, state, self.snapshot().progress_line())
 
     async def _run_stages(self) -> None:
-        self._delivery = delivery = Delivery(self._acker.put)
+        # The pipe's source time, paused while a source is at its in-flight limit too.
+        source_time = SourceTime()
+        self._delivery = delivery = Delivery(self._acker.put, source_time)
         # Sources open first and close last: their connections must outlive the final acks.
         async with AsyncExitStack() as open_sources:
             sources = [await _entered(source.items, open_sources) for source in self._flow._sources]
+            for source, items in zip(self._flow._sources, sources, strict=True):
+                source.decoder = getattr(items, "decoder", None)
+            self._accounts = [
+                SourceAccount(_source_name(source, items), getattr(items, "in_flight_limit", None))
+                for source, items in zip(self._flow._sources, sources, strict=True)
+            ]
             for sink in self._flow._sinks:
                 await sink._open(open_sources)
             async with anyio.create_task_group() as acks:
                 acks.start_soon(self._acker.run, name=f"rxflow flow {self._flow.name} acks")
-                with delivery.activated():  # operators subscribed in here find it
+                # Operators subscribed in here find both.
+                with delivery.activated(), source_time.activated():
                     await self._run_pipe(sources, delivery)
                 self._acker.close()  # acknowledge what was settled, then end
 
     async def _run_pipe(self, sources: list[Any], delivery: Delivery) -> None:
         flow = self._flow
         async with anyio.create_task_group() as tg:
-            merged = tracked(delivery, self._merged_source(tg, sources))
+            merged = tracked(delivery, self._merged_source(tg, sources, self._accounts))
             async with open_pipe(
                 merged,
                 *flow._operators,
@@ -414,19 +512,25 @@ class FlowHandle:
                 await self._fan_out(pipe, delivery)
             tg.cancel_scope.cancel()  # the progress logger, and sources a take() left
 
-    def _merged_source(self, tg: anyio.abc.TaskGroup, iterables: list[Any]) -> AsyncIterable[Any]:
+    def _merged_source(
+        self, tg: anyio.abc.TaskGroup, iterables: list[Any], accounts: list[SourceAccount]
+    ) -> AsyncIterable[tuple[SourceAccount, Any]]:
+        """Every source's items, each paired with its source's account."""
         sources = self._flow._sources
         if len(sources) == 1:
-            return _counted(iterables[0], sources[0].metrics)
+            return _counted(iterables[0], sources[0].metrics, accounts[0])
         # Each source's task waits in send() on an unbuffered stream; anyio serves waiting
         # senders in turn, which is the fairness a merge needs.
-        send, receive = anyio.create_memory_object_stream[Any](0)
+        send, receive = anyio.create_memory_object_stream[tuple[SourceAccount, Any]](0)
 
         async def forward(
-            items: Any, metrics: StageMetrics, send: anyio.abc.ObjectSendStream[Any]
+            items: Any,
+            metrics: StageMetrics,
+            account: SourceAccount,
+            send: anyio.abc.ObjectSendStream[tuple[SourceAccount, Any]],
         ) -> None:
             async with send:
-                async for item in _counted(items, metrics):
+                async for item in _counted(items, metrics, account):
                     try:
                         await send.send(item)
                     except anyio.BrokenResourceError:
@@ -435,8 +539,10 @@ class FlowHandle:
         async def forward_all() -> None:
             with self._sources_scope:
                 async with send, anyio.create_task_group() as sources_tg:
-                    for source, items in zip(sources, iterables, strict=True):
-                        sources_tg.start_soon(forward, items, source.metrics, send.clone())
+                    for source, items, account in zip(sources, iterables, accounts, strict=True):
+                        sources_tg.start_soon(
+                            forward, items, source.metrics, account, send.clone()
+                        )
 
         tg.start_soon(forward_all, name=f"rxflow flow {self._flow.name} sources")
         return receive
@@ -468,7 +574,7 @@ class FlowHandle:
     async def _log_progress(self, every: float) -> None:
         while True:
             await anyio.sleep(every)
-            logger.info("rxflow: %s", self.snapshot().progress_line())
+            logger.info("%s", self.snapshot().progress_line())
 
 
 def _send_or_overflow(
@@ -499,14 +605,15 @@ def _send_or_overflow(
 
 
 async def _counted(
-    items: AsyncIterable[Any] | Iterable[Any], metrics: StageMetrics
-) -> AsyncIterator[Any]:
+    items: AsyncIterable[Any] | Iterable[Any], metrics: StageMetrics, account: SourceAccount
+) -> AsyncIterator[tuple[SourceAccount, Any]]:
+    """A source's items, counted, each paired with the source's account for delivery."""
     if isinstance(items, AsyncIterable):
         iterator = aiter(items)
         try:
             async for item in iterator:
                 metrics.emitted += 1
-                yield item
+                yield account, item
         finally:
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
@@ -515,7 +622,15 @@ async def _counted(
     else:
         for item in items:
             metrics.emitted += 1
-            yield item
+            yield account, item
+
+
+def _source_name(source: _Source, items: object) -> str:
+    """How errors name a source: its stage, and the connector's own name if it has one."""
+    own = getattr(items, "name", None)
+    return f"source {source.metrics.name!r} ({own})" if isinstance(own, str) else (
+        f"source {source.metrics.name!r}"
+    )
 
 
 def _is_context_manager(items: object) -> TypeGuard[AbstractAsyncContextManager[Any]]:

@@ -58,6 +58,7 @@ from rxflow.connectors.codecs import (
     DecodePolicy,
     Decoder,
     Encoder,
+    RecordRejected,
     resolve_encoder,
 )
 
@@ -72,7 +73,7 @@ _LENGTH: Final = struct.Struct(">I")
 _MAX_LENGTH_PREFIXED: Final = (1 << 32) - 1
 
 
-class FramingError(ValueError):
+class FramingError(RecordRejected):
     """Why a frame was rejected (the ``__cause__`` of the source's ``DecodeError``)."""
 
 

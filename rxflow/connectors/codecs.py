@@ -7,9 +7,15 @@ name the built-in ones. A record that fails to decode is never dropped silently:
 * ``on_decode_error="raise"`` (default): the source raises :class:`~rxflow.errors.DecodeError`
   naming the record, and the stream ends with it; the record is not acknowledged, so the
   system delivers it again to whoever reads next;
-* ``"skip"``: the record is counted in ``decoder.skipped`` and acknowledged;
+* ``"skip"``: the record is counted in ``decoder.skipped``, logged once at WARNING on the
+  ``"rxflow.connectors"`` logger with the reason and the record's key (never its bytes),
+  and acknowledged;
 * ``"dead_letter"``: the record and its error go to ``dead_letter`` (a function, sync or
-  async, called with a :class:`DecodeFailure`), and are acknowledged once it returned.
+  async, called with a :class:`DecodeFailure`), and are acknowledged once it returned
+  (counted in ``decoder.dead_lettered`` and logged at INFO).
+
+In a :class:`rxflow.Flow`, the source's stage shows these counts as its ``skipped`` and
+``dead_lettered``.
 
 Example:
     >>> import anyio
@@ -27,12 +33,15 @@ from __future__ import annotations
 
 import inspect
 import json as _json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal
 
 import attrs
 
 from rxflow.errors import DecodeError
+
+logger = logging.getLogger("rxflow.connectors")
 
 Codec = Callable[[bytes], Any]
 CodecName = Literal["bytes", "text", "json"]
@@ -74,6 +83,17 @@ def resolve_codec(codec: Codec | CodecName, *, where: str) -> Codec:
             f"{where}: codec must be a name or a function bytes -> value, got {codec!r}"
         )
     return codec
+
+
+class RecordRejected(ValueError):
+    """Why a connector set a record aside before any codec saw it (a stream entry without
+    its payload field, a frame over the size limit). Its message is the whole reason, said
+    as it is in the ``DecodeError`` and in the log line of a skipped record.
+
+    Example:
+        >>> RecordRejected("entry 1-0 has no field 'data'; set field= to the payload's")
+        RecordRejected("entry 1-0 has no field 'data'; set field= to the payload's")
+    """
 
 
 @attrs.frozen
@@ -147,26 +167,41 @@ class Decoder:
         return value
 
     async def reject(self, data: bytes, error: Exception, *, key: str | bytes | None = None) -> Any:
-        """Apply the decode policy to a record a connector found bad before decoding (a
-        frame over the size limit, an entry without its payload field): raise, or set it
-        aside and return :data:`SKIPPED`."""
+        """Apply the decode policy to a record the codec failed on, or that a connector
+        found bad before decoding (a :class:`RecordRejected`: a frame over the size limit,
+        an entry without its payload field): raise, or set it aside and return
+        :data:`SKIPPED`.
+
+        A record set aside is counted and logged here, once: the one place every
+        connector's skips go through.
+        """
+        which = f" {key!r}" if key is not None else ""
+        reason = self._reason(error)
         if self.policy == "raise":
-            which = f" {key!r}" if key is not None else ""
             raise DecodeError(
-                f"{self.source}: record{which} could not be decoded by "
-                f"{getattr(self.codec, '__name__', self.codec)!r}: {error!r} (first bytes: "
-                f"{bytes(data[:40])!r}). Fix the producer or the codec, or pass "
-                "on_decode_error='skip' or 'dead_letter' to set such records aside"
+                f"{self.source}: record{which} {reason} (first bytes: {bytes(data[:40])!r}). "
+                "Fix the producer or the codec, or pass on_decode_error='skip' or "
+                "'dead_letter' to set such records aside"
             ) from error
         if self.policy == "skip":
             self.skipped += 1
+            # The reason and the key say which record and why; its bytes stay out of logs.
+            logger.warning(
+                "%s: skipped record%s (on_decode_error='skip'): %s", self.source, which, reason
+            )
             return SKIPPED
         assert self.dead_letter is not None
         result = self.dead_letter(DecodeFailure(bytes(data), error, self.source, key))
         if inspect.isawaitable(result):
             await result
         self.dead_lettered += 1
+        logger.info("%s: record%s dead-lettered: %s", self.source, which, reason)
         return SKIPPED
+
+    def _reason(self, error: Exception) -> str:
+        if isinstance(error, RecordRejected):
+            return f"was rejected: {error}"
+        return f"could not be decoded by {getattr(self.codec, '__name__', self.codec)!r}: {error!r}"
 
 
 # -- values to bytes (sinks) ------------------------------------------------------------

@@ -8,8 +8,13 @@ settled with ``XACK``; an entry that is not acknowledged stays pending in the gr
 delivered again:
 
 * to the same consumer, when it restarts (it first re-reads its own pending entries);
-* to any consumer of the group that passes ``claim_idle_ms``, once the entry has been pending
-  that long on a consumer that stopped (``XAUTOCLAIM``).
+* to any consumer of the group, once the entry has been pending ``claim_idle_ms`` (default
+  60 s) on a consumer that stopped (``XAUTOCLAIM``).
+
+What a source read ahead and never handed out is handed back when it closes, even on a
+graceful stop in the middle of a backlog: any worker's next claim takes it at once (see
+:meth:`RedisStreamSource._release`), and only what was taken and not acknowledged stays
+pending on the consumer.
 
 The sink appends entries with ``XADD``, a batch per pipelined round trip.
 
@@ -35,23 +40,28 @@ from typing import Any, Final
 
 import anyio
 
+from rxflow._checks import check_count, check_name
 from rxflow.connectors._asyncio_host import AsyncioHost
-from rxflow.connectors._checks import check_count, check_name
-from rxflow.connectors._message import Message, Settlement, describe
-from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
+from rxflow.connectors._extras import requires_extra
+from rxflow.connectors._message import InFlightLimit, Message, Settlement, describe
+from rxflow.connectors.codecs import (
+    SKIPPED,
+    Codec,
+    CodecName,
+    DecodeFailure,
+    DecodePolicy,
+    Decoder,
+    RecordRejected,
+)
 from rxflow.errors import ServiceUnavailableError
 
-try:
+with requires_extra("redis"):
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff, NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError
-except ImportError as error:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "rxflow.connectors.redis needs redis-py: pip install 'rxflow[redis]'"
-    ) from error
 
 __all__ = ["RedisStreamSink", "RedisStreamSource", "redis_stream_sink", "redis_stream_source"]
 
@@ -63,6 +73,13 @@ CONNECT_TIMEOUT_S: Final = 5.0
 READ_TIMEOUT_MARGIN_S: Final = 10.0
 """How much longer than its ``BLOCK`` time a read may take before the connection counts as
 dead (a silent network failure would otherwise hang the read forever)."""
+
+RELEASED_CONSUMER: Final = "rxflow-released"
+"""The consumer a closing source moves its unread entries to, so that any worker's claim
+takes them at once (see :meth:`RedisStreamSource._release`); it never reads itself."""
+RELEASE_PAGE: Final = 1000
+RELEASE_TIMEOUT_S: Final = 5.0
+DEFAULT_CLAIM_IDLE_MS: Final = 60_000
 
 EntryId = bytes
 Entry = tuple[EntryId, dict[bytes, bytes]]
@@ -122,7 +139,7 @@ class _StreamAck(Settlement):
     __slots__ = ("_entry_id", "_source")
 
     def __init__(self, source: RedisStreamSource, entry_id: EntryId) -> None:
-        super().__init__()
+        super().__init__(identity=entry_id)  # the entry id: the same when claimed again
         self._source = source
         self._entry_id = entry_id
 
@@ -187,9 +204,14 @@ class RedisStreamSource:
         self._block_ms = block_ms
         self._claim_idle_ms = claim_idle_ms
         self.name = decoder.source
+        # Redis delivers to a consumer group without a limit on unacknowledged entries.
+        self.in_flight_limit: InFlightLimit | None = None
         # Entries yielded and not settled yet: a re-read of the pending list after a lost
         # connection, or a claim, must not deliver them a second time while they are in hand.
         self._in_hand: set[EntryId] = set()
+        # Entries yielded, then nacked, and not yielded again yet: taken, so not handed
+        # back to the group at close (see _release).
+        self._nacked_ids: set[EntryId] = set()
         self._closed = False
         # What was read and not handed out yet: at most one read's worth (`batch`).
         self._entries: deque[Entry] = deque()
@@ -199,6 +221,7 @@ class RedisStreamSource:
         self._nacked = False  # an entry was nacked: re-read the pending list to redeliver it
         self._claim_cursor = b"0-0"
         self._next_claim = 0.0  # claim at once: a dead consumer's entries may be waiting
+        self.released = 0  # entries handed back to the group when the source closed
 
     def __aiter__(self) -> RedisStreamSource:
         return self
@@ -299,13 +322,8 @@ class RedisStreamSource:
         else:
             payload = fields.get(self._field)
             if payload is None:
-                missing = KeyError(
-                    f"entry has no field {self._field.decode()!r}, only "
-                    f"{sorted(name.decode(errors='backslashreplace') for name in fields)}; "
-                    "pass field= naming the payload field, or field=None for the whole entry"
-                )
                 # The decode policy applies: a record without its payload cannot be decoded.
-                value = await self.decoder.reject(b"", missing, key=key)
+                value = await self.decoder.reject(b"", self._missing(key, fields), key=key)
             else:
                 value = await self.decoder.decode(payload, key=key)
             if value is SKIPPED:
@@ -317,6 +335,7 @@ class RedisStreamSource:
                 if name != self._field
             }
         self._in_hand.add(entry_id)
+        self._nacked_ids.discard(entry_id)
         milliseconds = int(key.partition("-")[0])
         return Message(
             value,
@@ -325,6 +344,15 @@ class RedisStreamSource:
             timestamp=milliseconds / 1000,
             source=self.name,
             settlement=_StreamAck(self, entry_id),
+        )
+
+    def _missing(self, key: str, fields: dict[bytes, bytes]) -> RecordRejected:
+        assert self._field is not None
+        names = ", ".join(repr(name.decode(errors="backslashreplace")) for name in sorted(fields))
+        return RecordRejected(
+            f"entry {key} has no field {self._field.decode(errors='backslashreplace')!r} "
+            f"(fields: {names}); set field= to the field that holds the payload, or "
+            "field=None for the whole entry"
         )
 
     async def ack_many(self, messages: Iterable[Message[Any]]) -> None:
@@ -361,12 +389,54 @@ class RedisStreamSource:
         if entry_ids:
             await self._xack(*entry_ids)
 
+    async def _release(self) -> None:
+        """Hand back to the group, as the source closes, the entries this consumer was given
+        and never handed out: what it read ahead (at most a ``batch``), a read whose reply
+        was lost to a cancellation, an entry whose decoding failed. Entries yielded and
+        not acknowledged (in hand, or nacked) stay pending on this consumer: they were
+        taken.
+
+        Redis has no "unclaim", and XACK would lose them. So they are moved (``XCLAIM ...
+        JUSTID``, which leaves their delivery count as it is) to the group's consumer
+        :data:`RELEASED_CONSUMER`, which never reads, with their idle time set to "since
+        the epoch" (``TIME 0``): every worker's next ``XAUTOCLAIM`` finds them idle for
+        longer than its ``claim_idle_ms``, and takes them at once. Without
+        ``claim_idle_ms`` nobody claims, so they stay here, to be re-read on restart.
+        Shielded, and bounded in time: a close that cannot reach Redis leaves them pending
+        on this consumer, claimed after ``claim_idle_ms``.
+        """
+        self._entries.clear()
+        if self._claim_idle_ms is None:
+            return
+        held = frozenset(self._in_hand | self._nacked_ids)
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + RELEASE_TIMEOUT_S):
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                self.released += await self._host.call(self._release_on_host, held)
+
+    async def _release_on_host(self, held: frozenset[EntryId]) -> int:
+        released = 0
+        start = "-"
+        while True:
+            rows = await self._commands.xpending_range(
+                self.stream, self.group, start, "+", RELEASE_PAGE, consumername=self.consumer
+            )
+            ids = [row["message_id"] for row in rows if row["message_id"] not in held]
+            if ids:
+                await self._commands.xclaim(
+                    self.stream, self.group, RELEASED_CONSUMER, 0, ids, time=0, justid=True
+                )
+                released += len(ids)
+            if len(rows) < RELEASE_PAGE:
+                return released
+            start = "(" + rows[-1]["message_id"].decode()  # after it (Redis 6.2)
+
     async def _settle(self, entry_id: EntryId, *, ack: bool) -> None:
         self._in_hand.discard(entry_id)
         if ack:
             await self._xack(entry_id)
         else:
             self._nacked = True
+            self._nacked_ids.add(entry_id)
 
     async def _xack(self, *entry_ids: EntryId) -> None:
         if self._closed:
@@ -392,7 +462,7 @@ async def redis_stream_source(
     batch: int = 100,
     block_ms: int = 2000,
     create_group: bool = True,
-    claim_idle_ms: int | None = None,
+    claim_idle_ms: int | None = DEFAULT_CLAIM_IDLE_MS,
     start_id: str = "0",
 ) -> AsyncIterator[RedisStreamSource]:
     """Read a Redis stream as consumer ``consumer`` of consumer group ``group``.
@@ -404,19 +474,27 @@ async def redis_stream_source(
         consumer: this reader's name in the group, stable across restarts: on start it
             first re-reads the entries it was handed before and never acknowledged.
         codec: decodes the payload: ``"bytes"``, ``"text"``, ``"json"`` or a function.
-        field: the entry field holding the payload; the other fields become the message's
-            ``headers``. ``None``: the value is the whole entry, a dict of field names to
-            decoded field values (the codec's counts then count fields).
-        on_decode_error, dead_letter: what to do with an entry the codec rejects (or that
-            lacks ``field``); see :mod:`rxflow.connectors.codecs`.
+        field: the entry field holding the payload (default ``"data"``, what
+            :func:`redis_stream_sink` writes); the other fields become the message's
+            ``headers``. An entry without it is a decode failure, handled by
+            ``on_decode_error`` (skipped entries are counted and logged with the fields
+            they do have). ``None``: the value is the whole entry, a dict of field names
+            to decoded field values (the codec's counts then count fields).
+        on_decode_error: what to do with an entry the codec rejects (or that lacks
+            ``field``): ``"raise"``, ``"skip"`` or ``"dead_letter"``; see
+            :mod:`rxflow.connectors.codecs`.
+        dead_letter: the function given such entries, with ``"dead_letter"``.
         batch: entries per ``XREADGROUP``/``XAUTOCLAIM``, the most read ahead of the consumer.
         block_ms: how long one read waits for new entries before it asks again.
         create_group: create the group (and the stream) if missing; if ``False`` and the
             group does not exist, opening fails with ``ValueError``.
-        claim_idle_ms: if set, entries pending on any consumer of the group for this long
-            are claimed (``XAUTOCLAIM``, checked about twice per period) and delivered here:
-            the work of a consumer that died. Use a period well above your slowest handling
-            time, or live consumers lose entries they are still working on to this one.
+        claim_idle_ms: entries pending on any consumer of the group for this long (default
+            60 000) are claimed (``XAUTOCLAIM``, at start, then about twice per period) and
+            delivered here: the work of a consumer that died, and what closed sources
+            handed back. Use a period well above your slowest handling time, or live
+            consumers lose entries they are still working on to this one; give every
+            worker of a group the same. ``None``: never claim, and keep what was read
+            ahead pending on this consumer when the source closes (re-read on restart).
         start_id: where a group this call creates starts: ``"0"`` the whole stream, ``"$"``
             only entries added from now on.
 
@@ -426,7 +504,8 @@ async def redis_stream_source(
         ``timestamp``: the id's time). ``await message.ack()`` sends ``XACK``;
         ``nack()`` leaves the entry pending and the next read delivers it again
         (``nack(requeue=False)`` acks it: the group is done with it). Settle messages
-        before the ``async with`` block ends; what is left unsettled stays pending.
+        before the ``async with`` block ends; what is left unsettled stays pending on
+        this consumer, and what was read ahead (or nacked) is handed back to the group.
 
     Raises:
         ServiceUnavailableError: Redis cannot be reached at start, or for about 24 s once
@@ -481,6 +560,7 @@ async def redis_stream_source(
             yield source
         finally:
             source._closed = True
+            await source._release()
 
 
 async def _prepare_group(

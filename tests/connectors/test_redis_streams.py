@@ -148,8 +148,14 @@ async def test_slow_consumer_means_fewer_reads(rd: Redis) -> None:
         assert rd.pending() == 5  # one read of `batch` entries, not the whole stream
         await take(messages, 3)
         assert rd.pending() == 10
-    # Through a pipe, the pipe's buffer adds to what is read ahead, and no more.
-    async with source(rd, "c2", batch=5) as numbers, open_pipe(numbers, max_buffer_size=4) as pipe:
+    # What was read ahead was handed back at close: only the 6 taken stay on c1.
+    assert len(rd.pending_ids("c1")) == 6
+    # Through a pipe, the pipe's buffer adds to what is read ahead, and no more (c2 claims
+    # nothing, so that it reads new entries).
+    async with (
+        source(rd, "c2", batch=5, claim_idle_ms=None) as numbers,
+        open_pipe(numbers, max_buffer_size=4) as pipe,
+    ):
         await take(aiter(pipe), 1)
         await wait_until(lambda: rd.pending() > 10)
         assert rd.pending() <= 10 + 5 + 4 + 5
@@ -224,7 +230,9 @@ async def test_decode_error_ends_the_stream_and_leaves_the_entry_pending(rd: Red
     async with source(rd, codec="json") as orders:
         with pytest.raises(DecodeError, match=bad):
             await take(aiter(orders), 1)
-    assert rd.pending_ids("c1") == [bad]
+    # Never handed out, it is handed back to the group at close, for the next claim.
+    assert rd.pending_ids("c1") == []
+    assert rd.pending_ids(rxflow.connectors.redis.RELEASED_CONSUMER) == [bad]
 
 
 async def test_skip_acks_undecodable_and_payloadless_entries(rd: Redis) -> None:
