@@ -63,3 +63,80 @@ def test_it_works_under_anyios_plugin_on_both_backends(pytester: pytest.Pytester
     result = pytester.runpytest("-p", "no:cacheprovider", "-v")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*asyncio-virtual*PASSED*", "*trio-virtual*PASSED*"])
+
+
+REAL_TIME_TESTS = """
+import pytest
+from rxflow.testing import NotVirtualTimeError, check_virtual_time, virtual_anyio_backends
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=virtual_anyio_backends())
+def anyio_backend(request):
+    return request.param
+
+
+async def test_unmarked_runs_in_virtual_time():
+    check_virtual_time()
+
+
+@pytest.mark.rxflow_real_time
+async def test_marked_runs_on_the_real_clock():
+    with pytest.raises(NotVirtualTimeError):
+        check_virtual_time()
+
+
+@pytest.mark.rxflow_real_time("trio")
+async def test_marked_with_one_backend(anyio_backend):
+    assert anyio_backend == "trio"
+    with pytest.raises(NotVirtualTimeError):
+        check_virtual_time()
+
+
+@pytest.mark.rxflow_real_time
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_explicit_parametrize_wins(anyio_backend):
+    assert anyio_backend == "asyncio"
+
+
+@pytest.mark.rxflow_real_time
+class TestAClassOfRealTimeTests:
+    async def test_in_a_class(self):
+        with pytest.raises(NotVirtualTimeError):
+            check_virtual_time()
+"""
+
+
+def test_the_real_time_marker_takes_tests_out_of_virtual_time(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_real_time=REAL_TIME_TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-v", "--strict-markers")
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*test_unmarked_runs_in_virtual_time[[]asyncio-virtual[]] PASSED*",
+            "*test_unmarked_runs_in_virtual_time[[]trio-virtual[]] PASSED*",
+            "*test_marked_runs_on_the_real_clock[[]asyncio-real-time[]] PASSED*",
+            "*test_marked_runs_on_the_real_clock[[]trio-real-time[]] PASSED*",
+            "*test_marked_with_one_backend[[]trio-real-time[]] PASSED*",
+            "*test_an_explicit_parametrize_wins[[]asyncio[]] PASSED*",
+            "*test_in_a_class[[]asyncio-real-time[]] PASSED*",
+            "*test_in_a_class[[]trio-real-time[]] PASSED*",
+        ]
+    )
+
+
+def test_the_real_time_marker_refuses_an_unknown_backend(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_bad="""
+import pytest
+
+@pytest.mark.anyio
+@pytest.mark.rxflow_real_time("curio")
+async def test_it():
+    pass
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*rxflow_real_time takes backend names*not 'curio'*"])
