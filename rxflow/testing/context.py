@@ -132,7 +132,8 @@ class MarbleContext:
                 f"max_actions must be a positive whole number or None (no limit), "
                 f"not {max_actions!r}"
             )
-        self.scheduler: TestScheduler = _LimitedTestScheduler(max_frames, max_actions)
+        self._limited = _LimitedTestScheduler(max_frames, max_actions)
+        self.scheduler: TestScheduler = self._limited
         self.scheduler.advance_to(_time(-_ORIGIN))
         self.max_frames = max_frames
         self.max_actions = max_actions
@@ -202,8 +203,8 @@ class MarbleContext:
         for hot in self._hot:
             hot.play()
         VirtualTimeScheduler.start(scheduler)  # TestScheduler.start() would add its own actions
-        if isinstance(scheduler, _LimitedTestScheduler) and scheduler.stopped_by is not None:
-            limit, value, frame = scheduler.stopped_by
+        if self._limited.stopped_by is not None:
+            limit, value, frame = self._limited.stopped_by
             raise MarbleTimeLimitError(
                 f"virtual time stopped at the limit {limit}={value} with work still due at "
                 f"frame {frame}. An endless source (an interval) must be unsubscribed with a "

@@ -346,12 +346,11 @@ def render(
     diagram = ""
     cursor = frames[0][0] if caret_due else 0
     for frame, frame_events in frames:
-        caret = caret_due and frame == 0
-        if caret_due and frame > 0:
+        caret = caret_due and frame == 0  # "^" joins this frame's group
+        if caret_due and frame > 0:  # "^" takes a frame of its own, frame 0
             diagram += draw_gap(-cursor, before=diagram) + "^"
             cursor = max(cursor, 0) + 1
-        if caret_due and frame >= 0:
-            caret_due = False
+        caret_due = caret_due and frame < 0
         diagram += draw_gap(frame - cursor, before=diagram)
         drawn = token(frame_events, legend, caret=caret)
         diagram += drawn

@@ -157,3 +157,21 @@ def test_a_fractional_mismatch_is_drawn_with_its_fractions() -> None:
     message = str(caught.value)
     assert "first difference at frame 0.5" in message
     assert "frame 0.5: expected nothing, got on_next('a')" in message
+
+
+# -- where rxflow follows the diagram rather than RxJS's character count ------------------------
+
+
+def test_the_subscription_point_is_frame_0_whatever_comes_before_it() -> None:
+    # RxJS computes the offset of '^' in characters, so spaces and time progressions before
+    # it shift its hot events; the diagram says '^' is frame 0, and so it is here.
+    assert frames("-a 10ms ^ b") == [(-11, "a"), (1, "b")]
+    assert frames("- a - ^ b") == [(-2, "a"), (1, "b")]
+    assert frames("(^a)-b") == [(0, "a"), (5, "b")]
+
+
+def test_hot_events_long_before_the_subscription_point_reach_nobody() -> None:
+    with MarbleContext() as m:
+        source = m.hot("a 2s ^-b|")
+        m.expect(source).to_be("--b|")
+        m.expect_subscriptions(source.subscriptions).to_be("^--!")
