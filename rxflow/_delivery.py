@@ -25,7 +25,15 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+)
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import partial
@@ -35,6 +43,9 @@ import anyio
 import attrs
 from reactivex import Observable
 from reactivex import operators as ops
+
+from rxflow._source_time import SourceTime
+from rxflow.errors import InFlightLimitError
 
 logger = logging.getLogger("rxflow")
 
@@ -47,13 +58,65 @@ def current_delivery() -> Delivery | None:
     return _current.get()
 
 
+class SourceAccount:
+    """One source's messages inside a flow, against the in-flight limit its system sets.
+
+    A broker delivers at most so many messages that are not acknowledged yet (JetStream's
+    ``max_ack_pending``, RabbitMQ's ``prefetch``, MQTT's ``receive_maximum``); a connector
+    source says so with an ``in_flight_limit`` attribute (an
+    :class:`~rxflow.connectors.InFlightLimit`: ``count`` and ``setting``, the parameter's
+    name). Two consequences for a flow, both enforced here:
+
+    * while ``unsettled`` is at the limit, the source *cannot* deliver: it is held back,
+      not idle, so the flow's :class:`~rxflow._source_time.SourceTime` stands still and
+      event-time windows do not let event time pass on idleness;
+    * when ``held`` (messages kept by stateful operators, such as open windows, which only
+      new messages can close) reaches the limit, the flow can never make progress again:
+      it fails with :class:`~rxflow.errors.InFlightLimitError` instead of stalling, and
+      nothing it did not write is acknowledged.
+    """
+
+    __slots__ = ("held", "limit", "limit_setting", "name", "redelivered", "unsettled")
+
+    def __init__(self, name: str, in_flight_limit: Any = None) -> None:
+        self.name = name
+        count = getattr(in_flight_limit, "count", None)
+        # None: the system sets no limit (Redis Streams), or the source is not a connector.
+        self.limit: int | None = count if isinstance(count, int) and count > 0 else None
+        self.limit_setting: str = getattr(in_flight_limit, "setting", "in-flight limit")
+        self.unsettled = 0  # admitted, not settled; at `limit` the source is held back
+        self.held = 0  # unsettled messages that a stateful operator keeps; < limit, or fail
+        self.redelivered = 0  # copies delivered again while the first was still held
+
+
+class _Entry:
+    """A message admitted to a flow and not settled yet."""
+
+    __slots__ = ("account", "claims", "copies", "holds", "message")
+
+    def __init__(self, message: Any, account: SourceAccount) -> None:
+        self.message = message
+        self.account = account
+        self.claims = 1  # the push; the message settles when this reaches 0
+        self.holds = 0  # of those claims, how many stateful operators have
+        self.copies: list[Any] = []  # redeliveries of it that arrived meanwhile: acked with it
+
+
 class Delivery:
     """Claims on the messages a flow admitted (see the module docstring)."""
 
-    def __init__(self, on_settled: Callable[[Any], object]) -> None:
+    def __init__(
+        self, on_settled: Callable[[Any], object], source_time: SourceTime | None = None
+    ) -> None:
         self._on_settled = on_settled
-        self._claims: dict[int, int] = {}
-        self._messages: dict[int, Any] = {}
+        self._source_time = source_time
+        self._entries: dict[int, _Entry] = {}
+        # Unsettled messages by (account, identity): a redelivery of one is recognised.
+        self._by_identity: dict[tuple[int, Hashable], int] = {}
+        # Settled messages whose ack is not sent yet, by id(message): a copy that comes
+        # meanwhile is acknowledged too, not pushed. See forget().
+        self._acking: dict[int, tuple[int, Hashable]] = {}
+        self._acking_keys: set[tuple[int, Hashable]] = set()
         self._next = 0
         self._pushing: int | None = None  # the message being pushed through the operators
         self._attached: tuple[int, ...] = ()  # what a holder's output being emitted carries
@@ -61,7 +124,7 @@ class Delivery:
     @property
     def unsettled(self) -> int:
         """Messages admitted and not settled yet."""
-        return len(self._claims)
+        return len(self._entries)
 
     @contextmanager
     def activated(self) -> Iterator[Delivery]:
@@ -74,13 +137,31 @@ class Delivery:
 
     # -- the pump's side -----------------------------------------------------------------
 
-    def admit(self, message: Any) -> None:
-        """``message`` is about to be pushed through the operators."""
+    def admit(self, message: Any, account: SourceAccount) -> bool:
+        """``message`` is about to be pushed through the operators; False if it is a
+        redelivery of a message the flow still holds, which must not be pushed again (it
+        is acknowledged together with the first copy)."""
+        identity = getattr(message, "identity", None)
+        if identity is not None:
+            key = (id(account), identity)
+            first = self._by_identity.get(key)
+            if first is not None or key in self._acking_keys:
+                account.redelivered += 1
+                logger.debug("%s delivered %r again while it was held", account.name, identity)
+                if first is not None:
+                    self._entries[first].copies.append(message)  # acked with the first
+                else:
+                    self._on_settled(message)  # the first is being acked: ack this too
+                return False
+            self._by_identity[key] = self._next
         sequence = self._next
         self._next += 1
-        self._claims[sequence] = 1
-        self._messages[sequence] = message
+        self._entries[sequence] = _Entry(message, account)
         self._pushing = sequence
+        account.unsettled += 1
+        if account.unsettled == account.limit and self._source_time is not None:
+            self._source_time.pause()  # the source cannot deliver until one settles
+        return True
 
     def pushed(self) -> None:
         """The push of the admitted message is over (the pump asks for the next item)."""
@@ -92,10 +173,22 @@ class Delivery:
 
     def hold(self) -> int | None:
         """Claim the message being pushed, for an operator that keeps its item; ``None``
-        when no tracked message is being pushed. Hand the token to :meth:`emitting`."""
+        when no tracked message is being pushed. Hand the token to :meth:`emitting`.
+
+        Raises:
+            InFlightLimitError: operators now hold as many messages of the source as its
+                system lets be unacknowledged, so it can deliver nothing more.
+        """
         sequence = self._pushing
         if sequence is not None:
-            self._claims[sequence] += 1
+            entry = self._entries[sequence]
+            entry.claims += 1
+            entry.holds += 1
+            if entry.holds == 1:
+                account = entry.account
+                account.held += 1
+                if account.held == account.limit:
+                    raise _in_flight_limit_reached(account)
         return sequence
 
     @contextmanager
@@ -108,7 +201,12 @@ class Delivery:
             yield
         finally:
             self._attached = previous
+            entries = self._entries
             for sequence in held:
+                entry = entries[sequence]
+                entry.holds -= 1
+                if not entry.holds:
+                    entry.account.held -= 1
                 self._release(sequence)
 
     # -- outputs -------------------------------------------------------------------------
@@ -119,9 +217,9 @@ class Delivery:
         tags = self._attached
         if self._pushing is not None:
             tags = (*tags, self._pushing)
-        claims = self._claims
+        entries = self._entries
         for sequence in tags:
-            claims[sequence] += 1
+            entries[sequence].claims += 1
         return tags
 
     def confirm(self, tags: tuple[int, ...]) -> None:
@@ -130,25 +228,63 @@ class Delivery:
             self._release(sequence)
 
     def _release(self, sequence: int) -> None:
-        remaining = self._claims[sequence] - 1
-        if remaining:
-            self._claims[sequence] = remaining
+        entry = self._entries[sequence]
+        entry.claims -= 1
+        if entry.claims:
             return
-        del self._claims[sequence]
-        self._on_settled(self._messages.pop(sequence))
+        del self._entries[sequence]
+        account = entry.account
+        if account.unsettled == account.limit and self._source_time is not None:
+            self._source_time.resume()  # room for one more: the source may deliver again
+        account.unsettled -= 1
+        message = entry.message
+        identity = getattr(message, "identity", None)
+        if identity is not None:
+            key = (id(account), identity)
+            del self._by_identity[key]
+            self._acking[id(message)] = key
+            self._acking_keys.add(key)
+        self._on_settled(message)
+        for copy in entry.copies:
+            self._on_settled(copy)
+
+    def forget(self, messages: Iterable[Any]) -> None:
+        """The acker is done with ``messages`` (acknowledged, or failed to): a later copy
+        of one is a new delivery again."""
+        for message in messages:
+            key = self._acking.pop(id(message), None)
+            if key is not None:
+                self._acking_keys.discard(key)
+
+
+def _in_flight_limit_reached(account: SourceAccount) -> InFlightLimitError:
+    return InFlightLimitError(
+        f"the flow's windows (and other stateful operators) hold {account.held} "
+        f"unacknowledged messages of {account.name}, and its {account.limit_setting}="
+        f"{account.limit} lets no more be in flight: the source cannot deliver the messages "
+        "that would close those windows, so the flow would stall (or, with idle_timeout, "
+        f"drop them as late). Raise {account.limit_setting} above the most messages your "
+        "windows hold at once (about the event rate times the window length, for every "
+        "window open at a time), or use shorter windows. Nothing that was not written was "
+        "acknowledged: the held messages will be delivered again"
+    )
 
 
 # -- a flow's side: admitting source items, tagging outputs, acknowledging ---------------
 
 
-async def tracked(delivery: Delivery, items: AsyncIterable[Any]) -> AsyncIterator[Any]:
-    """The merged source, admitting each acknowledgeable item to delivery tracking for the
-    time the pump pushes it (until the pump asks for the next)."""
+async def tracked(
+    delivery: Delivery, items: AsyncIterable[tuple[SourceAccount, Any]]
+) -> AsyncIterator[Any]:
+    """The merged source, as ``(account, item)`` pairs, admitting each acknowledgeable
+    item to delivery tracking for the time the pump pushes it (until the pump asks for the
+    next). A redelivery of a message still held is not pushed again."""
     iterator = aiter(items)
     try:
-        async for item in iterator:
+        async for account, item in iterator:
             if hasattr(item, "ack"):
-                delivery.admit(item)
+                if not delivery.admit(item, account):
+                    continue
                 try:
                     yield item
                 finally:  # also when the pipe ended during this push (take(n), completion)
@@ -191,6 +327,8 @@ class Acker:
         self._closed = False
         self.acked = 0
         self.failed = 0
+        # Told of every message once its ack was sent or failed (Delivery.forget).
+        self.on_done: Callable[[list[Any]], object] = lambda messages: None
 
     def put(self, message: Any) -> None:
         self._settled.append(message)
@@ -225,12 +363,16 @@ class Acker:
 
     async def _acknowledge(self, ack: Callable[[], Awaitable[object]], messages: list[Any]) -> None:
         try:
+            await self._send(ack, messages)
+        finally:
+            self.on_done(messages)
+
+    async def _send(self, ack: Callable[[], Awaitable[object]], messages: list[Any]) -> None:
+        try:
             await ack()
         except Exception:
             # Not acknowledged means delivered again: at-least-once still holds.
             self.failed += len(messages)
-            logger.warning(
-                "rxflow: could not acknowledge %d message(s)", len(messages), exc_info=True
-            )
+            logger.warning("could not acknowledge %d message(s)", len(messages), exc_info=True)
         else:
             self.acked += len(messages)

@@ -59,6 +59,29 @@ class ServiceUnavailableError(RxflowError, ConnectionError):
     """A connector could not reach its server (the message names the service and address)."""
 
 
+class MissingExtraError(RxflowError, ModuleNotFoundError):
+    """A connector's client library is not installed; the message names the extra that
+    installs it (``pip install 'rxflow[postgres]'``).
+
+    It is a :class:`ModuleNotFoundError`, raised when the connector's module is imported
+    (``from rxflow.connectors import postgres_sink``), so code that checks for an optional
+    module the usual way keeps working.
+    """
+
+
+class InFlightLimitError(RxflowError):
+    """A flow's windows hold as many unacknowledged messages of a source as its system lets
+    be in flight (JetStream's ``max_ack_pending``, RabbitMQ's ``prefetch``, MQTT's
+    ``receive_maximum``).
+
+    The source can then deliver nothing more, and only more messages would close those
+    windows: the flow fails instead of stalling or dropping the waiting messages as late.
+    The message names the source, the setting and both numbers. Nothing unwritten was
+    acknowledged, so the held messages are delivered again when the flow runs again with
+    a larger limit (or shorter windows).
+    """
+
+
 class HttpResponseError(RxflowError):
     """The server answered, but not as asked: a non-2xx status (after the retries, for a
     status worth retrying), or an event stream that is not ``text/event-stream``.

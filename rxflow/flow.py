@@ -28,7 +28,7 @@ never acknowledged, so its system delivers it again.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 
@@ -64,6 +64,15 @@ class BatchSink(Protocol):
     batch_size: int
 
     async def send_batch(self, items: Any) -> None: ...
+
+
+class TaskStarter(Protocol):
+    """Where :meth:`Flow.start` runs a flow: an anyio task group or a trio nursery, or
+    anything else with their ``start_soon(fn, *args, name=...)``."""
+
+    def start_soon(
+        self, func: Callable[..., Coroutine[Any, Any, Any]], /, *args: Any, name: object = None
+    ) -> object: ...
 
 
 SinkTarget = (
@@ -284,12 +293,31 @@ class Flow:
 
     # -- running -------------------------------------------------------------------------
 
-    def start(self, task_group: anyio.abc.TaskGroup) -> FlowHandle:
+    def start(self, task_group: TaskStarter) -> FlowHandle:
         """Start the flow in ``task_group`` (a service's own) and return its handle.
 
+        ``task_group`` is an anyio task group (under asyncio or trio) or a trio nursery.
         If the flow fails, its error is raised by :meth:`FlowHandle.wait` and, like any
         failing task's, fails ``task_group``.
+
+        Example:
+            >>> import trio
+            >>> from rxflow import Flow
+            >>> async def service():
+            ...     written = []
+            ...     async with trio.open_nursery() as nursery:
+            ...         handle = Flow("demo").source(range(3)).sink(written.append).start(nursery)
+            ...     print(written, handle.snapshot()["append"].emitted)
+            >>> trio.run(service)
+            [0, 1, 2] 3
         """
+        if not callable(getattr(task_group, "start_soon", None)):
+            raise TypeError(
+                f"Flow.start(): expected an anyio task group or a trio nursery (something with "
+                f"start_soon), got {type(task_group).__name__}; under asyncio, open one with "
+                "`async with anyio.create_task_group() as tg:` (asyncio.TaskGroup has no "
+                "start_soon)"
+            )
         handle = self.prepare()
         task_group.start_soon(handle.run, name=f"rxflow flow {self.name}")
         return handle
@@ -454,9 +482,10 @@ class FlowHandle:
                     raise _the_one_error(group) from None
         except Exception as error:
             self._error = error
-            # The one record of this failure (with its traceback): callers that catch the
-            # error re-raised here need not log it again.
-            logger.exception("flow %s failed: %r", flow.name, error)
+            # The one record of this failure, with its traceback: callers that catch the
+            # error re-raised here need not log it again. The message names the error too,
+            # for log views that show messages only.
+            logger.exception("flow %s failed: %r", flow.name, error)  # noqa: TRY401
             raise
         finally:
             self._done.set()
@@ -476,6 +505,7 @@ class FlowHandle:
         # The pipe's source time, paused while a source is at its in-flight limit too.
         source_time = SourceTime()
         self._delivery = delivery = Delivery(self._acker.put, source_time)
+        self._acker.on_done = delivery.forget
         # Sources open first and close last: their connections must outlive the final acks.
         async with AsyncExitStack() as open_sources:
             sources = [await _entered(source.items, open_sources) for source in self._flow._sources]
@@ -540,9 +570,7 @@ class FlowHandle:
             with self._sources_scope:
                 async with send, anyio.create_task_group() as sources_tg:
                     for source, items, account in zip(sources, iterables, accounts, strict=True):
-                        sources_tg.start_soon(
-                            forward, items, source.metrics, account, send.clone()
-                        )
+                        sources_tg.start_soon(forward, items, source.metrics, account, send.clone())
 
         tg.start_soon(forward_all, name=f"rxflow flow {self._flow.name} sources")
         return receive
@@ -627,10 +655,9 @@ async def _counted(
 
 def _source_name(source: _Source, items: object) -> str:
     """How errors name a source: its stage, and the connector's own name if it has one."""
+    stage = f"source {source.metrics.name!r}"
     own = getattr(items, "name", None)
-    return f"source {source.metrics.name!r} ({own})" if isinstance(own, str) else (
-        f"source {source.metrics.name!r}"
-    )
+    return f"{stage} ({own})" if isinstance(own, str) else stage
 
 
 def _is_context_manager(items: object) -> TypeGuard[AbstractAsyncContextManager[Any]]:

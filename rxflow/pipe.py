@@ -25,6 +25,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from rxflow._handoff import OVERFLOW_POLICIES, Handoff, OverflowPolicy
+from rxflow._source_time import SourceTime, current_source_time
 from rxflow.errors import SourceOverflowError, WrongThreadError
 from rxflow.scheduler import AnyioScheduler
 
@@ -200,6 +201,9 @@ class Pipe(Handoff[T]):
         self._stop_requested = False
         self._subscription: abc.DisposableBase | None = None
         self._source_error: Exception | None = None
+        # Stands still while the pump waits for the consumer: windows measure the source's
+        # idleness on it. A Flow passes its own (it also pauses it at in-flight limits).
+        self._source_time = current_source_time() or SourceTime()
 
     def stop(self) -> None:
         """Stop taking items from the source, gracefully.
@@ -231,9 +235,13 @@ class Pipe(Handoff[T]):
                 scheduler = AnyioScheduler(
                     task_group, on_error=self._fail, pace=self._pace, source_gate=self
                 )
-                self._subscription = self._chain.subscribe(
-                    self.put, self._on_chain_error, self._on_chain_completed, scheduler=scheduler
-                )
+                with self._source_time.activated():  # event-time windows read it
+                    self._subscription = self._chain.subscribe(
+                        self.put,
+                        self._on_chain_error,
+                        self._on_chain_completed,
+                        scheduler=scheduler,
+                    )
                 if not isinstance(self._source, Observable):
                     task_group.start_soon(self._pump, name="rxflow pipe pump")
                 task_status.started()
@@ -295,7 +303,7 @@ class Pipe(Handoff[T]):
         countdown = _PULLS_PER_CHECKPOINT
         while True:
             if (len(items) >= limit or self._holds) and not self.has_room():
-                await self.wait_for_room()
+                await self._wait_for_room_held_back()
                 if self._ended or self._closed:
                     return False
                 continue
@@ -325,7 +333,7 @@ class Pipe(Handoff[T]):
         countdown = _PULLS_PER_CHECKPOINT
         while True:
             if (len(items) >= limit or self._holds) and not self.has_room():
-                await self.wait_for_room()
+                await self._wait_for_room_held_back()
                 if self._ended or self._closed:
                     return False
                 continue
@@ -347,6 +355,15 @@ class Pipe(Handoff[T]):
             if not countdown:
                 countdown = _PULLS_PER_CHECKPOINT
                 await anyio.lowlevel.checkpoint()
+
+    async def _wait_for_room_held_back(self) -> None:
+        """Wait for the consumer; meanwhile the source is held back, not idle."""
+        source_time = self._source_time
+        source_time.pause()
+        try:
+            await self.wait_for_room()
+        finally:
+            source_time.resume()
 
     def _source_failed(self, error: Exception) -> None:
         self._source_error = error

@@ -30,9 +30,9 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rxflow.connectors._message import BatchAcker, Message, Settlement
+from rxflow.connectors._message import BatchAcker, InFlightLimit, Message, Settlement
 from rxflow.connectors.codecs import SKIPPED, DecodeFailure, Decoder
 
 _LAZY = {
@@ -48,27 +48,66 @@ _LAZY = {
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
+if TYPE_CHECKING:
+    # What type checkers see: the real functions, with their signatures. At run time each
+    # name imports its module on first use (below), so a missing extra fails only there.
+    from rxflow.connectors.files import file_sink, follow_file, read_file
+    from rxflow.connectors.http import http_post_sink, poll_source, sse_source
+    from rxflow.connectors.mqtt import mqtt_sink, mqtt_source
+    from rxflow.connectors.nats import jetstream_sink, jetstream_source
+    from rxflow.connectors.postgres import (
+        postgres_listen_source,
+        postgres_sink,
+        postgres_table_source,
+    )
+    from rxflow.connectors.process import process_sink, process_source, stdin_source, stdout_sink
+    from rxflow.connectors.rabbitmq import rabbitmq_sink, rabbitmq_source
+    from rxflow.connectors.redis import redis_stream_sink, redis_stream_source
+    from rxflow.connectors.sockets import tcp_server_source, tcp_sink, tcp_source, udp_source
+
 
 def __getattr__(name: str) -> Any:
     module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module 'rxflow.connectors' has no attribute {name!r}")
-    try:
-        imported = importlib.import_module(f"rxflow.connectors.{module}")
-    except ImportError as error:
-        raise ImportError(
-            f"rxflow.connectors.{name} needs the client of the {module!r} connector: "
-            f"pip install 'rxflow[{module}]' ({error})"
-        ) from error
+    # A connector whose client is not installed raises MissingExtraError here, which
+    # names the extra to install.
+    imported = importlib.import_module(f"rxflow.connectors.{module}")
     return getattr(imported, name)
 
 
+# Spelled out, not built from _LAZY: type checkers read __all__ to know what is exported.
 __all__ = [
     "SKIPPED",
     "BatchAcker",
     "DecodeFailure",
     "Decoder",
+    "InFlightLimit",
     "Message",
     "Settlement",
-    *_MODULE_OF,
+    "file_sink",
+    "follow_file",
+    "http_post_sink",
+    "jetstream_sink",
+    "jetstream_source",
+    "mqtt_sink",
+    "mqtt_source",
+    "poll_source",
+    "postgres_listen_source",
+    "postgres_sink",
+    "postgres_table_source",
+    "process_sink",
+    "process_source",
+    "rabbitmq_sink",
+    "rabbitmq_source",
+    "read_file",
+    "redis_stream_sink",
+    "redis_stream_source",
+    "sse_source",
+    "stdin_source",
+    "stdout_sink",
+    "tcp_server_source",
+    "tcp_sink",
+    "tcp_source",
+    "udp_source",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import attrs
@@ -19,10 +19,14 @@ class Settlement:
     delivery tracking and a user who acks by hand never ack a message twice.
     """
 
-    __slots__ = ("settled",)
+    __slots__ = ("identity", "settled")
 
-    def __init__(self) -> None:
+    def __init__(self, identity: Hashable | None = None) -> None:
         self.settled: str | None = None  # "ack" or "nack" once settled
+        # What names the message in its system across redeliveries (a stream sequence, a
+        # stream entry id), or None: a flow recognises a redelivery of a message it still
+        # holds by it, and does not count that message twice.
+        self.identity = identity
 
     async def ack(self) -> None:
         if self.settled is None:
@@ -58,10 +62,29 @@ class BatchAcker(Protocol):
 
 
 @attrs.frozen
+class InFlightLimit:
+    """How many messages a source's system delivers without an acknowledgement, at most.
+
+    A connector source exposes it as ``in_flight_limit`` (None where the system sets no
+    limit, as Redis Streams). A :class:`rxflow.Flow` reads it: windows that hold this
+    many messages would stop the source for good, so the flow fails with
+    :class:`~rxflow.errors.InFlightLimitError` instead, and it never lets event time pass
+    on idleness while the source is at its limit.
+
+    Example:
+        >>> InFlightLimit(1000, "max_ack_pending")
+        InFlightLimit(count=1000, setting='max_ack_pending')
+    """
+
+    count: int
+    setting: str  # the parameter that sets it, named in errors ("prefetch")
+
+
+@attrs.frozen
 class Message(Generic[T]):
     """One record from a connector: its decoded value and where it came from.
 
-    Args:
+    Attributes:
         value: the record, decoded by the source's codec.
         key: the record's key or subject, if the system has one (a Redis stream id, a NATS
             subject, an MQTT topic, a RabbitMQ routing key).
@@ -94,6 +117,12 @@ class Message(Generic[T]):
     async def nack(self, *, requeue: bool = True) -> None:
         """Reject the message; with ``requeue`` the system may deliver it again."""
         await self.settlement.nack(requeue=requeue)
+
+    @property
+    def identity(self) -> Hashable | None:
+        """What names this message in its system across redeliveries (a JetStream stream
+        sequence, a Redis stream entry id), or None if the connector has nothing stable."""
+        return self.settlement.identity
 
     @property
     def settled(self) -> str | None:

@@ -16,12 +16,23 @@ is persistent: messages that were not acked when the connection closed or droppe
 published meanwhile, are delivered when a source with the same ``client_id`` connects again
 (within ``session_expiry`` seconds).
 
+What a closing source had received and not handed out (its read-ahead, at most
+``receive_maximum`` with what is in hand) is not acked either: MQTT has no way to hand a
+message back, so with a ``client_id`` the session keeps it and delivers it again on the
+next connection, and without one it ends with the session (QoS 1 without a persistent
+session is at-least-once only while the connection lasts).
+
+Both take the broker as a URL: ``mqtt://[user:password@]host[:port]`` (port 1883 by
+default) or ``mqtts://`` for TLS (port 8883, the system's trusted CAs unless you pass
+``tls_context=``). The older ``mqtt_source(host, port, topic)`` still works in this
+release, with a ``DeprecationWarning``.
+
 Sink: publishes at QoS 1; ``send`` and ``send_batch`` return once the broker acknowledged
 every message (``PUBACK``).
 
 Example (needs an MQTT broker)::
 
-    async with mqtt_source("127.0.0.1", 1883, "sensors/#", client_id="ingest") as readings:
+    async with mqtt_source("mqtt://127.0.0.1:1883", "sensors/#", client_id="ingest") as readings:
         async for message in readings:
             print(message.key, message.value)  # topic, payload
             await message.ack()
@@ -31,17 +42,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+import urllib.parse
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
-
+from rxflow._checks import check_host, check_int_range, check_port
 from rxflow.connectors._asyncio_host import AsyncioHost, open_on_host
-from rxflow.connectors._message import Message, Settlement
+from rxflow.connectors._extras import requires_extra
+from rxflow.connectors._message import InFlightLimit, Message, Settlement
+from rxflow.connectors._redact import mask_url
 from rxflow.connectors.codecs import (
     SKIPPED,
     Codec,
@@ -53,14 +65,13 @@ from rxflow.connectors.codecs import (
 )
 from rxflow.errors import ServiceUnavailableError
 
+with requires_extra("mqtt"):
+    import aiomqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
 CLOSE_TIMEOUT = 5.0  # seconds a close may take before the connection is abandoned
-
-
-def _check_range(value: object, name: str, low: int, high: int, where: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{where}: {name} must be between {low} and {high}, got {value}")
 
 
 def _connect_properties(receive_maximum: int | None, session_expiry: int | None) -> Properties:
@@ -82,6 +93,7 @@ def _client(
     username: str | None,
     password: str | None,
     keepalive: int = 60,
+    tls_context: ssl.SSLContext | None = None,
 ) -> aiomqtt.Client:
     """An MQTT 5 client; built on the client's loop (aiomqtt binds to the running loop)."""
     return aiomqtt.Client(
@@ -94,7 +106,85 @@ def _client(
         username=username,
         password=password,
         keepalive=keepalive,
+        tls_context=tls_context,
     )
+
+
+DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+class _Broker(NamedTuple):
+    """Where to connect and as whom, from a URL (or the deprecated host and port)."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls_context: ssl.SSLContext | None
+
+
+def _broker(
+    function: str,
+    url: object,
+    topic: Any,
+    legacy_topic: Any,
+    *,
+    username: str | None,
+    password: str | None,
+    tls_context: ssl.SSLContext | None,
+) -> tuple[_Broker, Any]:
+    """The broker and the topic a source's or sink's first arguments name: ``(url, topic)``,
+    or the form before URLs, ``(host, port, topic)``, with a DeprecationWarning."""
+    if legacy_topic is not None or (isinstance(topic, int) and not isinstance(topic, bool)):
+        warnings.warn(
+            f"{function}(host, port, topic) is deprecated and goes in the next release: pass "
+            f"a URL, {function}('mqtt://{url}:{topic}', topic) ('mqtts://' for TLS)",
+            DeprecationWarning,
+            stacklevel=4,  # the caller's `async with`, past contextlib's __aenter__
+        )
+        where = f"{function}({legacy_topic!r})"
+        host = check_host(where, "host", url)
+        port = check_port(where, "port", topic)
+        return _Broker(host, port, username, password, tls_context), legacy_topic
+    where = f"{function}({topic!r})"
+    shown = mask_url(url)
+    if not isinstance(url, str) or "://" not in url:
+        raise TypeError(
+            f"{where}: the first argument must be the broker's URL, such as "
+            f"'mqtt://user:password@broker.local:1883' ('mqtts://' for TLS), got {shown!r}"
+        )
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ValueError(
+            f"{where}: {shown!r} is not an MQTT URL; it starts with mqtt:// (port 1883 by "
+            "default) or mqtts:// (TLS, port 8883)"
+        )
+    try:
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise ValueError(f"{where}: the port of {shown!r} is not a number") from None
+    if not parts.hostname:
+        raise ValueError(f"{where}: {shown!r} names no host; use mqtt://host:1883")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(
+            f"{where}: {shown!r} has a path or a query, which MQTT has no use for; pass the "
+            "topic as the second argument and settings (client_id=, qos=...) as arguments"
+        )
+    if parts.username is not None:
+        if username is not None or password is not None:
+            raise ValueError(
+                f"{where}: credentials given twice, in the URL and as username=/password=; "
+                "pass them once"
+            )
+        username = urllib.parse.unquote(parts.username)
+        password = None if parts.password is None else urllib.parse.unquote(parts.password)
+    if scheme == "mqtts":
+        # The system's trusted CAs and hostname checks, unless the caller brings a context.
+        tls_context = tls_context or ssl.create_default_context()
+    elif tls_context is not None:
+        raise ValueError(f"{where}: tls_context= is for TLS: use an mqtts:// URL")
+    return _Broker(parts.hostname, port, username, password, tls_context), topic
 
 
 async def _connect(client: aiomqtt.Client, host: str, port: int) -> None:
@@ -318,7 +408,7 @@ class MQTTSource:
 
     Example (needs an MQTT broker)::
 
-        async with mqtt_source(host, 1883, "logs/#", on_decode_error="skip") as logs:
+        async with mqtt_source(url, "logs/#", on_decode_error="skip") as logs:
             async for message in logs:
                 await message.ack()
             print(logs.decoder.skipped, logs.unacked)
@@ -326,6 +416,9 @@ class MQTTSource:
 
     def __init__(self, host: AsyncioHost, subscriber: _Subscriber, decoder: Decoder) -> None:
         self._host, self._subscriber, self.decoder = host, subscriber, decoder
+        self.name = decoder.source
+        # No more than `receive_maximum` unacked messages: the client stops reading there.
+        self.in_flight_limit = InFlightLimit(subscriber.limit, "receive_maximum")
 
     @property
     def unacked(self) -> int:
@@ -352,9 +445,9 @@ class MQTTSource:
 
 @contextlib.asynccontextmanager
 async def mqtt_source(
-    host: str,
-    port: int,
-    topic: str,
+    url: str,
+    topic: str | int,
+    _deprecated_topic: str | None = None,
     *,
     qos: int = 1,
     client_id: str | None = None,
@@ -366,11 +459,14 @@ async def mqtt_source(
     username: str | None = None,
     password: str | None = None,
     keepalive: int = 60,
+    tls_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[MQTTSource]:
     """Subscribe to an MQTT topic (wildcards allowed) with manual acks; yield its messages.
 
     Args:
-        host, port: the broker.
+        url: the broker, ``mqtt://[user:password@]host[:port]`` (port 1883 by default), or
+            ``mqtts://...`` for TLS (port 8883). The deprecated form ``mqtt_source(host,
+            port, topic)`` works for one more release, with a ``DeprecationWarning``.
         topic: the topic filter to subscribe to (``"sensors/+/temperature"``, ``"logs/#"``).
         qos: the subscription's QoS: 1 (at least once, the default), 2, or 0 (no acks and
             no redelivery).
@@ -381,13 +477,19 @@ async def mqtt_source(
         session_expiry: seconds a persistent session outlives its connection.
         receive_maximum: at most this many messages received and not acked; more are
             read only as these are acked, so it bounds the local buffer too.
-        codec, on_decode_error, dead_letter: how payloads become values
-            (:mod:`rxflow.connectors.codecs`).
-        username, password: credentials, if the broker wants them.
+        codec: how payloads become values: ``"bytes"``, ``"text"``, ``"json"`` or a
+            function (:mod:`rxflow.connectors.codecs`).
+        on_decode_error: what to do with a payload the codec rejects: ``"raise"``,
+            ``"skip"`` or ``"dead_letter"``.
+        dead_letter: the function given such payloads, with ``"dead_letter"``.
+        username: the user name, if the broker wants credentials and the URL has none.
+        password: the password, likewise.
         keepalive: seconds between pings when nothing else is said. While the client holds
             ``receive_maximum`` messages unacked it does not read, so it misses the broker's
             ping answers, and after about two keepalives it drops the connection (the
             messages come again); raise it if a full window can stay unacked that long.
+        tls_context: the ``ssl.SSLContext`` of an ``mqtts://`` connection (a private CA,
+            client certificates); default: ``ssl.create_default_context()``.
 
     Each message's ``key`` is its topic and ``headers`` its MQTT 5 user properties. Ack each
     with ``await message.ack()``; MQTT has no negative ack, so ``nack()`` leaves it for the
@@ -397,19 +499,28 @@ async def mqtt_source(
     Example (needs an MQTT broker)::
 
         async with mqtt_source(
-            "127.0.0.1", 1883, "orders/#", client_id="billing", codec="json"
+            "mqtt://billing:s3cret@127.0.0.1:1883", "orders/#", client_id="billing", codec="json"
         ) as orders:
             async for message in orders:
                 bill(message.value)
                 await message.ack()
     """
+    broker, topic = _broker(
+        "mqtt_source",
+        url,
+        topic,
+        _deprecated_topic,
+        username=username,
+        password=password,
+        tls_context=tls_context,
+    )
     where = f"mqtt_source({topic!r})"
     if not isinstance(topic, str) or not topic:
         raise ValueError(f"{where}: topic must be a non-empty topic filter, got {topic!r}")
-    _check_range(qos, "qos", 0, 2, where)
-    _check_range(receive_maximum, "receive_maximum", 1, 65535, where)
-    _check_range(session_expiry, "session_expiry", 0, 2**32 - 1, where)
-    _check_range(keepalive, "keepalive", 1, 65535, where)
+    check_int_range(where, "qos", qos, 0, 2)
+    check_int_range(where, "receive_maximum", receive_maximum, 1, 65535)
+    check_int_range(where, "session_expiry", session_expiry, 0, 2**32 - 1)
+    check_int_range(where, "keepalive", keepalive, 1, 65535)
     decoder = Decoder(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"mqtt:{topic}"
     )
@@ -418,17 +529,18 @@ async def mqtt_source(
 
     def client() -> aiomqtt.Client:
         return _client(
-            host,
-            port,
+            broker.host,
+            broker.port,
             client_id,
             persistent=persistent,
             properties=properties,
-            username=username,
-            password=password,
+            username=broker.username,
+            password=broker.password,
             keepalive=keepalive,
+            tls_context=broker.tls_context,
         )
 
-    subscriber = _Subscriber(host, port, topic, qos, receive_maximum, client)
+    subscriber = _Subscriber(broker.host, broker.port, topic, qos, receive_maximum, client)
     async with open_on_host(subscriber, close_timeout=CLOSE_TIMEOUT) as asyncio_host:
         yield MQTTSource(asyncio_host, subscriber, decoder)
 
@@ -494,7 +606,7 @@ class MQTTSink:
 
     Example (needs an MQTT broker)::
 
-        async with mqtt_sink(host, 1883, lambda r: f"sensors/{r['id']}") as readings:
+        async with mqtt_sink(url, lambda r: f"sensors/{r['id']}") as readings:
             await readings.send_batch([{"id": "a", "t": 21.5}, {"id": "b", "t": 19.0}])
     """
 
@@ -529,9 +641,9 @@ class MQTTSink:
 
 @contextlib.asynccontextmanager
 async def mqtt_sink(
-    host: str,
-    port: int,
-    topic: str | Callable[[Any], str],
+    url: str,
+    topic: str | Callable[[Any], str] | int,
+    _deprecated_topic: str | Callable[[Any], str] | None = None,
     *,
     qos: int = 1,
     retain: bool = False,
@@ -540,18 +652,24 @@ async def mqtt_sink(
     client_id: str | None = None,
     username: str | None = None,
     password: str | None = None,
+    tls_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[MQTTSink]:
     """Publish items to MQTT, each confirmed by the broker.
 
     Args:
-        host, port: the broker.
+        url: the broker, ``mqtt://[user:password@]host[:port]`` or ``mqtts://...`` for
+            TLS, as for :func:`mqtt_source` (``mqtt_sink(host, port, topic)`` is
+            deprecated, and works for one more release).
         topic: the topic, or a function of the item that returns it.
         qos: 1 (the default: ``send`` returns on ``PUBACK``), 2 (on ``PUBCOMP``) or 0 (no
             confirmation: returns once written).
         retain: publish retained messages.
         encode: item -> bytes; by default bytes as they are, text as UTF-8, else JSON.
         batch_size: how many items a :class:`rxflow.Flow` hands to ``send_batch`` at once.
-        client_id, username, password: how the sink's connection presents itself.
+        client_id: the sink connection's client id.
+        username: the user name, if the broker wants credentials and the URL has none.
+        password: the password, likewise.
+        tls_context: the ``ssl.SSLContext`` of an ``mqtts://`` connection.
 
     If the connection is lost, ``send_batch`` raises
     :class:`~rxflow.errors.ServiceUnavailableError` (part of the batch may have been
@@ -559,28 +677,38 @@ async def mqtt_sink(
 
     Example (needs an MQTT broker)::
 
-        async with mqtt_sink("127.0.0.1", 1883, "orders/new") as orders:
+        async with mqtt_sink("mqtt://127.0.0.1:1883", "orders/new") as orders:
             await orders.send({"id": 1})
             await orders.send_batch([{"id": 2}, {"id": 3}])
     """
+    broker, topic = _broker(
+        "mqtt_sink",
+        url,
+        topic,
+        _deprecated_topic,
+        username=username,
+        password=password,
+        tls_context=tls_context,
+    )
     where = f"mqtt_sink({topic!r})"
     if not callable(topic) and (not isinstance(topic, str) or not topic):
         raise ValueError(f"{where}: topic must be a non-empty topic or a function, got {topic!r}")
-    _check_range(qos, "qos", 0, 2, where)
-    _check_range(batch_size, "batch_size", 1, 2**31, where)
+    check_int_range(where, "qos", qos, 0, 2)
+    check_int_range(where, "batch_size", batch_size, 1, 2**31)
 
     def client() -> aiomqtt.Client:
         return _client(
-            host,
-            port,
+            broker.host,
+            broker.port,
             client_id,
             persistent=False,
             properties=_connect_properties(None, None),
-            username=username,
-            password=password,
+            username=broker.username,
+            password=broker.password,
+            tls_context=broker.tls_context,
         )
 
-    publisher = _Publisher(host, port, client)
+    publisher = _Publisher(broker.host, broker.port, client)
     async with open_on_host(publisher, close_timeout=CLOSE_TIMEOUT) as asyncio_host:
         yield MQTTSink(
             asyncio_host,

@@ -32,9 +32,11 @@ from typing import Any, Final, Literal
 
 import anyio
 
+from rxflow._checks import check_count, check_name, check_seconds
+from rxflow._source_time import current_source_time
 from rxflow.connectors._asyncio_host import AsyncioHost
-from rxflow.connectors._checks import check_count, check_name, check_seconds
-from rxflow.connectors._message import Message, Settlement
+from rxflow.connectors._extras import requires_extra
+from rxflow.connectors._message import InFlightLimit, Message, Settlement
 from rxflow.connectors.codecs import (
     SKIPPED,
     Codec,
@@ -47,13 +49,11 @@ from rxflow.connectors.codecs import (
 )
 from rxflow.errors import ServiceUnavailableError
 
-try:
+with requires_extra("nats"):
     import nats
     import nats.errors
     import nats.js.api
     import nats.js.errors
-except ImportError as error:  # pragma: no cover - depends on the installed extras
-    raise ImportError("rxflow.connectors.nats needs nats-py: pip install 'rxflow[nats]'") from error
 
 __all__ = ["JetStreamSink", "JetStreamSource", "jetstream_sink", "jetstream_source"]
 
@@ -220,7 +220,8 @@ class _JetStreamAck(Settlement):
     __slots__ = ("_msg", "_settler")
 
     def __init__(self, settler: _Settler, msg: Any) -> None:
-        super().__init__()
+        # The stream sequence: the same on every delivery of the message.
+        super().__init__(identity=msg.metadata.sequence.stream)
         self._settler = settler
         self._msg = msg
 
@@ -269,6 +270,12 @@ class JetStreamSource:
         name: ``"nats:<stream>/<durable>"``, the messages' ``source``.
         fetches: fetch requests that returned messages so far.
         connection: the nats-py client (on :attr:`host`'s loop), for what this API lacks.
+        in_flight_limit: the durable's ``max_ack_pending`` (an
+            :class:`~rxflow.connectors.InFlightLimit`; None if unlimited). It counts the
+            unacknowledged messages of every worker sharing the durable. A
+            :class:`rxflow.Flow` fails with :class:`~rxflow.errors.InFlightLimitError`
+            when its windows hold that many. Messages are identified by their stream
+            sequence, so a flow never counts a redelivery (after ``ack_wait``) twice.
 
     Example (needs a NATS server with JetStream)::
 
@@ -290,8 +297,10 @@ class JetStreamSource:
         batch: int,
         fetch_timeout: float,
         settler: _Settler,
+        in_flight_limit: InFlightLimit | None,
     ) -> None:
         self.host = host
+        self.in_flight_limit = in_flight_limit
         self.connection = connection
         self._subscription = subscription
         self.decoder = decoder
@@ -340,21 +349,44 @@ class JetStreamSource:
 
         Messages fetched and never taken (the consumer stopped reading) are not acked, so
         JetStream delivers them again after ``ack_wait``.
+
+        An empty fetch while the consumer is at ``max_ack_pending`` with messages waiting
+        (its workers hold that many unacknowledged) means held back, not idle: the pipe's
+        source time stands still until messages come, so windows do not let event time
+        pass over the messages that wait.
         """
-        while True:
-            self._settler.check()
-            try:
-                messages: list[Any] = await self.host.call(
-                    self._subscription.fetch, self._batch, self._fetch_timeout
-                )
-            except TimeoutError:  # nats-py's timeouts subclass it
-                continue  # nothing arrived within fetch_timeout: ask again
-            except nats.errors.ConnectionClosedError as error:
-                raise ServiceUnavailableError(
-                    f"{self.name}: the connection to nats was closed while reading"
-                ) from error
-            self.fetches += 1
-            return messages
+        source_time = current_source_time()
+        held_back = False
+        try:
+            while True:
+                self._settler.check()
+                try:
+                    messages: list[Any] = await self.host.call(
+                        self._subscription.fetch, self._batch, self._fetch_timeout
+                    )
+                except TimeoutError:  # nats-py's timeouts subclass it
+                    # Nothing arrived within fetch_timeout: ask again.
+                    if source_time is not None and not held_back:
+                        held_back = await self._held_back()
+                        if held_back:
+                            source_time.pause()
+                    continue
+                except nats.errors.ConnectionClosedError as error:
+                    raise ServiceUnavailableError(
+                        f"{self.name}: the connection to nats was closed while reading"
+                    ) from error
+                self.fetches += 1
+                return messages
+        finally:
+            if held_back:
+                assert source_time is not None
+                source_time.resume()
+
+    async def _held_back(self) -> bool:
+        """Whether the consumer has messages to deliver but may not: at max_ack_pending."""
+        info = await self.consumer_info()
+        limit = info.config.max_ack_pending or 0
+        return bool(info.num_pending) and limit > 0 and info.num_ack_pending >= limit
 
 
 @contextlib.asynccontextmanager
@@ -385,7 +417,9 @@ async def jetstream_source(
         durable: the durable consumer's name. Workers that use the same name share the
             messages; the consumer, and what it has acknowledged, outlives the connection.
         codec: ``"bytes"``, ``"text"``, ``"json"`` or a function ``bytes -> value``.
-        on_decode_error, dead_letter: the decode policy (:mod:`rxflow.connectors.codecs`).
+        on_decode_error: the decode policy, ``"raise"``, ``"skip"`` or ``"dead_letter"``
+            (:mod:`rxflow.connectors.codecs`).
+        dead_letter: the function given what fails to decode, with ``"dead_letter"``.
         batch: the most messages one fetch asks for. A fetch happens only when the consumer
             wants a message and the previous fetch is used up.
         fetch_timeout: how long one fetch waits for messages on the server before asking
@@ -443,6 +477,9 @@ async def jetstream_source(
         _connected(host, url, connect_timeout, connect_options) as client,
     ):
         subscription = await host.call(_subscribe, client, stream, subject, durable, config, create)
+        # The durable's own setting, which an existing consumer may have set differently.
+        info = await host.call(subscription.consumer_info)
+        pending_limit = info.config.max_ack_pending or 0
         settler = _Settler(host, confirm_acks=confirm_acks, name=decoder.source)
         source = JetStreamSource(
             host=host,
@@ -452,6 +489,9 @@ async def jetstream_source(
             batch=batch,
             fetch_timeout=fetch_timeout,
             settler=settler,
+            in_flight_limit=(
+                InFlightLimit(pending_limit, "max_ack_pending") if pending_limit > 0 else None
+            ),
         )
         body_error: Exception | None = None
         try:

@@ -33,13 +33,16 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import anyio
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
 from rxflow._handoff import OVERFLOW_POLICIES, OverflowPolicy
 from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._message import Message, Settlement
 from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
 from rxflow.errors import ServiceUnavailableError, SourceOverflowError
+
+with requires_extra("postgres"):
+    import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
 DEFAULT_APPLICATION_NAME: Final = "rxflow"
 MAX_IDENTIFIER_BYTES: Final = 63  # PostgreSQL truncates longer names (NAMEDATALEN - 1)
@@ -321,8 +324,9 @@ async def postgres_listen_source(
         channel: the channel name (at most 63 bytes, taken literally: case matters).
         codec: applied to the payload's UTF-8 bytes: ``"text"`` (default), ``"json"``,
             ``"bytes"`` or a function ``bytes -> value``.
-        on_decode_error, dead_letter: what to do with a payload the codec rejects
-            (:mod:`rxflow.connectors.codecs`).
+        on_decode_error: what to do with a payload the codec rejects: ``"raise"``,
+            ``"skip"`` or ``"dead_letter"`` (:mod:`rxflow.connectors.codecs`).
+        dead_letter: the function given such payloads, with ``"dead_letter"``.
         max_buffer_size: notifications received and not yet taken, at most.
         overflow: ``"error"``, ``"drop_oldest"``, ``"drop_newest"`` or ``"latest"``.
         application_name: the session's name in ``pg_stat_activity``.
@@ -659,7 +663,7 @@ class _RowSettlement(Settlement):
     __slots__ = ("_id", "_source")
 
     def __init__(self, source: PostgresTableSource, row_id: Any) -> None:
-        super().__init__()
+        super().__init__(identity=row_id)
         self._source = source
         self._id = row_id
 
@@ -703,6 +707,8 @@ class PostgresTableSource:
     ) -> None:
         self.name = f"postgresql:{table}"
         self.decoder = decoder
+        # Rows in hand are left out of every read, however many: no in-flight limit.
+        self.in_flight_limit = None
         self.fetched = 0
         self.queries = 0
         self.deleted = 0

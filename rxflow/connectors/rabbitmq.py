@@ -34,13 +34,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import aio_pika
-import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
-from yarl import URL
-
+from rxflow._checks import check_count
 from rxflow.connectors._asyncio_host import AsyncioHost, open_on_host
-from rxflow.connectors._message import Message, Settlement
+from rxflow.connectors._extras import requires_extra
+from rxflow.connectors._message import InFlightLimit, Message, Settlement
 from rxflow.connectors.codecs import (
     SKIPPED,
     Codec,
@@ -51,6 +48,12 @@ from rxflow.connectors.codecs import (
     encode_auto,
 )
 from rxflow.errors import ServiceUnavailableError
+
+with requires_extra("rabbitmq"):
+    import aio_pika
+    import aiormq
+    from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+    from yarl import URL
 
 CLOSE_TIMEOUT = 5.0  # seconds a close may take before the connection is abandoned
 
@@ -107,13 +110,6 @@ async def _close(connection: AbstractConnection) -> None:
     before = _client_tasks()
     await connection.close()
     await _finish_client_tasks(before)
-
-
-def _check_positive(value: object, name: str, where: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{where}: {name} must be 1 or more, got {value}")
 
 
 def _headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
@@ -316,6 +312,9 @@ class RabbitMQSource:
 
     def __init__(self, host: AsyncioHost, consumer: _Consumer, decoder: Decoder) -> None:
         self._host, self._consumer, self.decoder = host, consumer, decoder
+        self.name = decoder.source
+        # The broker sends no more than `prefetch` unsettled deliveries (basic.qos).
+        self.in_flight_limit = InFlightLimit(consumer.prefetch, "prefetch")
 
     @property
     def unacked(self) -> int:
@@ -359,8 +358,11 @@ async def rabbitmq_source(
     Args:
         url: the broker, as ``amqp://user:password@host:port/vhost``.
         queue: the queue to consume.
-        codec, on_decode_error, dead_letter: how message bodies become values
-            (:mod:`rxflow.connectors.codecs`).
+        codec: how message bodies become values: ``"bytes"``, ``"text"``, ``"json"`` or
+            a function (:mod:`rxflow.connectors.codecs`).
+        on_decode_error: what to do with a body the codec rejects: ``"raise"``,
+            ``"skip"`` or ``"dead_letter"``.
+        dead_letter: the function given such bodies, with ``"dead_letter"``.
         prefetch: at most this many messages delivered and not yet settled; the broker sends
             more only as they are acked, so it bounds the local buffer too.
         declare: declare the queue (idempotent) before consuming; with ``False`` it must exist.
@@ -383,7 +385,7 @@ async def rabbitmq_source(
     where = f"rabbitmq_source({queue!r})"
     if not isinstance(queue, str) or not queue:
         raise ValueError(f"{where}: queue must be a non-empty string, got {queue!r}")
-    _check_positive(prefetch, "prefetch", where)
+    check_count(where, "prefetch", prefetch)
     decoder = Decoder(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"rabbitmq:{queue}"
     )
@@ -521,7 +523,7 @@ async def rabbitmq_sink(
             await orders.send_batch([{"id": 2}, {"id": 3}])
     """
     where = f"rabbitmq_sink({exchange!r})"
-    _check_positive(batch_size, "batch_size", where)
+    check_count(where, "batch_size", batch_size)
     if not callable(routing_key) and not isinstance(routing_key, str):
         raise TypeError(f"{where}: routing_key must be a string or a function, got {routing_key!r}")
     if not exchange and not routing_key:

@@ -3,7 +3,10 @@
 The watermark is the largest timestamp seen minus ``out_of_orderness``: the promise that
 nothing older is still expected. A window ``[start, end)`` is emitted once the watermark
 reaches ``end``. When the source is quiet for ``idle_timeout`` (processing time), event
-time is taken to pass as fast as processing time, so windows still close.
+time is taken to pass as fast as processing time, so windows still close. Inside a pipe,
+"quiet" counts only time in which the source was free to deliver: not while the pump waits
+for a slow consumer, nor while a flow's source is at its in-flight limit
+(:mod:`rxflow._source_time`), since the data held back then is not late.
 
 An item is *late* for a window that was already emitted. ``late=`` says what happens:
 
@@ -37,12 +40,17 @@ from reactivex.scheduler import TimeoutScheduler
 from reactivex.subject import Subject
 
 from rxflow._delivery import current_delivery
+from rxflow._source_time import current_source_time
 from rxflow._typevars import ItemT
 from rxflow.metrics import StageMetrics
+from rxflow.scheduler import AnyioScheduler
 from rxflow.windows._window import Window
 from rxflow.windows.processing import clock_of
 
 LatePolicy = Literal["drop", "side", "update"]
+"""What an event-time window operator does with an item whose window was already emitted:
+``"drop"`` it (counted), push it to the ``late_items`` ``"side"`` output, or ``"update"``
+the window (emitted again with ``update=True``) within ``allowed_lateness``."""
 LATE_POLICIES: tuple[LatePolicy, ...] = ("drop", "side", "update")
 
 T = TypeVar("T")
@@ -170,6 +178,15 @@ class _Run:
         self.ended = False
         self.idle_timer = SerialDisposable()
         self.now = clock_of(scheduler)
+        # Idleness is measured on the pipe's source time, which stands still while the
+        # source is held back (a slow consumer, a broker at its in-flight limit): waiting
+        # data is not late data. It is the loop's clock, so only for the pipe's scheduler.
+        source_time = current_source_time()
+        self.quiet_clock = (
+            source_time.now
+            if source_time is not None and isinstance(scheduler, AnyioScheduler)
+            else self.now
+        )
         self.delivery = current_delivery()
         # Read once: on_next runs per item, and attribute chains cost there.
         aligned = spec.aligned
@@ -221,7 +238,7 @@ class _Run:
             elif watermark > self.watermark:
                 self.watermark = watermark  # nothing to close or forget yet
         if spec.idle_timeout is not None:
-            self.last_arrival = self.now()
+            self.last_arrival = self.quiet_clock()
             if self.idle_timer.disposable is None:
                 self._arm_idle_timer(spec.idle_timeout)
 
@@ -428,7 +445,7 @@ class _Run:
         self.idle_timer.disposable = None
         if self.ended:
             return
-        quiet_for = self.now() - self.last_arrival
+        quiet_for = self.quiet_clock() - self.last_arrival
         if quiet_for < timeout:
             self._arm_idle_timer(timeout - quiet_for)
             return
