@@ -75,15 +75,6 @@ class TaskStarter(Protocol):
     ) -> object: ...
 
 
-class TaskStarter(Protocol):
-    """Where :meth:`Flow.start` runs a flow: an anyio task group or a trio nursery, or
-    anything else with their ``start_soon(fn, *args, name=...)``."""
-
-    def start_soon(
-        self, func: Callable[..., Coroutine[Any, Any, Any]], /, *args: Any, name: object = None
-    ) -> object: ...
-
-
 SinkTarget = (
     Callable[[Any], Awaitable[object] | object] | anyio.abc.ObjectSendStream[Any] | BatchSink
 )
