@@ -41,6 +41,7 @@ from rxflow.connectors.mqtt import mqtt_sink, mqtt_source
 
 HOST = os.environ.get("RXFLOW_MQTT_HOST", "127.0.0.1")
 PORT = int(os.environ.get("RXFLOW_MQTT_PORT", "1883"))
+URL = f"mqtt://{HOST}:{PORT}"
 BATCH = 100
 RECEIVE_MAXIMUM = 100
 ROUND = 900  # messages a run reads: below mosquitto's default max_queued_messages
@@ -68,7 +69,7 @@ async def _subscribe_offline(topic: str, client_id: str) -> None:
 
 
 async def _fill(topic: str, count: int) -> None:
-    async with mqtt_sink(HOST, PORT, topic) as sink:
+    async with mqtt_sink(URL, topic) as sink:
         for first in range(0, count, BATCH):
             await sink.send_batch([PAYLOAD] * min(BATCH, count - first))
 
@@ -82,8 +83,7 @@ async def consume_rxflow(topic: str, client_id: str, count: int) -> float:
     """Seconds to receive and ack ``count`` messages through a pipe."""
     async with (
         mqtt_source(
-            HOST,
-            PORT,
+            URL,
             topic,
             client_id=client_id,
             codec="json",
@@ -152,7 +152,7 @@ def consume_ack(quick: bool) -> Iterator[dict[str, Any]]:
 
 
 async def publish_rxflow(topic: str, batches: list[list[dict[str, Any]]]) -> float:
-    async with mqtt_sink(HOST, PORT, topic) as sink:
+    async with mqtt_sink(URL, topic) as sink:
         return await seconds_to_send(sink, batches)
 
 

@@ -25,6 +25,7 @@ from tests.connectors.support import black_hole, nothing_left_running, take, tcp
 from tests.connectors.test_rabbitmq import URL, Admin
 
 HOST, PORT = "127.0.0.1", 1883
+BROKER = f"mqtt://{HOST}:{PORT}"
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ async def client_id(anyio_backend: str) -> AsyncIterator[str]:
 
 
 async def publish(topic: str, *payloads: bytes) -> None:
-    async with mqtt_sink(HOST, PORT, topic) as sink:
+    async with mqtt_sink(BROKER, topic) as sink:
         await sink.send_batch(payloads)
 
 
@@ -75,8 +76,8 @@ async def values_until(
 
 @pytest.mark.anyio
 async def test_sink_to_source_round_trip_through_a_pipe(topic: str) -> None:
-    async with mqtt_source(HOST, PORT, topic, codec="json") as source:
-        async with mqtt_sink(HOST, PORT, topic, batch_size=10) as sink:
+    async with mqtt_source(BROKER, topic, codec="json") as source:
+        async with mqtt_sink(BROKER, topic, batch_size=10) as sink:
             assert sink.batch_size == 10
             await sink.send_batch([{"n": n} for n in range(5)])
             await sink.send({"n": 5})
@@ -99,8 +100,8 @@ async def test_qos_2_round_trip_and_user_properties_as_headers(topic: str) -> No
         async with aiomqtt.Client(HOST, PORT, protocol=aiomqtt.ProtocolVersion.V5) as client:
             await client.publish(topic, b"with headers", qos=1, properties=properties)
 
-    async with mqtt_source(HOST, PORT, topic, qos=2) as source:
-        async with mqtt_sink(HOST, PORT, topic, qos=2) as sink:
+    async with mqtt_source(BROKER, topic, qos=2) as source:
+        async with mqtt_sink(BROKER, topic, qos=2) as sink:
             await sink.send(b"exactly once")
         async with AsyncioHost() as host:
             await host.call(publish_with_properties)
@@ -116,7 +117,7 @@ async def test_qos_2_round_trip_and_user_properties_as_headers(topic: str) -> No
 
 @pytest.mark.anyio
 async def test_at_most_receive_maximum_messages_are_held_unacked(topic: str) -> None:
-    async with mqtt_source(HOST, PORT, topic, receive_maximum=5) as source:
+    async with mqtt_source(BROKER, topic, receive_maximum=5) as source:
         await publish(topic, *(b"%d" % n for n in range(30)))
         messages = aiter(source)
         first = await anext(messages)
@@ -143,14 +144,14 @@ async def test_at_most_receive_maximum_messages_are_held_unacked(topic: str) -> 
 async def test_unacked_messages_come_again_to_the_same_client_id(
     topic: str, client_id: str
 ) -> None:
-    async with mqtt_source(HOST, PORT, topic, client_id=client_id) as source:
+    async with mqtt_source(BROKER, topic, client_id=client_id) as source:
         await publish(topic, b"a", b"b", b"c", b"d")
         a, b, c, _ = await take(aiter(source), 4)
         await a.ack()
         await b.nack()  # MQTT has no negative ack: like not acking
         await c.ack()
     await publish(topic, b"e")  # while away: kept by the session
-    async with mqtt_source(HOST, PORT, topic, client_id=client_id) as source:
+    async with mqtt_source(BROKER, topic, client_id=client_id) as source:
         again = await take(aiter(source), 3)
         for message in again:
             await message.ack()
@@ -161,7 +162,7 @@ async def test_unacked_messages_come_again_to_the_same_client_id(
 async def test_decode_error_raise_ends_the_stream_without_acking(
     topic: str, client_id: str
 ) -> None:
-    async with mqtt_source(HOST, PORT, topic, client_id=client_id, codec="json") as source:
+    async with mqtt_source(BROKER, topic, client_id=client_id, codec="json") as source:
         await publish(topic, b'{"n": 1}', b"{oops", b'{"n": 2}')
         messages = aiter(source)
         (first,) = await take(messages, 1)
@@ -170,7 +171,7 @@ async def test_decode_error_raise_ends_the_stream_without_acking(
             await take(messages, 1)
     # Not acked: the session delivers it again; a reader that skips it acks it.
     async with mqtt_source(
-        HOST, PORT, topic, client_id=client_id, codec="json", on_decode_error="skip"
+        BROKER, topic, client_id=client_id, codec="json", on_decode_error="skip"
     ) as source:
         (second,) = await take(aiter(source), 1)
         await second.ack()
@@ -182,7 +183,7 @@ async def test_decode_error_raise_ends_the_stream_without_acking(
 async def test_decode_error_dead_letter_hands_the_record_over(topic: str) -> None:
     failures: list[DecodeFailure] = []
     async with mqtt_source(
-        HOST, PORT, topic, codec="json", on_decode_error="dead_letter", dead_letter=failures.append
+        BROKER, topic, codec="json", on_decode_error="dead_letter", dead_letter=failures.append
     ) as source:
         await publish(topic, b"{oops", b"7")
         (message,) = await take(aiter(source), 1)
@@ -202,7 +203,7 @@ async def test_a_dropped_connection_loses_no_message(topic: str, client_id: str)
     async with tcp_proxy(PORT) as proxy:
         with pytest.raises(ServiceUnavailableError, match=lost):
             async with mqtt_source(
-                HOST, proxy.port, topic, client_id=client_id, receive_maximum=5
+                f"mqtt://{HOST}:{proxy.port}", topic, client_id=client_id, receive_maximum=5
             ) as source:
                 await publish(topic, *sorted(before))
                 messages = aiter(source)
@@ -211,16 +212,16 @@ async def test_a_dropped_connection_loses_no_message(topic: str, client_id: str)
                 await publish(topic, *sorted(after))  # these cannot reach this connection
                 await values_until(messages, before | after, set())
     # At least once: all that was not acked before the cut comes again.
-    async with mqtt_source(HOST, PORT, topic, client_id=client_id) as source:
+    async with mqtt_source(BROKER, topic, client_id=client_id) as source:
         await values_until(aiter(source), before | after, acked)
 
 
 @pytest.mark.anyio
 async def test_the_sink_reports_a_dropped_connection_and_reconnects(topic: str) -> None:
-    async with mqtt_source(HOST, PORT, topic) as source:
+    async with mqtt_source(BROKER, topic) as source:
         async with (
             tcp_proxy(PORT) as proxy,
-            mqtt_sink(HOST, proxy.port, topic) as sink,
+            mqtt_sink(f"mqtt://{HOST}:{proxy.port}", topic) as sink,
         ):
             await sink.send(b"before")
             proxy.drop()
@@ -243,7 +244,7 @@ async def test_the_sink_reports_a_dropped_connection_and_reconnects(topic: str) 
 async def test_cancelling_a_waiting_source_leaves_nothing_running(topic: str) -> None:
     with nothing_left_running():
         with anyio.CancelScope() as scope:
-            async with mqtt_source(HOST, PORT, topic) as source, anyio.create_task_group() as tg:
+            async with mqtt_source(BROKER, topic) as source, anyio.create_task_group() as tg:
                 tg.start_soon(take, aiter(source), 1)  # waits: nothing is published
                 await anyio.sleep(0.05)  # let it start waiting (not an assertion)
                 scope.cancel()
@@ -254,7 +255,7 @@ async def test_cancelling_a_waiting_source_leaves_nothing_running(topic: str) ->
 async def test_cancelled_while_connecting_leaves_nothing_running(anyio_backend: str) -> None:
     with black_hole() as port, nothing_left_running():
         with anyio.move_on_after(0.3) as scope:
-            async with mqtt_source(HOST, port, "t"):
+            async with mqtt_source(f"mqtt://{HOST}:{port}", "t"):
                 pass
         assert scope.cancelled_caught
 
@@ -262,16 +263,16 @@ async def test_cancelled_while_connecting_leaves_nothing_running(anyio_backend: 
 @pytest.mark.anyio
 async def test_bad_arguments_say_what_to_pass(topic: str) -> None:
     with pytest.raises(ValueError, match="'a/#/b' is not a valid topic filter"):
-        async with mqtt_source(HOST, PORT, "a/#/b"):
+        async with mqtt_source(BROKER, "a/#/b"):
             pass
     with pytest.raises(ValueError, match="receive_maximum must be between 1 and 65535"):
-        async with mqtt_source(HOST, PORT, "t", receive_maximum=0):
+        async with mqtt_source(BROKER, "t", receive_maximum=0):
             pass
     with pytest.raises(ValueError, match="qos must be between 0 and 2"):
-        async with mqtt_sink(HOST, PORT, "t", qos=3):
+        async with mqtt_sink(BROKER, "t", qos=3):
             pass
     with pytest.raises(ServiceUnavailableError, match=r"mqtt: cannot connect to 127\.0\.0\.1:1 "):
-        async with mqtt_source(HOST, 1, "t"):
+        async with mqtt_source(f"mqtt://{HOST}:1", "t"):
             pass
 
 
@@ -284,9 +285,9 @@ async def test_a_flow_from_a_rabbitmq_queue_to_mqtt_acks_once_published(topic: s
         await admin.publish(queue, *(b"%d" % n for n in range(30)))
         try:
             async with (
-                mqtt_source(HOST, PORT, topic, codec="json") as doubled,
+                mqtt_source(BROKER, topic, codec="json") as doubled,
                 rabbitmq_source(URL, queue, codec="json", prefetch=10) as numbers,
-                mqtt_sink(HOST, PORT, topic, batch_size=8) as out,
+                mqtt_sink(BROKER, topic, batch_size=8) as out,
             ):
                 flow = Flow("double").source(numbers).pipe(ops.map(double_value)).sink(out)
                 async with anyio.create_task_group() as tg:
