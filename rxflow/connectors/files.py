@@ -82,9 +82,13 @@ async def read_file(
         framing: ``"lines"``, ``"length"`` (4-byte big-endian length prefixes) or
             ``"chunks"`` (``read_size`` bytes a record).
         codec: ``"text"`` (default), ``"bytes"``, ``"json"`` or a function bytes -> value.
-        on_decode_error, dead_letter: the decode policy (:mod:`rxflow.connectors.codecs`);
-            a line longer than ``max_line_length`` or a frame larger than ``max_frame_size``
-            is a decode failure too.
+        on_decode_error: the decode policy, ``"raise"``, ``"skip"`` or ``"dead_letter"``
+            (:mod:`rxflow.connectors.codecs`); a line longer than ``max_line_length`` or a
+            frame larger than ``max_frame_size`` is a decode failure too.
+        dead_letter: the function given what fails to decode, with ``"dead_letter"``.
+        max_line_length: the longest line accepted, in bytes (bounds memory).
+        max_frame_size: the largest length-prefixed frame accepted, in bytes.
+        read_size: bytes per read.
         start_offset: the byte offset to start at (a record's ``next_offset`` to resume).
 
     Example:
@@ -160,8 +164,13 @@ async def follow_file(
     Args:
         from_end: start at the end of the file (only new records), like ``tail -F -n 0``.
         poll_interval: seconds between checks once at the end of the file.
-        framing, codec, on_decode_error, dead_letter, max_line_length, max_frame_size,
-            read_size: as for :func:`read_file`.
+        framing: as for :func:`read_file`.
+        codec: as for :func:`read_file`.
+        on_decode_error: as for :func:`read_file`.
+        dead_letter: as for :func:`read_file`.
+        max_line_length: as for :func:`read_file`.
+        max_frame_size: as for :func:`read_file`.
+        read_size: as for :func:`read_file`.
 
     Example:
         Print the lines added to a log, surviving its rotation::

@@ -371,7 +371,8 @@ async def sse_source(
     Args:
         url: the ``http(s)`` address of the event stream.
         client: an ``httpx.AsyncClient`` to use (and leave open); default: a new one.
-        headers, params: added to every request (auth, query).
+        headers: added to every request (auth).
+        params: query parameters added to every request.
         codec: how each event's ``data`` becomes the value: ``"text"`` (default), ``"json"``,
             ``"bytes"`` or a function; with ``on_decode_error`` and ``dead_letter`` as in
             :mod:`rxflow.connectors.codecs`.
@@ -554,7 +555,8 @@ async def poll_source(
     Args:
         url: the ``http(s)`` address to poll.
         interval: seconds between the starts of two polls.
-        params, headers: sent with every request.
+        params: query parameters sent with every request.
+        headers: sent with every request.
         cursor: ask only for new items: called with the last item of a non-empty answer, it
             returns the query parameters of the next request (merged over ``params``), such
             as ``lambda item: {"since": item["id"]}``.
@@ -687,7 +689,8 @@ async def http_post_sink(
         client: an ``httpx.AsyncClient`` to use (and leave open); default: a new one.
         encoder: turns a batch into the body; default: a compact JSON array (a ``Message``
             in it is sent as its value).
-        content_type, headers: sent with every request.
+        content_type: the ``Content-Type`` sent with every request.
+        headers: sent with every request.
         retries: attempts after the first on a 5xx, 408 or 429 answer or a broken
             connection, waiting ``backoff`` seconds, then twice that, and so on (a numeric
             ``Retry-After`` is honoured). A retried POST may reach the server twice, as

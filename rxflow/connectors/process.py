@@ -182,11 +182,16 @@ async def process_source(
 
     Args:
         command: a list of arguments, or a string for the shell.
-        framing, codec, on_decode_error, dead_letter, max_line_length, max_frame_size,
-            read_size: as for :func:`rxflow.connectors.files.read_file` (``codec`` defaults
-            to ``"text"``).
+        framing: as for :func:`rxflow.connectors.files.read_file`.
+        codec: as for :func:`rxflow.connectors.files.read_file` (default ``"text"``).
+        on_decode_error: as for :func:`rxflow.connectors.files.read_file`.
+        dead_letter: as for :func:`rxflow.connectors.files.read_file`.
+        max_line_length: as for :func:`rxflow.connectors.files.read_file`.
+        max_frame_size: as for :func:`rxflow.connectors.files.read_file`.
+        read_size: as for :func:`rxflow.connectors.files.read_file`.
         stdin: what the command reads: nothing (default), a file object or a descriptor.
-        cwd, env: the command's working directory and environment.
+        cwd: the command's working directory.
+        env: the command's environment.
         stderr_tail: how many bytes of its stderr to keep for the error message.
         terminate_timeout: seconds between ``SIGTERM`` and ``SIGKILL`` when stopping it.
 
@@ -307,7 +312,10 @@ async def process_sink(
         batch_size: the batch size a flow should use.
         stdout: where the command's stdout goes: this program's stdout (default), a file
             object, a descriptor or ``subprocess.DEVNULL``.
-        cwd, env, stderr_tail, terminate_timeout: as for :func:`process_source`.
+        cwd: as for :func:`process_source`.
+        env: as for :func:`process_source`.
+        stderr_tail: as for :func:`process_source`.
+        terminate_timeout: as for :func:`process_source`.
 
     Example:
         ::

@@ -130,9 +130,12 @@ async def tcp_source(
         framing: ``"lines"`` (default), ``"length"`` (4-byte big-endian length prefixes) or
             ``"chunks"`` (each read as it came).
         codec: ``"bytes"`` (default), ``"text"``, ``"json"`` or a function bytes -> value.
-        on_decode_error, dead_letter: the decode policy; an over-long line or frame, or a
-            frame cut short by the end of the stream, is a decode failure too.
-        max_line_length, max_frame_size: the largest record accepted (bounds memory).
+        on_decode_error: the decode policy, ``"raise"``, ``"skip"`` or ``"dead_letter"``
+            (:mod:`rxflow.connectors.codecs`); an over-long line or frame, or a frame cut
+            short by the end of the stream, is a decode failure too.
+        dead_letter: the function given what fails to decode, with ``"dead_letter"``.
+        max_line_length: the longest line accepted, in bytes (bounds memory).
+        max_frame_size: the largest length-prefixed frame accepted, in bytes.
         read_size: bytes per read; also the most rxflow buffers for the connection.
 
     Example:
@@ -225,8 +228,13 @@ async def tcp_server_source(
     not limited here (limit it in front: a firewall, ``ulimit -n``).
 
     Args:
-        framing, codec, on_decode_error, dead_letter, max_line_length, max_frame_size,
-            read_size: as for :func:`tcp_source`.
+        framing: as for :func:`tcp_source`.
+        codec: as for :func:`tcp_source`.
+        on_decode_error: as for :func:`tcp_source`.
+        dead_letter: as for :func:`tcp_source`.
+        max_line_length: as for :func:`tcp_source`.
+        max_frame_size: as for :func:`tcp_source`.
+        read_size: as for :func:`tcp_source`.
 
     Example:
         ::

@@ -91,8 +91,14 @@ def tumbling(
         emit_empty: processing time only, without ``key``: emit windows with no items too.
         timestamp: the item's own time, in seconds: windows by event time, aligned on
             multiples of ``span``, closed by the watermark.
-        out_of_orderness, late, allowed_lateness, idle_timeout: event time only; see
-            :mod:`rxflow.windows.event_time`.
+        out_of_orderness: event time only: how far behind the largest timestamp seen an
+            item may be and still count as on time (see :mod:`rxflow.windows.event_time`).
+        late: event time only: what to do with a late item, ``"drop"``, ``"side"`` or
+            ``"update"``.
+        allowed_lateness: event time only, with ``late="update"``: how long after a
+            window closed a late item still updates it.
+        idle_timeout: event time only: seconds without items after which event time
+            passes with processing time, so windows still close (``None``: never).
         scheduler: the clock and timers (default: the subscription's; a pipe's
             ``AnyioScheduler`` inside :func:`rxflow.open_pipe`).
         name: the stage's name in metrics.
