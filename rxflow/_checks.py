@@ -12,12 +12,12 @@ wrong type raises :class:`TypeError`; one of the right type but out of range rai
 
 Example:
     >>> from rxflow._checks import check_seconds
-    >>> check_seconds("tumbling()", "span", 2)
+    >>> check_seconds("f()", "span", 2)
     2.0
-    >>> check_seconds("tumbling()", "span", float("nan"))
+    >>> check_seconds("f()", "span", float("nan"))
     Traceback (most recent call last):
     ...
-    ValueError: tumbling(): span must be more than 0 seconds (a finite number or a timedelta), got nan
+    ValueError: f(): span must be more than 0 seconds (a finite number or a timedelta), got nan
 """
 
 from __future__ import annotations

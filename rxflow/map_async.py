@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, overload
 
 import anyio
 import anyio.abc
@@ -19,7 +19,9 @@ import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
+from rxflow._checks import check_count, check_function
 from rxflow._delivery import current_delivery
+from rxflow._typevars import ItemT, ResultT
 from rxflow.errors import NoTaskGroupError
 from rxflow.metrics import StageMetrics
 from rxflow.scheduler import AnyioScheduler
@@ -31,16 +33,24 @@ from rxflow.strategies import (
     check_strategy,
 )
 
-T = TypeVar("T")
-R = TypeVar("R")
 
+class MapAsync(Generic[ItemT, ResultT]):
+    """The operator :func:`map_async` returns: it turns an ``Observable[ItemT]`` into an
+    ``Observable[ResultT]``; ``metrics`` (a :class:`rxflow.metrics.StageMetrics`) counts
+    its calls.
 
-class MapAsync:
-    """The operator :func:`map_async` returns; ``metrics`` counts its calls."""
+    Example:
+        >>> from rxflow import map_async
+        >>> async def shout(word: str) -> str:
+        ...     return word.upper()
+        >>> stage = map_async(shout, concurrency=2)
+        >>> stage.concurrency, stage.metrics.name
+        (2, 'shout')
+    """
 
     def __init__(
         self,
-        function: Callable[[Any], Awaitable[Any] | Any],
+        function: Callable[[ItemT], Awaitable[ResultT] | ResultT],
         concurrency: int,
         ordered: bool,
         on_error: ErrorStrategy,
@@ -52,9 +62,9 @@ class MapAsync:
         self.on_error = on_error
         self.metrics = StageMetrics(name, "map_async")
 
-    def __call__(self, source: Observable[Any]) -> Observable[Any]:
+    def __call__(self, source: Observable[ItemT]) -> Observable[ResultT]:
         def subscribe(
-            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+            observer: abc.ObserverBase[ResultT], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             if not isinstance(scheduler, AnyioScheduler):
                 raise NoTaskGroupError(
@@ -75,7 +85,7 @@ class _Run:
     """One subscription of a :class:`MapAsync`: the items in hand and their tasks."""
 
     def __init__(
-        self, stage: MapAsync, observer: abc.ObserverBase[Any], scheduler: AnyioScheduler
+        self, stage: MapAsync[Any, Any], observer: abc.ObserverBase[Any], scheduler: AnyioScheduler
     ) -> None:
         self.stage = stage
         self.observer = observer
@@ -200,14 +210,34 @@ class _Run:
             scope.cancel()
 
 
+# Two typed forms, so that the result type is inferred: an async function's (what it
+# awaits to), or a plain function's (what it returns). The async one is tried first.
+@overload
 def map_async(
-    function: Callable[[T], Awaitable[R] | R],
+    function: Callable[[ItemT], Awaitable[ResultT]],
+    *,
+    concurrency: int = ...,
+    ordered: bool = ...,
+    on_error: ErrorStrategy = ...,
+    name: str | None = ...,
+) -> MapAsync[ItemT, ResultT]: ...
+@overload
+def map_async(
+    function: Callable[[ItemT], ResultT],
+    *,
+    concurrency: int = ...,
+    ordered: bool = ...,
+    on_error: ErrorStrategy = ...,
+    name: str | None = ...,
+) -> MapAsync[ItemT, ResultT]: ...
+def map_async(
+    function: Callable[[Any], Any],
     *,
     concurrency: int = 1,
     ordered: bool = True,
     on_error: ErrorStrategy = FAIL_FAST,
     name: str | None = None,
-) -> Callable[[Observable[T]], Observable[R]]:
+) -> MapAsync[Any, Any]:
     """An operator that calls ``function`` (async, or plain) on each item, up to
     ``concurrency`` items at a time, and emits the results.
 
@@ -234,12 +264,9 @@ def map_async(
         >>> anyio.run(main)
         ['user-1', 'user-2', 'user-3']
     """
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(
-            f"map_async(): concurrency must be an int of 1 or more, got {concurrency!r}"
-        )
-    if not callable(function):
-        raise TypeError(f"map_async(): function must be callable, got {function!r}")
-    strategy = check_strategy(on_error, "map_async()")
+    where = "map_async()"
+    concurrency = check_count(where, "concurrency", concurrency)
+    function = check_function(where, "function", function, "of the item (async, or plain)")
+    strategy = check_strategy(on_error, where)
     stage_name = name or getattr(function, "__name__", None) or repr(function)
     return MapAsync(function, concurrency, ordered, strategy, stage_name)

@@ -24,6 +24,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from rxflow._checks import check_count, check_fraction, check_seconds
 from rxflow.metrics import StageMetrics
 
 logger = logging.getLogger("rxflow")
@@ -69,6 +70,14 @@ class DeadLetter:
 
     sink: SinkFunction | anyio.abc.ObjectSendStream[Failure]
 
+    def __attrs_post_init__(self) -> None:
+        if not (callable(self.sink) or isinstance(self.sink, anyio.abc.ObjectSendStream)):
+            raise TypeError(
+                "DeadLetter(): sink must be a function (sync or async) taking a Failure, or "
+                "an anyio ObjectSendStream of failures (for a connector's sink, pass its "
+                f"send method: DeadLetter(sink.send)), got {self.sink!r}"
+            )
+
 
 @attrs.frozen
 class Retry:
@@ -95,16 +104,29 @@ class Retry:
     then: FailFast | Skip | DeadLetter = FailFast()
 
     def __attrs_post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"Retry(attempts={self.attempts}): make at least 1 attempt")
-        if self.base < 0 or self.cap < self.base:
-            raise ValueError(
-                f"Retry(base={self.base}, cap={self.cap}): need 0 <= base <= cap (seconds)"
+        where = "Retry()"
+        check_count(where, "attempts", self.attempts)
+        base = check_seconds(where, "base", self.base, allow_zero=True)
+        cap = check_seconds(where, "cap", self.cap, allow_zero=True)
+        if cap < base:
+            raise ValueError(f"Retry(base={self.base}, cap={self.cap}): need base <= cap (seconds)")
+        check_fraction(where, "jitter", self.jitter)
+        if not (
+            isinstance(self.on, tuple)
+            and self.on
+            and all(isinstance(kind, type) and issubclass(kind, BaseException) for kind in self.on)
+        ):
+            raise TypeError(
+                "Retry(): on must be a non-empty tuple of exception classes, such as "
+                f"(ConnectionError,) or (ConnectionError, TimeoutError), got {self.on!r}"
             )
-        if not 0 <= self.jitter <= 1:
-            raise ValueError(f"Retry(jitter={self.jitter}): jitter is a fraction, 0 to 1")
         if isinstance(self.then, Retry):
             raise TypeError("Retry(then=Retry(...)): say it once, with more attempts")
+        if not isinstance(self.then, FailFast | Skip | DeadLetter):
+            raise TypeError(
+                "Retry(): then must be FailFast(), Skip() or DeadLetter(sink), what to do when "
+                f"the attempts run out, got {self.then!r}"
+            )
 
     def delay(self, attempt: int, jitter: float | None = None) -> float:
         """The wait after failed attempt ``attempt``; ``jitter`` is the random draw in [0, 1]."""

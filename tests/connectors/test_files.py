@@ -228,10 +228,10 @@ async def test_bad_arguments_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_line_length must be a positive int"):
         async with read_file(tmp_path / "x", max_line_length=0):
             pass
-    with pytest.raises(ValueError, match="start_offset must be a byte offset"):
+    with pytest.raises(ValueError, match="start_offset must be an int of 0 or more"):
         async with read_file(tmp_path / "x", start_offset=-1):
             pass
-    with pytest.raises(ValueError, match="poll_interval must be a positive"):
+    with pytest.raises(ValueError, match="poll_interval must be more than 0 seconds"):
         async with follow_file(tmp_path / "x", poll_interval=0):
             pass
     with pytest.raises(ValueError, match="unknown codec"):

@@ -353,11 +353,11 @@ async def test_sse_gives_up_after_failed_reconnections() -> None:
 def test_bad_arguments_say_what_is_wrong() -> None:
     with pytest.raises(ValueError, match="http:// or https://"):
         anyio.run(_enter, sse_source("ftp://example.com/events"))
-    with pytest.raises(ValueError, match="interval must be at least 0"):
+    with pytest.raises(ValueError, match="interval must be 0 or more seconds"):
         anyio.run(_enter, poll_source("http://example.com", interval=-1))
-    with pytest.raises(TypeError, match="interval must be a number"):
+    with pytest.raises(TypeError, match="interval must be seconds"):
         anyio.run(_enter, poll_source("http://example.com", interval="5"))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+    with pytest.raises(ValueError, match="batch_size must be an int of 1 or more"):
         anyio.run(_enter, http_post_sink("http://example.com", batch_size=0))
     with pytest.raises(TypeError, match="retries must be an int"):
         anyio.run(_enter, http_post_sink("http://example.com", retries=1.5))  # type: ignore[arg-type]

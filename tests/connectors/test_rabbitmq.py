@@ -294,7 +294,7 @@ async def test_cancelled_while_connecting_leaves_nothing_running(anyio_backend: 
 
 @pytest.mark.anyio
 async def test_bad_arguments_say_what_to_pass(admin: Admin, queue: str) -> None:
-    with pytest.raises(ValueError, match="prefetch must be 1 or more"):
+    with pytest.raises(ValueError, match="prefetch must be an int of 1 or more"):
         async with rabbitmq_source(URL, "q", prefetch=0):
             pass
     with pytest.raises(ValueError, match="there is no queue 'rxflow-test-absent'"):
