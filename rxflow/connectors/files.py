@@ -34,6 +34,7 @@ from typing import IO, Any, Literal
 import anyio
 from anyio.streams.file import FileReadStream
 
+from rxflow._checks import check_count, check_seconds
 from rxflow.connectors._framing import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_LINE_LENGTH,
@@ -53,11 +54,6 @@ from rxflow.connectors._framing import (
 from rxflow.connectors.codecs import Codec, CodecName, DecodePolicy, Encoder
 
 PathLike = str | os.PathLike[str]
-
-
-def _check_start(value: int, name: str, where: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{where}: {name} must be a byte offset >= 0, got {value!r}")
 
 
 @asynccontextmanager
@@ -112,7 +108,7 @@ async def read_file(
         read_size=read_size,
         position=start_offset,
     )
-    _check_start(start_offset, "start_offset", where)
+    check_count(where, "start_offset", start_offset, minimum=0)
     stream = await FileReadStream.from_path(path)
     async with stream:
         if start_offset:
@@ -180,8 +176,7 @@ async def follow_file(
                     print(line.value)
     """
     where = f"file:{os.fspath(path)}"
-    if not isinstance(poll_interval, int | float) or not poll_interval > 0:
-        raise ValueError(f"{where}: poll_interval must be a positive number of seconds")
+    check_seconds(where, "poll_interval", poll_interval)
     decoder, framer = decoder_and_framer(
         where,
         codec=codec,

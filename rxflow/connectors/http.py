@@ -31,8 +31,9 @@ from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
 import anyio
-import httpx
 
+from rxflow._checks import check_count, check_function, check_seconds
+from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._message import Message
 from rxflow.connectors.codecs import (
     SKIPPED,
@@ -43,6 +44,9 @@ from rxflow.connectors.codecs import (
     Decoder,
 )
 from rxflow.errors import HttpResponseError, ServiceUnavailableError
+
+with requires_extra("http"):
+    import httpx
 
 DeadLetter = Callable[[DecodeFailure], Awaitable[object] | object]
 MAX_BACKOFF = 30.0  # seconds: the longest wait between two attempts
@@ -404,10 +408,12 @@ async def sse_source(
                     print(message.headers["event"], message.key, message.value)
     """
     where = "sse_source"
-    url = _check_url(url, where)
-    _check_number(retry, "retry", where, minimum=0)
-    _check_count(retries, "retries", where)
-    _check_count(max_event_bytes, "max_event_bytes", where, minimum=1)
+    url = _check_url(where, url)
+    check_seconds(where, "retry", retry, allow_zero=True)
+    check_count(where, "retries", retries, minimum=0)
+    check_seconds(where, "connect_timeout", connect_timeout)
+    check_seconds(where, "read_timeout", read_timeout, optional=True)
+    check_count(where, "max_event_bytes", max_event_bytes)
     decoder = Decoder(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"sse:{url}"
     )
@@ -586,8 +592,8 @@ async def poll_source(
                     print(message.value)
     """
     where = "poll_source"
-    url = _check_url(url, where)
-    _check_number(interval, "interval", where, minimum=0)
+    url = _check_url(where, url)
+    check_seconds(where, "interval", interval, allow_zero=True)
     decoder = Decoder(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"poll:{url}"
     )
@@ -704,10 +710,9 @@ async def http_post_sink(
                 await sink.send_batch([{"t": 1, "v": 0.5}, {"t": 2, "v": 0.7}])
     """
     where = "http_post_sink"
-    url = _check_url(url, where)
-    _check_count(batch_size, "batch_size", where, minimum=1)
-    if not callable(encoder):
-        raise TypeError(f"{where}: encoder must be a function items -> bytes, got {encoder!r}")
+    url = _check_url(where, url)
+    check_count(where, "batch_size", batch_size)
+    check_function(where, "encoder", encoder, "items -> bytes")
     async with _client(client) as http:
         yield HttpPostSink(
             http,
@@ -728,10 +733,9 @@ class _Retry:
     def __init__(
         self, where: str, retries: int, backoff: float, request_timeout: float | None
     ) -> None:
-        _check_count(retries, "retries", where)
-        _check_number(backoff, "backoff", where, minimum=0)
-        if request_timeout is not None:
-            _check_number(request_timeout, "request_timeout", where, minimum=0)
+        check_count(where, "retries", retries, minimum=0)
+        check_seconds(where, "backoff", backoff, allow_zero=True)
+        check_seconds(where, "request_timeout", request_timeout, optional=True)
         self.where = where
         self.retries = retries
         self.backoff = backoff
@@ -813,8 +817,9 @@ def _unavailable(where: str, url: str, tries: int, error: Exception) -> ServiceU
     )
 
 
-def _check_url(url: object, where: str) -> str:
-    """The URL as a string, once it is one that httpx can GET or POST."""
+def _check_url(where: str, url: object) -> str:
+    """The URL as a string, once it is one that httpx can GET or POST (httpx parses it,
+    which is why this check lives here rather than in :mod:`rxflow._checks`)."""
     if not isinstance(url, str | httpx.URL):
         raise TypeError(f"{where}: url must be a str such as 'http://host:8000/path', got {url!r}")
     try:
@@ -824,17 +829,3 @@ def _check_url(url: object, where: str) -> str:
     if scheme not in ("http", "https"):
         raise ValueError(f"{where}: url must start with http:// or https://, got {url!r}")
     return str(url)
-
-
-def _check_number(value: object, name: str, where: str, *, minimum: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{where}: {name} must be a number of seconds, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{where}: {name} must be at least {minimum}, got {value!r}")
-
-
-def _check_count(value: object, name: str, where: str, *, minimum: int = 0) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{where}: {name} must be at least {minimum}, got {value!r}")

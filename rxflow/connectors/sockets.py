@@ -40,6 +40,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import ByteStream, SocketAttribute, SocketStream
 
+from rxflow._checks import check_host, check_port
 from rxflow.connectors._framing import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_LINE_LENGTH,
@@ -146,6 +147,8 @@ async def tcp_source(
                     print(record.value)
     """
     where = f"tcp:{host}:{port}"
+    check_host(where, "host", host)
+    check_port(where, "port", port)
     decoder, framer = decoder_and_framer(
         where,
         codec=codec,
@@ -244,6 +247,8 @@ async def tcp_server_source(
                     print(line.key, line.value)
     """
     where = f"tcp-server:{host}:{port}"
+    check_host(where, "host", host)
+    check_port(where, "port", port, allow_zero=True)
     options: dict[str, Any] = {
         "framing": framing,
         "max_line_length": max_line_length,
@@ -384,6 +389,8 @@ async def udp_source(
                     print(datagram.key, datagram.value)
     """
     where = f"udp:{host}:{port}"
+    check_host(where, "host", host)
+    check_port(where, "port", port, allow_zero=True)
     decoder = Decoder(codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=where)
     if receive_buffer is not None and (not isinstance(receive_buffer, int) or receive_buffer < 1):
         raise ValueError(f"{where}: receive_buffer must be a positive number of bytes")
@@ -474,6 +481,8 @@ async def tcp_sink(
                 await sink.send_batch([{"n": 1}, {"n": 2}])
     """
     where = f"tcp:{host}:{port}"
+    check_host(where, "host", host)
+    check_port(where, "port", port)
     write = make_writer(framing, codec, where=where)
     check_batch_size(batch_size, where=where)
     stream = await _connect(host, port, where)
