@@ -23,7 +23,7 @@ from rxflow._checks import check_count, check_function
 from rxflow._delivery import current_delivery
 from rxflow._typevars import ItemT, ResultT
 from rxflow.errors import NoTaskGroupError
-from rxflow.metrics import StageMetrics
+from rxflow.metrics import StageMetrics, stage_name
 from rxflow.scheduler import AnyioScheduler
 from rxflow.strategies import (
     FAIL_FAST,
@@ -250,7 +250,8 @@ def map_async(
             they finish.
         on_error: what a failing call does (:mod:`rxflow.strategies`): ``FailFast()``
             ends the pipeline, ``Skip()``, ``DeadLetter(sink)`` or ``Retry(...)``.
-        name: the stage's name in metrics, logs and error notes (default: the function's).
+        name: the stage's name in metrics, logs and error notes (default: the function's;
+            ``map_async`` for a lambda).
 
     Example:
         >>> import anyio
@@ -268,5 +269,5 @@ def map_async(
     concurrency = check_count(where, "concurrency", concurrency)
     function = check_function(where, "function", function, "of the item (async, or plain)")
     strategy = check_strategy(on_error, where)
-    stage_name = name or getattr(function, "__name__", None) or repr(function)
-    return MapAsync(function, concurrency, ordered, strategy, stage_name)
+    stage = name or stage_name(function, "map_async")
+    return MapAsync(function, concurrency, ordered, strategy, stage)

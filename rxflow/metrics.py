@@ -24,14 +24,31 @@ from typing import Any
 
 import attrs
 
-# Bucket upper bounds from 1 µs to about 18 minutes, each sqrt(2) times the last: a
-# quantile read off them is within a factor of 1.42 of the true value.
-_BOUNDS = tuple(1e-6 * 2 ** (i / 2) for i in range(61))
+__all__ = [
+    "LATENCY_BUCKETS",
+    "FlowSnapshot",
+    "LatencyHistogram",
+    "LatencySnapshot",
+    "StageMetrics",
+    "StageSnapshot",
+    "export_prometheus",
+    "stage_name",
+]
+
+LATENCY_BUCKETS = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+"""Upper bounds (seconds) of the latency buckets, ``+Inf`` after them: 100 µs to 10 s,
+each about sqrt(10) times the last. A stage's time per item is an in-memory call (well under
+a millisecond), a network round trip (milliseconds) or a batch write (up to seconds): eleven
+evenly log-spaced bounds cover that range with twelve series per stage in Prometheus, and
+quantiles are interpolated within a bucket, as Prometheus's ``histogram_quantile`` does."""
+
+_BOUNDS = LATENCY_BUCKETS
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class LatencySnapshot:
-    """Latencies observed so far, in seconds (quantiles are bucket upper bounds)."""
+    """Latencies observed so far, in seconds (quantiles are estimated from the buckets,
+    interpolated within one, never above the largest latency seen)."""
 
     count: int
     total: float
@@ -45,6 +62,23 @@ class LatencySnapshot:
     @property
     def mean(self) -> float:
         return self.total / self.count if self.count else 0.0
+
+    def __repr__(self) -> str:
+        if not self.count:
+            return "LatencySnapshot(count=0)"
+        return (
+            f"LatencySnapshot(count={self.count}, p50={_duration(self.p50)}, "
+            f"p90={_duration(self.p90)}, p99={_duration(self.p99)}, max={_duration(self.max)})"
+        )
+
+
+def _duration(seconds: float) -> str:
+    """A latency for a human: ``250µs``, ``1.5ms``, ``2s``."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.3g}µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g}ms"
+    return f"{seconds:.3g}s"
 
 
 class LatencyHistogram:
@@ -66,15 +100,21 @@ class LatencyHistogram:
             self.max = seconds
 
     def quantile(self, q: float) -> float:
-        """The upper bound of the bucket holding the ``q`` quantile (0 when empty)."""
+        """The ``q`` quantile (0 when empty), interpolated linearly within its bucket as
+        Prometheus's ``histogram_quantile`` does, and never above the largest latency seen
+        (which is also the answer when it falls in the last, unbounded bucket)."""
         if not self.count:
             return 0.0
         rank = q * self.count
         seen = 0
         for index, count in enumerate(self._counts):
+            if count and seen + count >= rank:
+                if index == len(_BOUNDS):
+                    return self.max
+                lower = _BOUNDS[index - 1] if index else 0.0
+                estimate = lower + (_BOUNDS[index] - lower) * (rank - seen) / count
+                return min(estimate, self.max)
             seen += count
-            if seen >= rank and count:
-                return min(_BOUNDS[index], self.max) if index < len(_BOUNDS) else self.max
         return self.max
 
     def buckets(self) -> tuple[tuple[float, int], ...]:
@@ -98,9 +138,12 @@ class LatencyHistogram:
         )
 
 
-@attrs.frozen
+_COUNTERS = ("received", "emitted", "dropped", "errors", "retries", "skipped", "dead_lettered")
+
+
+@attrs.frozen(repr=False)
 class StageSnapshot:
-    """One stage's counters at one moment.
+    """One stage's counters at one moment (its ``repr`` shows the counters that are not 0).
 
     Attributes:
         name, kind: the stage's name and what it is (``source``, ``pipe``, ``map_async``,
@@ -127,6 +170,14 @@ class StageSnapshot:
     dead_lettered: int
     backlog: int
     latency: LatencySnapshot
+
+    def __repr__(self) -> str:
+        counters = [f"{name}={getattr(self, name)}" for name in _COUNTERS if getattr(self, name)]
+        if self.backlog:
+            counters.append(f"backlog={self.backlog}")
+        if self.latency.count:
+            counters.append(f"latency={self.latency!r}")
+        return f"StageSnapshot({self.name!r}, {self.kind!r}{''.join(', ' + c for c in counters)})"
 
 
 class StageMetrics:
@@ -161,12 +212,16 @@ class StageMetrics:
         )
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class FlowSnapshot:
-    """Every stage of a flow at one moment; index it by stage name."""
+    """Every stage of a flow at one moment; index it by stage name. Its ``repr`` is its
+    :meth:`progress_line` (each stage is in ``snapshot.stages``)."""
 
     flow: str
     stages: tuple[StageSnapshot, ...]
+
+    def __repr__(self) -> str:
+        return f"<FlowSnapshot {self.progress_line()}>"
 
     def __getitem__(self, name: str) -> StageSnapshot:
         for stage in self.stages:
@@ -204,25 +259,36 @@ def export_prometheus(snapshot: Callable[[], FlowSnapshot], registry: Any = None
     r"""Expose a flow's metrics to Prometheus; returns the registered collector.
 
     ``snapshot`` is read at each scrape (pass ``flow.snapshot``). Needs the optional
-    ``prometheus-client`` package (``pip install 'rxflow[metrics]'``). Metrics:
-    ``rxflow_stage_items_total{flow,stage,kind,outcome}`` (outcome: received, emitted,
-    dropped, errors, retries, skipped, dead_lettered), ``rxflow_stage_backlog`` and the
-    histogram ``rxflow_stage_latency_seconds``.
+    ``prometheus-client`` package (``pip install 'rxflow[metrics]'``). Every metric has the
+    labels ``flow``, ``stage`` and ``kind`` (the stage's: ``source``, ``pipe``,
+    ``map_async``, ``sink``); each counter counts one thing, so summing it over a label
+    means something:
+
+    * ``rxflow_stage_items_received_total``: items that entered the stage;
+    * ``rxflow_stage_items_emitted_total``: items it passed on (a sink: confirmed written);
+    * ``rxflow_stage_items_discarded_total{reason}``: items that did not go on, each once,
+      by ``reason``: ``dropped`` (an overflow policy), ``skipped`` (``Skip``),
+      ``dead_lettered`` (``DeadLetter``);
+    * ``rxflow_stage_errors_total``: failed attempts (a retried item counts once per
+      failure), ``rxflow_stage_retries_total``: attempts made again;
+    * ``rxflow_stage_backlog``: items waiting in the stage's buffer (a gauge);
+    * ``rxflow_stage_latency_seconds``: time per item, a histogram over
+      :data:`LATENCY_BUCKETS`.
 
     Example:
         >>> from prometheus_client import CollectorRegistry, generate_latest
         >>> from rxflow.metrics import FlowSnapshot, StageMetrics, export_prometheus
-        >>> stage = StageMetrics("parse", "map_async"); stage.received = 5
+        >>> stage = StageMetrics("parse", "map_async"); stage.received = 5; stage.skipped = 1
         >>> registry = CollectorRegistry()
         >>> _ = export_prometheus(lambda: FlowSnapshot("demo", (stage.snapshot(),)), registry)
         >>> for line in generate_latest(registry).decode().splitlines():
-        ...     if 'outcome="received"' in line:
-        ...         print(line.replace(",", "\n  "))
-        rxflow_stage_items_total{flow="demo"
-          kind="map_async"
-          outcome="received"
-          stage="parse"} 5.0
-    """
+        ...     if line.startswith(("rxflow_stage_items_received_total", "rxflow_stage_items_discarded_total")):
+        ...         print(line)
+        rxflow_stage_items_received_total{flow="demo",kind="map_async",stage="parse"} 5.0
+        rxflow_stage_items_discarded_total{flow="demo",kind="map_async",reason="dropped",stage="parse"} 0.0
+        rxflow_stage_items_discarded_total{flow="demo",kind="map_async",reason="skipped",stage="parse"} 1.0
+        rxflow_stage_items_discarded_total{flow="demo",kind="map_async",reason="dead_lettered",stage="parse"} 0.0
+    """  # noqa: E501 (the example's output lines are as long as Prometheus writes them)
     try:
         from prometheus_client import REGISTRY
         from prometheus_client.core import (
@@ -235,14 +301,27 @@ def export_prometheus(snapshot: Callable[[], FlowSnapshot], registry: Any = None
             "export_prometheus() needs prometheus-client: pip install 'rxflow[metrics]'"
         ) from error
 
-    outcomes = ("received", "emitted", "dropped", "errors", "retries", "skipped", "dead_lettered")
+    labels = ["flow", "stage", "kind"]
+    # metric name (without _total), help, the StageSnapshot attribute it reads
+    counters = (
+        ("rxflow_stage_items_received", "Items that entered the stage", "received"),
+        ("rxflow_stage_items_emitted", "Items the stage passed on (a sink: written)", "emitted"),
+        ("rxflow_stage_errors", "Failed attempts (each retry's failure counts)", "errors"),
+        ("rxflow_stage_retries", "Attempts made again by a Retry strategy", "retries"),
+    )
+    reasons = ("dropped", "skipped", "dead_lettered")
 
     class FlowCollector:
         def collect(self) -> Iterable[Any]:
             now = snapshot()
-            labels = ["flow", "stage", "kind"]
-            items = CounterMetricFamily(
-                "rxflow_stage_items", "Items per stage and outcome", labels=[*labels, "outcome"]
+            families = {
+                attribute: CounterMetricFamily(name, text, labels=labels)
+                for name, text, attribute in counters
+            }
+            discarded = CounterMetricFamily(
+                "rxflow_stage_items_discarded",
+                "Items that did not go on, by reason (each item once)",
+                labels=[*labels, "reason"],
             )
             backlog = GaugeMetricFamily(
                 "rxflow_stage_backlog", "Items waiting in the stage's buffer", labels=labels
@@ -252,15 +331,18 @@ def export_prometheus(snapshot: Callable[[], FlowSnapshot], registry: Any = None
             )
             for stage in now.stages:
                 values = [now.flow, stage.name, stage.kind]
-                for outcome in outcomes:
-                    items.add_metric([*values, outcome], getattr(stage, outcome))
+                for attribute, family in families.items():
+                    family.add_metric(values, getattr(stage, attribute))
+                for reason in reasons:
+                    discarded.add_metric([*values, reason], getattr(stage, reason))
                 backlog.add_metric(values, stage.backlog)
                 buckets = [
                     ("+Inf" if bound == float("inf") else repr(bound), count)
                     for bound, count in stage.latency.buckets
                 ]
                 latency.add_metric(values, buckets, sum_value=stage.latency.total)
-            yield from (items, backlog, latency)
+            yield from families.values()
+            yield from (discarded, backlog, latency)
 
         def describe(self) -> Iterable[Any]:
             return []
@@ -268,3 +350,17 @@ def export_prometheus(snapshot: Callable[[], FlowSnapshot], registry: Any = None
     collector = FlowCollector()
     (registry if registry is not None else REGISTRY).register(collector)
     return collector
+
+
+def stage_name(function: object, fallback: str) -> str:
+    """The name a stage gets by default: its function's ``__name__``, or ``fallback`` for
+    a function without a usable one (a lambda's ``<lambda>``, a ``functools.partial``).
+
+    Example:
+        >>> from rxflow.metrics import stage_name
+        >>> def save(item): ...
+        >>> stage_name(save, "sink1"), stage_name(lambda item: item, "sink1")
+        ('save', 'sink1')
+    """
+    name = getattr(function, "__name__", None)
+    return name if isinstance(name, str) and name.isidentifier() else fallback

@@ -191,7 +191,7 @@ async def call_with_strategy(
                 metrics.retries += 1
                 wait = strategy.delay(attempt)
                 logger.info(
-                    "rxflow: %s failed on %r (attempt %d of %d, %r); retrying in %.3gs",
+                    "%s failed on %r (attempt %d of %d, %r); retrying in %.3gs",
                     metrics.name, item, attempt, strategy.attempts, error, wait,
                 )  # fmt: skip
                 await anyio.sleep(wait)
@@ -210,7 +210,7 @@ async def handle_failure(
     if isinstance(strategy, Skip):
         metrics.skipped += 1
         logger.warning(
-            "rxflow: %s skipped %r after %d attempt(s): %r",
+            "%s skipped %r after %d attempt(s): %r",
             failure.stage, failure.item, failure.attempts, failure.error,
         )  # fmt: skip
         return
@@ -224,7 +224,7 @@ async def handle_failure(
                 await outcome
         metrics.dead_lettered += 1
         logger.info(  # the item is in the user's dead-letter sink, not lost
-            "rxflow: %s dead-lettered %r: %r", failure.stage, failure.item, failure.error
+            "%s dead-lettered %r: %r", failure.stage, failure.item, failure.error
         )
         return
     error = failure.error
