@@ -154,8 +154,21 @@ class _Settler:
         self._wake = anyio.Event()
         self._closing = False
         self._failure: Exception | None = None
+        # Messages fetched and not settled yet: what this source adds to the durable's
+        # num_ack_pending. A settlement wakes a fetch waiting for room under the limit.
+        self.outstanding = 0
+        self._settled_one = anyio.Event()
+
+    def fetched(self, count: int) -> None:
+        self.outstanding += count
+
+    async def wait_for_a_settlement(self) -> None:
+        self._settled_one = anyio.Event()
+        await self._settled_one.wait()
 
     async def settle(self, msg: Any, verb: SettleVerb) -> None:
+        self.outstanding -= 1
+        self._settled_one.set()
         if self._closing:
             raise ServiceUnavailableError(
                 f"{self._name}: the source is closed; settle its messages inside its block "
@@ -309,6 +322,7 @@ class JetStreamSource:
         self._fetch_timeout = fetch_timeout
         self._settler = settler
         self.fetches = 0
+        self.released = 0  # fetched, never taken, and nakked when the source closed
         # What the last fetch returned and the consumer has not taken yet (at most a batch):
         # kept here, not in an iterator, so that a loop that breaks and starts again
         # continues where it stopped.
@@ -331,7 +345,13 @@ class JetStreamSource:
                         self._fetched.extend(await self._fetch())
                 continue
             msg = self._fetched.popleft()
-            value = await self.decoder.decode(msg.data, key=msg.subject)
+            try:
+                value = await self.decoder.decode(msg.data, key=msg.subject)
+            except BaseException:
+                # Not handed out (a DecodeError, a cancelled dead letter): still ours to
+                # give back at close, and the next call meets it again.
+                self._fetched.appendleft(msg)
+                raise
             if value is SKIPPED:
                 await self._settler.settle(msg, "ack")  # set aside by the policy: handled
                 continue
@@ -344,11 +364,23 @@ class JetStreamSource:
                 _JetStreamAck(self._settler, msg),
             )
 
+    async def _release(self) -> None:
+        """Nak, as the source closes, what the last fetch returned and the consumer never
+        took: JetStream delivers it again at once, to any worker of the durable, instead
+        of after ``ack_wait``. Shielded (a cancelled source hands it back too); a nak that
+        cannot be sent leaves the message to ``ack_wait``."""
+        fetched, self._fetched = list(self._fetched), deque()
+        with anyio.CancelScope(shield=True):
+            for msg in fetched:
+                with contextlib.suppress(ServiceUnavailableError, nats.errors.Error):
+                    await self._settler.settle(msg, "nak")
+                    self.released += 1
+
     async def _fetch(self) -> list[Any]:
         """The next batch: asked for only now, when the consumer wants another message.
 
-        Messages fetched and never taken (the consumer stopped reading) are not acked, so
-        JetStream delivers them again after ``ack_wait``.
+        Messages fetched and never taken (the consumer stopped reading) are nakked when the
+        source closes (:meth:`_release`), so JetStream delivers them again at once.
 
         An empty fetch while the consumer is at ``max_ack_pending`` with messages waiting
         (its workers hold that many unacknowledged) means held back, not idle: the pipe's
@@ -357,12 +389,27 @@ class JetStreamSource:
         """
         source_time = current_source_time()
         held_back = False
+        settler = self._settler
+        limit = self.in_flight_limit.count if self.in_flight_limit is not None else None
         try:
             while True:
-                self._settler.check()
+                settler.check()
+                want = self._batch
+                if limit is not None:
+                    if settler.outstanding >= limit:
+                        # Our own unsettled messages fill max_ack_pending: JetStream sends
+                        # nothing until one is settled. Held back, not idle.
+                        if source_time is not None and not held_back:
+                            held_back = True
+                            source_time.pause()
+                        await settler.wait_for_a_settlement()
+                        continue
+                    # No more than fits: a pull for more waits out fetch_timeout at the
+                    # server before it returns what it could deliver.
+                    want = min(want, limit - settler.outstanding)
                 try:
                     messages: list[Any] = await self.host.call(
-                        self._subscription.fetch, self._batch, self._fetch_timeout
+                        self._subscription.fetch, want, self._fetch_timeout
                     )
                 except TimeoutError:  # nats-py's timeouts subclass it
                     # Nothing arrived within fetch_timeout: ask again.
@@ -376,6 +423,7 @@ class JetStreamSource:
                         f"{self.name}: the connection to nats was closed while reading"
                     ) from error
                 self.fetches += 1
+                settler.fetched(len(messages))
                 return messages
         finally:
             if held_back:
@@ -434,8 +482,9 @@ async def jetstream_source(
         connect_timeout: seconds to reach the server before ``ServiceUnavailableError``.
         connect_options: more keyword arguments for ``nats.connect`` (credentials, TLS...).
 
-    Leaving the block closes the connection. Messages not acknowledged by then are
-    delivered again after ``ack_wait``.
+    Leaving the block closes the connection. Messages fetched and never handed out are
+    nakked first, so they are delivered again at once; messages handed out and not
+    acknowledged by then are delivered again after ``ack_wait``.
 
     Raises:
         ServiceUnavailableError: the server cannot be reached.
@@ -504,6 +553,7 @@ async def jetstream_source(
                     # Raised below, outside the task group, as itself (not in a group).
                     body_error = error
                 finally:
+                    await source._release()
                     settler.close()
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
