@@ -10,6 +10,7 @@ a slow consumer slows the source instead of filling memory::
 
 from rxflow import errors
 from rxflow._handoff import OverflowPolicy
+from rxflow._serve import serve_health
 from rxflow.flow import Flow, FlowHandle
 from rxflow.map_async import map_async
 from rxflow.pipe import Pipe, PipeStats, open_pipe
@@ -36,6 +37,7 @@ __all__ = [
     "from_stream",
     "map_async",
     "open_pipe",
+    "serve_health",
     "session",
     "sliding",
     "to_async_iterable",
