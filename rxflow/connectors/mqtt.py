@@ -476,7 +476,10 @@ async def mqtt_source(
             fresh session that ends with it.
         session_expiry: seconds a persistent session outlives its connection.
         receive_maximum: at most this many messages received and not acked; more are
-            read only as these are acked, so it bounds the local buffer too.
+            read only as these are acked, so it bounds the local buffer too. In a
+            :class:`rxflow.Flow`, windows keep their messages unacked until written: a flow
+            whose windows hold ``receive_maximum`` messages fails with
+            :class:`~rxflow.errors.InFlightLimitError`; size it above what they hold.
         codec: how payloads become values: ``"bytes"``, ``"text"``, ``"json"`` or a
             function (:mod:`rxflow.connectors.codecs`).
         on_decode_error: what to do with a payload the codec rejects: ``"raise"``,

@@ -474,7 +474,13 @@ async def jetstream_source(
             again (the iteration itself waits as long as it takes).
         ack_wait: seconds JetStream waits for an ack before delivering the message again
             (server default 30). Used when the consumer is created, like ``max_ack_pending``
-            (the most messages delivered and not yet acknowledged, across all workers).
+            (the most messages delivered and not yet acknowledged, across all workers;
+            server default 1,000). In a :class:`rxflow.Flow` a window keeps its messages
+            unacknowledged until it is written: a flow whose windows hold
+            ``max_ack_pending`` messages fails with :class:`~rxflow.errors.InFlightLimitError`
+            (size it above what your open windows hold), and keep ``ack_wait`` above the
+            window length (a redelivery of a held message is recognised by its stream
+            sequence and not counted twice, but costs a round trip).
         confirm_acks: make ``message.ack()`` wait for the server's confirmation (a round
             trip per ack) instead of returning once the ack is handed to the connection. An
             unconfirmed ack lost with its connection only means one more delivery.

@@ -364,7 +364,10 @@ async def rabbitmq_source(
             ``"skip"`` or ``"dead_letter"``.
         dead_letter: the function given such bodies, with ``"dead_letter"``.
         prefetch: at most this many messages delivered and not yet settled; the broker sends
-            more only as they are acked, so it bounds the local buffer too.
+            more only as they are acked, so it bounds the local buffer too. In a
+            :class:`rxflow.Flow`, windows keep their messages unsettled until written: a
+            flow whose windows hold ``prefetch`` messages fails with
+            :class:`~rxflow.errors.InFlightLimitError`; size it above what they hold.
         declare: declare the queue (idempotent) before consuming; with ``False`` it must exist.
         durable: declare it durable (survives a broker restart).
 
