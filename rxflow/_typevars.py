@@ -10,7 +10,7 @@ user write ``Window`` without a parameter under ``mypy --strict``.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Never
 
 if sys.version_info >= (3, 13):
     from typing import TypeVar
@@ -23,4 +23,12 @@ ItemT = TypeVar("ItemT", default=Any)
 ResultT = TypeVar("ResultT", default=Any)
 """The type of what an operator emits per item."""
 
-__all__ = ["ItemT", "ResultT"]
+TimedT = TypeVar("TimedT", default=Never)
+"""The item type an event-time window operator learns from its typed ``timestamp=`` (or
+``key=``) function, for its ``late_items``. Lambdas say nothing, and then it is ``Never``
+rather than ``Any``: a type checker treats an operator with ``Any`` inside as matching
+every form of ``open_pipe`` and gives up on the pipe's type, while with ``Never`` the
+windows are still typed by the source (``Window[Click]``) and ``late_items`` still takes
+any subscriber."""
+
+__all__ = ["ItemT", "ResultT", "TimedT"]

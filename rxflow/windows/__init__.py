@@ -19,7 +19,7 @@ from typing import Any, overload
 from reactivex import abc
 
 from rxflow._checks import check_count, check_function, check_seconds
-from rxflow._typevars import ItemT
+from rxflow._typevars import TimedT
 from rxflow.windows import processing
 from rxflow.windows._window import Window
 from rxflow.windows.event_time import LATE_POLICIES, Aligned, EventTimeWindows, LatePolicy
@@ -59,15 +59,15 @@ def tumbling(
 def tumbling(
     span: Seconds,
     *,
-    key: Callable[[ItemT], Any] | None = ...,
-    timestamp: Callable[[ItemT], float],
+    key: Callable[[TimedT], Any] | None = ...,
+    timestamp: Callable[[TimedT], float],
     out_of_orderness: Seconds = ...,
     late: LatePolicy = ...,
     allowed_lateness: Seconds = ...,
     idle_timeout: Seconds | None = ...,
     scheduler: abc.SchedulerBase | None = ...,
     name: str = ...,
-) -> EventTimeWindows[ItemT]: ...
+) -> EventTimeWindows[TimedT]: ...
 def tumbling(
     span: Seconds,
     *,
@@ -146,15 +146,15 @@ def sliding(
     span: Seconds,
     every: Seconds,
     *,
-    key: Callable[[ItemT], Any] | None = ...,
-    timestamp: Callable[[ItemT], float],
+    key: Callable[[TimedT], Any] | None = ...,
+    timestamp: Callable[[TimedT], float],
     out_of_orderness: Seconds = ...,
     late: LatePolicy = ...,
     allowed_lateness: Seconds = ...,
     idle_timeout: Seconds | None = ...,
     scheduler: abc.SchedulerBase | None = ...,
     name: str = ...,
-) -> EventTimeWindows[ItemT]: ...
+) -> EventTimeWindows[TimedT]: ...
 
 
 def sliding(
@@ -216,18 +216,18 @@ def session(
 ) -> ProcessingTimeWindows: ...
 @overload
 def session(
-    key: Callable[[ItemT], Any],
+    key: Callable[[TimedT], Any],
     gap: Seconds,
     *,
     max_duration: Seconds | None = ...,
-    timestamp: Callable[[ItemT], float],
+    timestamp: Callable[[TimedT], float],
     out_of_orderness: Seconds = ...,
     late: LatePolicy = ...,
     allowed_lateness: Seconds = ...,
     idle_timeout: Seconds | None = ...,
     scheduler: abc.SchedulerBase | None = ...,
     name: str = ...,
-) -> EventTimeWindows[ItemT]: ...
+) -> EventTimeWindows[TimedT]: ...
 
 
 def session(

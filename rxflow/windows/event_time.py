@@ -41,7 +41,7 @@ from reactivex.subject import Subject
 
 from rxflow._delivery import current_delivery
 from rxflow._source_time import current_source_time
-from rxflow._typevars import ItemT
+from rxflow._typevars import TimedT
 from rxflow.metrics import StageMetrics
 from rxflow.scheduler import AnyioScheduler
 from rxflow.windows._window import Window
@@ -91,7 +91,7 @@ class _Open:
     tokens: list[int | None] = attrs.field(factory=list)
 
 
-class EventTimeWindows(Generic[ItemT]):
+class EventTimeWindows(Generic[TimedT]):
     """The operator that :func:`rxflow.tumbling`, :func:`rxflow.sliding` and
     :func:`rxflow.session` return when given ``timestamp=``.
 
@@ -105,8 +105,8 @@ class EventTimeWindows(Generic[ItemT]):
     def __init__(
         self,
         *,
-        timestamp: Callable[[ItemT], float],
-        key: Callable[[ItemT], Any] | None,
+        timestamp: Callable[[TimedT], float],
+        key: Callable[[TimedT], Any] | None,
         aligned: Aligned | None,
         gap: float | None,
         max_duration: float | None,
@@ -127,7 +127,7 @@ class EventTimeWindows(Generic[ItemT]):
         self.idle_timeout = idle_timeout
         self.late = late
         self.scheduler = scheduler
-        self.late_items: Subject[ItemT] = Subject()
+        self.late_items: Subject[TimedT] = Subject()
         self.late_dropped = 0
         self._runs: set[_Run] = set()
         self.metrics = StageMetrics(name, "window", backlog=self.state_size)
@@ -158,7 +158,7 @@ class _Run:
 
     def __init__(
         self,
-        spec: EventTimeWindows,
+        spec: EventTimeWindows[Any],
         observer: abc.ObserverBase[Window],
         scheduler: abc.SchedulerBase,
     ) -> None:
