@@ -196,18 +196,32 @@ class Delivery:
         """Around an operator's ``on_next`` of what its held items became: each output
         emitted inside claims them, then the operator's own claims are released."""
         held = tuple(token for token in tokens if token is not None)
+        with self.attached(held):
+            yield
+        self.release_holds(held)
+
+    @contextmanager
+    def attached(self, tokens: Iterable[int | None]) -> Iterator[None]:
+        """Outputs emitted inside claim the messages of ``tokens`` too; the operator keeps
+        its own claims (an item that is in more than one window: see release_holds)."""
+        held = tuple(token for token in tokens if token is not None)
         previous, self._attached = self._attached, self._attached + held
         try:
             yield
         finally:
             self._attached = previous
-            entries = self._entries
-            for sequence in held:
-                entry = entries[sequence]
-                entry.holds -= 1
-                if not entry.holds:
-                    entry.account.held -= 1
-                self._release(sequence)
+
+    def release_holds(self, tokens: Iterable[int | None]) -> None:
+        """An operator is done with the items it held under ``tokens``."""
+        entries = self._entries
+        for sequence in tokens:
+            if sequence is None:
+                continue
+            entry = entries[sequence]
+            entry.holds -= 1
+            if not entry.holds:
+                entry.account.held -= 1
+            self._release(sequence)
 
     # -- outputs -------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import trio
 import trio.testing
 from reactivex import operators as ops
 
-from rxflow import Flow, map_async, session, tumbling
+from rxflow import Flow, map_async, session, sliding, tumbling
 from rxflow.connectors import Message, Settlement
 from rxflow.windows import Window
 
@@ -209,6 +209,30 @@ async def test_processing_time_tumbling_windows_hold_their_messages(
 
     await Flow().source(ticks()).pipe(tumbling(2.5)).sink(write).run()
     assert sorted(acked(log)) == list(range(6))
+
+
+@pytest.mark.trio
+async def test_processing_time_sliding_windows_ack_an_item_after_its_last_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # An item is in two windows (span 1, every 0.5): its message is acknowledged once,
+    # after the last of them was written (this used to fail with a KeyError).
+    log: list[tuple[str, Any]] = []
+
+    async def ticks() -> AsyncIterator[Message[int]]:
+        for message in messages(log, list(range(10))):
+            await trio.sleep(0.3)
+            yield message
+
+    async def write(window: Window) -> None:
+        log.append(("write", tuple(m.value for m in window.items)))
+
+    await Flow().source(ticks()).pipe(sliding(1.0, 0.5)).sink(write).run()
+    assert sorted(acked(log)) == list(range(10))  # each once
+    for n in range(10):
+        last_write = max(i for i, (what, items) in enumerate(log) if what == "write" and n in items)
+        assert log.index(("ack", n)) > last_write
+    assert sum(1 for what, items in log if what == "write" and 4 in items) == 2
 
 
 @pytest.mark.trio

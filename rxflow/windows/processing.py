@@ -140,18 +140,51 @@ class ProcessingTimeWindows:
 Entry = tuple[Window[Any], list[int | None]]
 
 
+class _SharedHolds:
+    """Sliding windows share items, and an item's claim on its source message (one hold,
+    taken when it arrived) must outlive every window it is in. Buffers close in order and
+    an item is in consecutive ones, so its hold is released when the first buffer without
+    it closes (or the stream completes): one window late, never early."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        self.in_last_buffer: set[int] = set()  # tokens of the items of the last buffer
+
+    def buffer_closed(self, windows: list[Entry]) -> list[int]:
+        """The tokens whose last window was the previous buffer's."""
+        now = {token for _, tokens in windows for token in tokens if token is not None}
+        done = [token for token in self.in_last_buffer if token not in now]
+        self.in_last_buffer = now
+        return done
+
+    def finish(self) -> None:
+        done, self.in_last_buffer = self.in_last_buffer, set()
+        self.delivery.release_holds(done)
+
+
 def emit_windows(
-    delivery: Delivery | None, metrics: StageMetrics
+    delivery: Delivery | None, metrics: StageMetrics, *, overlapping: bool = False
 ) -> Callable[[Observable[list[Entry]]], Observable[Window[Any]]]:
     """Emit each ``(window, tokens)`` of a list, at once and in order (no scheduling, unlike
     ``flat_map(from_iterable)``), each window carrying the claims of its items' source
-    messages in a flow (``tokens``; see :mod:`rxflow._delivery`)."""
+    messages in a flow (``tokens``; see :mod:`rxflow._delivery`). ``overlapping``: the
+    lists are the buffers of sliding windows, which share items (:class:`_SharedHolds`)."""
 
     def operator(source: Observable[list[Entry]]) -> Observable[Window[Any]]:
         def subscribe(
             observer: abc.ObserverBase[Window[Any]], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
+            shared = _SharedHolds(delivery) if delivery is not None and overlapping else None
+
             def on_next(windows: list[Entry]) -> None:
+                if shared is not None:
+                    done = shared.buffer_closed(windows)
+                    for window, tokens in windows:
+                        metrics.emitted += 1
+                        with shared.delivery.attached(tokens):
+                            observer.on_next(window)
+                    shared.delivery.release_holds(done)  # after: the new outputs claim first
+                    return
                 for window, tokens in windows:
                     metrics.emitted += 1
                     if delivery is None:
@@ -160,9 +193,12 @@ def emit_windows(
                         with delivery.emitting(tokens):
                             observer.on_next(window)
 
-            return source.subscribe(
-                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
+            def on_completed() -> None:
+                if shared is not None:
+                    shared.finish()
+                observer.on_completed()
+
+            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
 
         return reactivex.create(subscribe)
 
@@ -239,7 +275,10 @@ def buffered_windows(
             buffers = source.pipe(ops.buffer_with_time_or_count(span, max_count, scheduler=chosen))
         else:
             buffers = source.pipe(ops.buffer_with_time(span, every, scheduler=chosen))
-        return buffers.pipe(ops.map(to_windows), emit_windows(delivery, windows.metrics))
+        return buffers.pipe(
+            ops.map(to_windows),
+            emit_windows(delivery, windows.metrics, overlapping=every is not None),
+        )
 
     windows = ProcessingTimeWindows(build, scheduler, every is not None, name)
     return windows
