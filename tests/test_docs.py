@@ -78,6 +78,10 @@ def _public_names(module: types.ModuleType) -> list[str]:
 @needs_mkdocs
 def test_the_site_builds_strictly(site: Path) -> None:
     assert (site / "index.html").is_file()
+    # The guides include README sections (pymdownx.snippets); a missing one fails the build.
+    connectors = (site / "connectors" / "index.html").read_text()
+    assert "NATS JetStream" in connectors
+    assert "--8&lt;--" not in connectors
 
 
 @needs_mkdocs
