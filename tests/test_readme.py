@@ -31,13 +31,9 @@ from tests.connectors.conftest import require_service
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The documents whose blocks run: the README, the site's pages, and the marble-testing
-# README that the site's testing page includes.
-DOCUMENTS = [
-    ROOT / "README.md",
-    *sorted((ROOT / "docs").glob("*.md")),
-    ROOT / "rxflow" / "testing" / "README.md",
-]
+# The documents whose blocks run: the README and the site's pages. The marble-testing README,
+# which the site's testing page includes, has its own test (tests/testing/test_readme.py).
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 TIMEOUT_S = 60.0
 
