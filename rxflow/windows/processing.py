@@ -46,7 +46,11 @@ def clock_of(scheduler: abc.SchedulerBase) -> Callable[[], float]:
 def wall_clock_of(scheduler: abc.SchedulerBase) -> Callable[[], float]:
     """The scheduler's time as seconds since the epoch, anchored on ``time.time()`` now."""
     clock = clock_of(scheduler)
-    offset = time.time() - clock()
+    # Seconds since the epoch are large floats (about 2**31), with steps of 2**-22 s. An
+    # offset on a coarser grid (1/1024 s) adds to a clock reading exactly when the reading
+    # is on that grid too (virtual times such as 60.0 or 0.5), so that a window's
+    # duration is then exactly the clock's, 60.0 and not 59.99999976.
+    offset = round((time.time() - clock()) * 1024) / 1024
 
     def now() -> float:
         return clock() + offset
