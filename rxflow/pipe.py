@@ -33,6 +33,9 @@ T = TypeVar("T")
 A = TypeVar("A")
 B = TypeVar("B")
 C = TypeVar("C")
+D = TypeVar("D")
+E = TypeVar("E")
+F = TypeVar("F")
 
 Source: TypeAlias = (
     AsyncIterable[T]
@@ -449,6 +452,48 @@ def open_pipe(
     overflow: OverflowPolicy | None = ...,
     on_drop: Callable[[C], object] | None = ...,
 ) -> AbstractAsyncContextManager[Pipe[C]]: ...
+@overload
+def open_pipe(
+    source: Source[T],
+    op1: Callable[[Observable[T]], Observable[A]],
+    op2: Callable[[Observable[A]], Observable[B]],
+    op3: Callable[[Observable[B]], Observable[C]],
+    op4: Callable[[Observable[C]], Observable[D]],
+    /,
+    *,
+    max_buffer_size: int = ...,
+    overflow: OverflowPolicy | None = ...,
+    on_drop: Callable[[D], object] | None = ...,
+) -> AbstractAsyncContextManager[Pipe[D]]: ...
+@overload
+def open_pipe(
+    source: Source[T],
+    op1: Callable[[Observable[T]], Observable[A]],
+    op2: Callable[[Observable[A]], Observable[B]],
+    op3: Callable[[Observable[B]], Observable[C]],
+    op4: Callable[[Observable[C]], Observable[D]],
+    op5: Callable[[Observable[D]], Observable[E]],
+    /,
+    *,
+    max_buffer_size: int = ...,
+    overflow: OverflowPolicy | None = ...,
+    on_drop: Callable[[E], object] | None = ...,
+) -> AbstractAsyncContextManager[Pipe[E]]: ...
+@overload
+def open_pipe(
+    source: Source[T],
+    op1: Callable[[Observable[T]], Observable[A]],
+    op2: Callable[[Observable[A]], Observable[B]],
+    op3: Callable[[Observable[B]], Observable[C]],
+    op4: Callable[[Observable[C]], Observable[D]],
+    op5: Callable[[Observable[D]], Observable[E]],
+    op6: Callable[[Observable[E]], Observable[F]],
+    /,
+    *,
+    max_buffer_size: int = ...,
+    overflow: OverflowPolicy | None = ...,
+    on_drop: Callable[[F], object] | None = ...,
+) -> AbstractAsyncContextManager[Pipe[F]]: ...
 @overload
 def open_pipe(
     source: Source[Any],

@@ -97,6 +97,11 @@ async def operators() -> None:
             assert_type(user, str)
     async with open_pipe([1, 2, 3], ops.filter(is_big), ops.map(double)) as big:
         assert_type(await big.receive(), int)
+    async with open_pipe(
+        clicks(), ops.map(user_of), ops.map(len), ops.filter(is_big), ops.map(double), ops.map(str)
+    ) as longer:
+        assert_type(longer, Pipe[str])
+        assert [length async for length in longer] == ["10"] * 6
 
 
 # -- windows -----------------------------------------------------------------------------
