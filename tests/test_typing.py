@@ -53,7 +53,8 @@ def test_mypy_would_tell_if_a_name_were_any(tmp_path: Path) -> None:
 
 def _load_program() -> ModuleType:
     spec = importlib.util.spec_from_file_location("rxflow_user_program", PROGRAM)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
