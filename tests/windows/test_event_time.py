@@ -193,13 +193,13 @@ async def test_stop_flushes_event_time_windows(autojump_clock: trio.testing.Mock
 
 def test_bad_event_time_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="late must be one of"):
-        tumbling(1, timestamp=ts, late="ignore")  # type: ignore[arg-type]
+        tumbling(1, timestamp=ts, late="ignore")  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="only matters with late='update'"):
         tumbling(1, timestamp=ts, allowed_lateness=5)
     with pytest.raises(ValueError, match="emit_empty= is for processing-time windows"):
-        tumbling(1, timestamp=ts, emit_empty=True)
+        tumbling(1, timestamp=ts, emit_empty=True)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="timestamp must be a function"):
-        tumbling(1, timestamp="t")  # type: ignore[arg-type]
+        tumbling(1, timestamp="t")  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="out_of_orderness must be 0 or more"):
         sliding(2, 1, timestamp=ts, out_of_orderness=-1)
 

@@ -185,7 +185,7 @@ def test_bad_arguments_are_refused_at_build_time() -> None:
     with pytest.raises(ValueError, match="span must be more than 0"):
         tumbling(0)
     with pytest.raises(TypeError, match="span must be seconds"):
-        tumbling("1s")  # type: ignore[arg-type]
+        tumbling("1s")  # type: ignore[call-overload]
     with pytest.raises(ValueError, match=r"every=3\.0 is longer than span=2\.0"):
         sliding(2, 3)
     with pytest.raises(ValueError, match="max_count must be an int of 1 or more"):
@@ -193,4 +193,4 @@ def test_bad_arguments_are_refused_at_build_time() -> None:
     with pytest.raises(ValueError, match=r"max_duration=1\.0 is shorter than gap=2\.0"):
         session(len, 2, max_duration=1)
     with pytest.raises(TypeError, match="key must be a function"):
-        session("user", 2)  # type: ignore[arg-type]
+        session("user", 2)  # type: ignore[call-overload]
