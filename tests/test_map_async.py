@@ -112,7 +112,7 @@ async def test_skip_counts_and_logs_the_failed_item(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING, logger="rxflow"):
         async with open_pipe(["1", "x", "3"], stage) as pipe:
             assert [x async for x in pipe] == [1, 3]
-    snapshot = stage.metrics.snapshot()  # type: ignore[attr-defined]
+    snapshot = stage.metrics.snapshot()
     assert (snapshot.received, snapshot.emitted, snapshot.errors, snapshot.skipped) == (3, 2, 1, 1)
     assert "parse skipped 'x'" in caplog.text
 
@@ -147,7 +147,7 @@ async def test_retry_waits_with_exponential_backoff_in_virtual_time(
     async with open_pipe([7], stage) as pipe:
         assert [x async for x in pipe] == [7]
     assert attempts == [0.0, 0.5, 1.5, 3.0]  # waits 0.5, 1.0, then capped at 1.5
-    snapshot = stage.metrics.snapshot()  # type: ignore[attr-defined]
+    snapshot = stage.metrics.snapshot()
     assert (snapshot.errors, snapshot.retries, snapshot.emitted) == (3, 3, 1)
 
 
