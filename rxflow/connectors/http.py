@@ -35,6 +35,7 @@ import anyio
 from rxflow._checks import check_count, check_function, check_seconds
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._message import Message
+from rxflow.connectors._redact import mask_url, mask_urls_in, redact_logs_of
 from rxflow.connectors.codecs import (
     SKIPPED,
     Codec,
@@ -51,6 +52,11 @@ with requires_extra("http"):
 DeadLetter = Callable[[DecodeFailure], Awaitable[object] | object]
 MAX_BACKOFF = 30.0  # seconds: the longest wait between two attempts
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+ERROR_BODY_BYTES = 200  # what an error quotes of a body it did not expect
+
+# httpx logs every request's URL (at INFO): its query's secrets are masked there too.
+redact_logs_of("httpx")
 
 
 # -- server-sent events: the parser ------------------------------------------------------
@@ -211,7 +217,7 @@ class SseSource:
         self.reconnects = 0  # connections made after the first
         self._client = client
         self._headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **headers}
-        self._params = params
+        self._params = _query(url, params) if params else None
         self._reconnect = reconnect
         self._default_retry = retry
         self._retries = retries
@@ -259,7 +265,9 @@ class SseSource:
             except ValueError as error:
                 await self.aclose()
                 raise HttpResponseError(
-                    f"sse_source: {self.url}: {error}", url=self.url, status_code=200
+                    f"sse_source: {mask_url(self.url)}: {error}",
+                    url=mask_url(self.url),
+                    status_code=200,
                 ) from error
 
     async def aclose(self) -> None:
@@ -283,9 +291,9 @@ class SseSource:
                 if not self._reconnect:
                     await self.aclose()
                     raise ServiceUnavailableError(
-                        f"sse_source: the connection to {self.url} dropped after event id "
-                        f"{self.last_event_id!r}: {error!r}. Pass reconnect=True to resume "
-                        "from there"
+                        f"sse_source: the connection to {mask_url(self.url)} dropped after "
+                        f"event id {self.last_event_id!r}: {error!r}. Pass reconnect=True to "
+                        "resume from there"
                     ) from error
             await self._close_response()
             self._ended = not self._reconnect
@@ -415,7 +423,10 @@ async def sse_source(
     check_seconds(where, "read_timeout", read_timeout, optional=True)
     check_count(where, "max_event_bytes", max_event_bytes)
     decoder = Decoder(
-        codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"sse:{url}"
+        codec,
+        on_decode_error=on_decode_error,
+        dead_letter=dead_letter,
+        source=f"sse:{mask_url(url)}",
     )
     timeout = httpx.Timeout(connect_timeout, read=read_timeout)
     async with _client(client) as http:
@@ -476,14 +487,16 @@ class PollSource:
         key: Callable[[Any], str | bytes | None] | None,
         decoder: Decoder,
         retry: _Retry,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.url = url
         self.decoder = decoder
         self.polls = 0
+        self.max_body_bytes = max_body_bytes
         self.etag: str | None = None  # the last answer's ETag, sent back as If-None-Match
         self._client = client
         self._interval = interval
-        self._params = dict(params)
+        self._params = _query(url, params)
         self._headers = headers
         self._cursor = cursor
         self._items = items
@@ -519,7 +532,13 @@ class PollSource:
         if self.etag is not None:  # "only if it changed": a 304 answer means nothing new
             headers = {**headers, "If-None-Match": self.etag}
         response = await self._retry.request(
-            self._client, "GET", self.url, params=self._params, headers=headers, accept=(304,)
+            self._client,
+            "GET",
+            self.url,
+            params=self._params,
+            headers=headers,
+            accept=(304,),
+            max_body_bytes=self.max_body_bytes,
         )
         self.polls += 1
         self.etag = response.headers.get("etag", self.etag)
@@ -530,7 +549,7 @@ class PollSource:
             return
         items = list(self._items(body))
         if items and self._cursor is not None:
-            self._params.update(self._cursor(items[-1]))
+            self._params = self._params.merge(self._cursor(items[-1]))
         self._pending.extend(items)
 
 
@@ -551,6 +570,7 @@ async def poll_source(
     retries: int = 3,
     backoff: float = 0.5,
     request_timeout: float | None = 10.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> AsyncIterator[PollSource]:
     """GET ``url`` every ``interval`` seconds and yield what it returns, item by item.
 
@@ -578,9 +598,13 @@ async def poll_source(
             connection, waiting ``backoff`` seconds, then twice that, and so on (a numeric
             ``Retry-After`` is honoured). Other statuses fail at once.
         request_timeout: seconds for each request.
+        max_body_bytes: the largest answer read (default 10 MiB): the body is streamed,
+            and past this many bytes (or a larger ``Content-Length``) reading stops with
+            :class:`HttpResponseError` rather than holding an unbounded answer in memory.
 
     Raises:
-        HttpResponseError: a non-2xx answer (after the retries), naming the URL and status.
+        HttpResponseError: a non-2xx answer (after the retries), naming the URL and status,
+            or a body over ``max_body_bytes``.
         ServiceUnavailableError: the server could not be reached after the retries.
 
     Example:
@@ -594,8 +618,12 @@ async def poll_source(
     where = "poll_source"
     url = _check_url(where, url)
     check_seconds(where, "interval", interval, allow_zero=True)
+    check_count(where, "max_body_bytes", max_body_bytes)
     decoder = Decoder(
-        codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"poll:{url}"
+        codec,
+        on_decode_error=on_decode_error,
+        dead_letter=dead_letter,
+        source=f"poll:{mask_url(url)}",
     )
     async with _client(client) as http:
         yield PollSource(
@@ -609,6 +637,7 @@ async def poll_source(
             key=key,
             decoder=decoder,
             retry=_Retry(where, retries, backoff, request_timeout),
+            max_body_bytes=max_body_bytes,
         )
 
 
@@ -748,15 +777,26 @@ class _Retry:
         url: str,
         *,
         accept: tuple[int, ...] = (),
+        max_body_bytes: int | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """The 2xx (or ``accept``-ed) response, after retrying the failures worth it."""
+        """The 2xx (or ``accept``-ed) response, after retrying the failures worth it.
+
+        With ``max_body_bytes``, the body is streamed and reading stops past that many
+        bytes (:class:`HttpResponseError`): an endless or huge answer costs no more memory.
+        """
         attempt = 0
         while True:
             delay = min(self.backoff * 2**attempt, MAX_BACKOFF)
             attempt += 1
             try:
-                response = await client.request(method, url, timeout=self.timeout, **kwargs)
+                if max_body_bytes is None:
+                    response = await client.request(method, url, timeout=self.timeout, **kwargs)
+                else:
+                    request = client.build_request(method, url, timeout=self.timeout, **kwargs)
+                    response = await client.send(request, stream=True)
+                    if response.is_success or response.status_code in accept:
+                        return await self._read_bounded(response, max_body_bytes)
             except httpx.TransportError as error:
                 if attempt > self.retries:
                     raise _unavailable(self.where, url, attempt, error) from error
@@ -766,7 +806,63 @@ class _Retry:
                 if attempt > self.retries or not _worth_retrying(response.status_code):
                     await _raise_for_answer(response, self.where, tries=attempt)
                 delay = max(delay, _retry_after(response))
+                await response.aclose()
             await anyio.sleep(delay)
+
+    async def _read_bounded(self, response: httpx.Response, limit: int) -> httpx.Response:
+        """The streamed response, read whole if it is at most ``limit`` bytes."""
+        declared = response.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() else 0
+        body, whole = await _read_body(response, limit) if size <= limit else (b"", False)
+        if not whole:
+            await response.aclose()
+            how = f"of {size} bytes" if size > limit else "still going"
+            url = mask_url(response.request.url)
+            raise HttpResponseError(
+                f"{self.where}: {response.request.method} {url} answered with a body {how}, "
+                f"over max_body_bytes={limit}; the rest was not read. Raise max_body_bytes if "
+                "such answers are expected, or ask for less at a time (a cursor, a page size)",
+                url=url,
+                status_code=response.status_code,
+            )
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=body,
+            request=response.request,
+        )
+
+
+async def _read_body(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """A streamed response's body, and whether it is whole: reading stops as soon as more
+    than ``limit`` bytes came (what is left is not read: the response is closed)."""
+    chunks = response.aiter_bytes()
+    body = bytearray()
+    try:
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > limit:
+                return bytes(body), False
+        return bytes(body), True
+    finally:
+        await response.aclose()
+        await _end_chunks(response, chunks)
+
+
+async def _end_chunks(response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
+    """End httpx's chain of body generators after the response was closed part-read.
+
+    Closing only the outer generator would abandon the inner ones (trio warns when they
+    are collected). On HTTP/1.1 a closed response's connection is closed, so pulling on
+    yields what was buffered, then fails at the bottom, which ends every generator of the
+    chain on its way up; HTTP/2 shares the connection, so there the outer one is closed.
+    """
+    if response.http_version != "HTTP/1.1":
+        await chunks.aclose()  # type: ignore[attr-defined]  # an async generator
+        return
+    with contextlib.suppress(Exception):
+        async for _ in chunks:
+            pass
 
 
 @asynccontextmanager
@@ -779,6 +875,12 @@ async def _client(client: httpx.AsyncClient | None) -> AsyncIterator[httpx.Async
         return
     async with httpx.AsyncClient() as owned:
         yield owned
+
+
+def _query(url: str, params: Mapping[str, Any]) -> httpx.QueryParams:
+    """The URL's own query parameters with ``params`` over them: given ``params=``, httpx
+    replaces a URL's query instead of adding to it (which would drop ``?token=...``)."""
+    return httpx.URL(url).params.merge(params)
 
 
 def _worth_retrying(status: int) -> bool:
@@ -795,11 +897,10 @@ def _retry_after(response: httpx.Response) -> float:
 async def _raise_for_answer(
     response: httpx.Response, where: str, *, tries: int = 1, expected: str = "2xx"
 ) -> None:
-    body = (await response.aread())[:200]
-    await response.aclose()
+    body = (await _read_body(response, ERROR_BODY_BYTES))[0][:ERROR_BODY_BYTES]
     after = f" (after {tries} attempts)" if tries > 1 else ""
     kind = response.headers.get("content-type", "no content type")
-    url = str(response.request.url)
+    url = mask_url(response.request.url)
     raise HttpResponseError(
         f"{where}: {response.request.method} {url} answered {response.status_code} "
         f"{response.reason_phrase} ({kind}){after}, expected {expected}; body starts "
@@ -812,8 +913,8 @@ async def _raise_for_answer(
 def _unavailable(where: str, url: str, tries: int, error: Exception) -> ServiceUnavailableError:
     after = f" after {tries} attempts" if tries > 1 else ""
     return ServiceUnavailableError(
-        f"{where}: could not reach {url}{after}: {error!r}. Is the server running, and is "
-        "the address right?"
+        f"{where}: could not reach {mask_url(url)}{after}: {error!r}. Is the server running, "
+        "and is the address right?"
     )
 
 
@@ -821,11 +922,15 @@ def _check_url(where: str, url: object) -> str:
     """The URL as a string, once it is one that httpx can GET or POST (httpx parses it,
     which is why this check lives here rather than in :mod:`rxflow._checks`)."""
     if not isinstance(url, str | httpx.URL):
-        raise TypeError(f"{where}: url must be a str such as 'http://host:8000/path', got {url!r}")
+        raise TypeError(
+            f"{where}: url must be a str such as 'http://host:8000/path', got {type(url).__name__}"
+        )
     try:
         scheme = httpx.URL(url).scheme
     except httpx.InvalidURL as error:
-        raise ValueError(f"{where}: {url!r} is not a valid URL ({error})") from None
+        raise ValueError(
+            f"{where}: {mask_url(url)!r} is not a valid URL ({mask_urls_in(str(error))})"
+        ) from None
     if scheme not in ("http", "https"):
-        raise ValueError(f"{where}: url must start with http:// or https://, got {url!r}")
+        raise ValueError(f"{where}: url must start with http:// or https://, got {mask_url(url)!r}")
     return str(url)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Literal
@@ -37,6 +36,7 @@ from rxflow._source_time import current_source_time
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._message import InFlightLimit, Message, Settlement
+from rxflow.connectors._redact import mask_url, mask_urls_in
 from rxflow.connectors.codecs import (
     SKIPPED,
     Codec,
@@ -87,17 +87,9 @@ async def _connect(url: str, within: float, options: Mapping[str, Any]) -> Any:
     except (TimeoutError, OSError, nats.errors.Error) as error:
         cause = failures[-1] if failures else error
         raise ServiceUnavailableError(
-            f"nats at {_without_password(url)} is not reachable ({cause!r}); start it (with "
-            "JetStream: nats-server -js), or check the URL"
+            f"nats at {mask_url(url)} is not reachable ({mask_urls_in(repr(cause))}); start it "
+            "(with JetStream: nats-server -js), or check the URL"
         ) from error
-
-
-def _without_password(url: str) -> str:
-    """The URL fit for an error message: credentials (user:password or a token) hidden."""
-    parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 @contextlib.asynccontextmanager

@@ -38,6 +38,7 @@ from rxflow._handoff import OVERFLOW_POLICIES, OverflowPolicy
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._message import Message, Settlement
+from rxflow.connectors._redact import key_value_pairs, mask_urls_in
 from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
 from rxflow.errors import ServiceUnavailableError, SourceOverflowError
 
@@ -64,18 +65,27 @@ _UNREACHABLE = (
 
 
 def describe_server(dsn: str) -> str:
-    """``"PostgreSQL at host:port/db"`` for error messages, without the password.
+    """``"PostgreSQL at host:port/db"`` for error messages, without the password, from a
+    URL DSN or a key/value one.
 
     Example:
         >>> describe_server("postgresql://me:secret@db.local:5433/app")
         'PostgreSQL at db.local:5433/app'
+        >>> describe_server("host=db.local dbname=app user=me password=secret")
+        'PostgreSQL at db.local:5432/app'
     """
-    try:
-        url = urlsplit(dsn)
-        host, port = url.hostname or "localhost", url.port or 5432
-    except ValueError:
-        return "PostgreSQL (DSN not a URL)"
-    database = url.path.lstrip("/")
+    if "://" not in dsn:
+        settings = key_value_pairs(dsn)
+        host = settings.get("host", "localhost")
+        port: object = settings.get("port", 5432)
+        database = settings.get("dbname", "")
+    else:
+        try:
+            url = urlsplit(dsn)
+            host, port = url.hostname or "localhost", url.port or 5432
+        except ValueError:
+            return "PostgreSQL (a DSN that does not parse)"
+        database = url.path.lstrip("/")
     return f"PostgreSQL at {host}:{port}" + (f"/{database}" if database else "")
 
 
@@ -110,8 +120,8 @@ async def _connect(
         )
     except _UNREACHABLE as error:
         raise ServiceUnavailableError(
-            f"{where}: cannot connect to {describe_server(dsn)}: {error!r}. Is the server "
-            "running, and is the DSN right?"
+            f"{where}: cannot connect to {describe_server(dsn)}: "
+            f"{mask_urls_in(repr(error))}. Is the server running, and is the DSN right?"
         ) from error
     return connection
 

@@ -38,6 +38,7 @@ from rxflow._checks import check_count
 from rxflow.connectors._asyncio_host import AsyncioHost, open_on_host
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._message import InFlightLimit, Message, Settlement
+from rxflow.connectors._redact import redact_logs_of
 from rxflow.connectors.codecs import (
     SKIPPED,
     Codec,
@@ -56,6 +57,9 @@ with requires_extra("rabbitmq"):
     from yarl import URL
 
 CLOSE_TIMEOUT = 5.0  # seconds a close may take before the connection is abandoned
+
+# aio-pika and aiormq log connections with their URL: the password hidden, the query not.
+redact_logs_of("aiormq.connection", "aio_pika.connection", "aio_pika.channel", "aio_pika.queue")
 
 
 def _where(url: str) -> str:
