@@ -38,7 +38,7 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from reactivex import Observable
 
-from rxflow._checks import check_seconds
+from rxflow._checks import check_count, check_seconds
 from rxflow._delivery import Acker, Delivery, Output, SourceAccount, tag_outputs, tracked
 from rxflow._handoff import OVERFLOW_POLICIES, OverflowPolicy
 from rxflow._source_time import SourceTime
@@ -247,10 +247,7 @@ class Flow:
                 "Flow.sink(): expected a function, an anyio ObjectSendStream or a sink with "
                 f"send_batch(), got {target!r}"
             )
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(
-                f"Flow.sink(): batch_size must be None or 1 or more, got {batch_size!r}"
-            )
+        check_count("Flow.sink()", "batch_size", batch_size, optional=True)  # True is no size
         if overflow is not None:
             if overflow not in OVERFLOW_POLICIES:
                 raise ValueError(

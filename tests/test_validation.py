@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 import rxflow.connectors
-from rxflow import DeadLetter, Retry, Skip, session, sliding, tumbling
+from rxflow import DeadLetter, Flow, Retry, Skip, session, sliding, tumbling
 from rxflow._checks import check_count, check_int_range, check_port, check_seconds
 from rxflow.connectors import (
     mqtt_sink,
@@ -156,6 +156,19 @@ def test_dead_letter_takes_functions_and_send_streams() -> None:
     send, receive = anyio.create_memory_object_stream[Failure](1)
     with send, receive:
         DeadLetter(send)
+
+
+# -- flow -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "error"), [(True, TypeError), (0, ValueError), (2.5, TypeError)]
+)
+def test_a_sink_batch_size_is_an_int_of_1_or_more(batch_size: Any, error: type[Exception]) -> None:
+    with pytest.raises(
+        error, match=r"Flow.sink\(\): batch_size must be an int of 1 or more or None"
+    ):
+        Flow().sink(print, batch_size=batch_size)
 
 
 # -- connectors: host and port -------------------------------------------------------------
