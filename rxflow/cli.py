@@ -198,7 +198,22 @@ class StdoutGuard:
     (``rxflow run ... | head -1``), the rest of the output goes to ``/dev/null`` and the flow
     is asked to stop, instead of a ``BrokenPipeError`` failing the flow's sink with a
     traceback, or Python complaining at exit (the recipe of Python's ``signal`` docs, "Note
-    on SIGPIPE")."""
+    on SIGPIPE").
+
+    Example:
+        >>> import os
+        >>> read_end, write_end = os.pipe()
+        >>> guard = StdoutGuard(open(write_end, "w"))
+        >>> guard.on_closed = lambda: print("stop the flow")
+        >>> os.close(read_end)  # the reader has had enough
+        >>> guard.write("more\\n"); guard.flush()
+        5
+        stop the flow
+        >>> guard.closed_by_reader
+        True
+        >>> guard.write("and more\\n"); guard.close()  # to /dev/null, quietly
+        9
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
