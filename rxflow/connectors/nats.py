@@ -274,6 +274,8 @@ class JetStreamSource:
             ``skipped``, ``dead_lettered``).
         name: ``"nats:<stream>/<durable>"``, the messages' ``source``.
         fetches: fetch requests that returned messages so far.
+        released: messages fetched and never handed out, nakked when the source closed so
+            that JetStream delivers them again at once.
         connection: the nats-py client (on :attr:`host`'s loop), for what this API lacks.
         in_flight_limit: the durable's ``max_ack_pending`` (an
             :class:`~rxflow.connectors.InFlightLimit`; None if unlimited). It counts the

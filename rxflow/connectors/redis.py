@@ -164,6 +164,8 @@ class RedisStreamSource:
         decoder: the :class:`~rxflow.connectors.Decoder`, with its counts (``decoded``,
             ``skipped``, ``dead_lettered``).
         name: ``"redis:<stream>"``, the messages' ``source``.
+        released: entries handed back to the group when the source closed: read ahead (or
+            re-read) and never handed out (see :meth:`_release`).
 
     It is its own iterator: a second ``async for`` goes on where the first stopped. It holds
     at most one read's worth (``batch``) of entries that it has not handed out yet.
