@@ -412,7 +412,8 @@ class RedisStreamSource:
             return
         held = frozenset(self._in_hand | self._nacked_ids)
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + RELEASE_TIMEOUT_S):
-            with contextlib.suppress(*CONNECTION_ERRORS):
+            # ResponseError: the stream or its group was deleted meanwhile, nothing to give.
+            with contextlib.suppress(*CONNECTION_ERRORS, ResponseError):
                 self.released += await self._host.call(self._release_on_host, held)
 
     async def _release_on_host(self, held: frozenset[EntryId]) -> int:

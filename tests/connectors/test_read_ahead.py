@@ -207,3 +207,11 @@ async def test_a_closed_rabbitmq_source_requeues_its_prefetched_deliveries(
         assert sorted(rest) == list(range(1, 30))
     finally:
         await rabbit.delete(queue)
+
+
+async def test_a_stream_deleted_under_an_open_source_closes_quietly(stream: Stream) -> None:
+    stream.add(10)
+    async with stream.source("c1", batch=5) as first:
+        await take(aiter(first), 1)
+        stream.client.delete(stream.name)  # the group goes with it: nothing to hand back
+    assert first.released == 0
