@@ -153,8 +153,10 @@ class StageSnapshot:
         dropped: items an overflow policy dropped.
         errors: items whose processing raised (each retry counts once more here).
         retries: attempts made again by a ``Retry`` strategy.
-        skipped: failed items a ``Skip`` strategy left out.
-        dead_lettered: failed items sent to a dead-letter sink.
+        skipped: failed items a ``Skip`` strategy left out (for a connector's source: the
+            records its ``on_decode_error="skip"`` set aside).
+        dead_lettered: failed items sent to a dead-letter sink (for a connector's source:
+            records its decode policy handed to ``dead_letter``).
         backlog: items waiting in the stage's bounded buffer now.
         latency: time per item (a sink: per write; ``map_async``: per call).
     """
