@@ -90,6 +90,15 @@ class _Inlet(Observable[T]):
         self._thread = threading.get_ident()
         self._observed: anyio.Event | None = None
         self.admitted = 0
+        # The pipe's scheduler, once it runs: what it has due now runs before the source's
+        # next item or its end, as reactivex's current-thread scheduler would run it.
+        self.scheduler: AnyioScheduler | None = None
+
+    def run_due(self) -> None:
+        """Run the scheduler's actions that are due now (see AnyioScheduler.run_due)."""
+        scheduler = self.scheduler
+        if scheduler is not None and scheduler.due_now:
+            scheduler.run_due()
 
     async def wait_for_observer(self) -> None:
         """Return once the chain has subscribed here.
@@ -97,6 +106,7 @@ class _Inlet(Observable[T]):
         Some operators (``catch``, ``concat``) subscribe to their source from a scheduled
         action rather than at once; an item pushed before that would reach nobody.
         """
+        self.run_due()  # subscriptions an operator deferred to the scheduler happen now
         if not self._observers and not self._ended:
             self._observed = anyio.Event()
             await self._observed.wait()
@@ -133,6 +143,7 @@ class _Inlet(Observable[T]):
                 "the event loop's; push it with anyio.from_thread.run_sync(subject.on_next, x)"
             )
         self.on_next(item)
+        self.run_due()
 
     def on_next(self, item: T) -> None:
         self.admitted += 1
@@ -146,11 +157,17 @@ class _Inlet(Observable[T]):
     def on_error(self, error: Exception) -> None:
         if self._ended:
             return
+        self.run_due()  # what the items before it started (an inner of(...)) comes first
+        if self._ended:
+            return
         self._ended, self._error = True, error
         for observer in list(self._observers):
             observer.on_error(error)
 
     def on_completed(self) -> None:
+        if self._ended:
+            return
+        self.run_due()
         if self._ended:
             return
         self._ended = True
@@ -238,6 +255,7 @@ class Pipe(Handoff[T]):
                 scheduler = AnyioScheduler(
                     task_group, on_error=self._fail, pace=self._pace, source_gate=self
                 )
+                self._inlet.scheduler = scheduler
                 with self._source_time.activated():  # event-time windows read it
                     self._subscription = self._chain.subscribe(
                         self.put,
@@ -303,6 +321,8 @@ class Pipe(Handoff[T]):
 
     async def _pump_async(self, pull: Callable[[], Awaitable[Any]]) -> bool:
         emit, items, limit = self._inlet.on_next, self._items, self._limit
+        scheduler = self._inlet.scheduler
+        assert scheduler is not None  # set before the pump starts
         countdown = _PULLS_PER_CHECKPOINT
         while True:
             if (len(items) >= limit or self._holds) and not self.has_room():
@@ -319,6 +339,8 @@ class Pipe(Handoff[T]):
                 return False
             try:
                 emit(item)
+                if scheduler.due_now:  # e.g. flat_map's inner of(...): its items come now
+                    scheduler.run_due()
             except Exception as error:
                 self._fail(error)
                 return False
@@ -333,6 +355,8 @@ class Pipe(Handoff[T]):
 
     async def _pump_sync(self, pull: Callable[[], Any]) -> bool:
         emit, items, limit = self._inlet.on_next, self._items, self._limit
+        scheduler = self._inlet.scheduler
+        assert scheduler is not None  # set before the pump starts
         countdown = _PULLS_PER_CHECKPOINT
         while True:
             if (len(items) >= limit or self._holds) and not self.has_room():
@@ -349,6 +373,8 @@ class Pipe(Handoff[T]):
                 return False
             try:
                 emit(item)
+                if scheduler.due_now:  # e.g. flat_map's inner of(...): its items come now
+                    scheduler.run_due()
             except Exception as error:
                 self._fail(error)
                 return False

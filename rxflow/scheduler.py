@@ -33,6 +33,10 @@ _TState = TypeVar("_TState")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# run_due() runs at most this many actions in one go; the timer task takes the rest, so an
+# action that reschedules itself at once cannot keep the caller from returning.
+_ACTIONS_PER_DRAIN = 1024
+
 
 class SourceGate(Protocol):
     """Something that can stop a source being pulled: a pipe's pump."""
@@ -133,6 +137,10 @@ class AnyioScheduler(PeriodicScheduler):
         self._live = 0
         self._running = False
         self._wakeup: anyio.Event | None = None
+        # Set when an action is scheduled to run at once: run_due() has work. The flag is
+        # all the pump reads per item, so that a pipe without such actions pays nothing.
+        self.due_now = False
+        self._in_action = False  # an action is running: run_due() must not nest in it
 
     @property
     def task_group(self) -> anyio.abc.TaskGroup:
@@ -193,6 +201,37 @@ class AnyioScheduler(PeriodicScheduler):
         due = (self.to_datetime(duetime) - _EPOCH).total_seconds()
         return self._add(max(due, anyio.current_time()), action, state)
 
+    def run_due(self) -> None:
+        """Run the actions that are due, here and now, in the order the timer task would.
+
+        reactivex's current-thread scheduler runs what an operator schedules "now" (an
+        inner ``of(...)`` of ``flat_map``, a subscription that ``concat`` or ``catch``
+        defers) before the call that scheduled it returns to its caller's loop. A pipe's
+        pump calls this after each item it pushes, before it pushes the source's end, and
+        before its first pull, so that a pipeline gives the results reactivex gives, in the
+        same order, whatever order the event loop runs tasks in. Like a trampoline it does
+        not nest: called from inside a running action, it returns at once (the outer run
+        picks up what was added).
+        """
+        if self._in_action:
+            return
+        self.due_now = False
+        heap = self._heap
+        budget = _ACTIONS_PER_DRAIN
+        while heap and budget:
+            due, _, timer = heap[0]
+            if not timer.pending:
+                heapq.heappop(heap)
+                continue
+            if due > anyio.current_time():
+                return
+            heapq.heappop(heap)
+            self._live -= 1
+            self._invoke(timer)
+            budget -= 1
+        if heap:
+            self.due_now = True  # over budget: the timer task, or the next call, goes on
+
     def _check_thread(self) -> None:
         if threading.get_ident() != self._thread:
             raise WrongThreadError(
@@ -204,6 +243,8 @@ class AnyioScheduler(PeriodicScheduler):
         self, due: float, action: typing.ScheduledAction[Any], state: Any
     ) -> abc.DisposableBase:
         timer = _Timer(self, due, action, state)
+        if due <= anyio.current_time():
+            self.due_now = True
         first = not self._heap or due < self._heap[0][0]
         heapq.heappush(self._heap, (due, next(self._sequence), timer))
         self._live += 1
@@ -250,9 +291,12 @@ class AnyioScheduler(PeriodicScheduler):
             self._running = False
 
     def _invoke(self, timer: _Timer) -> None:
+        nested, self._in_action = self._in_action, True
         try:
             timer.run()
         except Exception as exc:
             if self._on_error is None:
                 raise
             self._on_error(exc)
+        finally:
+            self._in_action = nested
