@@ -215,7 +215,7 @@ class Pipe(Handoff[T]):
         pushed = source if isinstance(source, Observable) else None
         self._source = source
         self._inlet: _Inlet[Any] = _Inlet(pushed)
-        self._chain: Observable[T] = self._inlet.pipe(*operators)
+        self._chain: Observable[T] = _chained(self._inlet, operators)
         self._scope: anyio.CancelScope | None = None
         self._pull_scope: anyio.CancelScope | None = None
         self._stop_requested = False
@@ -423,6 +423,42 @@ class Pipe(Handoff[T]):
             self._scope.cancel()
         if self._subscription is not None:
             self._subscription.dispose()
+
+
+def _chained(head: Observable[Any], operators: tuple[Operator, ...]) -> Observable[Any]:
+    """``head.pipe(*operators)``, refusing at once a stage that does not return an
+    Observable (``ops.to_future()`` ends a chain; a pipe reads observables only)."""
+    chain = head
+    for position, operator in enumerate(operators, start=1):
+        try:
+            result = operator(chain)
+        except Exception as error:
+            error.add_note(
+                f"rxflow: raised by operator {position} ({_name_of(operator)}) of open_pipe() "
+                "while the chain was built"
+            )
+            raise
+        if not isinstance(result, Observable):
+            raise TypeError(
+                f"open_pipe(): operator {position} ({_name_of(operator)}) returned a "
+                f"{type(result).__name__}, not an Observable, so nothing can follow it in "
+                "a pipe. Operators that end a chain (such as ops.to_future()) have no place "
+                "in open_pipe: read the pipe instead (async for, or receive())"
+            )
+        chain = result
+    return chain
+
+
+def _name_of(operator: object) -> str:
+    """An operator's name for errors: ``ops.to_future`` for ``ops.to_future()``'s closure."""
+    qualname = getattr(operator, "__qualname__", None) or repr(operator)
+    module = getattr(operator, "__module__", "") or ""
+    name = qualname.rsplit(".", 1)[-1]
+    if not module.startswith("reactivex.operators."):
+        return qualname
+    if name.startswith("_"):  # a curried wrapper: the module says which operator
+        name = module.rsplit(".", 1)[-1].lstrip("_")
+    return f"ops.{name}"
 
 
 async def _close_iterator(iterator: Any) -> None:

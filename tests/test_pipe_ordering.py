@@ -89,3 +89,13 @@ async def test_inner_outputs_come_before_a_source_error(name: str) -> None:
     assert len(expected) > 1
     for _ in range(10):
         assert await through_pipe(then_fail([1, 2, 3]), *operators) == expected
+
+
+async def test_a_stage_that_is_not_an_operator_is_refused_by_name() -> None:
+    # Under asyncio to_future() returns a Future; under trio it cannot even make one.
+    with pytest.raises((TypeError, RuntimeError)) as raised:
+        async with open_pipe([1, 2], ops.map(lambda x: x), ops.to_future()):
+            pass  # pragma: no cover - refused on entry
+    explained = " ".join([str(raised.value), *getattr(raised.value, "__notes__", [])])
+    assert "operator 2 (ops.to_future)" in explained
+    assert not isinstance(raised.value, BaseExceptionGroup)
