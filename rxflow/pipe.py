@@ -25,8 +25,9 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from rxflow._handoff import OVERFLOW_POLICIES, Handoff, OverflowPolicy
+from rxflow._loop_thread import LoopThread
 from rxflow._source_time import SourceTime, current_source_time
-from rxflow.errors import SourceOverflowError, WrongThreadError
+from rxflow.errors import SourceOverflowError
 from rxflow.scheduler import AnyioScheduler
 
 T = TypeVar("T")
@@ -80,14 +81,14 @@ class _Inlet(Observable[T]):
     (an operator such as ``retry`` resubscribes; a pulled source cannot be restarted).
     """
 
-    def __init__(self, pushed: Observable[T] | None) -> None:
+    def __init__(self, pushed: Observable[T] | None, loop_thread: LoopThread) -> None:
         super().__init__()
         self._pushed = pushed
+        self._loop_thread = loop_thread
         self._upstream: abc.DisposableBase | None = None
         self._observers: list[abc.ObserverBase[T]] = []
         self._ended = False
         self._error: Exception | None = None
-        self._thread = threading.get_ident()
         self._observed: anyio.Event | None = None
         self.admitted = 0
         # The pipe's scheduler, once it runs: what it has due now runs before the source's
@@ -125,7 +126,10 @@ class _Inlet(Observable[T]):
             self._observed.set()
         if self._pushed is not None and self._upstream is None:
             self._upstream = self._pushed.subscribe(
-                self._on_pushed, self.on_error, self.on_completed, scheduler=scheduler
+                self._on_pushed,
+                self._on_pushed_error,
+                self._on_pushed_completed,
+                scheduler=scheduler,
             )
 
         def unsubscribe() -> None:
@@ -136,14 +140,27 @@ class _Inlet(Observable[T]):
 
         return Disposable(unsubscribe)
 
+    # A pushed source may push from another thread (subscribe_on(ThreadPoolScheduler())):
+    # what it pushes is handed to the loop's thread, in order, and handled there.
+
     def _on_pushed(self, item: T) -> None:
-        if threading.get_ident() != self._thread:
-            raise WrongThreadError(
-                "a source Observable of open_pipe() pushed an item from a thread other than "
-                "the event loop's; push it with anyio.from_thread.run_sync(subject.on_next, x)"
-            )
+        if not self._loop_thread.is_current():
+            self._loop_thread.call_soon(self._on_pushed, item)
+            return
         self.on_next(item)
         self.run_due()
+
+    def _on_pushed_error(self, error: Exception) -> None:
+        if not self._loop_thread.is_current():
+            self._loop_thread.call_soon(self.on_error, error)
+            return
+        self.on_error(error)
+
+    def _on_pushed_completed(self) -> None:
+        if not self._loop_thread.is_current():
+            self._loop_thread.call_soon(self.on_completed)
+            return
+        self.on_completed()
 
     def on_next(self, item: T) -> None:
         self.admitted += 1
@@ -214,7 +231,8 @@ class Pipe(Handoff[T]):
         super().__init__(max_buffer_size, overflow, on_drop)
         pushed = source if isinstance(source, Observable) else None
         self._source = source
-        self._inlet: _Inlet[Any] = _Inlet(pushed)
+        self._loop_thread = LoopThread()  # created on the loop: a pipe opens in async code
+        self._inlet: _Inlet[Any] = _Inlet(pushed, self._loop_thread)
         self._chain: Observable[T] = _chained(self._inlet, operators)
         self._scope: anyio.CancelScope | None = None
         self._pull_scope: anyio.CancelScope | None = None
@@ -258,9 +276,9 @@ class Pipe(Handoff[T]):
                 self._inlet.scheduler = scheduler
                 with self._source_time.activated():  # event-time windows read it
                     self._subscription = self._chain.subscribe(
-                        self.put,
-                        self._on_chain_error,
-                        self._on_chain_completed,
+                        self._outputs_from_any_thread(),
+                        self._from_any_thread(self._on_chain_error),
+                        self._from_any_thread(self._on_chain_completed),
                         scheduler=scheduler,
                     )
                 if not isinstance(self._source, Observable):
@@ -272,6 +290,31 @@ class Pipe(Handoff[T]):
         finally:
             if self._subscription is not None:
                 self._subscription.dispose()
+
+    def _outputs_from_any_thread(self) -> Callable[[T], None]:
+        """The chain's ``on_next``: :meth:`put` on the loop's thread; from another thread
+        (after ``observe_on(ThreadPoolScheduler())``) the item is handed to the loop."""
+        put, loop_ident = self.put, self._loop_thread.ident
+        get_ident, call_soon = threading.get_ident, self._loop_thread.call_soon
+
+        def on_next(item: T) -> None:
+            if get_ident() == loop_ident:
+                put(item)
+            else:
+                call_soon(put, item)
+
+        return on_next
+
+    def _from_any_thread(self, callback: Callable[..., None]) -> Callable[..., None]:
+        loop_thread = self._loop_thread
+
+        def call(*args: Any) -> None:
+            if loop_thread.is_current():
+                callback(*args)
+            else:
+                loop_thread.call_soon(callback, *args)
+
+        return call
 
     async def _pace(self) -> None:
         """What async sources inside the chain await between items (``scheduler.pace``)."""

@@ -27,6 +27,7 @@ from anyio.lowlevel import checkpoint
 from reactivex import abc, typing
 from reactivex.scheduler.periodicscheduler import PeriodicScheduler
 
+from rxflow._loop_thread import LoopThread
 from rxflow.errors import WrongThreadError
 
 _TState = TypeVar("_TState")
@@ -132,6 +133,7 @@ class AnyioScheduler(PeriodicScheduler):
         self._pace = pace
         self._source_gate = source_gate
         self._thread = threading.get_ident()
+        self._loop_thread = LoopThread()
         self._heap: list[tuple[float, int, _Timer]] = []
         self._sequence = itertools.count()
         self._live = 0
@@ -150,6 +152,7 @@ class AnyioScheduler(PeriodicScheduler):
     @property
     def now(self) -> datetime:
         """The event loop's clock (``anyio.current_time()``) as a UTC datetime from the epoch."""
+        self._check_thread()  # off the loop's thread there is no loop clock to read
         return _EPOCH + timedelta(seconds=anyio.current_time())
 
     async def pace(self) -> None:
@@ -234,10 +237,17 @@ class AnyioScheduler(PeriodicScheduler):
 
     def _check_thread(self) -> None:
         if threading.get_ident() != self._thread:
-            raise WrongThreadError(
-                "AnyioScheduler was used from a thread other than its event loop's; "
-                "hand the call over with anyio.from_thread.run_sync(...)"
+            error = WrongThreadError(
+                "AnyioScheduler was used from a thread other than its event loop's (an "
+                "operator after observe_on/subscribe_on with a thread scheduler asked it "
+                "for a timer); put time-based operators before observe_on, or hand the "
+                "call over with anyio.from_thread.run_sync(...)"
             )
+            # Raised in the other thread, where a thread pool may swallow it: the pipe
+            # that owns this scheduler fails with it too, rather than wait forever.
+            if self._on_error is not None:
+                self._loop_thread.call_soon(self._on_error, error)
+            raise error
 
     def _add(
         self, due: float, action: typing.ScheduledAction[Any], state: Any

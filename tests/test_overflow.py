@@ -10,7 +10,7 @@ from reactivex.scheduler import ImmediateScheduler
 from reactivex.subject import Subject
 
 from rxflow import open_pipe, to_async_iterable
-from rxflow.errors import SourceOverflowError, WrongThreadError
+from rxflow.errors import SourceOverflowError
 
 pytestmark = pytest.mark.anyio
 
@@ -122,18 +122,17 @@ async def test_leaving_the_block_unsubscribes_from_the_subject() -> None:
     assert not subject.observers
 
 
-async def test_a_push_from_another_thread_is_refused_with_advice() -> None:
+async def test_pushes_from_another_thread_are_handed_to_the_loop_in_order() -> None:
     subject: Subject[int] = Subject()
     async with open_pipe(subject, overflow="error") as pipe:
-        with pytest.raises(WrongThreadError, match=r"from_thread\.run_sync"):
-            await anyio.to_thread.run_sync(subject.on_next, 1)
 
-        def push_the_right_way() -> None:
-            anyio.from_thread.run_sync(subject.on_next, 2)
-            anyio.from_thread.run_sync(subject.on_completed)
+        def push_from_a_worker_thread() -> None:
+            for item in range(5):
+                subject.on_next(item)  # not on the loop's thread: rxflow hands it over
+            subject.on_completed()
 
-        await anyio.to_thread.run_sync(push_the_right_way)
-        assert [item async for item in pipe] == [2]
+        await anyio.to_thread.run_sync(push_from_a_worker_thread)
+        assert [item async for item in pipe] == [0, 1, 2, 3, 4]
 
 
 async def test_an_observable_source_without_a_policy_is_refused() -> None:
