@@ -31,6 +31,16 @@ class SourceOverflowError(RxflowError):
     """
 
 
+class SourceNotRerunnableError(RxflowError):
+    """An operator subscribed to a pipe's source again after it ended (``repeat``,
+    ``retry``, ``concat``, ``catch``), and the source can be read only once (an async
+    generator, an iterator, a stream).
+
+    Pass a source that can be read again: a list, an object whose ``__aiter__`` starts
+    anew, a reactivex Observable, or a function that returns a fresh source.
+    """
+
+
 class NoTaskGroupError(RxflowError, RuntimeError):
     """An observable that needs a running task (an async source) was subscribed without one.
 

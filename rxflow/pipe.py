@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any, TypeAlias, TypeVar, overload
+from typing import Any, TypeAlias, TypeGuard, TypeVar, cast, overload
 
 import anyio
 import anyio.lowlevel
@@ -27,7 +27,7 @@ from reactivex.disposable import Disposable
 from rxflow._handoff import OVERFLOW_POLICIES, Handoff, OverflowPolicy
 from rxflow._loop_thread import LoopThread
 from rxflow._source_time import SourceTime, current_source_time
-from rxflow.errors import SourceOverflowError
+from rxflow.errors import SourceNotRerunnableError, SourceOverflowError
 from rxflow.scheduler import AnyioScheduler
 
 T = TypeVar("T")
@@ -43,12 +43,20 @@ Source: TypeAlias = (
     | Iterable[T]
     | Observable[T]
     | AbstractAsyncContextManager[AsyncIterable[T] | Iterable[T]]
+    | Callable[[], AsyncIterable[T] | Iterable[T] | AbstractAsyncContextManager[Any]]
 )
 """What ``open_pipe`` reads: an async iterable (an async generator, an anyio receive stream),
-a plain iterable, a ``reactivex.Observable``, or an async context manager that yields an
-iterable (a connector's source, entered for the life of the pipe)."""
+a plain iterable, a ``reactivex.Observable``, an async context manager that yields an
+iterable (a connector's source, entered for the life of the pipe), or a function that
+makes any of these, called for each run of the source (``retry``, ``repeat``)."""
 
 Operator: TypeAlias = Callable[[Observable[Any]], Observable[Any]]
+
+SourceFactory: TypeAlias = Callable[
+    [], AsyncIterable[Any] | Iterable[Any] | AbstractAsyncContextManager[Any]
+]
+"""A function that makes a fresh source each time it is called: a pipe calls it for each
+run of the source (``retry`` around a connector reconnects with a fresh connection)."""
 
 DEFAULT_MAX_BUFFER_SIZE = 128
 
@@ -77,14 +85,33 @@ class _Inlet(Observable[T]):
     """Head of a pipe's operator chain: where the source's items enter.
 
     The pump calls ``on_next`` for a pulled source; for a pushed source the inlet subscribes
-    to it. Like a ``Subject``, it replays its end to anyone who subscribes after it ended
-    (an operator such as ``retry`` resubscribes; a pulled source cannot be restarted).
+    to it. Observers that subscribe while the source runs share that run. One that
+    subscribes after a run ended (``repeat``, ``retry``, ``concat``, ``catch`` resubscribe)
+    gets a new run, as a cold Observable would give it: the pushed source is subscribed
+    again, or the pump reads the pulled source again. A source that can be read only once
+    (an async generator, an iterator) refuses with :class:`~rxflow.errors.SourceNotRerunnableError`.
     """
 
-    def __init__(self, pushed: Observable[T] | None, loop_thread: LoopThread) -> None:
+    def __init__(
+        self,
+        pushed: Observable[T] | None,
+        loop_thread: LoopThread,
+        rerunnable: bool,
+        source_name: str,
+    ) -> None:
         super().__init__()
         self._pushed = pushed
         self._loop_thread = loop_thread
+        self._rerunnable = rerunnable
+        self._source_name = source_name
+        # A pulled source's next run was asked for (an observer came after the last run
+        # ended); the pump waits on the event for it.
+        self._rerun_requested = False
+        self._rerun_asked: anyio.Event | None = None
+        # The pipe stopped gracefully: no new run. What to do with an observer that asks
+        # for one (a repeat() around the source): the pipe ends its output.
+        self.stopped = False
+        self.on_rerun_after_stop: Callable[[], None] = lambda: None
         self._upstream: abc.DisposableBase | None = None
         self._observers: list[abc.ObserverBase[T]] = []
         self._ended = False
@@ -116,11 +143,26 @@ class _Inlet(Observable[T]):
         self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
         if self._ended:
-            if self._error is not None:
-                observer.on_error(self._error)
-            else:
-                observer.on_completed()
-            return Disposable()
+            if self.stopped:
+                self.on_rerun_after_stop()
+                return Disposable()
+            if not self._rerunnable:
+                observer.on_error(
+                    SourceNotRerunnableError(
+                        "open_pipe(): an operator (repeat, retry, concat, catch...) subscribed "
+                        f"to the source again after it ended, but {self._source_name} can be "
+                        "read only once. Pass a source that can be read again: a list, an "
+                        "object whose __aiter__ starts anew, a reactivex Observable, or a "
+                        "function that returns a fresh source (open_pipe(make_source, ...), "
+                        "such as a connector's source with its arguments bound)"
+                    )
+                )
+                return Disposable()
+            self._ended, self._error = False, None  # a new run, for this observer
+            if self._pushed is None:
+                self._rerun_requested = True
+                if self._rerun_asked is not None:
+                    self._rerun_asked.set()
         self._observers.append(observer)
         if self._observed is not None:
             self._observed.set()
@@ -178,7 +220,7 @@ class _Inlet(Observable[T]):
         if self._ended:
             return
         self._ended, self._error = True, error
-        for observer in list(self._observers):
+        for observer in self._end_of_run():
             observer.on_error(error)
 
     def on_completed(self) -> None:
@@ -188,11 +230,29 @@ class _Inlet(Observable[T]):
         if self._ended:
             return
         self._ended = True
-        for observer in list(self._observers):
+        for observer in self._end_of_run():
             observer.on_completed()
+
+    def _end_of_run(self) -> list[abc.ObserverBase[T]]:
+        """The observers of the run that ends: they are done, and one that subscribes
+        again while hearing of the end (``repeat``) starts the next run."""
+        observers, self._observers = self._observers, []
+        upstream, self._upstream = self._upstream, None  # a pushed source's run is over
+        if upstream is not None:
+            upstream.dispose()
+        return observers
+
+    async def wait_for_rerun(self) -> None:
+        """Return once an observer asked for another run of a pulled source."""
+        if not self._rerun_requested:
+            self._rerun_asked = anyio.Event()
+            await self._rerun_asked.wait()
+            self._rerun_asked = None
+        self._rerun_requested = False
 
     def stop_pushed(self) -> None:
         """Graceful stop of a pushed source: unsubscribe from it and complete the chain."""
+        self.stopped = True
         self._dispose_upstream()
         self.on_completed()
 
@@ -222,7 +282,7 @@ class Pipe(Handoff[T]):
 
     def __init__(
         self,
-        source: AsyncIterable[Any] | Iterable[Any] | Observable[Any],
+        source: AsyncIterable[Any] | Iterable[Any] | Observable[Any] | SourceFactory,
         operators: tuple[Operator, ...],
         max_buffer_size: int,
         overflow: OverflowPolicy | None,
@@ -232,7 +292,10 @@ class Pipe(Handoff[T]):
         pushed = source if isinstance(source, Observable) else None
         self._source = source
         self._loop_thread = LoopThread()  # created on the loop: a pipe opens in async code
-        self._inlet: _Inlet[Any] = _Inlet(pushed, self._loop_thread)
+        self._inlet: _Inlet[Any] = _Inlet(
+            pushed, self._loop_thread, _can_be_read_again(source), _describe(source)
+        )
+        self._inlet.on_rerun_after_stop = self._end_after_stop
         self._chain: Observable[T] = _chained(self._inlet, operators)
         self._scope: anyio.CancelScope | None = None
         self._pull_scope: anyio.CancelScope | None = None
@@ -250,6 +313,7 @@ class Pipe(Handoff[T]):
         the consumer then receives those last outputs and the end of the stream.
         """
         self._stop_requested = True
+        self._inlet.stopped = True
         if self._pull_scope is not None:
             self._pull_scope.cancel()
         if isinstance(self._source, Observable):
@@ -336,31 +400,71 @@ class Pipe(Handoff[T]):
             self._scope.cancel()
 
     async def _pump(self) -> None:
+        inlet = self._inlet
+        with anyio.CancelScope() as self._pull_scope:
+            if self._stop_requested:
+                self._pull_scope.cancel()
+            await inlet.wait_for_observer()
+            # One run per pass: another comes when an operator subscribes again after the
+            # end (repeat, retry); the pipe's end cancels this task meanwhile.
+            while await self._run_source():
+                await inlet.wait_for_rerun()
+        if self._stop_requested and not (self._ended or self._closed):
+            try:  # stop() cancelled the pulling: the chain completes, windows flush
+                inlet.on_completed()
+            except Exception as error:
+                self._fail(error)
+
+    async def _run_source(self) -> bool:
+        """Read the source once, passing its end on; False once the pipe is over."""
+        async with AsyncExitStack() as run:
+            iterable = await self._open_run(run)
+            iterator: Any = (
+                aiter(iterable) if isinstance(iterable, AsyncIterable) else iter(iterable)
+            )
+            try:
+                if isinstance(iterable, AsyncIterable):
+                    exhausted = await self._pump_async(iterator.__anext__)
+                else:
+                    exhausted = await self._pump_sync(iterator.__next__)
+                if exhausted and not (self._ended or self._closed):
+                    try:
+                        self._inlet.on_completed()
+                    except Exception as error:
+                        self._fail(error)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await _close_iterator(iterator)
+        self._inlet.run_due()  # an operator that subscribes again (repeat) does it now
+        return not (self._ended or self._closed)
+
+    async def _open_run(self, run: AsyncExitStack) -> AsyncIterable[Any] | Iterable[Any]:
+        """What this run reads: the source itself, or what its factory makes (a connector's
+        source is entered, and left when the run ends)."""
         source = self._source
         assert not isinstance(source, Observable)  # subscribed, never pumped
-        iterator: Any = aiter(source) if isinstance(source, AsyncIterable) else iter(source)
-        finished = True  # also when stop() cancels the pulling: the chain then completes
-        try:
-            with anyio.CancelScope() as self._pull_scope:
-                if self._stop_requested:
-                    self._pull_scope.cancel()
-                await self._inlet.wait_for_observer()
-                if isinstance(source, AsyncIterable):
-                    finished = await self._pump_async(iterator.__anext__)
-                else:
-                    finished = await self._pump_sync(iterator.__next__)
-            if finished is not False and not (self._ended or self._closed):
-                try:
-                    self._inlet.on_completed()
-                except Exception as error:
-                    self._fail(error)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await _close_iterator(iterator)
+        if isinstance(source, AsyncIterable | Iterable):
+            return source
+        made = source()
+        if _is_context_manager(made):
+            made = await run.enter_async_context(made)
+        if not isinstance(made, AsyncIterable | Iterable) or isinstance(made, str | bytes):
+            raise TypeError(
+                f"open_pipe(): the source function {_describe(source)} returned "
+                f"{type(made).__name__}, not an iterable, an async iterable or an async "
+                "context manager yielding one"
+            )
+        return made
+
+    def _end_after_stop(self) -> None:
+        """stop() was asked for, and an operator subscribed again (a repeat() around the
+        source): there is no new run, so the output ends here."""
+        self._on_chain_completed()
 
     # The two pump loops are the hot path: one pull, one push, a room check per item.
     # They differ only in how they pull; the sync one avoids a coroutine per item. Each
-    # returns False if the pipe ended while pumping, True when the source is exhausted.
+    # returns True when the source is exhausted, False when the pipe ended while pumping
+    # or the source failed (its error was passed on).
 
     async def _pump_async(self, pull: Callable[[], Awaitable[Any]]) -> bool:
         emit, items, limit = self._inlet.on_next, self._items, self._limit
@@ -502,6 +606,31 @@ def _name_of(operator: object) -> str:
     if name.startswith("_"):  # a curried wrapper: the module says which operator
         name = module.rsplit(".", 1)[-1].lstrip("_")
     return f"ops.{name}"
+
+
+def _can_be_read_again(source: object) -> bool:
+    """Whether a new run can read ``source`` from its start: an Observable, a factory, a
+    list or any iterable whose iterator is a new object each time; not an iterator, an
+    async generator or a stream, which are their own iterators."""
+    if isinstance(source, Observable):
+        return True
+    if isinstance(source, AsyncIterable):
+        return aiter(source) is not source
+    if isinstance(source, Iterable):
+        return iter(source) is not source
+    return callable(source)
+
+
+def _describe(source: object) -> str:
+    kind = type(source).__name__
+    name = getattr(source, "__qualname__", None)
+    return f"the source {name}()" if callable(source) and name else f"the source (a {kind})"
+
+
+def _is_context_manager(value: object) -> TypeGuard[AbstractAsyncContextManager[Any]]:
+    return isinstance(value, AbstractAsyncContextManager) and not isinstance(
+        value, AsyncIterable | Iterable | Observable
+    )
 
 
 async def _close_iterator(iterator: Any) -> None:
@@ -677,10 +806,13 @@ def open_pipe(
             f"open_pipe(): the source is a {type(source).__name__}, which would be read one "
             "character at a time; wrap it in a list if that is what you want"
         )
-    elif not isinstance(source, AsyncIterable | Iterable | AbstractAsyncContextManager):
+    elif not isinstance(source, AsyncIterable | Iterable | AbstractAsyncContextManager) and (
+        not callable(source)
+    ):
         raise TypeError(
             "open_pipe(): the source must be an async iterable, an iterable, a reactivex "
-            f"Observable or an async context manager yielding one, got {type(source).__name__}"
+            "Observable, an async context manager yielding one, or a function that makes "
+            f"one, got {type(source).__name__}"
         )
     elif overflow is not None:
         raise ValueError(
@@ -701,12 +833,12 @@ def open_pipe(
 @asynccontextmanager
 async def _running(
     source: Source[Any],
-    build: Callable[[AsyncIterable[Any] | Iterable[Any] | Observable[Any]], Pipe[T]],
+    build: Callable[
+        [AsyncIterable[Any] | Iterable[Any] | Observable[Any] | SourceFactory], Pipe[T]
+    ],
 ) -> AsyncIterator[Pipe[T]]:
     async with AsyncExitStack() as stack:
-        if isinstance(source, AbstractAsyncContextManager) and not isinstance(
-            source, AsyncIterable | Iterable | Observable
-        ):
+        if _is_context_manager(source):
             # A connector's source: open for as long as the pipe runs, closed after it.
             source = await stack.enter_async_context(source)
             if not isinstance(source, AsyncIterable | Iterable):
@@ -714,7 +846,11 @@ async def _running(
                     "open_pipe(): the source context manager yielded "
                     f"{type(source).__name__}, not an async iterable or an iterable"
                 )
-        async with _pumping(build(source)) as pipe:
+        # (What is left is no context manager; TypeGuard cannot say so to mypy.)
+        readable = cast(
+            AsyncIterable[Any] | Iterable[Any] | Observable[Any] | SourceFactory, source
+        )
+        async with _pumping(build(readable)) as pipe:
             yield pipe
 
 
