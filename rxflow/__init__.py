@@ -8,6 +8,8 @@ a slow consumer slows the source instead of filling memory::
             ...
 """
 
+from importlib import metadata as _metadata
+
 from rxflow import errors
 from rxflow._handoff import OverflowPolicy
 from rxflow._serve import serve_health
@@ -18,6 +20,23 @@ from rxflow.scheduler import AnyioScheduler
 from rxflow.sources import from_async_iterable, from_stream, to_async_iterable
 from rxflow.strategies import DeadLetter, FailFast, Failure, Retry, Skip
 from rxflow.windows import Window, session, sliding, tumbling
+
+
+def _installed_version() -> str:
+    try:
+        return _metadata.version("rxflow")
+    except _metadata.PackageNotFoundError:  # imported from a source tree that was not installed
+        return "0+unknown"
+
+
+__version__: str = _installed_version()
+"""The version of the installed rxflow distribution (``0+unknown`` when not installed).
+
+Example:
+    >>> import importlib.metadata, rxflow
+    >>> rxflow.__version__ == importlib.metadata.version("rxflow")
+    True
+"""
 
 __all__ = [
     "AnyioScheduler",
@@ -32,6 +51,7 @@ __all__ = [
     "Retry",
     "Skip",
     "Window",
+    "__version__",
     "errors",
     "from_async_iterable",
     "from_stream",
