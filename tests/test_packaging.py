@@ -134,7 +134,7 @@ def test_ci_runs_the_readme_command_first_and_the_suite_again_on_the_lowest_vers
         if line.strip() and not line.lstrip().startswith("#")
     ]
     runs = [i for i, line in enumerate(steps) if "-m pytest" in line]
-    assert len(runs) == 2, steps
+    assert len(runs) >= 2, steps
     assert steps[runs[0]] == command[1]  # verbatim
     assert "pip install -e '.[test]' -c constraints/lowest.txt" in "\n".join(steps[runs[0] :])
 
