@@ -1,0 +1,29 @@
+"""The operators issue #16 found broken in rxflow's core, each stated as reactivex gives it.
+
+They are the same kind of case as in test_conformance.py, grouped here so that whoever works
+on the core can run them together: ``pytest tests/conformance/test_known_broken.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conformance_cases import CASES_BY_ID, KNOWN_BROKEN
+from conformance_harness import KINDS, Case, Kind, check
+
+from rxflow.testing import virtual_anyio_backends
+
+BROKEN = [CASES_BY_ID[case_id] for case_id in KNOWN_BROKEN]
+
+
+@pytest.fixture(params=virtual_anyio_backends())
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", BROKEN, ids=KNOWN_BROKEN)
+async def test_operator_gives_what_reactivex_gives(case: Case, kind: Kind) -> None:
+    await check(case, kind)
