@@ -42,12 +42,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import threading
 import urllib.parse
 import uuid
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NamedTuple
+
+import anyio
 
 from rxflow._checks import check_host, check_int_range, check_port
 from rxflow.connectors._asyncio_host import AsyncioHost, open_on_host
@@ -187,7 +192,92 @@ def _broker(
     return _Broker(parts.hostname, port, username, password, tls_context), topic
 
 
+class _ThreadStep:
+    """aiomqtt's part of a connect, which it runs in a worker thread: it runs whole, or not
+    at all once the connect is given up (a cancelled executor job may still start).
+
+    :meth:`end` (on the loop) returns once it ran, or will not, and the loop has run what it
+    handed over (the reader, the housekeeping task).
+    """
+
+    def __init__(self, step: Callable[[], None], tcp: socket.socket) -> None:
+        self._step = step
+        self.tcp = tcp  # the connection handed to paho; closed by end() if paho never took it
+        self._loop = asyncio.get_running_loop()
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        self._lock = threading.Lock()
+        self._state = "pending"  # then "running", or "abandoned"
+
+    def run(self) -> None:
+        """In the worker thread."""
+        with self._lock:
+            if self._state == "abandoned":
+                return
+            self._state = "running"
+        try:
+            self._step()
+        finally:
+            self._loop.call_soon_threadsafe(self._finished)
+
+    def _finished(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+    async def end(self) -> None:
+        with self._lock:
+            if self._state == "pending":
+                self._state = "abandoned"
+                return
+        await asyncio.wait({self._done}, timeout=CLOSE_TIMEOUT)
+
+
+_THREAD_STEPS: weakref.WeakKeyDictionary[aiomqtt.Client, _ThreadStep] = weakref.WeakKeyDictionary()
+
+
+async def _tcp_connection(host: str, port: int, within: float) -> socket.socket:
+    """A connected, non-blocking TCP socket, made on the loop: a cancel stops and closes it."""
+    loop = asyncio.get_running_loop()
+    failure: OSError | None = None
+    with anyio.fail_after(within):
+        addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        for family, kind, protocol, _, address in addresses:
+            tcp = socket.socket(family, kind, protocol)
+            try:
+                tcp.setblocking(False)
+                await loop.sock_connect(tcp, address)
+            except BaseException as error:
+                tcp.close()
+                if not isinstance(error, OSError):
+                    raise
+                failure = error
+            else:
+                return tcp
+    raise failure or OSError(f"{host} has no address")
+
+
 async def _connect(client: aiomqtt.Client, host: str, port: int) -> None:
+    """Connect ``client`` (CONNECT, then CONNACK).
+
+    aiomqtt runs paho's blocking connect in a worker thread, which a cancel cannot stop: the
+    thread would go on to open a connection and register it with the loop after the caller
+    gave up, leaving a socket, a reader and a task behind (and errors logged once closed
+    under them). So the TCP connection is made here, on the loop, and handed to paho; what
+    is left for the thread (sending CONNECT; with TLS, the handshake) is short, and
+    :func:`_disconnect` waits for it.
+    """
+    paho = client._client
+    try:
+        tcp = await _tcp_connection(host, port, paho.connect_timeout)
+    except OSError as error:
+        raise ServiceUnavailableError(
+            f"mqtt: cannot connect to {host}:{port} ({error!r}); check that the broker is "
+            "running there"
+        ) from error
+    step = _THREAD_STEPS[client] = _ThreadStep(client._client_connect, tcp)
+    # paho 2.x and aiomqtt 2.x internals (paho's socket factory, aiomqtt's thread step).
+    paho._create_socket_connection = lambda: tcp  # type: ignore[method-assign]
+    client._client_connect = step.run  # type: ignore[method-assign]
+    _drop_answers_to_cancelled_calls(client)
     try:
         await client.__aenter__()
     except aiomqtt.MqttError as error:
@@ -197,15 +287,40 @@ async def _connect(client: aiomqtt.Client, host: str, port: int) -> None:
         ) from error
 
 
+def _drop_answers_to_cancelled_calls(client: aiomqtt.Client) -> None:
+    """A SUBACK or UNSUBACK for a call that was cancelled (or timed out) finds no pending
+    call, and aiomqtt logs a KeyError traceback: nobody waits for it, so drop it."""
+    paho = client._client
+    on_subscribe, on_unsubscribe = paho.on_subscribe, paho.on_unsubscribe
+
+    def subscribed(paho_client: Any, userdata: Any, mid: int, *answer: Any) -> None:
+        if on_subscribe is not None and mid in client._pending_subscribes:
+            on_subscribe(paho_client, userdata, mid, *answer)
+
+    def unsubscribed(paho_client: Any, userdata: Any, mid: int, *answer: Any) -> None:
+        if on_unsubscribe is not None and mid in client._pending_unsubscribes:
+            on_unsubscribe(paho_client, userdata, mid, *answer)
+
+    paho.on_subscribe, paho.on_unsubscribe = subscribed, unsubscribed
+
+
 async def _disconnect(client: aiomqtt.Client) -> None:
     """Disconnect, then wait for aiomqtt's housekeeping task, which the socket-close
     callback only schedules to cancel: none outlives the connector."""
+    step = _THREAD_STEPS.pop(client, None)
+    if step is not None:  # so that nothing it hands to the loop comes after the close
+        await step.end()
     connected = client._connected
     if connected.done() and not connected.cancelled() and connected.exception() is None:
         with contextlib.suppress(aiomqtt.MqttError):
             await client.__aexit__(None, None, None)
-    else:  # a connect that failed or was cancelled before CONNACK: aiomqtt leaves it open
-        client._client._sock_close()
+    # A connect that failed or was cancelled before CONNACK: aiomqtt leaves it open. First
+    # run the calls aiomqtt has queued for the loop (it adds writers that way): one that
+    # came after the socket's close would watch a closed (or reused) descriptor.
+    await asyncio.sleep(0)
+    client._client._sock_close()
+    if step is not None:
+        step.tcp.close()  # if the connect was cancelled before paho took it
     misc = client._misc_task
     if misc is not None:
         misc.cancel()
@@ -582,10 +697,16 @@ class _Publisher:
         # its timeout: stop them at the disconnection instead.
         disconnected = client._disconnected
         either: set[asyncio.Future[Any]] = {publishing, disconnected}
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if not publishing.done():
-            publishing.cancel()
-            await asyncio.wait({publishing})
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # cancelled too: no publish may outlive the call
+            if not publishing.done():
+                publishing.cancel()
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait({publishing})
+                # Seen, or asyncio logs "exception was never retrieved" when it is collected.
+                with contextlib.suppress(asyncio.CancelledError):
+                    publishing.exception()
         if disconnected.done():
             self.lost = True
             cause = None if disconnected.cancelled() else disconnected.exception()

@@ -33,7 +33,7 @@ import anyio
 
 from rxflow._checks import check_count, check_name, check_seconds
 from rxflow._source_time import current_source_time
-from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._asyncio_host import AsyncioHost, closed_on_failure
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._message import InFlightLimit, Message, Settlement
 from rxflow.connectors._redact import mask_url, mask_urls_in
@@ -51,6 +51,7 @@ from rxflow.errors import ServiceUnavailableError
 
 with requires_extra("nats"):
     import nats
+    import nats.aio.client
     import nats.errors
     import nats.js.api
     import nats.js.errors
@@ -82,14 +83,25 @@ async def _connect(url: str, within: float, options: Mapping[str, Any]) -> Any:
 
     settings: dict[str, Any] = {"connect_timeout": within, "error_cb": remember}
     settings.update(options)
+    # nats.connect() would drop a client whose connect was cancelled half-way, with its
+    # reader, flusher and pinger tasks running and its socket open: keep hold of it. And
+    # no asyncio.wait_for, whose task (Python 3.11) may finish the connect after a cancel.
+    client = nats.aio.client.Client()
     try:
-        return await asyncio.wait_for(nats.connect(url, **settings), within)
+        async with closed_on_failure(client.close, close_timeout=within):
+            with anyio.fail_after(within):
+                await client.connect(url, **settings)
     except (TimeoutError, OSError, nats.errors.Error) as error:
         cause = failures[-1] if failures else error
         raise ServiceUnavailableError(
             f"nats at {mask_url(url)} is not reachable ({mask_urls_in(repr(cause))}); start it "
             "(with JetStream: nats-server -js), or check the URL"
         ) from error
+    return client
+
+
+async def _close_client(client: Any) -> None:
+    await client.close()
 
 
 @contextlib.asynccontextmanager
@@ -97,7 +109,9 @@ async def _connected(
     host: AsyncioHost, url: str, within: float, options: Mapping[str, Any] | None
 ) -> AsyncIterator[Any]:
     """A connected nats-py client, closed on exit (even when cancelled)."""
-    client = await host.call(_connect, url, within, dict(options or {}))
+    client = await host.call(
+        _connect, url, within, dict(options or {}), close_if_cancelled=_close_client
+    )
     try:
         yield client
     finally:

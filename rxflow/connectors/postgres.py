@@ -110,13 +110,39 @@ def _check_identifier(where: str, what: str, name: object) -> str:
     return name
 
 
+def _retrieve_lost_tls_probe_errors() -> None:
+    """asyncpg (0.30 to 0.32 at least: MagicStack/asyncpg#1211, #1310) probes for TLS
+    with a protocol whose future gets an exception when its connection closes. A connect
+    cancelled as that connection opens closes it with nobody awaiting the future, and
+    asyncio logs "Future exception was never retrieved" (a ConnectionError) once it is
+    collected. Marking the exception seen changes nothing else: a connect that awaits the
+    future still gets it."""
+    probe = getattr(getattr(asyncpg, "connect_utils", None), "TLSUpgradeProto", None)
+    connection_lost = getattr(probe, "connection_lost", None)
+    if probe is None or connection_lost is None or hasattr(connection_lost, "_rxflow_quiet"):
+        return
+
+    def quiet_connection_lost(self: Any, exc: BaseException | None) -> None:
+        connection_lost(self, exc)
+        future = getattr(self, "on_data", None)
+        if future is not None and future.done() and not future.cancelled():
+            future.exception()
+
+    quiet_connection_lost._rxflow_quiet = True  # type: ignore[attr-defined]
+    probe.connection_lost = quiet_connection_lost
+
+
+_retrieve_lost_tls_probe_errors()
+
+
 async def _connect(
     host: AsyncioHost, dsn: str, application_name: str, connect_timeout: float, where: str
 ) -> asyncpg.Connection:
     server_settings = {"application_name": application_name}
     try:
         connection: asyncpg.Connection = await host.call(
-            lambda: asyncpg.connect(dsn, timeout=connect_timeout, server_settings=server_settings)
+            lambda: asyncpg.connect(dsn, timeout=connect_timeout, server_settings=server_settings),
+            close_if_cancelled=_close_on_its_loop,
         )
     except _UNREACHABLE as error:
         raise ServiceUnavailableError(
@@ -124,6 +150,11 @@ async def _connect(
             f"{mask_urls_in(repr(error))}. Is the server running, and is the DSN right?"
         ) from error
     return connection
+
+
+async def _close_on_its_loop(connection: asyncpg.Connection) -> None:
+    """For a connect whose caller was cancelled as it completed: drop it at once."""
+    connection.terminate()
 
 
 async def _close(host: AsyncioHost, connection: asyncpg.Connection) -> None:

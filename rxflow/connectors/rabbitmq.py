@@ -29,10 +29,12 @@ import asyncio
 import collections
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+import anyio
 
 from rxflow._checks import check_count
 from rxflow.connectors._asyncio_host import AsyncioHost, open_on_host
@@ -116,6 +118,42 @@ async def _close(connection: AbstractConnection) -> None:
     await _finish_client_tasks(before)
 
 
+async def _set_up(
+    connection: AbstractConnection, steps: Callable[[AbstractConnection], Awaitable[None]]
+) -> None:
+    """Run a channel's set-up ``steps`` (open, qos, declare, consume); cancelled, close the
+    connection under them rather than cancel the RPC in flight.
+
+    aiormq answers a cancelled RPC by closing its channel with a warning in the log. The
+    connection is given up anyway, and closing it ends the RPCs quietly; the caller's
+    ``close()`` then finishes the job.
+    """
+    failure: list[BaseException] = []
+    finished = anyio.Event()
+
+    async def run() -> None:
+        with anyio.CancelScope(shield=True):  # only the connection's close stops it
+            try:
+                await steps(connection)
+            except BaseException as error:  # raised by the caller, as itself
+                failure.append(error)
+            finally:
+                finished.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(run)
+        try:
+            await finished.wait()
+        except anyio.get_cancelled_exc_class():
+            with anyio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                await finished.wait()
+            raise
+    if failure:
+        raise failure[0]
+
+
 def _headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
     """AMQP header values are typed (ints, bytes, tables); a Message carries strings."""
     out = {}
@@ -172,7 +210,10 @@ class _Consumer:
     async def open(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.connection = await _connect(self.url)
-        channel = await self.connection.channel()
+        await _set_up(self.connection, self._consume)
+
+    async def _consume(self, connection: AbstractConnection) -> None:
+        channel = await connection.channel()
         channel.close_callbacks.add(self._on_channel_closed)
         await channel.set_qos(prefetch_count=self.prefetch)
         try:
@@ -191,6 +232,7 @@ class _Consumer:
                 "the durable= it was declared with, or declare=False to use it as it is"
             ) from error
         await queue.consume(self._on_delivery)
+        assert self.loop is not None  # set by open()
         self.settler = self.loop.create_task(self._settle_queued())  # idle unless hosted
 
     async def _on_delivery(self, delivery: AbstractIncomingMessage) -> None:
@@ -415,8 +457,11 @@ class _Publisher:
 
     async def open(self) -> None:
         self.connection = await _connect(self.url)
+        await _set_up(self.connection, self._open_channel)
+
+    async def _open_channel(self, connection: AbstractConnection) -> None:
         # on_return_raises: an unroutable mandatory message fails its publish, not just a log.
-        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         if self.exchange_name:
             self.exchange = await channel.get_exchange(self.exchange_name, ensure=True)
         else:
