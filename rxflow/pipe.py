@@ -22,7 +22,7 @@ import anyio.lowlevel
 import attrs
 from anyio.abc import TaskStatus
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
+from reactivex.disposable import Disposable, SingleAssignmentDisposable
 
 from rxflow._handoff import OVERFLOW_POLICIES, Handoff, OverflowPolicy
 from rxflow._loop_thread import LoopThread
@@ -112,6 +112,14 @@ class _Inlet(Observable[T]):
         # for one (a repeat() around the source): the pipe ends its output.
         self.stopped = False
         self.on_rerun_after_stop: Callable[[], None] = lambda: None
+        # Pulled sources: observers that subscribed after the current run delivered items
+        # (catch subscribing again when an operator failed mid-run). Like subscribers of a
+        # cold Observable, each wants the source from its start: they get the next run,
+        # which starts when the current one ends, or at once if its observers all left
+        # (on_abandon stops the current run).
+        self._next_run: list[abc.ObserverBase[T]] = []
+        self._run_began_at = 0  # `admitted` when the current run began
+        self.on_abandon: Callable[[], None] = lambda: None
         self._upstream: abc.DisposableBase | None = None
         self._observers: list[abc.ObserverBase[T]] = []
         self._ended = False
@@ -142,27 +150,25 @@ class _Inlet(Observable[T]):
     def _subscribe_core(
         self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
+        if not self._loop_thread.is_current():
+            return self._subscribe_from_another_thread(observer, scheduler)
         if self._ended:
             if self.stopped:
                 self.on_rerun_after_stop()
                 return Disposable()
             if not self._rerunnable:
-                observer.on_error(
-                    SourceNotRerunnableError(
-                        "open_pipe(): an operator (repeat, retry, concat, catch...) subscribed "
-                        f"to the source again after it ended, but {self._source_name} can be "
-                        "read only once. Pass a source that can be read again: a list, an "
-                        "object whose __aiter__ starts anew, a reactivex Observable, or a "
-                        "function that returns a fresh source (open_pipe(make_source, ...), "
-                        "such as a connector's source with its arguments bound)"
-                    )
-                )
+                observer.on_error(self._not_rerunnable("after it ended"))
                 return Disposable()
             self._ended, self._error = False, None  # a new run, for this observer
             if self._pushed is None:
-                self._rerun_requested = True
-                if self._rerun_asked is not None:
-                    self._rerun_asked.set()
+                self._ask_for_a_run()
+        elif self._pushed is None and self.admitted > self._run_began_at:
+            # Mid-run: like a cold Observable's, this subscriber wants the source from its
+            # start.
+            if not self._rerunnable:
+                observer.on_error(self._not_rerunnable("while it was being read"))
+                return Disposable()
+            return self._subscribe_to_next_run(observer)
         self._observers.append(observer)
         if self._observed is not None:
             self._observed.set()
@@ -179,6 +185,11 @@ class _Inlet(Observable[T]):
                 self._observers.remove(observer)
             if not self._observers:
                 self._dispose_upstream()
+                if self._next_run and not self._ended:
+                    # Nobody is left on this run, and some want one of their own: stop
+                    # reading it and start theirs (the observers catch switched to).
+                    self.on_abandon()
+                    self._start_next_run()
 
         return Disposable(unsubscribe)
 
@@ -240,7 +251,58 @@ class _Inlet(Observable[T]):
         upstream, self._upstream = self._upstream, None  # a pushed source's run is over
         if upstream is not None:
             upstream.dispose()
+        if self._next_run:
+            self._start_next_run()  # after this end is delivered, the pump reads again
         return observers
+
+    def _subscribe_from_another_thread(
+        self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None
+    ) -> abc.DisposableBase:
+        """``subscribe_on(pool)`` subscribes from a pool thread: the subscription is made on
+        the loop's thread, and so is its disposal."""
+        subscription = SingleAssignmentDisposable()
+
+        def subscribe_on_the_loop() -> None:
+            if not subscription.is_disposed:
+                subscription.disposable = self._subscribe_core(observer, scheduler)
+
+        self._loop_thread.call_soon(subscribe_on_the_loop)
+        return Disposable(lambda: self._loop_thread.call_soon(subscription.dispose))
+
+    def _not_rerunnable(self, when: str) -> SourceNotRerunnableError:
+        return SourceNotRerunnableError(
+            "open_pipe(): an operator (repeat, retry, concat, catch...) subscribed to the "
+            f"source again {when}, but {self._source_name} can be read only once. Pass a "
+            "source that can be read again: a list, an object whose __aiter__ starts anew, "
+            "a reactivex Observable, or a function that returns a fresh source "
+            "(open_pipe(make_source, ...), such as a connector's source with its arguments "
+            "bound)"
+        )
+
+    def _subscribe_to_next_run(self, observer: abc.ObserverBase[T]) -> abc.DisposableBase:
+        self._next_run.append(observer)
+
+        def unsubscribe() -> None:
+            if observer in self._next_run:
+                self._next_run.remove(observer)
+
+        return Disposable(unsubscribe)
+
+    def _ask_for_a_run(self) -> None:
+        self._rerun_requested = True
+        if self._rerun_asked is not None:
+            self._rerun_asked.set()
+
+    def _start_next_run(self) -> None:
+        """The observers waiting for a run of their own get it now."""
+        waiting, self._next_run = self._next_run, []
+        self._observers.extend(waiting)
+        self._ended, self._error = False, None
+        self._ask_for_a_run()
+
+    def run_began(self) -> None:
+        """The pump starts reading the source (again)."""
+        self._run_began_at = self.admitted
 
     async def wait_for_rerun(self) -> None:
         """Return once an observer asked for another run of a pulled source."""
@@ -296,6 +358,8 @@ class Pipe(Handoff[T]):
             pushed, self._loop_thread, _can_be_read_again(source), _describe(source)
         )
         self._inlet.on_rerun_after_stop = self._end_after_stop
+        self._inlet.on_abandon = self._abandon_run
+        self._run_scope: anyio.CancelScope | None = None  # the current run's reading
         self._chain: Observable[T] = _chained(self._inlet, operators)
         self._scope: anyio.CancelScope | None = None
         self._pull_scope: anyio.CancelScope | None = None
@@ -417,16 +481,19 @@ class Pipe(Handoff[T]):
 
     async def _run_source(self) -> bool:
         """Read the source once, passing its end on; False once the pipe is over."""
+        self._inlet.run_began()
         async with AsyncExitStack() as run:
             iterable = await self._open_run(run)
             iterator: Any = (
                 aiter(iterable) if isinstance(iterable, AsyncIterable) else iter(iterable)
             )
+            exhausted = False
             try:
-                if isinstance(iterable, AsyncIterable):
-                    exhausted = await self._pump_async(iterator.__anext__)
-                else:
-                    exhausted = await self._pump_sync(iterator.__next__)
+                with anyio.CancelScope() as self._run_scope:  # _abandon_run cancels it
+                    if isinstance(iterable, AsyncIterable):
+                        exhausted = await self._pump_async(iterator.__anext__)
+                    else:
+                        exhausted = await self._pump_sync(iterator.__next__)
                 if exhausted and not (self._ended or self._closed):
                     try:
                         self._inlet.on_completed()
@@ -455,6 +522,12 @@ class Pipe(Handoff[T]):
                 "context manager yielding one"
             )
         return made
+
+    def _abandon_run(self) -> None:
+        """The run's observers all left for a run of their own: stop reading this one
+        (at the pump's next await; what it pulls meanwhile reaches no observer)."""
+        if self._run_scope is not None:
+            self._run_scope.cancel()
 
     def _end_after_stop(self) -> None:
         """stop() was asked for, and an operator subscribed again (a repeat() around the
