@@ -81,6 +81,9 @@ class Handoff(ObjectReceiveStream[T], Generic[T]):
         self._taken = 0
         self._dropped = 0
         self._holds = 0
+        # Of those, the holds of the pipe's own source only (the async sources inside the
+        # chain are at their limit: they are what the pump waits for, so they go on).
+        self._pump_only_holds = 0
 
     # -- consumer side ---------------------------------------------------------------
 
@@ -189,20 +192,26 @@ class Handoff(ObjectReceiveStream[T], Generic[T]):
         if self._on_drop is not None:
             self._on_drop(item)
 
-    def hold_source(self) -> None:
+    def hold_source(self, *, inner_sources: bool = True) -> None:
         """An operator has as much work in hand as it may (``map_async`` at its concurrency):
-        pull nothing more until it calls :meth:`release_source`."""
+        pull nothing more until it calls :meth:`release_source`. ``inner_sources=False``
+        holds the pipe's own source only, not the async sources inside the chain."""
         self._holds += 1
+        if not inner_sources:
+            self._pump_only_holds += 1
 
-    def release_source(self) -> None:
+    def release_source(self, *, inner_sources: bool = True) -> None:
         """Undo one :meth:`hold_source`; the source is pulled again once no hold is left."""
         self._holds -= 1
-        if not self._holds:
+        if not inner_sources:
+            self._pump_only_holds -= 1
+        if self._holds == self._pump_only_holds:  # none left, or none for inner sources
             self._wake_producer()
 
-    def has_room(self) -> bool:
-        """Whether a pumped source may pull another item now."""
-        if self._holds:
+    def has_room(self, *, inner_source: bool = False) -> bool:
+        """Whether a pumped source (or, with ``inner_source``, an async source inside the
+        chain) may pull another item now."""
+        if self._holds and (not inner_source or self._holds > self._pump_only_holds):
             return False
         buffered = len(self._items)
         if buffered < self._limit:
@@ -210,9 +219,9 @@ class Handoff(ObjectReceiveStream[T], Generic[T]):
         # With max_buffer_size=0 the pump pulls only for a consumer that is already waiting.
         return buffered == 0 and self._consumer_waiting is not None
 
-    async def wait_for_room(self) -> None:
+    async def wait_for_room(self, *, inner_source: bool = False) -> None:
         """Block until the consumer has room; return at once if it closed or the pipe ended."""
-        while not (self._closed or self._ended or self.has_room()):
+        while not (self._closed or self._ended or self.has_room(inner_source=inner_source)):
             if self._producer_waiting is None:
                 self._producer_waiting = anyio.Event()
             await self._producer_waiting.wait()

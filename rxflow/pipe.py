@@ -399,7 +399,11 @@ class Pipe(Handoff[T]):
             async with anyio.create_task_group() as task_group:
                 self._scope = task_group.cancel_scope
                 scheduler = AnyioScheduler(
-                    task_group, on_error=self._fail, pace=self._pace, source_gate=self
+                    task_group,
+                    on_error=self._fail,
+                    pace=self._pace,
+                    source_gate=self,
+                    max_buffer_size=self._limit,
                 )
                 self._inlet.scheduler = scheduler
                 with self._source_time.activated():  # event-time windows read it
@@ -446,7 +450,7 @@ class Pipe(Handoff[T]):
 
     async def _pace(self) -> None:
         """What async sources inside the chain await between items (``scheduler.pace``)."""
-        await self.wait_for_room()
+        await self.wait_for_room(inner_source=True)
         if not self.is_open:
             # The pipe is over and its tasks are cancelled: let this one see it, instead of
             # returning at once forever to a source that never awaits.

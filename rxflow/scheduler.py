@@ -42,8 +42,8 @@ _ACTIONS_PER_DRAIN = 1024
 class SourceGate(Protocol):
     """Something that can stop a source being pulled: a pipe's pump."""
 
-    def hold_source(self) -> None: ...
-    def release_source(self) -> None: ...
+    def hold_source(self, *, inner_sources: bool = True) -> None: ...
+    def release_source(self, *, inner_sources: bool = True) -> None: ...
 
 
 class _Timer(abc.DisposableBase):
@@ -102,6 +102,9 @@ class AnyioScheduler(PeriodicScheduler):
         source_gate: what :meth:`hold_source` and :meth:`release_source` act on;
             :func:`rxflow.open_pipe` passes its pump, so that an operator with its hands
             full (``rxflow.map_async`` at its concurrency) stops the source being pulled.
+        max_buffer_size: the bound of the pipe this scheduler serves (None outside a
+            pipe), by which inner async sources size how many of them may run at once
+            (:func:`rxflow.from_async_iterable`).
 
     All scheduling must happen on the event-loop thread; from another thread, hand the
     call over with ``anyio.from_thread.run_sync``.
@@ -126,8 +129,10 @@ class AnyioScheduler(PeriodicScheduler):
         on_error: Callable[[Exception], None] | None = None,
         pace: Callable[[], Awaitable[None]] | None = None,
         source_gate: SourceGate | None = None,
+        max_buffer_size: int | None = None,
     ) -> None:
         super().__init__()
+        self.max_buffer_size = max_buffer_size
         self._task_group = task_group
         self._on_error = on_error
         self._pace = pace
@@ -162,18 +167,20 @@ class AnyioScheduler(PeriodicScheduler):
         else:
             await self._pace()
 
-    def hold_source(self) -> None:
-        """Ask the pipe this scheduler serves to pull no more items until released.
+    def hold_source(self, *, inner_sources: bool = True) -> None:
+        """Ask the pipe this scheduler serves to pull no more items until released;
+        ``inner_sources=False``: from its own source only, while the async sources
+        subscribed with this scheduler go on.
 
         Outside a pipe (no ``source_gate``) there is nothing to hold and this does nothing.
         """
         if self._source_gate is not None:
-            self._source_gate.hold_source()
+            self._source_gate.hold_source(inner_sources=inner_sources)
 
-    def release_source(self) -> None:
-        """Undo one :meth:`hold_source`."""
+    def release_source(self, *, inner_sources: bool = True) -> None:
+        """Undo one :meth:`hold_source` (with the same ``inner_sources``)."""
         if self._source_gate is not None:
-            self._source_gate.release_source()
+            self._source_gate.release_source(inner_sources=inner_sources)
 
     def schedule(
         self, action: typing.ScheduledAction[_TState], state: _TState | None = None

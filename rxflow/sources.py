@@ -10,7 +10,8 @@ delivers any subscription failure.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
@@ -32,6 +33,48 @@ T = TypeVar("T")
 # An iterating task yields to the event loop at least this often, whatever its source does.
 _ITEMS_PER_CHECKPOINT = 64
 
+INNER_SOURCES_BEYOND_BUFFER = 16
+"""Inside a pipe, at most ``max_buffer_size`` + this many async sources subscribed with its
+scheduler (the inner sources of ``flat_map`` or ``merge``) are live at once: subscribed and
+not yet finished. The pipe reads its own source no further until one of them ends."""
+
+
+class _LiveSources:
+    """The async sources a pipe's scheduler iterates now. At the limit the pipe's source is
+    held (:meth:`AnyioScheduler.hold_source`), so that no item is pulled that would start
+    one more: every one is a task, and each may hold items of its own."""
+
+    __slots__ = ("_limit", "_live", "_scheduler")
+
+    def __init__(self, scheduler: AnyioScheduler, limit: int) -> None:
+        self._scheduler = scheduler
+        self._limit = limit
+        self._live = 0
+
+    def started(self) -> None:
+        self._live += 1
+        if self._live == self._limit:
+            self._scheduler.hold_source(inner_sources=False)
+
+    def ended(self) -> None:
+        if self._live == self._limit:
+            self._scheduler.release_source(inner_sources=False)
+        self._live -= 1
+
+
+_LIVE_SOURCES: weakref.WeakKeyDictionary[AnyioScheduler, _LiveSources] = weakref.WeakKeyDictionary()
+
+
+def _live_sources(scheduler: AnyioScheduler) -> _LiveSources | None:
+    """The count of a pipe's live async sources; None outside a pipe (no limit)."""
+    if scheduler.max_buffer_size is None:
+        return None
+    live = _LIVE_SOURCES.get(scheduler)
+    if live is None:
+        limit = scheduler.max_buffer_size + INNER_SOURCES_BEYOND_BUFFER
+        live = _LIVE_SOURCES[scheduler] = _LiveSources(scheduler, limit)
+    return live
+
 
 def from_async_iterable(
     source: AsyncIterable[T], *, task_group: anyio.abc.TaskGroup | None = None
@@ -42,6 +85,9 @@ def from_async_iterable(
     that waits until the pipe's consumer has room, so the source is paced by the consumer
     even though it enters the chain as an inner observable (``merge``, ``flat_map``).
     Disposing the subscription cancels the task and closes the iterator (``aclose()``).
+    Inside a pipe, at most ``max_buffer_size`` + :data:`INNER_SOURCES_BEYOND_BUFFER` such
+    sources run at once; at that many, the pipe reads its own source no further until one
+    of them ends.
 
     Each subscription iterates ``source`` anew; an iterator (such as an async generator
     object) can be iterated only once, so subscribe to such an observable once.
@@ -70,9 +116,11 @@ def from_async_iterable(
     def subscribe(
         observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
+        live: _LiveSources | None = None
         if isinstance(scheduler, AnyioScheduler):
             group = task_group or scheduler.task_group
             pace: Callable[[], Any] = scheduler.pace
+            live = _live_sources(scheduler)
         elif task_group is not None:
             group, pace = task_group, anyio.lowlevel.checkpoint
         else:
@@ -85,30 +133,43 @@ def from_async_iterable(
         scope = anyio.CancelScope()
 
         async def iterate() -> None:
-            with scope:
-                iterator = aiter(source)
-                items_until_checkpoint = _ITEMS_PER_CHECKPOINT
-                try:
-                    async for item in iterator:
-                        observer.on_next(item)
-                        await pace()
-                        items_until_checkpoint -= 1
-                        if not items_until_checkpoint:
-                            # pace() returns at once while there is room; a source that
-                            # never awaits would otherwise keep the loop to itself.
-                            items_until_checkpoint = _ITEMS_PER_CHECKPOINT
-                            await anyio.lowlevel.checkpoint()
-                except Exception as error:
-                    observer.on_error(error)
-                    return
-                finally:
-                    aclose = getattr(iterator, "aclose", None)
-                    if aclose is not None:
-                        with anyio.CancelScope(shield=True):
-                            await aclose()
-                observer.on_completed()
+            try:
+                with scope:
+                    await read(aiter(source))
+            finally:
+                if live is not None:
+                    live.ended()
 
-        group.start_soon(iterate, name=f"rxflow from_async_iterable({source!r})")
+        async def read(iterator: AsyncIterator[T]) -> None:
+            items_until_checkpoint = _ITEMS_PER_CHECKPOINT
+            try:
+                async for item in iterator:
+                    observer.on_next(item)
+                    await pace()
+                    items_until_checkpoint -= 1
+                    if not items_until_checkpoint:
+                        # pace() returns at once while there is room; a source that
+                        # never awaits would otherwise keep the loop to itself.
+                        items_until_checkpoint = _ITEMS_PER_CHECKPOINT
+                        await anyio.lowlevel.checkpoint()
+            except Exception as error:
+                observer.on_error(error)
+                return
+            finally:
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    with anyio.CancelScope(shield=True):
+                        await aclose()
+            observer.on_completed()
+
+        if live is not None:
+            live.started()  # now: the pump checks its holds before its next pull
+        try:
+            group.start_soon(iterate, name=f"rxflow from_async_iterable({source!r})")
+        except BaseException:
+            if live is not None:
+                live.ended()
+            raise
         return Disposable(scope.cancel)
 
     return reactivex.create(subscribe)
