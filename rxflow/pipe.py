@@ -664,8 +664,8 @@ def _chained(head: Observable[Any], operators: tuple[Operator, ...]) -> Observab
             raise
         if not isinstance(result, Observable):
             raise TypeError(
-                f"open_pipe(): operator {position} ({_name_of(operator)}) returned a "
-                f"{type(result).__name__}, not an Observable, so nothing can follow it in "
+                f"open_pipe(): operator {position} ({_name_of(operator)}) returned a value "
+                f"of type {type(result).__name__}, not an Observable, so nothing can follow it in "
                 "a pipe. Operators that end a chain (such as ops.to_future()) have no place "
                 "in open_pipe: read the pipe instead (async for, or receive())"
             )

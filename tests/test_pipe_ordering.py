@@ -91,11 +91,14 @@ async def test_inner_outputs_come_before_a_source_error(name: str) -> None:
         assert await through_pipe(then_fail([1, 2, 3]), *operators) == expected
 
 
-async def test_a_stage_that_is_not_an_operator_is_refused_by_name() -> None:
-    # Under asyncio to_future() returns a Future; under trio it cannot even make one.
-    with pytest.raises((TypeError, RuntimeError)) as raised:
-        async with open_pipe([1, 2], ops.map(lambda x: x), ops.to_future()):
+async def test_a_stage_that_is_not_an_operator_is_refused_by_name(anyio_backend: str) -> None:
+    # ops.to_future() needs an asyncio loop to make its Future (under trio, asyncio would
+    # make one and leave it open), so it runs on asyncio; any stage that returns something
+    # other than an Observable is refused the same way.
+    stage = ops.to_future() if anyio_backend == "asyncio" else (lambda _source: 42)
+    name = "ops.to_future" if anyio_backend == "asyncio" else "<lambda>"
+    with pytest.raises(TypeError, match="returned a value of type") as raised:
+        async with open_pipe([1, 2], ops.map(lambda x: x), stage):
             pass  # pragma: no cover - refused on entry
-    explained = " ".join([str(raised.value), *getattr(raised.value, "__notes__", [])])
-    assert "operator 2 (ops.to_future)" in explained
-    assert not isinstance(raised.value, BaseExceptionGroup)
+    assert "operator 2 (" in str(raised.value)
+    assert f"{name})" in str(raised.value)
