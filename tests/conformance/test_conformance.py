@@ -9,7 +9,9 @@ timestamp. The cases the issue found broken in the core run in test_known_broken
 from __future__ import annotations
 
 import inspect
+import itertools
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +123,7 @@ def reference_then(first: Any, later: Any) -> Any:
 
 @pytest.mark.anyio
 async def test_the_harness_reports_a_different_result() -> None:
-    make = reference_then(lambda: ops.map(lambda x: x), lambda: ops.map(lambda x: -x))
+    make = reference_then(lambda: ops.map(abs), lambda: ops.map(lambda x: -abs(x)))
     with pytest.raises(AssertionError, match=r"open_pipe gave:\n.* N -1"):
         await check(Case("map", make, untimed(1, 2)), "list")
 
@@ -139,3 +141,33 @@ async def test_the_harness_reports_a_hang() -> None:
     case = Case("take", make, untimed(1, 2))
     with pytest.raises(AssertionError, match=r"open_pipe gave:\n.*\n.*\n +100\.0 H None"):
         await check(case, "observable")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", virtual_anyio_backends()[1:])  # trio's only
+async def test_the_harness_reports_runs_that_differ() -> None:
+    calls = itertools.count()
+
+    def make() -> list[Any]:  # the reference and every other run map; the others skip one
+        return [ops.map(lambda x: x) if next(calls) % 2 == 0 else ops.skip(1)]
+
+    with pytest.raises(AssertionError, match=r"the runs differ from each other:\n3 run"):
+        await check(Case("map", make, untimed(1, 2)), "list")
+
+
+@pytest.mark.anyio
+async def test_the_harness_reports_a_thread_left_behind() -> None:
+    timers: list[threading.Timer] = []
+
+    def leave_a_thread() -> None:
+        timers.append(threading.Timer(60, lambda: None))
+        timers[-1].start()
+
+    case = Case("do_action", lambda: [ops.do_action(on_completed=leave_a_thread)], untimed(1))
+    try:
+        with pytest.raises(AssertionError, match=r"run 1 left 0 task\(s\) and the threads"):
+            await check(case, "list")
+    finally:
+        for timer in timers:
+            timer.cancel()
+            timer.join()
