@@ -404,9 +404,9 @@ INHERENT_DIFFERENCES: dict[str, str] = {
 }
 
 # The cases the issue (#16) found broken in the core. They state reactivex's result, like
-# every other case; they are grouped here only so that test_known_broken.py runs them
+# every other case; they are grouped here only so that test_core_regressions.py runs them
 # together, apart from test_conformance.py.
-KNOWN_BROKEN: list[str] = [
+CORE_REGRESSIONS: list[str] = [
     # non-determinism under trio
     "publish",
     "multicast",

@@ -3,7 +3,7 @@
 Each case (conformance_cases.py) runs with a list, an async-generator, an Observable and an
 erroring source, on asyncio and on trio, in virtual time; under trio five times, since trio
 orders ready tasks differently from run to run. Timed cases are compared to the virtual
-timestamp. The cases the issue found broken in the core run in test_known_broken.py.
+timestamp. The cases the issue found broken in the core run in test_core_regressions.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import reactivex.operators
-from conformance_cases import CASES, CASES_BY_ID, INHERENT_DIFFERENCES, KNOWN_BROKEN, TIMED
+from conformance_cases import CASES, CASES_BY_ID, CORE_REGRESSIONS, INHERENT_DIFFERENCES, TIMED
 from conformance_harness import (
     KINDS,
     PULLED,
@@ -55,7 +55,7 @@ def public_operators() -> set[str]:
     return names
 
 
-CONFORMING = [case for case in CASES if case.id not in KNOWN_BROKEN]
+CONFORMING = [case for case in CASES if case.id not in CORE_REGRESSIONS]
 
 
 @pytest.mark.anyio
@@ -81,9 +81,9 @@ def test_case_ids_are_unique() -> None:
 
 
 def test_the_exception_lists_name_cases() -> None:
-    unknown = sorted((set(INHERENT_DIFFERENCES) | set(KNOWN_BROKEN)) - set(CASES_BY_ID))
+    unknown = sorted((set(INHERENT_DIFFERENCES) | set(CORE_REGRESSIONS)) - set(CASES_BY_ID))
     assert not unknown, f"not case ids: {unknown}"
-    both = sorted(set(INHERENT_DIFFERENCES) & set(KNOWN_BROKEN))
+    both = sorted(set(INHERENT_DIFFERENCES) & set(CORE_REGRESSIONS))
     assert not both, f"a broken case is not an inherent difference: {both}"
 
 
