@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from rxflow._task_groups import background_tasks
@@ -57,7 +58,7 @@ async def test_a_normal_exit_waits_for_the_tasks() -> None:
     finished: list[int] = []
 
     async def short() -> None:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         finished.append(1)
 
     async with background_tasks() as tasks:
