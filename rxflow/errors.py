@@ -23,6 +23,16 @@ class RxflowError(Exception):
     """Base class of every exception rxflow raises itself."""
 
 
+class FlowStateError(RxflowError, RuntimeError):
+    """A flow was used in a way its state does not allow (started twice, run without a
+    source or a sink)."""
+
+
+class UsageError(RxflowError):
+    """The ``rxflow`` command line named something that is not a flow (``module:attribute``
+    that cannot be imported, or that is not a :class:`rxflow.Flow` nor makes one)."""
+
+
 class SourceOverflowError(RxflowError):
     """A source that cannot be paused pushed more items than its overflow buffer holds.
 
@@ -89,6 +99,14 @@ class InFlightLimitError(RxflowError):
     The message names the source, the setting and both numbers. Nothing unwritten was
     acknowledged, so the held messages are delivered again when the flow runs again with
     a larger limit (or shorter windows).
+    """
+
+
+class SettledAfterCloseError(RxflowError, RuntimeError):
+    """A connector message was acked or nacked after its source was closed.
+
+    The settlement did not reach the system, which delivers the message again. Settle
+    messages inside the source's ``async with`` block (a :class:`rxflow.Flow` does).
     """
 
 

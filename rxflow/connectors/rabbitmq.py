@@ -39,10 +39,17 @@ import anyio
 from rxflow._checks import check_count
 from rxflow.connectors._asyncio_host import AsyncioHost, open_on_host
 from rxflow.connectors._extras import requires_extra
-from rxflow.connectors._message import InFlightLimit, Message, Settlement
+from rxflow.connectors._kit import (
+    DEFAULT_READ_AHEAD_BYTES,
+    BrokerSettlement,
+    BrokerSink,
+    BrokerSource,
+    Incoming,
+    Verb,
+)
+from rxflow.connectors._message import InFlightLimit
 from rxflow.connectors._redact import redact_logs_of
 from rxflow.connectors.codecs import (
-    SKIPPED,
     Codec,
     CodecName,
     DecodeFailure,
@@ -178,7 +185,6 @@ CHANNEL_LOST = (
     aiormq.exceptions.AMQPChannelError,  # closed by the broker
     aiormq.exceptions.AMQPConnectionError,  # its connection dropped
 )
-Settle = tuple[AbstractIncomingMessage, bool, bool]  # a delivery, ack?, requeue?
 
 
 class _Consumer:
@@ -186,29 +192,19 @@ class _Consumer:
 
     aio-pika's delivery callback appends and wakes ``take``; a closed channel (connection
     lost, queue deleted) wakes it too, and ``take`` raises.
-
-    Settlements from another thread (a trio caller) are queued with :meth:`settle_soon` and
-    written by one task on the client's loop, so that an ack costs no thread round trip; it
-    is a ``basic.ack`` the broker does not answer anyway. :meth:`close` writes what is
-    queued, then ends that task.
     """
 
     def __init__(self, url: str, queue: str, prefetch: int, declare: bool, durable: bool):
         self.url, self.queue, self.prefetch = url, queue, prefetch
         self.declare, self.durable = declare, durable
         self.connection: AbstractConnection | None = None
+        # Delivered by the broker and not taken yet: at most `prefetch` (basic.qos).
         self.deliveries: collections.deque[AbstractIncomingMessage] = collections.deque()
         self.unacked = 0  # delivered by the broker and not settled yet
         self.closed_by: BaseException | None = None
         self.wake = asyncio.Event()
-        self.to_settle: collections.deque[Settle] = collections.deque()
-        self.settle_wake = asyncio.Event()
-        self.settler: asyncio.Task[None] | None = None
-        self.closing = False
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self) -> None:
-        self.loop = asyncio.get_running_loop()
         self.connection = await _connect(self.url)
         await _set_up(self.connection, self._consume)
 
@@ -232,8 +228,6 @@ class _Consumer:
                 "the durable= it was declared with, or declare=False to use it as it is"
             ) from error
         await queue.consume(self._on_delivery)
-        assert self.loop is not None  # set by open()
-        self.settler = self.loop.create_task(self._settle_queued())  # idle unless hosted
 
     async def _on_delivery(self, delivery: AbstractIncomingMessage) -> None:
         self.unacked += 1
@@ -244,8 +238,9 @@ class _Consumer:
         self.closed_by = error if isinstance(error, BaseException) else ConnectionError(error)
         self.wake.set()
 
-    async def take(self) -> list[AbstractIncomingMessage]:
-        """Every delivery received so far (at least one), waiting for one if there is none."""
+    async def take(self, count: int, max_bytes: int) -> list[AbstractIncomingMessage]:
+        """Deliveries received so far (at least one, at most ``count`` and, past the first,
+        ``max_bytes`` of bodies), waiting for one if there is none."""
         while not self.deliveries:
             if self.closed_by is not None:
                 raise ServiceUnavailableError(
@@ -255,93 +250,82 @@ class _Consumer:
                 ) from self.closed_by
             self.wake.clear()
             await self.wake.wait()
-        taken = list(self.deliveries)
-        self.deliveries.clear()
+        deliveries = self.deliveries
+        taken = [deliveries.popleft()]
+        size = len(taken[0].body)
+        while deliveries and len(taken) < count:
+            size += len(deliveries[0].body)
+            if size > max_bytes:
+                break
+            taken.append(deliveries.popleft())
         return taken
 
-    async def settle(self, delivery: AbstractIncomingMessage, ack: bool, requeue: bool) -> None:
-        self.unacked -= 1
-        # On a lost channel the broker has already put the message back: nothing to do.
-        with contextlib.suppress(*CHANNEL_LOST):
-            if ack:
-                await delivery.ack()
-            else:
-                await delivery.nack(requeue=requeue)
-
-    def settle_soon(self, delivery: AbstractIncomingMessage, ack: bool, requeue: bool) -> None:
-        """Queue a settlement from another thread; the settler task writes it."""
-        assert self.loop is not None
-        self.to_settle.append((delivery, ack, requeue))
-        if len(self.to_settle) == 1:  # else a wake-up is on its way, or the settler is busy
-            self.loop.call_soon_threadsafe(self.settle_wake.set)
-
-    async def _settle_queued(self) -> None:
-        # Never cancelled in the middle of an ack: an ack cut off after its frame went out,
-        # then written again, would ack an unknown delivery tag, which closes the channel.
-        while True:
-            self.settle_wake.clear()
-            while self.to_settle:
-                await self.settle(*self.to_settle.popleft())
-            if self.closing:
-                return
-            await self.settle_wake.wait()
+    async def settle(self, settlements: Sequence[Settle]) -> None:
+        # Never cancelled half-way by the kit (its writes are shielded): an ack cut off
+        # after its frame went out, then written again, would ack an unknown delivery tag,
+        # which closes the channel.
+        for delivery, verb in settlements:
+            self.unacked -= 1
+            # On a lost channel the broker has already put the message back: nothing to do.
+            with contextlib.suppress(*CHANNEL_LOST):
+                if verb == "ack":
+                    await delivery.ack()
+                else:
+                    await delivery.nack(requeue=verb == "requeue")
 
     async def close(self) -> None:
-        self.closing = True
-        if self.settler is not None:  # it writes what is queued, then returns
-            self.settle_wake.set()
-            await self.settler
         # Closing the connection returns every unacked delivery to the queue.
         if self.connection is not None:
             self.closed_by = self.closed_by or ConnectionError("source closed")
             await _close(self.connection)
 
 
-class RabbitMQSettlement(Settlement):
-    """Acks (``basic.ack``) or rejects (``basic.nack``) one delivery on its channel.
+Settle = tuple[AbstractIncomingMessage, Verb]
 
-    ``redelivered`` is the broker's flag: the message was delivered before and not acked.
-    Under trio the ack is handed to the client's loop and written without waiting for it
-    (the broker does not answer acks); under asyncio it is written before ``ack()`` returns.
-    On a lost connection it does nothing: the broker has put the message back already.
 
-    Example (needs a RabbitMQ server)::
+class _Reader:
+    """The kit's view of the consumer (see :class:`~rxflow.connectors._kit.Reader`)."""
 
-        async for message in orders:
-            if message.settlement.redelivered:
-                log.info("seen before: %s", message.value)
-            await message.ack()
-    """
+    def __init__(self, host: AsyncioHost, consumer: _Consumer, name: str) -> None:
+        self._host, self.consumer, self.name = host, consumer, name
+        # The broker sends no more than `prefetch` unsettled deliveries (basic.qos).
+        self.in_flight_limit: InFlightLimit | None = InFlightLimit(consumer.prefetch, "prefetch")
+        # Under trio each call is a hop to the client's thread, and the broker does not
+        # answer acks: settlements are queued and written in runs.
+        self.queues_settlements = host.hosted
 
-    __slots__ = ("_consumer", "_delivery", "_host", "redelivered")
-
-    def __init__(
-        self, host: AsyncioHost, consumer: _Consumer, delivery: AbstractIncomingMessage
-    ) -> None:
-        super().__init__()
-        self._host, self._consumer, self._delivery = host, consumer, delivery
-        self.redelivered = bool(delivery.redelivered)
-
-    async def _ack(self) -> None:
-        await self._settle(True, False)
-
-    async def _nack(self, requeue: bool) -> None:
-        await self._settle(False, requeue)
-
-    async def _settle(self, ack: bool, requeue: bool) -> None:
-        if self._consumer.closing:
-            raise RuntimeError(
-                f"rabbitmq: a message of {self._consumer.queue!r} was settled after its source "
-                "closed; it went back to the queue and comes again. Settle messages inside "
-                "the source's `async with` block"
+    async def fetch(self, count: int, max_bytes: int) -> list[Incoming[AbstractIncomingMessage]]:
+        deliveries = await self._host.call(self.consumer.take, count, max_bytes)
+        return [
+            Incoming(
+                delivery.body,
+                delivery,
+                key=delivery.routing_key,
+                headers=_headers(delivery.headers),
+                timestamp=_timestamp(delivery.timestamp),
+                size=len(delivery.body),
+                redelivered=bool(delivery.redelivered),
             )
-        if self._host.hosted:  # queued for the client's loop: no round trip per message
-            self._consumer.settle_soon(self._delivery, ack, requeue)
-        else:
-            await self._consumer.settle(self._delivery, ack, requeue)
+            for delivery in deliveries
+        ]
+
+    async def settle(self, settlements: Sequence[Settle]) -> None:
+        await self._host.call(self.consumer.settle, settlements)
+
+    async def release(self, unhanded: Sequence[AbstractIncomingMessage]) -> int:
+        return 0  # closing the connection puts every unsettled delivery back in the queue
+
+    async def held_back(self) -> bool:
+        return False  # the broker pushes: an empty fetch never happens
 
 
-class RabbitMQSource:
+RabbitMQSettlement = BrokerSettlement
+"""Settles one delivery (``basic.ack``, ``basic.nack``); ``redelivered`` is the broker's
+flag: the message was delivered before and not acked. (The kit's
+:class:`~rxflow.connectors._kit.BrokerSettlement`, under the name it had.)"""
+
+
+class RabbitMQSource(BrokerSource[Any, AbstractIncomingMessage]):
     """The messages of one queue; iterate it (see :func:`rabbitmq_source`).
 
     Attributes:
@@ -356,11 +340,9 @@ class RabbitMQSource:
             print(orders.decoder.skipped, orders.unacked)
     """
 
-    def __init__(self, host: AsyncioHost, consumer: _Consumer, decoder: Decoder) -> None:
-        self._host, self._consumer, self.decoder = host, consumer, decoder
-        self.name = decoder.source
-        # The broker sends no more than `prefetch` unsettled deliveries (basic.qos).
-        self.in_flight_limit = InFlightLimit(consumer.prefetch, "prefetch")
+    def __init__(self, reader: _Reader, decoder: Decoder, **bounds: int) -> None:
+        super().__init__(reader, decoder, **bounds)
+        self._consumer = reader.consumer
 
     @property
     def unacked(self) -> int:
@@ -368,23 +350,6 @@ class RabbitMQSource:
         Under trio a settlement reaches the client's loop, and this count, a moment after
         ``ack()`` returns."""
         return self._consumer.unacked
-
-    def __aiter__(self) -> AsyncIterator[Message[Any]]:
-        return self._messages()
-
-    async def _messages(self) -> AsyncIterator[Message[Any]]:
-        source = self.decoder.source
-        while True:
-            for delivery in await self._host.call(self._consumer.take):
-                settlement = RabbitMQSettlement(self._host, self._consumer, delivery)
-                key = delivery.routing_key
-                value = await self.decoder.decode(delivery.body, key=key)
-                if value is SKIPPED:
-                    await settlement.ack()  # set aside by the decode policy: handled
-                    continue
-                headers = _headers(delivery.headers)
-                stamp = _timestamp(delivery.timestamp)
-                yield Message(value, key, headers, stamp, source, settlement)
 
 
 @contextlib.asynccontextmanager
@@ -396,6 +361,7 @@ async def rabbitmq_source(
     on_decode_error: DecodePolicy = "raise",
     dead_letter: Callable[[DecodeFailure], object] | None = None,
     prefetch: int = 100,
+    read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES,
     declare: bool = True,
     durable: bool = True,
 ) -> AsyncIterator[RabbitMQSource]:
@@ -414,6 +380,8 @@ async def rabbitmq_source(
             :class:`rxflow.Flow`, windows keep their messages unsettled until written: a
             flow whose windows hold ``prefetch`` messages fails with
             :class:`~rxflow.errors.InFlightLimitError`; size it above what they hold.
+        read_ahead_bytes: at most this many bytes of bodies taken from the broker and
+            not handed out yet, plus one message.
         declare: declare the queue (idempotent) before consuming; with ``False`` it must exist.
         durable: declare it durable (survives a broker restart).
 
@@ -435,12 +403,17 @@ async def rabbitmq_source(
     if not isinstance(queue, str) or not queue:
         raise ValueError(f"{where}: queue must be a non-empty string, got {queue!r}")
     check_count(where, "prefetch", prefetch)
+    check_count(where, "read_ahead_bytes", read_ahead_bytes)
     decoder = Decoder(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"rabbitmq:{queue}"
     )
     consumer = _Consumer(url, queue, prefetch, declare, durable)
     async with open_on_host(consumer, close_timeout=CLOSE_TIMEOUT) as host:
-        yield RabbitMQSource(host, consumer, decoder)
+        reader = _Reader(host, consumer, decoder.source)
+        async with RabbitMQSource(
+            reader, decoder, read_ahead=prefetch, read_ahead_bytes=read_ahead_bytes
+        ) as source:
+            yield source
 
 
 # -- sink ----------------------------------------------------------------------------------
@@ -504,44 +477,35 @@ class _Publisher:
             await _close(connection)
 
 
-class RabbitMQSink:
+class _Publishing:
+    """The kit's view of the publisher: addresses each item, then one call to its loop."""
+
+    def __init__(
+        self, host: AsyncioHost, publisher: _Publisher, routing_key: str | Callable[[Any], str]
+    ) -> None:
+        self._host, self._publisher, self._routing_key = host, publisher, routing_key
+
+    async def publish(self, records: Sequence[tuple[bytes, Any]]) -> None:
+        routing_key = self._routing_key
+        if callable(routing_key):
+            bodies = [(body, routing_key(item)) for body, item in records]
+        else:
+            bodies = [(body, routing_key) for body, _ in records]
+        if bodies:
+            await self._host.call(self._publisher.publish, bodies)
+
+
+class RabbitMQSink(BrokerSink[Any, None]):
     """Publishes to an exchange and returns once the broker confirmed (see
-    :func:`rabbitmq_sink`).
+    :func:`rabbitmq_sink`). ``send_batch`` raises ``aiormq.exceptions.DeliveryError`` if the
+    broker rejected a message, or its subclass ``PublishError`` if it returned one (no
+    queue bound for its routing key).
 
     Example (needs a RabbitMQ server)::
 
         async with rabbitmq_sink(url, "events", routing_key=lambda e: e["kind"]) as events:
             await events.send_batch([{"kind": "click"}, {"kind": "view"}])
     """
-
-    def __init__(
-        self,
-        host: AsyncioHost,
-        publisher: _Publisher,
-        routing_key: str | Callable[[Any], str],
-        encode: Callable[[Any], bytes],
-        batch_size: int,
-    ) -> None:
-        self._host, self._publisher = host, publisher
-        self._routing_key, self._encode = routing_key, encode
-        self.batch_size = batch_size
-
-    def _key(self, item: Any) -> str:
-        return self._routing_key(item) if callable(self._routing_key) else self._routing_key
-
-    async def send(self, item: Any) -> None:
-        """Publish one item; return once the broker confirmed it."""
-        await self.send_batch((item,))
-
-    async def send_batch(self, items: Sequence[Any]) -> None:
-        """Publish the items; return once the broker confirmed all of them.
-
-        Raises ``aiormq.exceptions.DeliveryError`` if the broker rejected one, or its
-        subclass ``PublishError`` if it returned one (no queue bound for its routing key).
-        """
-        bodies = [(self._encode(item), self._key(item)) for item in items]
-        if bodies:
-            await self._host.call(self._publisher.publish, bodies)
 
 
 @contextlib.asynccontextmanager
@@ -584,7 +548,8 @@ async def rabbitmq_sink(
         )
     publisher = _Publisher(url, exchange)
     async with open_on_host(publisher, close_timeout=CLOSE_TIMEOUT) as host:
-        yield RabbitMQSink(host, publisher, routing_key, encode, batch_size)
+        publishing = _Publishing(host, publisher, routing_key)
+        yield RabbitMQSink(publishing, encode, batch_size=batch_size, name=where)
 
 
 __all__ = [

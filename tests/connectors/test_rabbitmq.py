@@ -150,7 +150,6 @@ async def test_prefetch_bounds_what_the_broker_delivers_unacked(admin: Admin, qu
                 values.append(message.value)
                 await message.ack()
         assert values == [b"%d" % n for n in range(30)]
-        await messages.aclose()  # type: ignore[attr-defined]
 
 
 @pytest.mark.anyio
