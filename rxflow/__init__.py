@@ -12,8 +12,8 @@ from importlib import metadata as _metadata
 
 from rxflow import errors
 from rxflow._handoff import OverflowPolicy
-from rxflow._serve import serve_health
 from rxflow.flow import Flow, FlowHandle
+from rxflow.flow._serve import serve_health
 from rxflow.map_async import map_async
 from rxflow.pipe import Pipe, PipeStats, open_pipe
 from rxflow.scheduler import AnyioScheduler

@@ -1,8 +1,8 @@
-"""``python -m rxflow``: the command-line runner (see :mod:`rxflow.cli`)."""
+"""``python -m rxflow``: the command-line runner (see :mod:`rxflow.flow.cli`)."""
 
 import sys
 
-from rxflow.cli import main
+from rxflow.flow.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

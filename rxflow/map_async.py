@@ -20,10 +20,10 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from rxflow._checks import check_count, check_function
-from rxflow._delivery import current_delivery
+from rxflow._stage_metrics import StageMetrics, stage_name
 from rxflow._typevars import ItemT, ResultT
 from rxflow.errors import NoTaskGroupError
-from rxflow.metrics import StageMetrics, stage_name
+from rxflow.flow._delivery import current_delivery
 from rxflow.scheduler import AnyioScheduler
 from rxflow.strategies import (
     FAIL_FAST,

@@ -25,7 +25,7 @@ import anyio.abc
 import attrs
 
 from rxflow._checks import check_count, check_fraction, check_seconds
-from rxflow.metrics import StageMetrics
+from rxflow._stage_metrics import StageMetrics
 
 logger = logging.getLogger("rxflow")
 

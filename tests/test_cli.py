@@ -25,7 +25,7 @@ import trio.testing
 from anyio.abc import Process
 
 from rxflow import Flow
-from rxflow.cli import EXIT_FAILED, main, run_flow, show_progress
+from rxflow.flow.cli import EXIT_FAILED, main, run_flow, show_progress
 
 FLOWS = """
 import sys

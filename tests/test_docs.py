@@ -30,7 +30,8 @@ PUBLIC_MODULES = [
     "rxflow.testing",
     "rxflow.errors",
     "rxflow.strategies",
-    "rxflow.metrics",
+    "rxflow.flow",
+    "rxflow.flow.metrics",
 ]
 
 needs_mkdocs = pytest.mark.skipif(

@@ -13,8 +13,7 @@ from reactivex import operators as ops
 from support import TrackedSource, running_tasks
 
 from rxflow import DeadLetter, Failure, Flow, Retry, Skip, map_async
-from rxflow.errors import SourceOverflowError
-from rxflow.flow import FlowStateError
+from rxflow.errors import FlowStateError, SourceOverflowError
 
 
 class SlowSink:

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reactivex import operators as ops
 
 from rxflow import Flow, Skip, map_async
-from rxflow.metrics import (
+from rxflow.flow.metrics import (
     LATENCY_BUCKETS,
     FlowSnapshot,
     LatencyHistogram,

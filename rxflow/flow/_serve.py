@@ -6,7 +6,7 @@ A service that embeds a :class:`~rxflow.Flow` (or ``rxflow run --serve``) runs
 can probe it:
 
 * ``GET /metrics``: the flow's metrics in Prometheus's text format
-  (:func:`rxflow.metrics.export_prometheus`);
+  (:func:`rxflow.flow.metrics.export_prometheus`);
 * ``GET /health/live``: 200 while the flow runs, 503 before it started and after it ended;
 * ``GET /health/ready``: 200 while the flow runs with its sources entered (connected) and
   is not draining; 503 otherwise. Both answer a small JSON body that says why.
@@ -30,7 +30,7 @@ from anyio.abc import SocketAttribute
 
 from rxflow._checks import check_host, check_port
 from rxflow.flow import FlowHandle
-from rxflow.metrics import export_prometheus
+from rxflow.flow.metrics import export_prometheus
 
 if TYPE_CHECKING:
     import h11

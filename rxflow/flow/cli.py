@@ -40,6 +40,7 @@ from rich.live import Live
 from rich.logging import RichHandler
 from rich.text import Text
 
+from rxflow.errors import UsageError
 from rxflow.flow import Flow, FlowHandle
 
 __all__ = ["UsageError", "load_flow", "main", "run_flow", "show_progress"]
@@ -54,10 +55,6 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 logger = logging.getLogger("rxflow.cli")
 
 
-class UsageError(Exception):
-    """The command line named something that is not a flow."""
-
-
 async def load_flow(target: str) -> Flow:
     """Import ``module:attribute`` and return the flow it is or makes (sync or async).
 
@@ -66,7 +63,7 @@ async def load_flow(target: str) -> Flow:
         >>> anyio.run(load_flow, "rxflow")
         Traceback (most recent call last):
         ...
-        rxflow.cli.UsageError: expected module:attribute (such as myflows:clicks), got 'rxflow'
+        rxflow.errors.UsageError: expected module:attribute (such as myflows:clicks), got 'rxflow'
     """
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
@@ -115,7 +112,7 @@ async def run_flow(
     async with anyio.create_task_group() as tg:
         tg.start_soon(_handle_signals, handle, drain_timeout)
         if serve is not None:
-            from rxflow._serve import serve_health
+            from rxflow.flow._serve import serve_health
 
             try:
                 await tg.start(serve_health, handle, *serve)

@@ -39,10 +39,10 @@ from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposab
 from reactivex.scheduler import TimeoutScheduler
 from reactivex.subject import Subject
 
-from rxflow._delivery import current_delivery
 from rxflow._source_time import current_source_time
+from rxflow._stage_metrics import StageMetrics
 from rxflow._typevars import TimedT
-from rxflow.metrics import StageMetrics
+from rxflow.flow._delivery import current_delivery
 from rxflow.scheduler import AnyioScheduler
 from rxflow.windows._window import Window
 from rxflow.windows.processing import clock_of

@@ -24,8 +24,8 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.scheduler import TimeoutScheduler
 
-from rxflow._delivery import Delivery, current_delivery
-from rxflow.metrics import StageMetrics
+from rxflow._stage_metrics import StageMetrics
+from rxflow.flow._delivery import Delivery, current_delivery
 from rxflow.windows._window import Window
 
 T = TypeVar("T")

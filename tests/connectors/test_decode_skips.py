@@ -26,7 +26,7 @@ from rxflow.connectors.postgres import postgres_table_source
 from rxflow.connectors.rabbitmq import rabbitmq_source
 from rxflow.connectors.redis import redis_stream_source
 from rxflow.errors import DecodeError
-from rxflow.metrics import FlowSnapshot
+from rxflow.flow.metrics import FlowSnapshot
 from tests.connectors.conftest import require_service
 from tests.connectors.test_nats import admin as nats_admin
 from tests.connectors.test_postgres import Admin as PostgresAdmin

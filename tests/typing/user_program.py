@@ -43,8 +43,8 @@ from rxflow.connectors import (
     redis_stream_source,
     tcp_source,
 )
+from rxflow.flow.metrics import FlowSnapshot, StageMetrics, StageSnapshot
 from rxflow.map_async import MapAsync
-from rxflow.metrics import FlowSnapshot, StageMetrics, StageSnapshot
 from rxflow.testing import MarbleContext
 from rxflow.windows import EventTimeWindows, ProcessingTimeWindows
 

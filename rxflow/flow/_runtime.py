@@ -1,0 +1,249 @@
+"""``FlowHandle``: a flow while it runs. It opens the sources and sinks, runs the pipe
+between fan-in and fan-out, acknowledges what every sink confirmed, and stops gracefully,
+aborts, or fails with the one error that ended it."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from rxflow._checks import check_seconds
+from rxflow._source_time import SourceTime
+from rxflow.flow._delivery import Acker, Delivery, SourceAccount, tag_outputs, tracked
+from rxflow.flow._fan import fan_out, merged_source
+from rxflow.flow._stages import entered, source_name
+from rxflow.flow.metrics import FlowSnapshot
+from rxflow.pipe import Pipe, open_pipe
+
+if TYPE_CHECKING:
+    from rxflow.flow._builder import Flow
+
+__all__ = ["FlowHandle"]
+
+logger = logging.getLogger("rxflow")
+
+
+class FlowHandle:
+    """A running flow: stop it gracefully, abort it, wait for it, read its metrics."""
+
+    def __init__(self, flow: Flow) -> None:
+        self._flow = flow
+        self._pipe: Pipe[Any] | None = None
+        self._scope = anyio.CancelScope()
+        self._sources_scope = anyio.CancelScope()
+        self._stop_requested = False
+        self._done = anyio.Event()
+        self._error: BaseException | None = None
+        self._acker = Acker()
+        self._delivery: Delivery | None = None
+        self._accounts: list[SourceAccount] = []
+        self._started = False
+        self._drain_timeout: float | None = None
+        self.aborted = False
+        self.drain_timed_out = False
+        """True when a drain given a ``drain_timeout`` did not finish in time and the flow
+        aborted itself (``aborted`` is True too)."""
+
+    @property
+    def acknowledged(self) -> int:
+        """Source messages acknowledged so far (at-least-once delivery)."""
+        return self._acker.acked
+
+    @property
+    def redelivered_while_held(self) -> int:
+        """Messages a source delivered again while the flow still held the first copy (a
+        broker's ack timeout, a reclaimed stream entry): recognised by their identity, not
+        pushed again, and acknowledged with the first copy."""
+        return sum(account.redelivered for account in self._accounts)
+
+    @property
+    def unacknowledged(self) -> int:
+        """Source messages admitted whose outputs are not all confirmed yet."""
+        return self._delivery.unsettled if self._delivery is not None else 0
+
+    @property
+    def running(self) -> bool:
+        """True from the moment the flow starts running until it has ended (a liveness
+        probe's question)."""
+        return self._started and not self._done.is_set()
+
+    @property
+    def done(self) -> bool:
+        """True once the flow has ended (completed, stopped, aborted or failed)."""
+        return self._done.is_set()
+
+    @property
+    def ready(self) -> bool:
+        """True while the flow runs with every source entered (connected) and every sink
+        opened, and is not stopping (a readiness probe's question)."""
+        return self._pipe is not None and not self._stop_requested and self.running
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called: the flow drains (or has ended)."""
+        return self._stop_requested
+
+    def stop(self, *, drain_timeout: float | None = None) -> None:
+        """Stop gracefully: read no more from the sources, flush the operators (open
+        windows are emitted), let every sink drain and confirm, then end.
+
+        With ``drain_timeout`` (seconds, from this call), a drain that takes longer aborts
+        the flow instead: :attr:`drain_timed_out` becomes True and a WARNING says how many
+        messages were left unacknowledged (their sources deliver them again). Call it from
+        the flow's event loop; calling it again may shorten the deadline, never extend it.
+
+        Example:
+            >>> import anyio
+            >>> from rxflow import Flow
+            >>> async def stuck_sink(item):
+            ...     await anyio.sleep(3600)
+            >>> async def main():
+            ...     async with anyio.create_task_group() as tg:
+            ...         handle = Flow("stuck").source(range(3)).sink(stuck_sink).start(tg)
+            ...         await anyio.sleep(0.01)
+            ...         handle.stop(drain_timeout=0.05)
+            ...     return handle.drain_timed_out, handle.aborted
+            >>> anyio.run(main)
+            (True, True)
+        """
+        timeout = check_seconds(
+            "FlowHandle.stop()", "drain_timeout", drain_timeout, allow_zero=True, optional=True
+        )
+        if timeout is not None:
+            # The drain's deadline is the whole flow's scope: past it, the flow aborts itself.
+            self._scope.deadline = min(self._scope.deadline, anyio.current_time() + timeout)
+            self._drain_timeout = timeout
+        self._stop_requested = True
+        self._sources_scope.cancel()
+        if self._pipe is not None:
+            self._pipe.stop()
+
+    def abort(self) -> None:
+        """Cancel everything now. Items in flight are not written; nothing keeps running."""
+        self.aborted = True
+        self._scope.cancel()
+
+    async def wait(self) -> FlowSnapshot:
+        """Wait for the flow to end; raise its error if it failed; return its metrics."""
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self.snapshot()
+
+    def snapshot(self) -> FlowSnapshot:
+        """The flow's metrics now (see :meth:`Flow.snapshot`)."""
+        return self._flow.snapshot()
+
+    async def run(self) -> FlowSnapshot:
+        """Run the flow to its end here; return its final metrics or raise its error."""
+        await self._run()
+        return self.snapshot()
+
+    async def _run(self) -> None:
+        flow = self._flow
+        self._started = True
+        logger.info("flow %s started", flow.name)
+        try:
+            with self._scope:
+                try:
+                    await self._run_stages()
+                except BaseExceptionGroup as group:
+                    raise _the_one_error(group) from None
+        except Exception as error:
+            self._error = error
+            # The one record of this failure, with its traceback: callers that catch the
+            # error re-raised here need not log it again. The message names the error too,
+            # for log views that show messages only.
+            logger.exception("flow %s failed: %r", flow.name, error)  # noqa: TRY401
+            raise
+        finally:
+            self._done.set()
+        if self._scope.cancelled_caught and not self.aborted:  # the drain's deadline passed
+            self.aborted = self.drain_timed_out = True
+            logger.warning(
+                "flow %s: the drain did not finish within drain_timeout=%gs, so the flow was "
+                "aborted; %d message(s) were left unacknowledged and will be redelivered",
+                flow.name,
+                self._drain_timeout,
+                self.unacknowledged,
+            )
+        state = "aborted" if self.aborted else "ended"
+        logger.info("flow %s %s: %s", flow.name, state, self.snapshot().progress_line())
+
+    async def _run_stages(self) -> None:
+        # The pipe's source time, paused while a source is at its in-flight limit too.
+        source_time = SourceTime()
+        self._delivery = delivery = Delivery(self._acker.put, source_time)
+        self._acker.on_done = delivery.forget
+        # Sources open first and close last: their connections must outlive the final acks.
+        async with AsyncExitStack() as open_sources:
+            sources = [await entered(source.items, open_sources) for source in self._flow._sources]
+            for source, items in zip(self._flow._sources, sources, strict=True):
+                source.decoder = getattr(items, "decoder", None)
+            self._accounts = [
+                SourceAccount(source_name(source, items), getattr(items, "in_flight_limit", None))
+                for source, items in zip(self._flow._sources, sources, strict=True)
+            ]
+            for sink in self._flow._sinks:
+                await sink.open(open_sources)
+            async with anyio.create_task_group() as acks:
+                acks.start_soon(self._acker.run, name=f"rxflow flow {self._flow.name} acks")
+                # Operators subscribed in here find both.
+                with delivery.activated(), source_time.activated():
+                    await self._run_pipe(sources, delivery)
+                self._acker.close()  # acknowledge what was settled, then end
+
+    async def _run_pipe(self, sources: list[Any], delivery: Delivery) -> None:
+        flow = self._flow
+        async with anyio.create_task_group() as tg:
+            merged = tracked(
+                delivery,
+                merged_source(
+                    tg,
+                    flow._sources,
+                    sources,
+                    self._accounts,
+                    self._sources_scope,
+                    flow.name,
+                ),
+            )
+            async with open_pipe(
+                merged,
+                *flow._operators,
+                tag_outputs(delivery),
+                max_buffer_size=flow._max_buffer_size,
+            ) as pipe:
+                self._pipe = pipe
+                if self._stop_requested:
+                    pipe.stop()
+                if flow._log_every:
+                    tg.start_soon(self._log_progress, flow._log_every)
+                await fan_out(pipe, flow._sinks, delivery)
+            tg.cancel_scope.cancel()  # the progress logger, and sources a take() left
+
+    async def _log_progress(self, every: float) -> None:
+        while True:
+            await anyio.sleep(every)
+            logger.info("%s", self.snapshot().progress_line())
+
+
+def _the_one_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The error a task group failed with, unwrapped when it is the only one, so that a
+    flow raises its stage's own exception rather than a group around it."""
+    errors = [
+        leaf for leaf in _leaves(group) if not isinstance(leaf, anyio.get_cancelled_exc_class())
+    ]
+    if len(errors) > 1:
+        # A stage that failed closed its stream, so its neighbour's send broke: that is a
+        # consequence, not a second error.
+        errors = [error for error in errors if not isinstance(error, anyio.BrokenResourceError)]
+    return errors[0] if len(errors) == 1 else group
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
