@@ -42,6 +42,7 @@ from typing import Any, Generic, Literal, NamedTuple, Protocol, Self, TypeVar
 import anyio
 
 from rxflow._source_time import current_source_time
+from rxflow._task_groups import background_tasks
 from rxflow.connectors._message import InFlightLimit, Message, Settlement, describe
 from rxflow.connectors.codecs import SKIPPED, Decoder, Encoder, RecordRejected
 from rxflow.errors import SettledAfterCloseError
@@ -334,18 +335,12 @@ class BrokerSource(Generic[T, H]):
             finally:
                 await self._close()
             return
-        try:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._settler.run, name=f"{self.name} settlements")
-                try:
-                    yield
-                finally:
-                    await self._close()  # ends the settler task, once it wrote its queue
-        except BaseExceptionGroup as group:
-            # The block's own error, not a group: the settler task never raises.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
+        async with background_tasks() as tasks:
+            tasks.start_soon(self._settler.run, name=f"{self.name} settlements")
+            try:
+                yield
+            finally:
+                await self._close()  # ends the settler task, once it wrote its queue
 
     async def _close(self) -> None:
         """Give back what was fetched and never handed out, write queued settlements, and
