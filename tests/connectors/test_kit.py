@@ -136,7 +136,7 @@ async def test_settling_after_the_source_closed_is_an_error_not_a_silent_loss() 
     reader = ListReader([b"a"])
     async with source_over(reader) as source:
         message = await anext(source)
-    with pytest.raises(SettledAfterCloseError, match="memory:test.*after its source closed"):
+    with pytest.raises(SettledAfterCloseError, match=r"memory:test.*after its source closed"):
         await message.ack()
     assert reader.settled == []
 
