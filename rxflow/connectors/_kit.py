@@ -35,7 +35,15 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Hashable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from types import MappingProxyType
 from typing import Any, Generic, Literal, NamedTuple, Protocol, Self, TypeVar
 
@@ -43,12 +51,15 @@ import anyio
 
 from rxflow._source_time import current_source_time
 from rxflow._task_groups import background_tasks
+from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._message import InFlightLimit, Message, Settlement, describe
 from rxflow.connectors.codecs import SKIPPED, Decoder, Encoder, RecordRejected
 from rxflow.errors import SettledAfterCloseError
 
 __all__ = [
     "DEFAULT_READ_AHEAD_BYTES",
+    "Address",
+    "AddressedPublisher",
     "NO_HEADERS",
     "BrokerSettlement",
     "BrokerSink",
@@ -526,6 +537,33 @@ class Publisher(Protocol[T_contra, R_co]):
         """Publish ``(payload, item)`` pairs; the item is there for addressing (a routing
         key, a subject, fields) computed by the module."""
         ...
+
+
+Address = str | Callable[[Any], str]
+"""Where a sink sends an item: one name (a topic, a routing key), or a function of the item."""
+
+
+class AddressedPublisher:
+    """A :class:`Publisher` for systems that address each record by one string (an MQTT
+    topic, an AMQP routing key): it computes the addresses, then publishes the whole batch
+    with one call on the client's loop (``publish`` gets ``(payload, address)`` pairs)."""
+
+    def __init__(
+        self,
+        host: AsyncioHost,
+        publish: Callable[[list[tuple[bytes, str]]], Awaitable[None]],
+        address: Address,
+    ) -> None:
+        self._host, self._publish, self._address = host, publish, address
+
+    async def publish(self, records: Sequence[tuple[bytes, Any]]) -> None:
+        address = self._address
+        if callable(address):
+            addressed = [(payload, address(item)) for payload, item in records]
+        else:
+            addressed = [(payload, address) for payload, _ in records]
+        if addressed:
+            await self._host.call(self._publish, addressed)
 
 
 class BrokerSink(Generic[T, R]):

@@ -54,13 +54,21 @@ from typing import Any, NamedTuple
 
 import anyio
 
-from rxflow._checks import check_host, check_int_range, check_port
+from rxflow._checks import check_count, check_host, check_int_range, check_port
 from rxflow.connectors._asyncio_host import AsyncioHost, open_on_host
 from rxflow.connectors._extras import requires_extra
-from rxflow.connectors._message import InFlightLimit, Message, Settlement
+from rxflow.connectors._kit import (
+    DEFAULT_READ_AHEAD_BYTES,
+    AddressedPublisher,
+    BrokerSettlement,
+    BrokerSink,
+    BrokerSource,
+    Incoming,
+    Verb,
+)
+from rxflow.connectors._message import InFlightLimit
 from rxflow.connectors._redact import mask_url
 from rxflow.connectors.codecs import (
-    SKIPPED,
     Codec,
     CodecName,
     DecodeFailure,
@@ -348,19 +356,21 @@ class _Subscriber:
         topic: str,
         qos: int,
         limit: int,
+        max_bytes: int,
         client: Callable[[], aiomqtt.Client],
     ) -> None:
         self.host, self.port, self.topic, self.qos, self.limit = host, port, topic, qos, limit
+        self.max_bytes = max_bytes
         self.make_client = client
         self.client: aiomqtt.Client | None = None
         self.unacked = 0  # received from the broker and not settled yet
-        self.paused = False  # not reading the socket: ``limit`` messages are unacked
+        # Payload bytes received and not taken yet: past max_bytes the socket is not read.
+        self.queued_bytes = 0
+        # Not reading the socket: `limit` messages are unacked, or `max_bytes` wait.
+        self.paused = False
         self.subscribed = False
-        self.closing = False
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self) -> None:
-        self.loop = asyncio.get_running_loop()
         client = self.make_client()
         # aiomqtt 2.5 has no manual-ack option; paho's own switch holds back each PUBACK
         # until ack() (set before connecting, so redelivered messages are held back too).
@@ -383,17 +393,21 @@ class _Subscriber:
             )
         # Not before: a persistent session's redeliveries may fill the window before SUBACK.
         self.subscribed = True
-        if self.unacked >= self.limit:
+        if self._full():
             self._pause()
 
     def _counting(self, on_message: Callable[..., None]) -> Callable[..., None]:
-        def counted(*args: Any) -> None:
+        def counted(client: Any, userdata: Any, message: Any) -> None:
             self.unacked += 1
-            on_message(*args)
-            if self.unacked >= self.limit and self.subscribed:
+            self.queued_bytes += len(message.payload)
+            on_message(client, userdata, message)
+            if self.subscribed and self._full():
                 self._pause()
 
         return counted
+
+    def _full(self) -> bool:
+        return self.unacked >= self.limit or self.queued_bytes > self.max_bytes
 
     def _socket_fd(self) -> int | None:
         assert self.client is not None
@@ -427,34 +441,45 @@ class _Subscriber:
             if not disconnected.done():
                 disconnected.set_exception(error)
 
-    async def take(self) -> list[aiomqtt.Message]:
-        """Every message received so far (at least one), waiting for one if there is none."""
+    async def take(self, count: int, max_bytes: int) -> list[aiomqtt.Message]:
+        """Messages received so far (at least one, at most ``count`` and, past the first,
+        ``max_bytes`` of payloads), waiting for one if there is none."""
         assert self.client is not None
         messages = self.client.messages
         try:
             taken = [await anext(messages)]
-            while len(messages):
-                taken.append(await anext(messages))
+            size = len(taken[0].payload)
+            while len(messages) and len(taken) < count and size < max_bytes:
+                message = await anext(messages)
+                size += len(message.payload)
+                taken.append(message)
         except aiomqtt.MqttError as error:
             raise ServiceUnavailableError(
                 f"mqtt: the connection to {self.host}:{self.port} was lost ({error!r}); with a "
                 "client_id the session keeps unacknowledged messages and delivers them again "
                 "when you reopen the source"
             ) from error
+        self.queued_bytes -= size
+        if not self._full():
+            self._resume()
         return taken
 
-    def ack(self, message: aiomqtt.Message) -> None:
-        """PUBACK one message (on the client's loop: paho is not thread-safe)."""
+    def settle(self, settlements: Sequence[tuple[aiomqtt.Message, Verb]]) -> None:
+        """PUBACK the acked messages (on the client's loop: paho is not thread-safe). A
+        nacked one stays unacked: MQTT has no negative ack, the session delivers it again
+        on the next connection, and until then it keeps its place in the window."""
         assert self.client is not None
-        self.unacked -= 1
-        if self.unacked < self.limit:
+        for message, verb in settlements:
+            if verb != "ack":
+                continue
+            self.unacked -= 1
+            if message.qos > 0:
+                # Not connected: the ack is lost, and the session delivers the message again.
+                self.client._client.ack(message.mid, message.qos)
+        if not self._full():
             self._resume()
-        if message.qos > 0:
-            # Not connected: the ack is lost, and the session delivers the message again.
-            self.client._client.ack(message.mid, message.qos)
 
     async def close(self) -> None:
-        self.closing = True
         if self.client is None:
             return
         # paho closes its socket right after writing DISCONNECT; a socket closed with input
@@ -469,43 +494,13 @@ class _Subscriber:
         await _disconnect(self.client)
 
 
-class MQTTSettlement(Settlement):
-    """Acks one message (``PUBACK``). MQTT has no negative ack: ``nack`` leaves the message
-    unacked, and the broker delivers it again when the session reconnects. Until then it
-    keeps its place in the ``receive_maximum`` window (the broker counts it too), so a
-    source that nacks that many stops receiving: close it, and reopen to get them again.
-
-    The ack is written on the client's loop without waiting (the broker does not answer
-    acks); on a lost connection it is lost, and the session delivers the message again.
-
-    Example (needs an MQTT broker)::
-
-        async for message in readings:
-            if store(message.value):
-                await message.ack()
-            else:
-                await message.nack()  # comes again with the next connection
-    """
-
-    __slots__ = ("_host", "_message", "_subscriber")
-
-    def __init__(self, host: AsyncioHost, subscriber: _Subscriber, message: aiomqtt.Message):
-        super().__init__()
-        self._host, self._subscriber, self._message = host, subscriber, message
-
-    async def _ack(self) -> None:
-        subscriber = self._subscriber
-        if subscriber.closing:
-            raise RuntimeError(
-                f"mqtt: a message of {subscriber.topic!r} was acked after its source closed; "
-                "it was not acked, and comes again to a persistent session. Ack messages "
-                "inside the source's `async with` block"
-            )
-        if self._host.hosted:  # handed to the client's loop: no round trip per message
-            assert subscriber.loop is not None
-            subscriber.loop.call_soon_threadsafe(subscriber.ack, self._message)
-        else:
-            subscriber.ack(self._message)
+MQTTSettlement = BrokerSettlement
+"""Acks one message (``PUBACK``, written on the client's loop without waiting: the broker
+does not answer acks). MQTT has no negative ack: ``nack`` leaves the message unacked, and
+the broker delivers it again when the session reconnects. Until then it keeps its place in
+the ``receive_maximum`` window (the broker counts it too), so a source that nacks that many
+stops receiving: close it, and reopen to get them again. (The kit's
+:class:`~rxflow.connectors._kit.BrokerSettlement`, under the name it had.)"""
 
 
 def _headers(properties: Properties | None) -> dict[str, str]:
@@ -514,7 +509,54 @@ def _headers(properties: Properties | None) -> dict[str, str]:
     return {str(name): str(value) for name, value in pairs}
 
 
-class MQTTSource:
+class _Reader:
+    """The kit's view of the subscriber (see :class:`~rxflow.connectors._kit.Reader`)."""
+
+    def __init__(self, host: AsyncioHost, subscriber: _Subscriber, name: str) -> None:
+        self._host, self.subscriber, self.name = host, subscriber, name
+        # No more than `receive_maximum` unacked messages: the client stops reading there.
+        self.in_flight_limit: InFlightLimit | None = InFlightLimit(
+            subscriber.limit, "receive_maximum"
+        )
+        # Under trio each call is a hop to the client's thread, and the broker does not
+        # answer acks: settlements are queued and written in runs.
+        self.queues_settlements = host.hosted
+
+    async def fetch(self, count: int, max_bytes: int) -> list[Incoming[aiomqtt.Message]]:
+        received = await self._host.call(self.subscriber.take, count, max_bytes)
+        return [
+            Incoming(
+                bytes(message.payload),
+                message,
+                key=message.topic.value,
+                headers=_headers(message.properties),
+                size=len(message.payload),
+            )
+            for message in received
+        ]
+
+    async def settle(self, settlements: Sequence[tuple[aiomqtt.Message, Verb]]) -> None:
+        if self._host.hosted:
+            await self._host.call(_settle_on_loop, self.subscriber, settlements)
+        else:
+            self.subscriber.settle(settlements)
+
+    async def release(self, unhanded: Sequence[aiomqtt.Message]) -> int:
+        # MQTT cannot hand a message back: a persistent session delivers it again on the
+        # next connection; without one it ends with the session.
+        return 0
+
+    async def held_back(self) -> bool:
+        return False  # the broker pushes: an empty fetch never happens
+
+
+async def _settle_on_loop(
+    subscriber: _Subscriber, settlements: Sequence[tuple[aiomqtt.Message, Verb]]
+) -> None:
+    subscriber.settle(settlements)
+
+
+class MQTTSource(BrokerSource[Any, "aiomqtt.Message"]):
     """The messages of one subscription; iterate it (see :func:`mqtt_source`).
 
     Attributes:
@@ -529,33 +571,15 @@ class MQTTSource:
             print(logs.decoder.skipped, logs.unacked)
     """
 
-    def __init__(self, host: AsyncioHost, subscriber: _Subscriber, decoder: Decoder) -> None:
-        self._host, self._subscriber, self.decoder = host, subscriber, decoder
-        self.name = decoder.source
-        # No more than `receive_maximum` unacked messages: the client stops reading there.
-        self.in_flight_limit = InFlightLimit(subscriber.limit, "receive_maximum")
+    def __init__(self, reader: _Reader, decoder: Decoder, **bounds: int) -> None:
+        super().__init__(reader, decoder, **bounds)
+        self._subscriber = reader.subscriber
 
     @property
     def unacked(self) -> int:
         """Messages received and not acked yet (at most ``receive_maximum``). Under trio an
         ack reaches the client's loop, and this count, a moment after ``ack()`` returns."""
         return self._subscriber.unacked
-
-    def __aiter__(self) -> AsyncIterator[Message[Any]]:
-        return self._messages()
-
-    async def _messages(self) -> AsyncIterator[Message[Any]]:
-        source = self.decoder.source
-        while True:
-            for received in await self._host.call(self._subscriber.take):
-                settlement = MQTTSettlement(self._host, self._subscriber, received)
-                topic = received.topic.value
-                value = await self.decoder.decode(bytes(received.payload), key=topic)
-                if value is SKIPPED:
-                    await settlement.ack()  # set aside by the decode policy: handled
-                    continue
-                headers = _headers(received.properties)
-                yield Message(value, topic, headers, None, source, settlement)
 
 
 @contextlib.asynccontextmanager
@@ -568,6 +592,7 @@ async def mqtt_source(
     client_id: str | None = None,
     session_expiry: int = 3600,
     receive_maximum: int = 100,
+    read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES,
     codec: Codec | CodecName = "bytes",
     on_decode_error: DecodePolicy = "raise",
     dead_letter: Callable[[DecodeFailure], object] | None = None,
@@ -595,6 +620,9 @@ async def mqtt_source(
             :class:`rxflow.Flow`, windows keep their messages unacked until written: a flow
             whose windows hold ``receive_maximum`` messages fails with
             :class:`~rxflow.errors.InFlightLimitError`; size it above what they hold.
+        read_ahead_bytes: at most this many payload bytes received and not handed out,
+            plus one message: past it the client stops reading its socket, and TCP flow
+            control holds the rest at the broker.
         codec: how payloads become values: ``"bytes"``, ``"text"``, ``"json"`` or a
             function (:mod:`rxflow.connectors.codecs`).
         on_decode_error: what to do with a payload the codec rejects: ``"raise"``,
@@ -637,6 +665,7 @@ async def mqtt_source(
         raise ValueError(f"{where}: topic must be a non-empty topic filter, got {topic!r}")
     check_int_range(where, "qos", qos, 0, 2)
     check_int_range(where, "receive_maximum", receive_maximum, 1, 65535)
+    check_count(where, "read_ahead_bytes", read_ahead_bytes)
     check_int_range(where, "session_expiry", session_expiry, 0, 2**32 - 1)
     check_int_range(where, "keepalive", keepalive, 1, 65535)
     decoder = Decoder(
@@ -658,9 +687,15 @@ async def mqtt_source(
             tls_context=broker.tls_context,
         )
 
-    subscriber = _Subscriber(broker.host, broker.port, topic, qos, receive_maximum, client)
+    subscriber = _Subscriber(
+        broker.host, broker.port, topic, qos, receive_maximum, read_ahead_bytes, client
+    )
     async with open_on_host(subscriber, close_timeout=CLOSE_TIMEOUT) as asyncio_host:
-        yield MQTTSource(asyncio_host, subscriber, decoder)
+        reader = _Reader(asyncio_host, subscriber, decoder.source)
+        async with MQTTSource(
+            reader, decoder, read_ahead=receive_maximum, read_ahead_bytes=read_ahead_bytes
+        ) as source:
+            yield source
 
 
 # -- sink ----------------------------------------------------------------------------------
@@ -670,8 +705,11 @@ class _Publisher:
     """The publishing connection on the client's loop. A lost connection fails the batch in
     flight; the next batch connects again."""
 
-    def __init__(self, host: str, port: int, client: Callable[[], aiomqtt.Client]) -> None:
+    def __init__(
+        self, host: str, port: int, client: Callable[[], aiomqtt.Client], qos: int, retain: bool
+    ) -> None:
         self.host, self.port, self.make_client = host, port, client
+        self.qos, self.retain = qos, retain
         self.client: aiomqtt.Client | None = None
         self.lost = False
 
@@ -680,8 +718,8 @@ class _Publisher:
         self.lost = False
         await _connect(self.client, self.host, self.port)
 
-    async def publish(self, messages: Sequence[tuple[str, bytes]], qos: int, retain: bool) -> None:
-        """Publish all at once, then wait for every PUBACK."""
+    async def publish(self, messages: Sequence[tuple[bytes, str]]) -> None:
+        """Publish ``(payload, topic)`` pairs all at once, then wait for every PUBACK."""
         if self.lost:
             await self.close()
             await self.open()
@@ -690,7 +728,10 @@ class _Publisher:
         # aiomqtt logs a warning past this many pending calls; a batch is expected to be.
         client.pending_calls_threshold = max(client.pending_calls_threshold, len(messages))
         publishing = asyncio.gather(
-            *(client.publish(topic, body, qos=qos, retain=retain) for topic, body in messages),
+            *(
+                client.publish(topic, body, qos=self.qos, retain=self.retain)
+                for body, topic in messages
+            ),
             return_exceptions=True,  # every publish finished, whatever the first failure
         )
         # aiomqtt leaves publishes waiting for their PUBACK when the connection drops, until
@@ -725,7 +766,7 @@ class _Publisher:
             await _disconnect(client)
 
 
-class MQTTSink:
+class MQTTSink(BrokerSink[Any, None]):
     """Publishes to MQTT and returns once the broker acknowledged (see :func:`mqtt_sink`).
 
     Example (needs an MQTT broker)::
@@ -733,34 +774,6 @@ class MQTTSink:
         async with mqtt_sink(url, lambda r: f"sensors/{r['id']}") as readings:
             await readings.send_batch([{"id": "a", "t": 21.5}, {"id": "b", "t": 19.0}])
     """
-
-    def __init__(
-        self,
-        host: AsyncioHost,
-        publisher: _Publisher,
-        topic: str | Callable[[Any], str],
-        *,
-        qos: int,
-        retain: bool,
-        encode: Callable[[Any], bytes],
-        batch_size: int,
-    ) -> None:
-        self._host, self._publisher, self._topic = host, publisher, topic
-        self._qos, self._retain, self._encode = qos, retain, encode
-        self.batch_size = batch_size
-
-    async def send(self, item: Any) -> None:
-        """Publish one item; return once the broker acknowledged it."""
-        await self.send_batch((item,))
-
-    async def send_batch(self, items: Sequence[Any]) -> None:
-        """Publish the items; return once the broker acknowledged all of them."""
-        topic = self._topic
-        messages = [
-            (topic(item) if callable(topic) else topic, self._encode(item)) for item in items
-        ]
-        if messages:
-            await self._host.call(self._publisher.publish, messages, self._qos, self._retain)
 
 
 @contextlib.asynccontextmanager
@@ -832,17 +845,10 @@ async def mqtt_sink(
             tls_context=broker.tls_context,
         )
 
-    publisher = _Publisher(broker.host, broker.port, client)
+    publisher = _Publisher(broker.host, broker.port, client, qos, retain)
     async with open_on_host(publisher, close_timeout=CLOSE_TIMEOUT) as asyncio_host:
-        yield MQTTSink(
-            asyncio_host,
-            publisher,
-            topic,
-            qos=qos,
-            retain=retain,
-            encode=encode,
-            batch_size=batch_size,
-        )
+        publishing = AddressedPublisher(asyncio_host, publisher.publish, topic)
+        yield MQTTSink(publishing, encode, batch_size=batch_size, name=where)
 
 
 __all__ = ["MQTTSettlement", "MQTTSink", "MQTTSource", "mqtt_sink", "mqtt_source"]

@@ -41,6 +41,7 @@ from rxflow.connectors._asyncio_host import AsyncioHost, open_on_host
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._kit import (
     DEFAULT_READ_AHEAD_BYTES,
+    AddressedPublisher,
     BrokerSettlement,
     BrokerSink,
     BrokerSource,
@@ -477,24 +478,6 @@ class _Publisher:
             await _close(connection)
 
 
-class _Publishing:
-    """The kit's view of the publisher: addresses each item, then one call to its loop."""
-
-    def __init__(
-        self, host: AsyncioHost, publisher: _Publisher, routing_key: str | Callable[[Any], str]
-    ) -> None:
-        self._host, self._publisher, self._routing_key = host, publisher, routing_key
-
-    async def publish(self, records: Sequence[tuple[bytes, Any]]) -> None:
-        routing_key = self._routing_key
-        if callable(routing_key):
-            bodies = [(body, routing_key(item)) for body, item in records]
-        else:
-            bodies = [(body, routing_key) for body, _ in records]
-        if bodies:
-            await self._host.call(self._publisher.publish, bodies)
-
-
 class RabbitMQSink(BrokerSink[Any, None]):
     """Publishes to an exchange and returns once the broker confirmed (see
     :func:`rabbitmq_sink`). ``send_batch`` raises ``aiormq.exceptions.DeliveryError`` if the
@@ -548,7 +531,7 @@ async def rabbitmq_sink(
         )
     publisher = _Publisher(url, exchange)
     async with open_on_host(publisher, close_timeout=CLOSE_TIMEOUT) as host:
-        publishing = _Publishing(host, publisher, routing_key)
+        publishing = AddressedPublisher(host, publisher.publish, routing_key)
         yield RabbitMQSink(publishing, encode, batch_size=batch_size, name=where)
 
 

@@ -137,7 +137,6 @@ async def test_at_most_receive_maximum_messages_are_held_unacked(topic: str) -> 
                 values.append(message.value)
                 await message.ack()
         assert values == [b"%d" % n for n in range(30)]
-        await messages.aclose()  # type: ignore[attr-defined]
 
 
 @pytest.mark.anyio
