@@ -12,17 +12,12 @@ no warning or error log record, no asyncio exception-handler call, no unraisable
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import gc
-import logging
-import os
 import random
 import subprocess
 import sys
-import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -60,7 +55,14 @@ from rxflow.connectors import (
 from rxflow.connectors._asyncio_host import AsyncioHost
 from tests.connectors.conftest import SERVICES, require_service
 from tests.connectors.http_server import Exchange, serving
-from tests.connectors.support import POOL_THREADS, black_hole, leftover_threads
+from tests.connectors.support import (
+    Leftovers,
+    after,
+    black_hole,
+    leftovers_of,
+    nothing_printed,
+    random_delays,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -216,118 +218,18 @@ async def cancel_many(case: Case, target: Target, delays: list[float | int]) -> 
     for delay in delays:
         async with anyio.create_task_group() as tg:
             tg.start_soon(open_use_and_wait, case, target)
-            if isinstance(delay, int):
-                for _ in range(delay):
-                    await anyio.lowlevel.checkpoint()
-            else:
-                await anyio.sleep(delay)
+            await after(delay)
             tg.cancel_scope.cancel()
 
 
-def random_delays(count: int, *, longest: float) -> list[float | int]:
-    """A mix of cancel points: after a few loop turns (the connect's first steps), and at
-    random times up to ``longest`` seconds (anywhere in a connect or the first read)."""
-    rng = random.Random(SEED)
-    return [rng.randrange(12) if n % 3 == 0 else rng.uniform(0, longest) for n in range(count)]
-
-
-def open_fds() -> collections.Counter[str]:
-    """The open file descriptors, by kind (``socket``, ``pipe``, ``anon_inode:[eventpoll]``)."""
-    kinds: collections.Counter[str] = collections.Counter()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # the listing's own, closed since
-            kinds[os.readlink(f"/proc/self/fd/{fd}").partition(":[")[0]] += 1
-    return kinds
-
-
-def running_tasks() -> collections.Counter[str]:
-    """The tasks running now, by what they run, other than the servers this test runs
-    itself (a server's connection task ends when it sees the client's close, a loop turn
-    or so later)."""
-    try:
-        tasks = [_describe(task.get_coro()) for task in asyncio.all_tasks()]
-    except RuntimeError:  # trio
-        tasks = [task.name for task in anyio.get_running_tasks()]
-    return collections.Counter(name for name in tasks if not name.startswith(TEST_SERVERS))
-
-
-def _describe(coroutine: Any) -> str:
-    frame = getattr(coroutine, "cr_frame", None)
-    if frame is None:
-        return repr(coroutine)
-    return f"{frame.f_globals.get('__name__')}.{frame.f_code.co_qualname}"
-
-
-@attrs.define
-class Leftovers:
-    tasks: collections.Counter[str]
-    threads: list[str]
-    fds: dict[str, int]
-
-
-@contextlib.contextmanager
-def nothing_printed(
-    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
-) -> Iterator[list[str]]:
-    """Collect everything the block prints or reports: stderr, log records of warning level
-    and up, unraisable exceptions, exceptions in threads, asyncio exception-handler calls
-    (gc runs at the end, so that what is reported when an object is collected shows)."""
-    noise: list[str] = []
-    capfd.readouterr()
-    caplog.clear()
-    previous_unraisable, previous_excepthook = sys.unraisablehook, threading.excepthook
-    sys.unraisablehook = lambda u: noise.append(f"unraisable: {u.exc_value!r} in {u.object!r}")
-    threading.excepthook = lambda a: noise.append(f"thread {a.thread}: {a.exc_value!r}")
-    try:
-        with caplog.at_level(logging.WARNING):
-            yield noise
-            gc.collect()
-    finally:
-        sys.unraisablehook, threading.excepthook = previous_unraisable, previous_excepthook
-    noise += [f"log {r.name} {r.levelname}: {r.getMessage()}" for r in caplog.records]
-    if err := capfd.readouterr().err:
-        noise.append(f"stderr: {err}")
-
-
-@contextlib.contextmanager
-def asyncio_handler_reports(noise: list[str]) -> Iterator[None]:
-    """Under asyncio, report the loop's exception-handler calls (futures whose exception
-    was never retrieved, tasks destroyed while pending, callback errors) as noise. (Hosted
-    loops, under trio, have the default handler, which logs.)"""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # trio
-        yield
-        return
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _, context: noise.append(f"asyncio: {context}"))
-    try:
-        yield
-    finally:
-        gc.collect()  # what is reported when collected is reported now
-        loop.set_exception_handler(previous)
-
-
 async def run_and_count(case: Case, target: Target, delays: list[float | int]) -> Leftovers:
-    """Cancel ``case`` at each delay; what was left running or open compared with before
-    (after a few warm-up cancels, so that lazily made pools and loops are not counted)."""
-    with anyio.fail_after(WITHIN_S):
-        await cancel_many(case, target, delays[:3])
-        gc.collect()  # no garbage of the warm-up is closed during the count
-        threads = set(threading.enumerate())
-        tasks, fds = running_tasks(), open_fds()
-        await cancel_many(case, target, delays)
-        # A thread that ends on its own (asyncio's waitpid thread of a reaped child returns
-        # just after handing the exit status over) is not left behind; one that does not
-        # end within seconds is.
-        for thread in set(threading.enumerate()) - threads:
-            if not thread.name.startswith(POOL_THREADS):
-                await anyio.to_thread.run_sync(thread.join, 5.0)
-        return Leftovers(
-            tasks=running_tasks() - tasks,
-            threads=leftover_threads(threads),
-            fds=dict(open_fds() - fds),
-        )
+    """Cancel ``case`` at each delay; what was left running or open compared with before."""
+    return await leftovers_of(
+        lambda some: cancel_many(case, target, some),
+        delays,
+        within=WITHIN_S,
+        ignore_tasks=TEST_SERVERS,
+    )
 
 
 # -- targets ------------------------------------------------------------------------------
@@ -454,11 +356,7 @@ def _on_own_loop(function: Callable[..., Awaitable[None]], *args: Any) -> Callab
 
 
 def _assert_clean(case_name: str, left: Leftovers, noise: list[str]) -> None:
-    tasks = sum(left.tasks.values())
-    assert (tasks, left.threads, left.fds) == (0, [], {}), (
-        f"{case_name}: {CANCELS} cancels left {tasks} tasks ({dict(left.tasks)}), threads "
-        f"{left.threads} and file descriptors {left.fds}"
-    )
+    assert left.nothing, left.describe(f"{case_name}: {CANCELS} cancels")
     assert noise == [], f"{case_name}: cancelling printed or reported:\n" + "\n".join(noise)
 
 
@@ -471,11 +369,7 @@ async def test_cancelled_while_connecting_to_a_black_hole_leaves_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     case = CASES[case_name]
-    with (
-        black_hole() as port,
-        nothing_printed(capfd, caplog) as noise,
-        asyncio_handler_reports(noise),
-    ):
+    with black_hole() as port, nothing_printed(capfd, caplog) as noise:
         target = Target("127.0.0.1", port, name, files)
         # The connect never completes: every cancel lands in it, at some step.
         left = await run_and_count(case, target, random_delays(CANCELS, longest=0.02))
@@ -495,7 +389,7 @@ async def test_cancelled_at_random_points_against_the_real_server_leaves_nothing
         if case.service is not None:
             await anyio.to_thread.run_sync(_on_own_loop(_prepare, case_name, host, port, name))
         try:
-            with nothing_printed(capfd, caplog) as noise, asyncio_handler_reports(noise):
+            with nothing_printed(capfd, caplog) as noise:
                 target = Target(host, port, name, files)
                 # Up to about what opening and a first read take here, so that the cancels
                 # land all along the way.

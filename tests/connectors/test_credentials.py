@@ -9,12 +9,10 @@ URL (an error status, httpx's own request log).
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import anyio
 import pytest
 
 from rxflow.connectors._redact import mask_dsn, mask_url, mask_urls_in
@@ -29,64 +27,17 @@ from rxflow.connectors.postgres import (
 from rxflow.connectors.rabbitmq import rabbitmq_sink, rabbitmq_source
 from rxflow.connectors.redis import redis_stream_sink, redis_stream_source
 from rxflow.errors import HttpResponseError
+from tests.connectors import support
 from tests.connectors.conftest import require_service
 from tests.connectors.http_server import Exchange, serving
-from tests.connectors.support import take
+from tests.connectors.support import PASSWORD, TOKEN, assert_no_secret, failure_of, take
 
 pytestmark = pytest.mark.anyio
-
-PASSWORD = "pw-Zq81xK"
-TOKEN = "tok-Hh27vR"
 
 
 @pytest.fixture
 def refused_port() -> int:
-    """A loopback port nothing listens on (bound, then closed: connections are refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-def texts_of(error: BaseException) -> list[str]:
-    """``str`` and ``repr`` of the error, of every cause and context, and of a URL it
-    carries."""
-    texts: list[str] = []
-    seen: set[int] = set()
-    pending: list[BaseException] = [error]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        texts += [str(current), repr(current), repr(getattr(current, "url", None))]
-        if isinstance(current, BaseExceptionGroup):
-            pending += current.exceptions
-        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
-    return texts
-
-
-async def failure_of(opened: Callable[[], AbstractAsyncContextManager[Any]]) -> BaseException:
-    """What opening (and, for a sink, using) the connector raised."""
-    try:
-        with anyio.fail_after(20):
-            async with opened() as connector:
-                if hasattr(connector, "send"):
-                    await connector.send("x")
-                else:
-                    await anext(aiter(connector))
-    except Exception as error:
-        return error
-    raise AssertionError("expected the connector to fail")
-
-
-def assert_no_secret(error: BaseException, caplog: pytest.LogCaptureFixture) -> None:
-    for text in texts_of(error):
-        assert PASSWORD not in text, text
-        assert TOKEN not in text, text
-    logged = caplog.text + "".join(record.getMessage() for record in caplog.records)
-    assert PASSWORD not in logged
-    assert TOKEN not in logged
+    return support.refused_port()
 
 
 @pytest.fixture
