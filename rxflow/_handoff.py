@@ -8,13 +8,17 @@ an empty deque, the pump on a full one). So items cross in whole runs between ta
 which is what batching through a channel buys, without batches for the consumer to unpack
 and with the bound counted in items.
 
+As trio's memory channels share one ``MemoryChannelState``, a pipe's two ends share one
+:class:`PipeState`: the consumer end is :class:`rxflow.Pipe`; the producer end,
+:class:`PipeProducer`, is what the pump, the operator chain's outputs and the scheduler use.
+
 Two ways in:
 
-* A *pumped* source (an async iterable) asks :meth:`Handoff.wait_for_room` before each pull,
-  so the deque holds at most ``max_buffer_size`` items the consumer has not taken, plus
-  whatever operators emit on their own (a window closing on a timer).
-* A *pushed* source (an Observable) cannot be paused, so :meth:`Handoff.put` applies the
-  overflow policy when the deque is full.
+* A *pumped* source (an async iterable) asks :meth:`PipeProducer.wait_for_room` before each
+  pull, so the deque holds at most ``max_buffer_size`` items the consumer has not taken,
+  plus whatever operators emit on their own (a window closing on a timer).
+* A *pushed* source (an Observable) cannot be paused, so :meth:`PipeProducer.put` applies
+  the overflow policy (:class:`rxflow._overflow.OverflowBuffer`) when the deque is full.
 """
 
 from __future__ import annotations
@@ -22,36 +26,35 @@ from __future__ import annotations
 import sys
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
 import anyio
-from anyio.abc import ObjectReceiveStream
 
-from rxflow.errors import SourceOverflowError
+from rxflow._overflow import OverflowBuffer, OverflowPolicy
+
+__all__ = ["PipeProducer", "PipeState"]
 
 T = TypeVar("T")
 
-OverflowPolicy = Literal["error", "drop_newest", "drop_oldest", "latest"]
-"""What a pipe does when a source that cannot be paused outpaces its consumer.
 
-* ``"error"``: buffer up to ``max_buffer_size`` items, then fail the pipe with
-  :class:`rxflow.errors.SourceOverflowError` (after delivering what was buffered);
-* ``"drop_newest"``: keep the buffered items, drop the item that does not fit;
-* ``"drop_oldest"``: drop the oldest buffered item to make room;
-* ``"latest"``: keep only the newest item; the consumer always gets the most recent value.
+class PipeState(Generic[T]):
+    """What a pipe's two ends share. Both run on the event loop's thread."""
 
-Dropped items are counted in ``Pipe.stats().dropped`` and passed to ``on_drop`` if given.
-"""
-
-OVERFLOW_POLICIES: tuple[OverflowPolicy, ...] = ("error", "drop_newest", "drop_oldest", "latest")
-
-
-class Handoff(ObjectReceiveStream[T], Generic[T]):
-    """Consumer end of a pipe, plus the producer methods the pipe's Rx side calls.
-
-    ``receive()`` returns the next item without a checkpoint while items are buffered; it
-    blocks (and is then cancellable) only when none is.
-    """
+    __slots__ = (
+        "capacity",
+        "closed",
+        "consumer_waiting",
+        "ended",
+        "error",
+        "holds",
+        "items",
+        "limit",
+        "low_water",
+        "overflow",
+        "producer_waiting",
+        "pump_only_holds",
+        "taken",
+    )
 
     def __init__(
         self,
@@ -59,199 +62,160 @@ class Handoff(ObjectReceiveStream[T], Generic[T]):
         overflow: OverflowPolicy | None = None,
         on_drop: Callable[[T], object] | None = None,
     ) -> None:
-        self._items: deque[T] = deque()
-        self._limit = max_buffer_size
+        # max_buffer_size: a pumped source is pulled only while fewer outputs than this wait.
+        self.limit = max_buffer_size
         # The pump is woken once the consumer has taken half the buffer, so that it then
         # refills many items in one run instead of one item per task switch.
-        self._low_water = max_buffer_size // 2
-        # Only pushed sources need a capacity check in put(); for pumped ones it can never
-        # trigger, which keeps put() to one comparison.
-        self._capacity = sys.maxsize
-        if overflow == "latest":
-            self._capacity = 1
-        elif overflow is not None:
-            self._capacity = max(1, max_buffer_size)
-        self._overflow = overflow
-        self._on_drop = on_drop
-        self._consumer_waiting: anyio.Event | None = None
-        self._producer_waiting: anyio.Event | None = None
-        self._ended = False
-        self._error: BaseException | None = None
-        self._closed = False
-        self._taken = 0
-        self._dropped = 0
-        self._holds = 0
-        # Of those, the holds of the pipe's own source only (the async sources inside the
+        self.low_water = max_buffer_size // 2
+        # A pushed source's policy, applied by put() when `capacity` items wait; None for a
+        # pumped source, which never overflows (the pump waits for room instead).
+        self.overflow: OverflowBuffer[T] | None = None
+        # Outputs the consumer has not taken, oldest first. Never replaced (both ends keep
+        # a reference to it); emptied when the consumer closes.
+        self.items: deque[T]
+        if overflow is None:
+            self.items = deque()
+        else:
+            self.overflow = OverflowBuffer(
+                overflow,
+                max_buffer_size,
+                on_drop=on_drop,
+                overflow_message=(
+                    f"the source pushed more than max_buffer_size={max_buffer_size} items "
+                    "that the consumer had not taken yet. Consume faster, raise "
+                    "max_buffer_size, or choose overflow='drop_newest', 'drop_oldest' or "
+                    "'latest' to drop items (counted in stats().dropped); a source that can "
+                    "be paused (an async iterable) gets backpressure instead"
+                ),
+            )
+            self.items = self.overflow.items
+        # put() appends while len(items) < capacity and takes the slow path otherwise:
+        # sys.maxsize for a pumped source (one comparison per item), the overflow buffer's
+        # capacity for a pushed one, 0 once the pipe ended or the consumer closed (so that
+        # later outputs are ignored on the slow path).
+        self.capacity = sys.maxsize if self.overflow is None else self.overflow.capacity
+        # Set while the consumer waits on an empty deque; the producer sets and clears it.
+        self.consumer_waiting: anyio.Event | None = None
+        # Set while the pump waits for room; the consumer sets and clears it.
+        self.producer_waiting: anyio.Event | None = None
+        # The producer finished: the consumer gets `items`, then `error` (once) or the end.
+        self.ended = False
+        self.error: BaseException | None = None
+        self.closed = False  # the consumer left: `items` is empty and stays so
+        self.taken = 0  # outputs the consumer received
+        # Operators holding the source (map_async at its concurrency): no pull while > 0.
+        self.holds = 0
+        # Of `holds`, those on the pipe's own source only (the async sources inside the
         # chain are at their limit: they are what the pump waits for, so they go on).
-        self._pump_only_holds = 0
+        self.pump_only_holds = 0
 
-    # -- consumer side ---------------------------------------------------------------
+    @property
+    def dropped(self) -> int:
+        """Outputs the overflow policy dropped (always 0 for a pumped source)."""
+        return 0 if self.overflow is None else self.overflow.dropped
 
-    async def receive(self) -> T:
-        """Return the next item; raise ``anyio.EndOfStream`` when the pipe has completed.
+    def wake_consumer(self) -> None:
+        waiting = self.consumer_waiting
+        if waiting is not None:
+            waiting.set()
+            self.consumer_waiting = None
 
-        If the pipe failed, the original exception is raised once, after every item
-        emitted before it.
-        """
-        if self._items:
-            return self.receive_nowait()
-        return await self._receive_when_ready()
+    def wake_producer(self) -> None:
+        waiting = self.producer_waiting
+        if waiting is not None:
+            waiting.set()
+            self.producer_waiting = None
 
-    async def __anext__(self) -> T:
-        # receive_nowait() inlined: this is the per-item path of `async for`.
-        items = self._items
-        if items:
-            item = items.popleft()
-            self._taken += 1
-            if self._producer_waiting is not None and len(items) <= self._low_water:
-                self._wake_producer()
-            return item
-        try:
-            return await self._receive_when_ready()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
 
-    def receive_nowait(self) -> T:
-        """Return a buffered item at once; raise ``anyio.WouldBlock`` if none is buffered.
+class PipeProducer(Generic[T]):
+    """The producer end of a pipe: what its pump, its chain and its scheduler call.
 
-        After the last item it raises like :meth:`receive` (the error, then the end).
-        """
-        items = self._items
-        if items:
-            item = items.popleft()
-            self._taken += 1
-            if self._producer_waiting is not None and len(items) <= self._low_water:
-                self._wake_producer()
-            return item
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if self._ended:
-            error, self._error = self._error, None
-            if error is not None:
-                raise error
-            raise anyio.EndOfStream
-        if self._producer_waiting is not None:
-            self._wake_producer()
-        raise anyio.WouldBlock
+    ``on_failure`` is how the pipe ends when put() must fail it (an overflow under
+    ``"error"``); the pump replaces the default, which only ends the stream, with one that
+    also stops the pipe's work.
+    """
 
-    async def _receive_when_ready(self) -> T:
-        while True:
-            try:
-                return self.receive_nowait()
-            except anyio.WouldBlock:
-                pass
-            if self._consumer_waiting is None:
-                self._consumer_waiting = anyio.Event()
-            await self._consumer_waiting.wait()
+    __slots__ = ("on_failure", "state")
 
-    async def aclose(self) -> None:
-        """Stop receiving: buffered items are discarded and the producer is told to stop."""
-        self._close()
-
-    def _close(self) -> None:
-        self._closed = True
-        self._capacity = 0  # later puts are ignored (see finish())
-        self._items.clear()
-        self._wake_producer()
-
-    # -- producer side ---------------------------------------------------------------
+    def __init__(self, state: PipeState[T]) -> None:
+        self.state = state
+        self.on_failure: Callable[[Exception], None] = self.finish
 
     def put(self, item: T) -> None:
         """Hand ``item`` to the consumer (called synchronously by the Rx side)."""
-        items = self._items
-        if len(items) >= self._capacity:
+        state = self.state
+        items = state.items
+        if len(items) >= state.capacity:
             self._put_overflowing(item)
             return
         items.append(item)
-        if self._consumer_waiting is not None:
-            self._wake_consumer()
+        if state.consumer_waiting is not None:
+            state.wake_consumer()
 
     def _put_overflowing(self, item: T) -> None:
-        if self._ended or self._closed:
+        state = self.state
+        if state.ended or state.closed or state.overflow is None:
             return
-        if self._overflow == "error":
-            self._fail(
-                SourceOverflowError(
-                    f"the source pushed more than max_buffer_size={self._limit} items that "
-                    "the consumer had not taken yet. Consume faster, raise max_buffer_size, "
-                    "or choose overflow='drop_newest', 'drop_oldest' or 'latest' to drop items "
-                    "(counted in stats().dropped); a source that can be paused (an async "
-                    "iterable) gets backpressure instead"
-                )
-            )
+        try:
+            state.overflow.add(item)
+        except Exception as error:  # SourceOverflowError, or on_drop's own
+            self.on_failure(error)
             return
-        if self._overflow == "drop_newest":
-            self._drop(item)
-            return
-        # drop_oldest, and latest (which is drop_oldest with room for one item)
-        self._drop(self._items.popleft())
-        self._items.append(item)
-
-    def _drop(self, item: T) -> None:
-        self._dropped += 1
-        if self._on_drop is not None:
-            self._on_drop(item)
+        if state.consumer_waiting is not None:
+            state.wake_consumer()
 
     def hold_source(self, *, inner_sources: bool = True) -> None:
         """An operator has as much work in hand as it may (``map_async`` at its concurrency):
         pull nothing more until it calls :meth:`release_source`. ``inner_sources=False``
         holds the pipe's own source only, not the async sources inside the chain."""
-        self._holds += 1
+        state = self.state
+        state.holds += 1
         if not inner_sources:
-            self._pump_only_holds += 1
+            state.pump_only_holds += 1
 
     def release_source(self, *, inner_sources: bool = True) -> None:
         """Undo one :meth:`hold_source`; the source is pulled again once no hold is left."""
-        self._holds -= 1
+        state = self.state
+        state.holds -= 1
         if not inner_sources:
-            self._pump_only_holds -= 1
-        if self._holds == self._pump_only_holds:  # none left, or none for inner sources
-            self._wake_producer()
+            state.pump_only_holds -= 1
+        if state.holds == state.pump_only_holds:  # none left, or none for inner sources
+            state.wake_producer()
 
     def has_room(self, *, inner_source: bool = False) -> bool:
         """Whether a pumped source (or, with ``inner_source``, an async source inside the
         chain) may pull another item now."""
-        if self._holds and (not inner_source or self._holds > self._pump_only_holds):
+        state = self.state
+        if state.holds and (not inner_source or state.holds > state.pump_only_holds):
             return False
-        buffered = len(self._items)
-        if buffered < self._limit:
+        buffered = len(state.items)
+        if buffered < state.limit:
             return True
         # With max_buffer_size=0 the pump pulls only for a consumer that is already waiting.
-        return buffered == 0 and self._consumer_waiting is not None
+        return buffered == 0 and state.consumer_waiting is not None
 
     async def wait_for_room(self, *, inner_source: bool = False) -> None:
         """Block until the consumer has room; return at once if it closed or the pipe ended."""
-        while not (self._closed or self._ended or self.has_room(inner_source=inner_source)):
-            if self._producer_waiting is None:
-                self._producer_waiting = anyio.Event()
-            await self._producer_waiting.wait()
+        state = self.state
+        while not (state.closed or state.ended or self.has_room(inner_source=inner_source)):
+            if state.producer_waiting is None:
+                state.producer_waiting = anyio.Event()
+            await state.producer_waiting.wait()
 
     @property
     def is_open(self) -> bool:
         """False once the pipe ended or the consumer closed its end."""
-        return not (self._ended or self._closed)
-
-    def _fail(self, error: Exception) -> None:
-        """The producer side failed (here: overflow); a pipe also stops its work."""
-        self.finish(error)
+        state = self.state
+        return not (state.ended or state.closed)
 
     def finish(self, error: BaseException | None = None) -> None:
         """End the stream: the consumer gets the buffered items, then ``error`` or the end."""
-        if self._ended:
+        state = self.state
+        if state.ended:
             return
-        self._ended = True
+        state.ended = True
         # Every later put() now takes the overflow path, which ignores items after the end.
-        self._capacity = 0
-        self._error = error
-        self._wake_consumer()
-        self._wake_producer()
-
-    def _wake_consumer(self) -> None:
-        if self._consumer_waiting is not None:
-            self._consumer_waiting.set()
-            self._consumer_waiting = None
-
-    def _wake_producer(self) -> None:
-        if self._producer_waiting is not None:
-            self._producer_waiting.set()
-            self._producer_waiting = None
+        state.capacity = 0
+        state.error = error
+        state.wake_consumer()
+        state.wake_producer()

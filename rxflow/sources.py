@@ -23,7 +23,7 @@ from anyio.abc import ObjectReceiveStream
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from rxflow._handoff import OverflowPolicy
+from rxflow._overflow import OverflowPolicy
 from rxflow.errors import NoTaskGroupError
 from rxflow.pipe import DEFAULT_MAX_BUFFER_SIZE, Pipe, open_pipe
 from rxflow.scheduler import AnyioScheduler
