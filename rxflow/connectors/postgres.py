@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from rxflow._handoff import OVERFLOW_POLICIES, OverflowPolicy
+from rxflow._overflow import OVERFLOW_POLICIES, OverflowPolicy
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._message import Message, Settlement
