@@ -11,7 +11,7 @@ a slow consumer slows the source instead of filling memory::
 from importlib import metadata as _metadata
 
 from rxflow import errors
-from rxflow._handoff import OverflowPolicy
+from rxflow._overflow import OverflowPolicy
 from rxflow.flow import Flow, FlowHandle
 from rxflow.flow._serve import serve_health
 from rxflow.map_async import map_async

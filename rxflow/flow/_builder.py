@@ -11,7 +11,7 @@ import anyio.abc
 from reactivex import Observable
 
 from rxflow._checks import check_count, check_seconds
-from rxflow._handoff import OVERFLOW_POLICIES, OverflowPolicy
+from rxflow._overflow import OVERFLOW_POLICIES, OverflowPolicy
 from rxflow._stage_metrics import StageMetrics, stage_name
 from rxflow.errors import FlowStateError
 from rxflow.flow._runtime import FlowHandle

@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeGuard, runtime_checkable
 import anyio.abc
 import attrs
 
-from rxflow._handoff import OverflowPolicy
+from rxflow._overflow import OverflowPolicy
 from rxflow._stage_metrics import StageMetrics
 from rxflow.strategies import ErrorStrategy
 
