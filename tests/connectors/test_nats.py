@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,11 +15,10 @@ import nats
 import pytest
 from reactivex import operators as ops
 
-from rxflow import Flow, open_pipe
+from rxflow import open_pipe
 from rxflow.connectors import Message
-from rxflow.connectors.codecs import DecodeFailure
 from rxflow.connectors.nats import JetStreamSource, jetstream_sink, jetstream_source
-from rxflow.errors import DecodeError, ServiceUnavailableError
+from rxflow.errors import ServiceUnavailableError
 from tests.connectors.conftest import require_service
 from tests.connectors.support import take, tcp_proxy, wait_until
 
@@ -74,10 +71,6 @@ async def all_acked(source: JetStreamSource) -> None:
     await wait_until(none_pending)
 
 
-def double_value(message: Message[Any]) -> Any:
-    return message.value * 2
-
-
 def has_even_id(message: Message[Any]) -> bool:
     return bool(message.value["id"] % 2 == 0)
 
@@ -112,35 +105,6 @@ async def test_round_trip_through_a_pipe(url: str, stream: str) -> None:
         assert info.num_pending == 0
 
 
-async def test_a_flow_acks_what_its_sink_confirmed(url: str, stream: str) -> None:
-    await publish(url, f"{stream}.in", list(range(50)))
-    async with (
-        jetstream_source(url, stream, f"{stream}.in", "flow", codec="json", batch=8) as source,
-        jetstream_sink(url, f"{stream}.out") as out,
-    ):
-        flow = Flow("double").source(source).pipe(ops.map(double_value)).sink(out)
-        async with anyio.create_task_group() as tg:
-            handle = flow.start(tg)
-            await wait_until(lambda: out.sent == 50)
-            handle.stop()
-        assert handle.acknowledged == 50
-        await all_acked(source)
-        assert (await source.consumer_info()).num_pending == 0
-    async with jetstream_source(url, stream, f"{stream}.out", "check", codec="json") as doubled:
-        assert sorted(m.value for m in await take(doubled, 50)) == list(range(0, 100, 2))
-
-
-async def test_a_slow_consumer_fetches_at_most_a_batch(url: str, stream: str) -> None:
-    await publish(url, f"{stream}.n", list(range(100)))
-    async with jetstream_source(url, stream, f"{stream}.>", "slow", codec="json", batch=5) as src:
-        assert len(await take(src, 3)) == 3
-        info = await src.consumer_info()
-        assert src.fetches == 1
-        assert info.delivered.consumer_seq == 5  # one batch left the server, no more
-        assert info.num_ack_pending == 5
-        assert info.num_pending == 95
-
-
 async def test_a_pipe_without_buffer_fetches_only_for_its_consumer(url: str, stream: str) -> None:
     await publish(url, f"{stream}.n", list(range(100)))
     async with (
@@ -172,23 +136,6 @@ async def test_unacked_messages_are_delivered_again_after_ack_wait(url: str, str
         await all_acked(source)
 
 
-async def test_a_nack_delivers_the_message_again_at_once(url: str, stream: str) -> None:
-    await publish(url, f"{stream}.n", ["only"])
-    async with jetstream_source(url, stream, f"{stream}.>", "nak", codec="text") as source:
-        (first,) = await take(source, 1)
-        await first.nack()
-        await first.nack()  # settling twice is a no-op
-        (second,) = await take(source, 1)  # the default ack_wait is 30 s: this is the nak
-        assert second.value == "only"
-        await second.ack()
-
-
-async def _records_with_a_malformed_one(url: str, stream: str) -> None:
-    async with jetstream_sink(url, f"{stream}.n", encoder="bytes") as sink:
-        for record in (b'{"n": 0}', b"{oops", b'{"n": 2}'):  # one by one: in this order
-            await sink.send(record)
-
-
 async def test_acks_made_just_before_a_cancellation_reach_the_server(url: str, stream: str) -> None:
     await publish(url, f"{stream}.n", list(range(5)))
     with anyio.CancelScope() as scope:
@@ -200,75 +147,6 @@ async def test_acks_made_just_before_a_cancellation_reach_the_server(url: str, s
     async with jetstream_source(url, stream, f"{stream}.>", "cut") as source:
         await all_acked(source)  # not 5 pending until ack_wait (30 s) passes
         assert (await source.consumer_info()).num_pending == 0
-
-
-async def test_a_message_settled_after_its_source_closed_is_refused(url: str, stream: str) -> None:
-    await publish(url, f"{stream}.n", ["late"])
-    async with jetstream_source(url, stream, f"{stream}.>", "late", codec="text") as source:
-        (message,) = await take(source, 1)
-    with pytest.raises(ServiceUnavailableError, match="inside its block"):
-        await message.ack()
-
-
-async def test_decode_error_raise_ends_the_stream_and_leaves_the_record(
-    url: str, stream: str
-) -> None:
-    await _records_with_a_malformed_one(url, stream)
-    async with jetstream_source(
-        url, stream, f"{stream}.>", "strict", codec="json", ack_wait=1
-    ) as source:
-        with pytest.raises(DecodeError, match="could not be decoded"):
-            async for message in source:
-                assert message.value == {"n": 0}
-                await message.ack()
-    # The malformed record was not acknowledged: a reader that skips it gets it again.
-    async with jetstream_source(
-        url, stream, f"{stream}.>", "strict", codec="json", on_decode_error="skip"
-    ) as source:
-        (message,) = await take(source, 1)
-        assert message.value == {"n": 2}
-        assert source.decoder.skipped == 1
-        await message.ack()
-        await all_acked(source)
-
-
-async def test_decode_error_skip_acks_the_record(url: str, stream: str) -> None:
-    await _records_with_a_malformed_one(url, stream)
-    async with jetstream_source(
-        url, stream, f"{stream}.>", "skip", codec="json", on_decode_error="skip"
-    ) as source:
-        messages = await take(source, 2)
-        assert sorted(m.value["n"] for m in messages) == [0, 2]
-        for message in messages:
-            await message.ack()
-        assert source.decoder.skipped == 1
-        await all_acked(source)
-
-
-async def test_decode_error_dead_letter_hands_the_record_over(url: str, stream: str) -> None:
-    await _records_with_a_malformed_one(url, stream)
-    failures: list[DecodeFailure] = []
-
-    async def dead_letter(failure: DecodeFailure) -> None:
-        await anyio.lowlevel.checkpoint()
-        failures.append(failure)
-
-    async with jetstream_source(
-        url,
-        stream,
-        f"{stream}.>",
-        "dlq",
-        codec="json",
-        on_decode_error="dead_letter",
-        dead_letter=dead_letter,
-    ) as source:
-        messages = await take(source, 2)
-        for message in messages:
-            await message.ack()
-        assert [(f.data, f.key) for f in failures] == [(b"{oops", f"{stream}.n")]
-        assert isinstance(failures[0].error, json.JSONDecodeError)
-        assert source.decoder.dead_lettered == 1
-        await all_acked(source)
 
 
 async def test_a_connection_lost_mid_stream_loses_no_message(url: str, stream: str) -> None:
@@ -326,43 +204,6 @@ async def test_a_dropped_connection_is_resumed_and_loses_nothing(url: str, strea
                 if seen == ids:
                     break
     assert relay.connections >= 2
-
-
-def _running_tasks() -> set[Any]:
-    try:
-        return asyncio.all_tasks() - {asyncio.current_task()}
-    except RuntimeError:  # trio: no asyncio loop in this thread
-        return set()
-
-
-async def _read_until_cancelled(url: str, stream: str, started: anyio.Event) -> None:
-    async with jetstream_source(url, stream, f"{stream}.>", "cancel", fetch_timeout=30) as source:
-        started.set()
-        async for _ in source:  # the stream is empty: a fetch waits on the server
-            pass
-
-
-async def test_cancellation_leaves_no_thread_and_no_task(url: str, stream: str) -> None:
-    async def cancel_one_reader() -> None:
-        started = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_read_until_cancelled, url, stream, started)
-            await started.wait()
-            await anyio.sleep(0.05)  # let the fetch reach the server
-            tg.cancel_scope.cancel()
-
-    await cancel_one_reader()  # warm up: anyio's worker threads, nats-py's imports
-    threads, tasks = threading.active_count(), _running_tasks()
-    with anyio.fail_after(10):
-        await cancel_one_reader()
-    assert threading.active_count() == threads
-    assert _running_tasks() == tasks
-
-
-async def test_an_unreachable_server_is_a_service_error() -> None:
-    with anyio.fail_after(10), pytest.raises(ServiceUnavailableError, match=r"127\.0\.0\.1:1"):
-        async with jetstream_source("nats://127.0.0.1:1", "S", "s.>", "d", connect_timeout=0.5):
-            pass  # pragma: no cover
 
 
 async def test_the_error_hides_credentials_in_the_url() -> None:
