@@ -17,54 +17,49 @@ same for every transport and cost no task switch per record. Each frame comes wi
 stream position just past it, which is how file sources report byte offsets.
 
 Example:
-    >>> framer = make_framer("lines", where="demo")
+    >>> from rxflow.connectors import codecs
+    >>> framer = make_framer("lines")
     >>> [line for line, _ in framer.feed(b"one\\r\\ntwo\\nthr")]
     [b'one', b'two']
     >>> framer.finish()
     [(b'thr', 12)]
-    >>> lines_writer = make_writer("lines", "text", where="demo")
+    >>> lines_writer = make_writer("lines", codecs.encode_text, where="demo")
     >>> lines_writer(["a", "b"])
     b'a\\nb\\n'
 """
 
 from __future__ import annotations
 
-import contextlib
 import struct
-import time
-import types
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal, Protocol
 
-import anyio
 import attrs
-from anyio.abc import ByteReceiveStream
 
-from rxflow.connectors._message import Message, Settlement
-from rxflow.connectors.codecs import (
-    SKIPPED,
-    Codec,
-    CodecName,
-    DecodeFailure,
-    DecodePolicy,
-    Decoder,
-    Encoder,
-    RecordRejected,
-    resolve_encoder,
-)
+from rxflow._checks import check_count
+from rxflow.connectors import codecs
+from rxflow.connectors._message import Message
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_LINE_LENGTH",
+    "DEFAULT_READ_SIZE",
+    "BadFrame",
+    "ChunkFramer",
+    "Frame",
+    "Framer",
+    "Framing",
+    "FramingError",
+    "LengthFramer",
+    "LineFramer",
+    "check_framing",
+    "make_framer",
+    "make_writer",
+]
 
 Framing = Literal["lines", "length", "chunks"]
 # Where the decode policy "dead_letter" sends the records the codec rejects.
-DeadLetter = Callable[[DecodeFailure], Any] | None
+DeadLetter = Callable[[codecs.DecodeFailure], Any] | None
 FRAMINGS: Final = ("lines", "length", "chunks")
 DEFAULT_MAX_LINE_LENGTH: Final = 1 << 20  # 1 MiB
 DEFAULT_MAX_FRAME_SIZE: Final = 16 << 20  # 16 MiB
@@ -73,7 +68,7 @@ _LENGTH: Final = struct.Struct(">I")
 _MAX_LENGTH_PREFIXED: Final = (1 << 32) - 1
 
 
-class FramingError(RecordRejected):
+class FramingError(codecs.RecordRejected):
     """Why a frame was rejected (the ``__cause__`` of the source's ``DecodeError``)."""
 
 
@@ -264,13 +259,9 @@ def check_framing(
             f"{where}: unknown framing {framing!r}; use 'lines' (newline-terminated), "
             "'length' (4-byte big-endian length prefix) or 'chunks' (each read as it came)"
         )
-    for name, value in (
-        ("max_line_length", max_line_length),
-        ("max_frame_size", max_frame_size),
-        ("read_size", read_size),
-    ):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+    check_count(where, "max_line_length", max_line_length)
+    check_count(where, "max_frame_size", max_frame_size)
+    check_count(where, "read_size", read_size)
     if max_frame_size > _MAX_LENGTH_PREFIXED:
         raise ValueError(f"{where}: max_frame_size cannot exceed {_MAX_LENGTH_PREFIXED}")
 
@@ -280,18 +271,10 @@ def make_framer(
     *,
     max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-    read_size: int = DEFAULT_READ_SIZE,
     position: int = 0,
-    where: str = "source",
 ) -> Framer:
-    """A framer for ``framing``, starting at stream ``position`` (checks every argument)."""
-    check_framing(
-        framing,
-        max_line_length=max_line_length,
-        max_frame_size=max_frame_size,
-        read_size=read_size,
-        where=where,
-    )
+    """A framer for ``framing``, starting at stream ``position``; the arguments are those
+    :func:`check_framing` accepted."""
     if framing == "lines":
         return LineFramer(max_line_length, position)
     if framing == "length":
@@ -299,195 +282,18 @@ def make_framer(
     return ChunkFramer(position)
 
 
-def decoder_and_framer(
-    where: str,
-    *,
-    codec: Codec | CodecName,
-    on_decode_error: DecodePolicy,
-    dead_letter: Callable[[DecodeFailure], Any] | None,
-    framing: str,
-    max_line_length: int,
-    max_frame_size: int,
-    read_size: int,
-    position: int = 0,
-) -> tuple[Decoder, Framer]:
-    """A byte-stream source's decoder and framer, every argument checked."""
-    decoder = Decoder(codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=where)
-    framer = make_framer(
-        framing,
-        max_line_length=max_line_length,
-        max_frame_size=max_frame_size,
-        read_size=read_size,
-        position=position,
-        where=where,
-    )
-    return decoder, framer
-
-
-# -- frames to messages ----------------------------------------------------------------------
-
-
-@attrs.frozen
-class Restart:
-    """A chunk source's signal that the stream starts again at ``position``.
-
-    ``flush``: the old stream is finished, so its unterminated last line is a record (a
-    rotated file); otherwise what was pending is dropped (a truncated file).
-    """
-
-    position: int
-    flush: bool
-
-
-class OffsetHeaders(Mapping[str, str]):
-    """A file record's headers, ``offset``, ``next_offset`` and ``line``, made on demand.
-
-    Three ``str()`` calls and a dict per line would cost more than reading the line; most
-    consumers never look.
-    """
-
-    __slots__ = ("_line", "_next_offset", "_offset")
-    _KEYS: Final = ("offset", "next_offset", "line")
-
-    def __init__(self, offset: int, next_offset: int, line: int) -> None:
-        self._offset = offset
-        self._next_offset = next_offset
-        self._line = line
-
-    def __getitem__(self, name: str) -> str:
-        if name == "offset":
-            return str(self._offset)
-        if name == "next_offset":
-            return str(self._next_offset)
-        if name == "line":
-            return str(self._line)
-        raise KeyError(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._KEYS)
-
-    def __len__(self) -> int:
-        return 3
-
-    def __repr__(self) -> str:
-        return repr(dict(self))
-
-
-async def receive_chunks(stream: ByteReceiveStream, read_size: int) -> AsyncIterator[bytes]:
-    """What ``stream`` receives, up to ``read_size`` bytes a read, until it ends."""
-    while True:
-        try:
-            chunk = await stream.receive(read_size)
-        except anyio.EndOfStream:
-            return
-        yield chunk
-
-
-NO_HEADERS: Final[Mapping[str, str]] = types.MappingProxyType({})
-
-
-async def reject(decoder: Decoder, bad: BadFrame, key: str | bytes | None) -> Any:
-    """Hand a bad frame to the decode policy, as if its codec had failed on it."""
-    return await decoder.reject(bad.prefix, FramingError(bad.reason), key=key)
-
-
-async def decode_frame(decoder: Decoder, data: bytes | BadFrame, key: str | bytes | None) -> Any:
-    """The frame's value, or ``SKIPPED``; raises ``DecodeError`` under the "raise" policy.
-
-    The codec is called here rather than through ``await decoder.decode()``: one coroutine
-    less per record is a tenth of a file source's time per line.
-    """
-    if isinstance(data, BadFrame):
-        return await reject(decoder, data, key)
-    try:
-        value = decoder.codec(data)
-    except Exception as error:
-        return await decoder.reject(data, error, key=key)
-    decoder.decoded += 1
-    return value
-
-
-async def framed_messages(
-    chunks: AsyncIterable[bytes | Restart],
-    framer: Framer,
-    decoder: Decoder,
-    *,
-    key: str | bytes | None,
-    headers: Mapping[str, str] | None = NO_HEADERS,
-    stamp: bool = False,
-    position: int = 0,
-    at_end: Callable[[], Awaitable[None]] | None = None,
-) -> AsyncGenerator[Message[Any], None]:
-    """The messages in a stream of chunks: framed, decoded, one at a time.
-
-    ``headers=None`` gives each message its :class:`OffsetHeaders`; otherwise all share
-    ``headers``. ``stamp``: each message's timestamp is when its chunk arrived. ``at_end`` is
-    awaited after the last message (a process source checks the exit code there). Each
-    message carries a no-op settlement: these transports cannot redeliver.
-    """
-    source = decoder.source
-    codec = decoder.codec
-    line = 0
-    timestamp: float | None = None
-    chunks = aiter(chunks)
-    try:
-        async for chunk in chunks:
-            if type(chunk) is Restart:
-                frames = framer.finish() if chunk.flush else []
-                framer.reset(chunk.position)
-            else:
-                frames = framer.feed(chunk)  # type: ignore[arg-type]
-            if stamp:
-                timestamp = time.time()
-            for data, end in frames:
-                # decode_frame(), inlined: the common case costs no coroutine.
-                if isinstance(data, BadFrame):
-                    value = await reject(decoder, data, key)
-                else:
-                    try:
-                        value = codec(data)
-                    except Exception as error:
-                        value = await decoder.reject(data, error, key=key)
-                    else:
-                        decoder.decoded += 1
-                line += 1
-                start, position = position, end
-                if value is SKIPPED:
-                    continue
-                yield Message(
-                    value,
-                    key,
-                    OffsetHeaders(start, end, line) if headers is None else headers,
-                    timestamp,
-                    source,
-                    Settlement(),
-                )
-            if type(chunk) is Restart:
-                position = chunk.position
-                line = 0
-        for data, end in framer.finish():
-            value = await decode_frame(decoder, data, key)
-            line += 1
-            if value is not SKIPPED:
-                headers_here = OffsetHeaders(position, end, line) if headers is None else headers
-                yield Message(value, key, headers_here, timestamp, source, Settlement())
-            position = end
-        if at_end is not None:
-            await at_end()
-    finally:
-        # Close the chunk source now (its file or socket), not whenever it is collected.
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 # -- values to frames ------------------------------------------------------------------------
 
 
 def make_writer(
-    framing: str, codec: Encoder | str, *, where: str, max_frame_size: int = _MAX_LENGTH_PREFIXED
+    framing: str,
+    encode: codecs.Encoder,
+    *,
+    where: str,
+    max_frame_size: int = _MAX_LENGTH_PREFIXED,
 ) -> Callable[[Sequence[Any]], bytes]:
-    """A function turning a batch of values into the bytes of their frames.
+    """A function turning a batch of values into the bytes of their frames, each value
+    encoded by ``encode``.
 
     A :class:`~rxflow.connectors.Message` is written as its value, so a source's messages can
     go straight to a sink.
@@ -499,7 +305,6 @@ def make_writer(
         read_size=1,
         where=where,
     )
-    encode = resolve_encoder(codec, where=where)
 
     def encoded(items: Sequence[Any]) -> list[bytes]:
         return [encode(item.value if isinstance(item, Message) else item) for item in items]
@@ -510,7 +315,7 @@ def make_writer(
             if b"\n" in record:
                 raise ValueError(
                     f"{where}: record {record[:60]!r} contains a newline, which would split it "
-                    "in two; use framing='length', or a codec that escapes newlines (json)"
+                    "in two; use framing='length', or an encoder that escapes newlines (json)"
                 )
         return b"\n".join(records) + b"\n" if records else b""
 
@@ -529,68 +334,3 @@ def make_writer(
         return b"".join(encoded(items))
 
     return {"lines": lines, "length": length_prefixed, "chunks": chunks}[framing]
-
-
-def check_batch_size(batch_size: int, *, where: str) -> int:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"{where}: batch_size must be a positive int, got {batch_size!r}")
-    return batch_size
-
-
-class FramedSink:
-    """A sink that frames each batch into one ``bytes`` and writes it whole.
-
-    Subclasses implement :meth:`_write`: it returns once the write is confirmed (on disk,
-    accepted by the kernel or the pipe).
-    """
-
-    def __init__(self, frames: Callable[[Sequence[Any]], bytes], batch_size: int) -> None:
-        self._frames = frames
-        self._lock = anyio.Lock()  # concurrent batches are written whole, one after the other
-        self.batch_size = batch_size
-        self.sent = 0  # records confirmed
-
-    async def send(self, item: Any) -> None:
-        """Write one record; returns once it is confirmed."""
-        await self.send_batch((item,))
-
-    async def send_batch(self, items: Sequence[Any]) -> None:
-        """Write a batch in one write; returns once all of it is confirmed."""
-        data = self._frames(items)
-        async with self._lock:
-            await self._write(data)
-        self.sent += len(items)
-
-    async def _write(self, data: bytes) -> None:
-        raise NotImplementedError
-
-
-class MessageStream:
-    """What a byte-stream source yields: its messages, to iterate once, and its decoder.
-
-    ``decoder.decoded``, ``decoder.skipped`` and ``decoder.dead_lettered`` count what the
-    decode policy did.
-    """
-
-    def __init__(self, messages: AsyncGenerator[Message[Any]], decoder: Decoder) -> None:
-        self._messages = messages
-        self.decoder = decoder
-
-    def __aiter__(self) -> AsyncGenerator[Message[Any], None]:
-        # The generator itself, not a wrapper: no extra await per message.
-        return self._messages
-
-    async def aclose(self) -> None:
-        await self._messages.aclose()
-
-
-@contextlib.asynccontextmanager
-async def streaming(
-    messages: AsyncGenerator[Message[Any]], decoder: Decoder
-) -> AsyncIterator[MessageStream]:
-    """The :class:`MessageStream` a source yields; its generator is closed when the block
-    ends, so the chunk source (file, socket, pipe) closes then, not when it is collected."""
-    try:
-        yield MessageStream(messages, decoder)
-    finally:
-        await messages.aclose()

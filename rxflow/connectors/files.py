@@ -29,45 +29,32 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import IO, Any, Literal
+from typing import IO, Any, Unpack
 
 import anyio
 from anyio.streams.file import FileReadStream
 
 from rxflow._checks import check_count, check_seconds
-from rxflow.connectors._framing import (
-    DEFAULT_MAX_FRAME_SIZE,
-    DEFAULT_MAX_LINE_LENGTH,
-    DEFAULT_READ_SIZE,
-    DeadLetter,
+from rxflow.connectors._byte_streams import (
+    FramedReading,
     FramedSink,
-    Framing,
+    FramedSinkOptions,
+    FramedSourceOptions,
+    FramedStream,
     MessageStream,
     Restart,
-    check_batch_size,
-    decoder_and_framer,
-    framed_messages,
-    make_writer,
+    framed_writer,
     receive_chunks,
-    streaming,
 )
-from rxflow.connectors.codecs import Codec, CodecName, DecodePolicy, Encoder
+
+__all__ = ["FileSink", "file_sink", "follow_file", "read_file"]
 
 PathLike = str | os.PathLike[str]
 
 
 @asynccontextmanager
 async def read_file(
-    path: PathLike,
-    *,
-    framing: Framing = "lines",
-    codec: Codec | CodecName = "text",
-    on_decode_error: DecodePolicy = "raise",
-    dead_letter: DeadLetter = None,
-    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-    read_size: int = DEFAULT_READ_SIZE,
-    start_offset: int = 0,
+    path: PathLike, *, start_offset: int = 0, **options: Unpack[FramedSourceOptions]
 ) -> AsyncIterator[MessageStream]:
     """Read a file's records, from ``start_offset`` to its end.
 
@@ -75,17 +62,13 @@ async def read_file(
     (see the module docstring). The last line counts even without a final newline.
 
     Args:
-        framing: ``"lines"``, ``"length"`` (4-byte big-endian length prefixes) or
-            ``"chunks"`` (``read_size`` bytes a record).
-        codec: ``"text"`` (default), ``"bytes"``, ``"json"`` or a function bytes -> value.
-        on_decode_error: the decode policy, ``"raise"``, ``"skip"`` or ``"dead_letter"``
-            (:mod:`rxflow.connectors.codecs`); a line longer than ``max_line_length`` or a
-            frame larger than ``max_frame_size`` is a decode failure too.
-        dead_letter: the function given what fails to decode, with ``"dead_letter"``.
-        max_line_length: the longest line accepted, in bytes (bounds memory).
-        max_frame_size: the largest length-prefixed frame accepted, in bytes.
-        read_size: bytes per read.
         start_offset: the byte offset to start at (a record's ``next_offset`` to resume).
+        **options: how records are cut and decoded, as for every byte-stream source
+            (:class:`~rxflow.connectors._byte_streams.FramedSourceOptions`): ``framing``
+            (``"lines"``, ``"length"`` or ``"chunks"``), ``codec`` (default ``"text"``),
+            ``on_decode_error`` and ``dead_letter``, ``max_line_length``,
+            ``max_frame_size`` and ``read_size``. A line longer than ``max_line_length``
+            or a frame larger than ``max_frame_size`` is a decode failure.
 
     Example:
         A JSON-lines file, skipping what does not parse::
@@ -97,31 +80,17 @@ async def read_file(
             events.decoder.skipped   # how many lines were not JSON
     """
     where = f"file:{os.fspath(path)}"
-    decoder, framer = decoder_and_framer(
-        where,
-        codec=codec,
-        on_decode_error=on_decode_error,
-        dead_letter=dead_letter,
-        framing=framing,
-        max_line_length=max_line_length,
-        max_frame_size=max_frame_size,
-        read_size=read_size,
-        position=start_offset,
-    )
+    reading = FramedReading.from_options(where, options, codec="text")
     check_count(where, "start_offset", start_offset, minimum=0)
     stream = await FileReadStream.from_path(path)
     async with stream:
         if start_offset:
             await stream.seek(start_offset)
-        messages = framed_messages(
-            receive_chunks(stream, read_size),
-            framer,
-            decoder,
-            key=os.fspath(path),
-            headers=None,
-            position=start_offset,
-        )
-        async with streaming(messages, decoder) as records:
+        chunks = receive_chunks(stream, reading.read_size)
+        key = os.fspath(path)
+        async with FramedStream(
+            reading, chunks, key=key, headers=None, position=start_offset
+        ) as records:
             yield records
 
 
@@ -131,13 +100,7 @@ async def follow_file(
     *,
     from_end: bool = False,
     poll_interval: float = 1.0,
-    framing: Framing = "lines",
-    codec: Codec | CodecName = "text",
-    on_decode_error: DecodePolicy = "raise",
-    dead_letter: DeadLetter = None,
-    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-    read_size: int = DEFAULT_READ_SIZE,
+    **options: Unpack[FramedSourceOptions],
 ) -> AsyncIterator[MessageStream]:
     """Follow a file as it grows, like ``tail -F``: the iteration never ends by itself.
 
@@ -160,13 +123,7 @@ async def follow_file(
     Args:
         from_end: start at the end of the file (only new records), like ``tail -F -n 0``.
         poll_interval: seconds between checks once at the end of the file.
-        framing: as for :func:`read_file`.
-        codec: as for :func:`read_file`.
-        on_decode_error: as for :func:`read_file`.
-        dead_letter: as for :func:`read_file`.
-        max_line_length: as for :func:`read_file`.
-        max_frame_size: as for :func:`read_file`.
-        read_size: as for :func:`read_file`.
+        **options: as for :func:`read_file`.
 
     Example:
         Print the lines added to a log, surviving its rotation::
@@ -177,29 +134,15 @@ async def follow_file(
     """
     where = f"file:{os.fspath(path)}"
     check_seconds(where, "poll_interval", poll_interval)
-    decoder, framer = decoder_and_framer(
-        where,
-        codec=codec,
-        on_decode_error=on_decode_error,
-        dead_letter=dead_letter,
-        framing=framing,
-        max_line_length=max_line_length,
-        max_frame_size=max_frame_size,
-        read_size=read_size,
-    )
-    follower = _Follower(os.fspath(path), poll_interval, read_size)
+    reading = FramedReading.from_options(where, options, codec="text")
+    follower = _Follower(os.fspath(path), poll_interval, reading.read_size)
     try:
         position = await follower.start(from_end)
-        framer.reset(position)
-        messages = framed_messages(
-            follower.chunks(position),
-            framer,
-            decoder,
-            key=os.fspath(path),
-            headers=None,
-            position=position,
-        )
-        async with streaming(messages, decoder) as records:
+        chunks = follower.chunks(position)
+        key = os.fspath(path)
+        async with FramedStream(
+            reading, chunks, key=key, headers=None, position=position
+        ) as records:
             yield records
     finally:
         await follower.close()
@@ -319,35 +262,33 @@ class FileSink(FramedSink):
 async def file_sink(
     path: PathLike,
     *,
-    framing: Framing = "lines",
-    codec: Encoder | Literal["bytes", "text", "json"] = "text",
     append: bool = True,
     fsync: bool = True,
-    batch_size: int = 1000,
+    **options: Unpack[FramedSinkOptions],
 ) -> AsyncIterator[FileSink]:
     """Write records to a file, each batch in one write, confirmed once on disk.
 
     A :class:`~rxflow.connectors.Message` is written as its value.
 
     Args:
-        framing: ``"lines"`` (each record then ``b"\\n"``; a record containing a newline is
-            refused), ``"length"`` (4-byte big-endian length prefix) or ``"chunks"`` (as is).
-        codec: ``"text"`` (str, the default), ``"bytes"``, ``"json"`` or a function
-            value -> bytes.
         append: add to the file (default) or replace it.
         fsync: ``fsync`` after each batch, so a confirmed batch survives a crash; without it,
             confirmed means handed to the OS.
-        batch_size: the batch size a flow should use.
+        **options: as for every byte-stream sink
+            (:class:`~rxflow.connectors._byte_streams.FramedSinkOptions`): ``framing``
+            (``"lines"``: each record then ``b"\\n"``, a record containing a newline is
+            refused; ``"length"``: a 4-byte big-endian length prefix; ``"chunks"``: as is),
+            ``encoder`` (``"text"``, the default, ``"bytes"``, ``"json"`` or a function
+            value -> bytes) and ``batch_size`` (the batch size a flow should use).
 
     Example:
         ::
 
-            async with file_sink("out.jsonl", codec="json") as sink:
+            async with file_sink("out.jsonl", encoder="json") as sink:
                 await sink.send_batch([{"n": 1}, {"n": 2}])
     """
     where = f"file:{os.fspath(path)}"
-    write = make_writer(framing, codec, where=where)
-    check_batch_size(batch_size, where=where)
+    write, batch_size = framed_writer(where, options, encoder="text")
     file = await anyio.to_thread.run_sync(open, path, "ab" if append else "wb")
     try:
         yield FileSink(file, write, fsync, batch_size)

@@ -42,29 +42,35 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import IO, Any, Literal
+from typing import IO, Any, Unpack
 
 import anyio
 import anyio.abc
 from anyio.abc import ByteReceiveStream, Process
 
-from rxflow.connectors._framing import (
-    DEFAULT_MAX_FRAME_SIZE,
-    DEFAULT_MAX_LINE_LENGTH,
-    DEFAULT_READ_SIZE,
-    DeadLetter,
+from rxflow._task_groups import background_tasks
+from rxflow.connectors._byte_streams import (
+    FramedReading,
     FramedSink,
-    Framing,
+    FramedSinkOptions,
+    FramedSourceOptions,
+    FramedStream,
     MessageStream,
-    check_batch_size,
-    decoder_and_framer,
-    framed_messages,
-    make_writer,
+    framed_writer,
     receive_chunks,
-    streaming,
 )
-from rxflow.connectors.codecs import Codec, CodecName, DecodePolicy, Decoder, Encoder
+from rxflow.connectors._framing import DEFAULT_READ_SIZE
 from rxflow.errors import ProcessFailedError
+
+__all__ = [
+    "ProcessSink",
+    "ProcessSource",
+    "StdoutSink",
+    "process_sink",
+    "process_source",
+    "stdin_source",
+    "stdout_sink",
+]
 
 Command = str | Sequence[str]
 Redirect = int | IO[Any] | None
@@ -74,12 +80,14 @@ def _describe(command: Command) -> str:
     return command if isinstance(command, str) else shlex.join(command)
 
 
-def _check_command(command: Command, where: str) -> None:
+def _where(command: Command) -> str:
+    """A process connector's name (``"process:sort -n"``), once ``command`` is checked."""
     if isinstance(command, bytes) or not command:
         raise TypeError(
-            f"{where}: command must be a non-empty list of arguments (or a shell string), "
+            f"process: command must be a non-empty list of arguments (or a shell string), "
             f"got {command!r}"
         )
+    return f"process:{_describe(command)}"
 
 
 class _StderrTail:
@@ -116,16 +124,20 @@ async def _stop(process: Process, grace: float) -> None:
         await process.aclose()  # closes the pipes and waits: the child is reaped
 
 
-async def _open(command: Command, where: str, **options: Any) -> Process:
+async def _start(
+    command: Command, where: str, stderr_tail: int, **options: Any
+) -> tuple[Process, _StderrTail]:
+    """Run ``command`` with its stderr captured: the process, and the keeper of its tail."""
     try:
-        return await anyio.open_process(command, **options)
+        process = await anyio.open_process(command, stderr=subprocess.PIPE, **options)
     except FileNotFoundError as error:
         raise FileNotFoundError(
             error.errno, f"{where}: cannot run {_describe(command)}: {error.strerror}"
         ) from error
+    return process, _StderrTail(stderr_tail)
 
 
-class ProcessSource(MessageStream):
+class ProcessSource(FramedStream):
     """The records a command writes to stdout; see :func:`process_source`.
 
     ``pid`` is the command's process id, ``returncode`` its exit code once it exited and
@@ -141,12 +153,22 @@ class ProcessSource(MessageStream):
     """
 
     def __init__(
-        self, messages: Any, decoder: Decoder, process: Process, tail: _StderrTail
+        self, reading: FramedReading, command: Command, process: Process, tail: _StderrTail
     ) -> None:
-        super().__init__(messages, decoder)
+        assert process.stdout is not None  # opened with stdout=PIPE
+        chunks = receive_chunks(process.stdout, reading.read_size)
+        super().__init__(reading, chunks, key=_describe(command), at_end=self._check_exit)
+        self._where = reading.where
+        self._command = command
         self._process = process
         self._tail = tail
         self.pid = process.pid
+
+    async def _check_exit(self) -> None:
+        code = await self._process.wait()
+        await self._tail.done.wait()
+        if code != 0:
+            raise ProcessFailedError(self._where, self._command, code, self.stderr)
 
     @property
     def returncode(self) -> int | None:
@@ -161,18 +183,12 @@ class ProcessSource(MessageStream):
 async def process_source(
     command: Command,
     *,
-    framing: Framing = "lines",
-    codec: Codec | CodecName = "text",
-    on_decode_error: DecodePolicy = "raise",
-    dead_letter: DeadLetter = None,
-    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-    read_size: int = DEFAULT_READ_SIZE,
     stdin: Redirect = subprocess.DEVNULL,
     cwd: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     stderr_tail: int = 4096,
     terminate_timeout: float = 5.0,
+    **options: Unpack[FramedSourceOptions],
 ) -> AsyncIterator[ProcessSource]:
     """Run ``command`` and read the records it writes to stdout, until it exits.
 
@@ -182,18 +198,13 @@ async def process_source(
 
     Args:
         command: a list of arguments, or a string for the shell.
-        framing: as for :func:`rxflow.connectors.files.read_file`.
-        codec: as for :func:`rxflow.connectors.files.read_file` (default ``"text"``).
-        on_decode_error: as for :func:`rxflow.connectors.files.read_file`.
-        dead_letter: as for :func:`rxflow.connectors.files.read_file`.
-        max_line_length: as for :func:`rxflow.connectors.files.read_file`.
-        max_frame_size: as for :func:`rxflow.connectors.files.read_file`.
-        read_size: as for :func:`rxflow.connectors.files.read_file`.
         stdin: what the command reads: nothing (default), a file object or a descriptor.
         cwd: the command's working directory.
         env: the command's environment.
         stderr_tail: how many bytes of its stderr to keep for the error message.
         terminate_timeout: seconds between ``SIGTERM`` and ``SIGKILL`` when stopping it.
+        **options: as for :func:`rxflow.connectors.files.read_file` (``framing``,
+            ``codec``, default ``"text"``, ``on_decode_error``...).
 
     Example:
         ::
@@ -203,55 +214,19 @@ async def process_source(
                 async for entry in entries:
                     print(entry.value["MESSAGE"])
     """
-    where = f"process:{_describe(command)}"
-    _check_command(command, where)
-    decoder, framer = decoder_and_framer(
-        where,
-        codec=codec,
-        on_decode_error=on_decode_error,
-        dead_letter=dead_letter,
-        framing=framing,
-        max_line_length=max_line_length,
-        max_frame_size=max_frame_size,
-        read_size=read_size,
+    where = _where(command)
+    reading = FramedReading.from_options(where, options, codec="text")
+    process, tail = await _start(
+        command, where, stderr_tail, stdin=stdin, stdout=subprocess.PIPE, cwd=cwd, env=env
     )
-    tail = _StderrTail(stderr_tail)
-    process = await _open(
-        command,
-        where,
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-    )
-    assert process.stdout is not None
-
-    async def check_exit() -> None:
-        code = await process.wait()
-        await tail.done.wait()
-        if code != 0:
-            raise ProcessFailedError(where, command, code, bytes(tail.data))
-
-    messages = framed_messages(
-        receive_chunks(process.stdout, read_size),
-        framer,
-        decoder,
-        key=_describe(command),
-        at_end=check_exit,
-    )
-    body_error: Exception | None = None
-    async with anyio.create_task_group() as tasks:
+    async with background_tasks() as tasks:
         tasks.start_soon(tail.drain, process.stderr)
+        records = ProcessSource(reading, command, process, tail)
         try:
-            yield ProcessSource(messages, decoder, process, tail)
-        except Exception as error:
-            body_error = error  # raised below, outside the task group: not in an ExceptionGroup
+            yield records
         finally:
-            await messages.aclose()
+            await records.aclose()
             await _stop(process, terminate_timeout)  # which ends the stderr drain too
-    if body_error is not None:
-        raise body_error
 
 
 class ProcessSink(FramedSink):
@@ -290,14 +265,12 @@ class ProcessSink(FramedSink):
 async def process_sink(
     command: Command,
     *,
-    framing: Framing = "lines",
-    codec: Encoder | Literal["bytes", "text", "json"] = "text",
-    batch_size: int = 1000,
     stdout: Redirect = None,
     cwd: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     stderr_tail: int = 4096,
     terminate_timeout: float = 5.0,
+    **options: Unpack[FramedSinkOptions],
 ) -> AsyncIterator[ProcessSink]:
     """Run ``command`` and write records to its stdin.
 
@@ -307,15 +280,14 @@ async def process_sink(
 
     Args:
         command: a list of arguments, or a string for the shell.
-        framing: ``"lines"`` (default), ``"length"`` or ``"chunks"``.
-        codec: ``"text"`` (default), ``"bytes"``, ``"json"`` or a function value -> bytes.
-        batch_size: the batch size a flow should use.
         stdout: where the command's stdout goes: this program's stdout (default), a file
             object, a descriptor or ``subprocess.DEVNULL``.
         cwd: as for :func:`process_source`.
         env: as for :func:`process_source`.
         stderr_tail: as for :func:`process_source`.
         terminate_timeout: as for :func:`process_source`.
+        **options: as for :func:`rxflow.connectors.files.file_sink` (``framing``,
+            ``encoder``, default ``"text"``, and ``batch_size``).
 
     Example:
         ::
@@ -323,19 +295,10 @@ async def process_sink(
             async with process_sink(["gzip"], stdout=open("out.gz", "wb")) as sink:
                 await sink.send_batch(["one", "two"])
     """
-    where = f"process:{_describe(command)}"
-    _check_command(command, where)
-    write = make_writer(framing, codec, where=where)
-    check_batch_size(batch_size, where=where)
-    tail = _StderrTail(stderr_tail)
-    process = await _open(
-        command,
-        where,
-        stdin=subprocess.PIPE,
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-        cwd=cwd,
-        env=env,
+    where = _where(command)
+    write, batch_size = framed_writer(where, options, encoder="text")
+    process, tail = await _start(
+        command, where, stderr_tail, stdin=subprocess.PIPE, stdout=stdout, cwd=cwd, env=env
     )
     assert process.stdin is not None
 
@@ -347,21 +310,16 @@ async def process_sink(
         code = process.returncode if process.returncode is not None else -signal.SIGPIPE
         return ProcessFailedError(where, command, code, bytes(tail.data))
 
-    body_error: Exception | None = None
-    async with anyio.create_task_group() as tasks:
+    async with background_tasks() as tasks:
         tasks.start_soon(tail.drain, process.stderr)
         try:
             yield ProcessSink(process.stdin, write, batch_size, failure)
-        except Exception as error:
-            body_error = error  # raised below, outside the task group (see process_source)
-        else:
-            await process.stdin.aclose()  # end of input: the command finishes its work
+            # Left normally: end of input, and the command finishes its work.
+            await process.stdin.aclose()
             await process.wait()
             await tail.done.wait()
         finally:
             await _stop(process, terminate_timeout)  # at once, unless it exited already
-    if body_error is not None:
-        raise body_error
     if process.returncode != 0:
         raise ProcessFailedError(where, command, process.returncode or 0, bytes(tail.data))
 
@@ -399,20 +357,12 @@ class _FdReceiveStream(ByteReceiveStream):
 
 @asynccontextmanager
 async def stdin_source(
-    *,
-    framing: Framing = "lines",
-    codec: Codec | CodecName = "text",
-    on_decode_error: DecodePolicy = "raise",
-    dead_letter: DeadLetter = None,
-    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-    read_size: int = DEFAULT_READ_SIZE,
-    fd: int = 0,
+    *, fd: int = 0, **options: Unpack[FramedSourceOptions]
 ) -> AsyncIterator[MessageStream]:
     """Read this program's stdin (or descriptor ``fd``) as records, until it ends.
 
     Reading is cancellable on pipes and terminals (Unix). The descriptor is left open.
-    Arguments as for :func:`process_source`.
+    Options as for :func:`process_source`.
 
     Example:
         Upper-case every line, as a shell filter (``... | python upper.py | ...``)::
@@ -422,19 +372,9 @@ async def stdin_source(
                     await out.send(line.value.upper())
     """
     where = "stdin" if fd == 0 else f"fd:{fd}"
-    decoder, framer = decoder_and_framer(
-        where,
-        codec=codec,
-        on_decode_error=on_decode_error,
-        dead_letter=dead_letter,
-        framing=framing,
-        max_line_length=max_line_length,
-        max_frame_size=max_frame_size,
-        read_size=read_size,
-    )
-    stream = _FdReceiveStream(fd)
-    messages = framed_messages(receive_chunks(stream, read_size), framer, decoder, key=where)
-    async with streaming(messages, decoder) as records:
+    reading = FramedReading.from_options(where, options, codec="text")
+    chunks = receive_chunks(_FdReceiveStream(fd), reading.read_size)
+    async with FramedStream(reading, chunks, key=where) as records:
         yield records
 
 
@@ -446,7 +386,7 @@ class StdoutSink(FramedSink):
     Example:
         ::
 
-            async with stdout_sink(codec="json") as out:   # a StdoutSink
+            async with stdout_sink(encoder="json") as out:   # a StdoutSink
                 await out.send_batch([{"n": 1}, {"n": 2}])
     """
 
@@ -467,25 +407,20 @@ class StdoutSink(FramedSink):
 
 @asynccontextmanager
 async def stdout_sink(
-    *,
-    framing: Framing = "lines",
-    codec: Encoder | Literal["bytes", "text", "json"] = "text",
-    batch_size: int = 1000,
-    fd: int = 1,
+    *, fd: int = 1, **options: Unpack[FramedSinkOptions]
 ) -> AsyncIterator[StdoutSink]:
     """Write records to this program's stdout (or descriptor ``fd``).
 
     Each batch is written in a worker thread (a blocking write to a slow pipe must not stop
     the event loop); a cancellation waits for the write in progress. The descriptor is left
-    open. Arguments as for :func:`process_sink`.
+    open. Options as for :func:`process_sink`.
 
     Example:
         ::
 
-            async with stdout_sink(codec="json") as out:
+            async with stdout_sink(encoder="json") as out:
                 await out.send({"n": 1})
     """
     where = "stdout" if fd == 1 else f"fd:{fd}"
-    write = make_writer(framing, codec, where=where)
-    check_batch_size(batch_size, where=where)
+    write, batch_size = framed_writer(where, options, encoder="text")
     yield StdoutSink(fd, write, batch_size)

@@ -18,7 +18,7 @@ Example:
     >>> from rxflow.connectors.sockets import tcp_server_source, tcp_sink
     >>> async def main():
     ...     async with tcp_server_source("127.0.0.1", 0, codec="text") as server:
-    ...         async with tcp_sink("127.0.0.1", server.port, codec="text") as sink:
+    ...         async with tcp_sink("127.0.0.1", server.port, encoder="text") as sink:
     ...             await sink.send_batch(["hello", "world"])
     ...         messages = aiter(server)
     ...         return [(await anext(messages)).value for _ in range(2)]
@@ -32,42 +32,40 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Unpack
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import ByteStream, SocketAttribute, SocketStream
 
-from rxflow._checks import check_host, check_port
-from rxflow.connectors._framing import (
-    DEFAULT_MAX_FRAME_SIZE,
-    DEFAULT_MAX_LINE_LENGTH,
-    DEFAULT_READ_SIZE,
-    DeadLetter,
-    Frame,
+from rxflow._checks import check_count
+from rxflow._task_groups import background_tasks
+from rxflow.connectors._byte_streams import (
+    FramedReading,
     FramedSink,
-    Framing,
+    FramedSinkOptions,
+    FramedSourceOptions,
+    FramedStream,
     MessageStream,
-    check_batch_size,
-    decode_frame,
-    decoder_and_framer,
-    framed_messages,
-    make_framer,
-    make_writer,
-    streaming,
+    framed_writer,
+    network_where,
 )
-from rxflow.connectors._message import Message, Settlement
-from rxflow.connectors.codecs import (
-    SKIPPED,
-    Codec,
-    CodecName,
-    DecodePolicy,
-    Decoder,
-    Encoder,
-)
+from rxflow.connectors._framing import DeadLetter, Frame
+from rxflow.connectors._message import Message
+from rxflow.connectors.codecs import Codec, CodecName, DecodePolicy, Decoder
 from rxflow.errors import ServiceUnavailableError
+
+__all__ = [
+    "TcpServerSource",
+    "TcpSink",
+    "UdpSource",
+    "tcp_server_source",
+    "tcp_sink",
+    "tcp_source",
+    "udp_source",
+]
 
 # What a lost connection looks like: a reset, a broken pipe, or anyio's wrapper of them.
 CONNECTION_LOST = (anyio.BrokenResourceError, ConnectionError, OSError)
@@ -110,16 +108,7 @@ async def _received(
 
 @asynccontextmanager
 async def tcp_source(
-    host: str,
-    port: int,
-    *,
-    framing: Framing = "lines",
-    codec: Codec | CodecName = "bytes",
-    on_decode_error: DecodePolicy = "raise",
-    dead_letter: DeadLetter = None,
-    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-    read_size: int = DEFAULT_READ_SIZE,
+    host: str, port: int, **options: Unpack[FramedSourceOptions]
 ) -> AsyncIterator[MessageStream]:
     """Connect to ``host:port`` and read framed records until the server closes.
 
@@ -128,16 +117,13 @@ async def tcp_source(
     connect time or mid-stream (a reset), after the records received before it.
 
     Args:
-        framing: ``"lines"`` (default), ``"length"`` (4-byte big-endian length prefixes) or
-            ``"chunks"`` (each read as it came).
-        codec: ``"bytes"`` (default), ``"text"``, ``"json"`` or a function bytes -> value.
-        on_decode_error: the decode policy, ``"raise"``, ``"skip"`` or ``"dead_letter"``
-            (:mod:`rxflow.connectors.codecs`); an over-long line or frame, or a frame cut
-            short by the end of the stream, is a decode failure too.
-        dead_letter: the function given what fails to decode, with ``"dead_letter"``.
-        max_line_length: the longest line accepted, in bytes (bounds memory).
-        max_frame_size: the largest length-prefixed frame accepted, in bytes.
-        read_size: bytes per read; also the most rxflow buffers for the connection.
+        **options: how records are cut and decoded, as for every byte-stream source
+            (:class:`~rxflow.connectors._byte_streams.FramedSourceOptions`): ``framing``
+            (``"lines"``, ``"length"`` or ``"chunks"``), ``codec`` (default ``"bytes"``),
+            ``on_decode_error`` and ``dead_letter`` (an over-long line or frame, or a frame
+            cut short by the end of the stream, is a decode failure too),
+            ``max_line_length``, ``max_frame_size`` and ``read_size`` (bytes per read; also
+            the most rxflow buffers for the connection).
 
     Example:
         ::
@@ -146,46 +132,24 @@ async def tcp_source(
                 async for record in records:
                     print(record.value)
     """
-    where = f"tcp:{host}:{port}"
-    check_host(where, "host", host)
-    check_port(where, "port", port)
-    decoder, framer = decoder_and_framer(
-        where,
-        codec=codec,
-        on_decode_error=on_decode_error,
-        dead_letter=dead_letter,
-        framing=framing,
-        max_line_length=max_line_length,
-        max_frame_size=max_frame_size,
-        read_size=read_size,
-    )
+    where = network_where("tcp", host, port)
+    reading = FramedReading.from_options(where, options, codec="bytes")
     stream = await _connect(host, port, where)
     async with stream:
-        chunks = _received(stream, read_size, where, [0])
-        messages = framed_messages(chunks, framer, decoder, key=f"{host}:{port}", stamp=True)
-        async with streaming(messages, decoder) as records:
+        chunks = _received(stream, reading.read_size, where, [0])
+        async with FramedStream(reading, chunks, key=f"{host}:{port}", stamp=True) as records:
             yield records
 
 
-Batches = anyio.abc.ObjectReceiveStream[tuple[str, float, list[Frame]]]
-
-
-async def _server_messages(batches: Batches, decoder: Decoder) -> AsyncGenerator[Message[Any]]:
-    """Decode the batches of frames the connections hand over, as the consumer asks."""
-    source = decoder.source
-    async for peer, timestamp, frames in batches:
-        headers = {"peer": peer}  # shared by the messages of one read
-        for data, _ in frames:
-            value = await decode_frame(decoder, data, peer)
-            if value is not SKIPPED:
-                yield Message(value, peer, headers, timestamp, source, Settlement())
+Batch = tuple[str, float, list[Frame]]  # a connection's peer, when its read came, its frames
 
 
 class TcpServerSource(MessageStream):
     """The records of every client of a listening socket; see :func:`tcp_server_source`.
 
     ``port`` is the port it listens on; ``connections`` counts the clients accepted, ``lost``
-    those whose connection broke (a reset) rather than closed.
+    those whose connection broke (a reset) rather than closed. A run is the records of one
+    read of one connection.
 
     Example:
         ::
@@ -196,26 +160,33 @@ class TcpServerSource(MessageStream):
                     print(line.key, line.value, server.connections)
     """
 
-    def __init__(self, batches: Batches, decoder: Decoder, host: str, port: int) -> None:
-        super().__init__(_server_messages(batches, decoder), decoder)
+    def __init__(
+        self,
+        reading: FramedReading,
+        batches: anyio.abc.ObjectReceiveStream[Batch],
+        host: str,
+        port: int,
+    ) -> None:
+        super().__init__(reading.decoder)
+        self._batches = batches
         self.host = host
         self.port = port
         self.connections = 0
         self.lost = 0
 
+    async def _read_run(self) -> list[Message[Any]]:
+        """Decode the batches of frames the connections hand over, as the consumer asks."""
+        async for peer, timestamp, frames in self._batches:
+            # The headers are shared by the messages of one read.
+            run = await self._decode(frames, key=peer, headers={"peer": peer}, timestamp=timestamp)
+            if run:
+                return run
+        raise StopAsyncIteration
+
 
 @asynccontextmanager
 async def tcp_server_source(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    framing: Framing = "lines",
-    codec: Codec | CodecName = "bytes",
-    on_decode_error: DecodePolicy = "raise",
-    dead_letter: DeadLetter = None,
-    max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-    read_size: int = DEFAULT_READ_SIZE,
+    host: str = "127.0.0.1", port: int = 0, **options: Unpack[FramedSourceOptions]
 ) -> AsyncIterator[TcpServerSource]:
     """Listen on ``host:port`` and merge the framed records of every client that connects.
 
@@ -231,13 +202,7 @@ async def tcp_server_source(
     not limited here (limit it in front: a firewall, ``ulimit -n``).
 
     Args:
-        framing: as for :func:`tcp_source`.
-        codec: as for :func:`tcp_source`.
-        on_decode_error: as for :func:`tcp_source`.
-        dead_letter: as for :func:`tcp_source`.
-        max_line_length: as for :func:`tcp_source`.
-        max_frame_size: as for :func:`tcp_source`.
-        read_size: as for :func:`tcp_source`.
+        **options: as for :func:`tcp_source`.
 
     Example:
         ::
@@ -246,18 +211,8 @@ async def tcp_server_source(
                 async for line in lines:
                     print(line.key, line.value)
     """
-    where = f"tcp-server:{host}:{port}"
-    check_host(where, "host", host)
-    check_port(where, "port", port, allow_zero=True)
-    options: dict[str, Any] = {
-        "framing": framing,
-        "max_line_length": max_line_length,
-        "max_frame_size": max_frame_size,
-        "read_size": read_size,
-    }
-    decoder, _ = decoder_and_framer(
-        where, codec=codec, on_decode_error=on_decode_error, dead_letter=dead_letter, **options
-    )
+    where = network_where("tcp-server", host, port, allow_zero=True)
+    reading = FramedReading.from_options(where, options, codec="bytes")
     try:
         listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     except OSError as error:
@@ -265,17 +220,17 @@ async def tcp_server_source(
             error.errno, f"{where}: could not listen on {host}:{port}: {error.strerror}"
         ) from error
     # A rendezvous: a connection's next read waits until the consumer took its last one.
-    send, receive = anyio.create_memory_object_stream[tuple[str, float, list[Frame]]](0)
-    server = TcpServerSource(receive, decoder, host, listener.extra(SocketAttribute.local_port))
+    send, receive = anyio.create_memory_object_stream[Batch](0)
+    server = TcpServerSource(reading, receive, host, listener.extra(SocketAttribute.local_port))
 
     async def serve(stream: SocketStream) -> None:
         peer = _address(stream.extra(SocketAttribute.remote_address))
-        framer = make_framer(where=where, **options)  # each connection its own
+        framer = reading.framer()  # each connection its own
         server.connections += 1
         async with stream:
             while True:
                 try:
-                    chunk: bytes | None = await stream.receive(read_size)
+                    chunk: bytes | None = await stream.receive(reading.read_size)
                 except anyio.EndOfStream:
                     chunk = None
                 except CONNECTION_LOST:
@@ -290,43 +245,13 @@ async def tcp_server_source(
                 if chunk is None:
                     return
 
-    body_error: Exception | None = None
-    async with listener, send, receive, anyio.create_task_group() as tasks:
+    async with listener, send, receive, background_tasks() as tasks:
         tasks.start_soon(listener.serve, serve, tasks)
         try:
             yield server
-        except Exception as error:
-            body_error = error  # raised below, outside the task group: not in an ExceptionGroup
         finally:
             await server.aclose()
             tasks.cancel_scope.cancel()
-    if body_error is not None:
-        raise body_error
-
-
-async def _datagrams(udp: socket.socket, decoder: Decoder) -> AsyncGenerator[Message[Any]]:
-    """One datagram per ask, straight from the kernel's receive buffer.
-
-    A raw socket, not anyio's UDP socket: on asyncio that one reads every datagram as it
-    arrives into a queue of 100 that silently drops the oldest, and rxflow must neither
-    buffer nor lose anything silently.
-    """
-    decode = decoder.decode
-    source = decoder.source
-    received = 0
-    while True:
-        try:
-            data, address = udp.recvfrom(65536)
-        except BlockingIOError:
-            await anyio.wait_readable(udp)
-            continue
-        received += 1
-        if received % 64 == 0:
-            await anyio.lowlevel.checkpoint()  # a flood of datagrams must not starve the loop
-        sender = _address(address)
-        value = await decode(data, key=sender)
-        if value is not SKIPPED:
-            yield Message(value, sender, {"peer": sender}, time.time(), source, Settlement())
 
 
 class UdpSource(MessageStream):
@@ -341,9 +266,35 @@ class UdpSource(MessageStream):
     """
 
     def __init__(self, udp: socket.socket, decoder: Decoder) -> None:
-        super().__init__(_datagrams(udp, decoder), decoder)
+        super().__init__(decoder)
+        self._udp = udp
+        self._received = 0
         self.port: int = udp.getsockname()[1]
         self._inode = str(os.fstat(udp.fileno()).st_ino)
+
+    async def _read_run(self) -> list[Message[Any]]:
+        """One datagram per ask, straight from the kernel's receive buffer.
+
+        A raw socket, not anyio's UDP socket: on asyncio that one reads every datagram as it
+        arrives into a queue of 100 that silently drops the oldest, and rxflow must neither
+        buffer nor lose anything silently.
+        """
+        while True:
+            try:
+                data, address = self._udp.recvfrom(65536)
+            except BlockingIOError:
+                await anyio.wait_readable(self._udp)
+                continue
+            self._received += 1
+            if self._received % 64 == 0:
+                await anyio.lowlevel.checkpoint()  # a flood of datagrams must not starve the loop
+            sender = _address(address)
+            frame = [(data, 0)]
+            run = await self._decode(
+                frame, key=sender, headers={"peer": sender}, timestamp=time.time()
+            )
+            if run:
+                return run
 
     def dropped(self) -> int | None:
         """How many datagrams the kernel dropped because they did not fit in the receive
@@ -388,12 +339,9 @@ async def udp_source(
                 async for datagram in datagrams:
                     print(datagram.key, datagram.value)
     """
-    where = f"udp:{host}:{port}"
-    check_host(where, "host", host)
-    check_port(where, "port", port, allow_zero=True)
+    where = network_where("udp", host, port, allow_zero=True)
     decoder = Decoder(codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=where)
-    if receive_buffer is not None and (not isinstance(receive_buffer, int) or receive_buffer < 1):
-        raise ValueError(f"{where}: receive_buffer must be a positive number of bytes")
+    check_count(where, "receive_buffer", receive_buffer, optional=True)
     try:
         (family, _, _, _, address), *_ = await anyio.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         udp = socket.socket(family, socket.SOCK_DGRAM)
@@ -409,11 +357,8 @@ async def udp_source(
             raise OSError(
                 error.errno, f"{where}: could not bind {host}:{port}: {error.strerror}"
             ) from error
-        datagrams = UdpSource(udp, decoder)
-        try:
+        async with UdpSource(udp, decoder) as datagrams:
             yield datagrams
-        finally:
-            await datagrams.aclose()
     finally:
         anyio.notify_closing(udp)
         udp.close()
@@ -456,12 +401,7 @@ class TcpSink(FramedSink):
 
 @asynccontextmanager
 async def tcp_sink(
-    host: str,
-    port: int,
-    *,
-    framing: Framing = "lines",
-    codec: Encoder | Literal["bytes", "text", "json"] = "bytes",
-    batch_size: int = 1000,
+    host: str, port: int, **options: Unpack[FramedSinkOptions]
 ) -> AsyncIterator[TcpSink]:
     """Connect to ``host:port`` and send framed records.
 
@@ -469,22 +409,19 @@ async def tcp_sink(
     ``send_batch`` wait (TCP flow control). Leaving the block sends end-of-stream and closes.
 
     Args:
-        framing: ``"lines"`` (a record containing a newline is refused), ``"length"`` (4-byte
-            big-endian length prefix) or ``"chunks"`` (as is).
-        codec: ``"bytes"`` (default), ``"text"``, ``"json"`` or a function value -> bytes.
-        batch_size: the batch size a flow should use.
+        **options: as for every byte-stream sink
+            (:class:`~rxflow.connectors._byte_streams.FramedSinkOptions`): ``framing``
+            (``"lines"``, ``"length"`` or ``"chunks"``), ``encoder`` (default ``"bytes"``)
+            and ``batch_size``.
 
     Example:
         ::
 
-            async with tcp_sink("127.0.0.1", 9000, codec="json") as sink:
+            async with tcp_sink("127.0.0.1", 9000, encoder="json") as sink:
                 await sink.send_batch([{"n": 1}, {"n": 2}])
     """
-    where = f"tcp:{host}:{port}"
-    check_host(where, "host", host)
-    check_port(where, "port", port)
-    write = make_writer(framing, codec, where=where)
-    check_batch_size(batch_size, where=where)
+    where = network_where("tcp", host, port)
+    write, batch_size = framed_writer(where, options, encoder="bytes")
     stream = await _connect(host, port, where)
     async with stream:
         yield TcpSink(stream, write, batch_size, where)

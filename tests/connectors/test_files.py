@@ -21,7 +21,7 @@ from reactivex import operators as ops
 import rxflow
 from rxflow.connectors import Message
 from rxflow.connectors._framing import LengthFramer, LineFramer, make_writer
-from rxflow.connectors.codecs import DecodeFailure
+from rxflow.connectors.codecs import DecodeFailure, encode_bytes, encode_text
 from rxflow.connectors.files import file_sink, follow_file, read_file
 from rxflow.errors import DecodeError
 
@@ -60,7 +60,7 @@ def test_an_over_long_line_is_reported_once_and_its_bytes_are_not_kept() -> None
 
 
 def test_length_prefixed_frames_skip_an_oversized_one_without_buffering_it() -> None:
-    write = make_writer("length", "bytes", where="t")
+    write = make_writer("length", encode_bytes, where="t")
     data = write([b"one", b"x" * 50, b"three"])
     framer = LengthFramer(max_frame_size=10)
     frames = [frame for byte in range(len(data)) for frame in framer.feed(data[byte : byte + 1])]
@@ -97,7 +97,7 @@ def test_lines_are_the_same_however_the_bytes_are_cut(lines: list[bytes], cuts: 
 def test_length_prefixed_frames_are_the_same_however_the_bytes_are_cut(
     records: list[bytes], cuts: list[int]
 ) -> None:
-    data = make_writer("length", "bytes", where="t")(records)
+    data = make_writer("length", encode_bytes, where="t")(records)
     framer = LengthFramer(max_frame_size=30)
     frames = [frame for chunk in chunked(data, cuts) for frame in framer.feed(chunk)]
     assert [record for record, _ in frames] == records
@@ -106,11 +106,11 @@ def test_length_prefixed_frames_are_the_same_however_the_bytes_are_cut(
 
 def test_writers_refuse_what_would_break_the_framing() -> None:
     with pytest.raises(ValueError, match="contains a newline"):
-        make_writer("lines", "text", where="t")(["a\nb"])
-    with pytest.raises(TypeError, match="codec 'text' writes str"):
-        make_writer("lines", "text", where="t")([b"bytes"])
+        make_writer("lines", encode_text, where="t")(["a\nb"])
+    with pytest.raises(TypeError, match="'text' writes str"):
+        make_writer("lines", encode_text, where="t")([b"bytes"])
     with pytest.raises(ValueError, match="unknown framing 'line'"):
-        make_writer("line", "text", where="t")
+        make_writer("line", encode_text, where="t")
 
 
 # -- read_file -------------------------------------------------------------------------------
@@ -137,14 +137,14 @@ async def test_file_sink_then_read_file_round_trip_in_every_framing(tmp_path: Pa
     records = [{"n": n, "text": "ünïcode\nnewline"} for n in range(1000)]
     for framing in ("lines", "length"):
         path = tmp_path / f"out.{framing}"
-        async with file_sink(path, framing=framing, codec="json", batch_size=100) as sink:
+        async with file_sink(path, framing=framing, encoder="json", batch_size=100) as sink:
             assert sink.batch_size == 100
             for start in range(0, 1000, 100):
                 await sink.send_batch(records[start : start + 100])
             await sink.send(Message({"n": "last"}))  # a message: its value
         async with read_file(path, framing=framing, codec="json") as read:
             assert await values(read) == [*records, {"n": "last"}]
-    async with file_sink(tmp_path / "raw", framing="chunks", codec="bytes", fsync=False) as sink:
+    async with file_sink(tmp_path / "raw", framing="chunks", encoder="bytes", fsync=False) as sink:
         await sink.send_batch([b"ab", b"cd"])
     assert (tmp_path / "raw").read_bytes() == b"abcd"
 
@@ -187,7 +187,7 @@ async def test_a_flow_from_a_file_to_a_file(tmp_path: Path) -> None:
     source.write_text("".join(f'{{"n": {n}}}\n' for n in range(1000)))
     # fsync=False: the flow hands over what is waiting, often one item, and an fsync each
     # would make this test slow, not more telling.
-    async with file_sink(target, codec="json", batch_size=64, fsync=False) as sink:
+    async with file_sink(target, encoder="json", batch_size=64, fsync=False) as sink:
         flow = rxflow.Flow("copy").source(read_file(source, codec="json"))
         await flow.pipe(ops.map(doubled)).sink(sink).run()
     assert target.read_text() == "".join(f'{{"n":{n * 2}}}\n' for n in range(1000))
@@ -225,7 +225,7 @@ async def test_bad_arguments_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown framing"):
         async with read_file(tmp_path / "x", framing="line"):  # type: ignore[arg-type]
             pass
-    with pytest.raises(ValueError, match="max_line_length must be a positive int"):
+    with pytest.raises(ValueError, match="max_line_length must be an int of 1 or more"):
         async with read_file(tmp_path / "x", max_line_length=0):
             pass
     with pytest.raises(ValueError, match="start_offset must be an int of 0 or more"):
@@ -235,7 +235,7 @@ async def test_bad_arguments_say_what_to_do(tmp_path: Path) -> None:
         async with follow_file(tmp_path / "x", poll_interval=0):
             pass
     with pytest.raises(ValueError, match="unknown codec"):
-        async with file_sink(tmp_path / "x", codec="yaml"):  # type: ignore[arg-type]
+        async with file_sink(tmp_path / "x", encoder="yaml"):  # type: ignore[arg-type]
             pass
     with pytest.raises(FileNotFoundError):
         async with read_file(tmp_path / "missing"):

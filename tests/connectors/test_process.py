@@ -109,7 +109,7 @@ async def test_decode_policies_on_process_output() -> None:
 async def test_process_sink_writes_stdin_and_confirms_a_clean_exit(tmp_path: Path) -> None:
     out = tmp_path / "copy.txt"
     copy = python(f"import sys, shutil; shutil.copyfileobj(sys.stdin, open({str(out)!r}, 'w'))")
-    async with process_sink(copy, codec="json") as sink:
+    async with process_sink(copy, encoder="json") as sink:
         await sink.send_batch([{"n": n} for n in range(100)])
         await sink.send({"n": "last"})
         assert sink.sent == 101
@@ -122,7 +122,7 @@ async def test_process_sink_writes_stdin_and_confirms_a_clean_exit(tmp_path: Pat
 async def test_process_sink_of_a_failing_command() -> None:
     quits = python("import sys; sys.stderr.write('no input wanted'); sys.exit(2)")
     with anyio.fail_after(10), pytest.raises(ProcessFailedError, match="no input wanted") as raised:
-        async with process_sink(quits, codec="bytes") as sink:
+        async with process_sink(quits, encoder="bytes") as sink:
             while True:  # until the pipe breaks
                 await sink.send(b"x" * 65536)
     assert raised.value.returncode == 2
@@ -170,7 +170,7 @@ async def test_stdin_source_on_a_pipe_is_cancellable_and_stdout_sink_writes_whol
                 await anext(iterator)  # waits on the pipe: a thread could not be stopped
         assert scope.cancel_called
         os.write(write_end, b"second\n")  # the descriptor is still open and usable
-        async with stdout_sink(fd=write_end, codec="bytes", framing="length") as out:
+        async with stdout_sink(fd=write_end, encoder="bytes", framing="length") as out:
             await out.send_batch([b"abc", b"de"])
         assert os.read(read_end, 100) == b"second\n\x00\x00\x00\x03abc\x00\x00\x00\x02de"
     finally:
@@ -188,6 +188,6 @@ async def test_bad_arguments_say_what_to_do() -> None:
     with pytest.raises(ValueError, match="unknown framing"):
         async with process_sink(["cat"], framing="xml"):  # type: ignore[arg-type]
             pass
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    with pytest.raises(ValueError, match="batch_size must be an int of 1 or more"):
         async with stdout_sink(batch_size=-1):
             pass

@@ -53,7 +53,7 @@ async def test_tcp_sink_to_server_source_in_lines_and_length_framing() -> None:
     records = [{"n": n, "text": "line\nbreak"} for n in range(500)]
     for framing in ("lines", "length"):
         async with tcp_server_source(framing=framing, codec="json") as source:
-            async with tcp_sink("127.0.0.1", source.port, framing=framing, codec="json") as sink:
+            async with tcp_sink("127.0.0.1", source.port, framing=framing, encoder="json") as sink:
                 await sink.send_batch(records[:250])
                 await sink.send_batch(records[250:])
                 await sink.send(Message({"n": "last"}))
@@ -75,11 +75,11 @@ async def test_tcp_sink_to_server_source_in_lines_and_length_framing() -> None:
 async def test_server_source_merges_clients_and_one_reset_does_not_end_it() -> None:
     async with tcp_server_source(codec="text") as source:
         port = source.port
-        async with tcp_sink("127.0.0.1", port, codec="text") as first:
+        async with tcp_sink("127.0.0.1", port, encoder="text") as first:
             await first.send_batch(["a1", "a2"])
         broken = await anyio.connect_tcp("127.0.0.1", port)
         await broken.send(b"b1\nunfinish")
-        async with tcp_sink("127.0.0.1", port, codec="text") as third:
+        async with tcp_sink("127.0.0.1", port, encoder="text") as third:
             await third.send("c1")
         received: dict[str, list[str]] = {}
         iterator = aiter(source)
@@ -93,7 +93,7 @@ async def test_server_source_merges_clients_and_one_reset_does_not_end_it() -> N
         assert source.lost == 1
         assert sorted(received.values()) == [["a1", "a2"], ["b1"], ["c1"]]
         assert source.connections == 3
-        async with tcp_sink("127.0.0.1", port, codec="text") as fourth:
+        async with tcp_sink("127.0.0.1", port, encoder="text") as fourth:
             await fourth.send("d1")
         with anyio.fail_after(10):
             assert (await anext(iterator)).value == "d1"  # the reset ended only that client
@@ -255,7 +255,7 @@ async def test_tcp_sink_to_a_peer_that_resets_is_a_clear_error() -> None:
         reset(stream)
         await stream.aclose()
 
-    async with server(slam) as port, tcp_sink("127.0.0.1", port, codec="bytes") as sink:
+    async with server(slam) as port, tcp_sink("127.0.0.1", port, encoder="bytes") as sink:
         with (
             anyio.fail_after(10),
             pytest.raises(ServiceUnavailableError, match="connection was lost"),
@@ -337,10 +337,10 @@ async def test_bad_arguments_say_what_to_do() -> None:
     with pytest.raises(ValueError, match="unknown framing 'json'"):
         async with tcp_source("127.0.0.1", 1, framing="json"):  # type: ignore[arg-type]
             pass
-    with pytest.raises(ValueError, match="read_size must be a positive int"):
+    with pytest.raises(ValueError, match="read_size must be an int of 1 or more"):
         async with tcp_server_source(read_size=0):
             pass
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    with pytest.raises(ValueError, match="batch_size must be an int of 1 or more"):
         async with tcp_sink("127.0.0.1", 1, batch_size=0):
             pass
     with pytest.raises(ValueError, match="on_decode_error='dead_letter' and dead_letter"):

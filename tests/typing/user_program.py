@@ -206,7 +206,7 @@ async def flows() -> None:
 
 
 async def connectors(path: str) -> None:
-    async with file_sink(path, codec="json") as sink:
+    async with file_sink(path, encoder="json") as sink:
         await sink.send_batch([{"n": 1}, {"n": 2}])
     source: AbstractAsyncContextManager[AsyncIterable[Message[Any]]] = read_file(path)
     async with source as lines:
