@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,18 +13,14 @@ import anyio.abc
 import pytest
 
 from rxflow import open_pipe
-from rxflow.connectors import DecodeFailure
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors.rabbitmq import RabbitMQSettlement, rabbitmq_sink, rabbitmq_source
 from rxflow.connectors.rabbitmq import _close as close_connection
-from rxflow.errors import DecodeError, ServiceUnavailableError
+from rxflow.errors import ServiceUnavailableError
 from tests.connectors.conftest import require_service
 from tests.connectors.support import (
-    black_hole,
-    nothing_left_running,
     take,
     tcp_proxy,
-    wait_until,
 )
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -70,14 +65,6 @@ class Admin:
 
     async def delete(self, queue: str) -> None:
         await self._on_channel(lambda channel: channel.queue_delete(queue))
-
-
-async def ready_at_most(admin: Admin, queue: str, count: int) -> bool:
-    return (await admin.counts(queue))[0] <= count
-
-
-async def consumers_are(admin: Admin, queue: str, count: int) -> bool:
-    return (await admin.counts(queue))[1] == count
 
 
 @pytest.fixture
@@ -131,28 +118,6 @@ async def test_an_unroutable_message_fails_its_send(admin: Admin, queue: str) ->
 
 
 @pytest.mark.anyio
-async def test_prefetch_bounds_what_the_broker_delivers_unacked(admin: Admin, queue: str) -> None:
-    await admin.publish(queue, *(b"%d" % n for n in range(30)))
-    async with rabbitmq_source(URL, queue, prefetch=5) as source:
-        messages = aiter(source)
-        first = await take(messages, 1)
-        # The broker sends up to 5 without acks; wait until it did, then it holds the rest.
-        await wait_until(lambda: ready_at_most(admin, queue, 25))
-        assert await admin.counts(queue) == (25, 1)
-        assert source.unacked == 5
-        # Each ack opens the window by one: take and ack all 30, in order.
-        values = [first[0].value]
-        await first[0].ack()
-        with anyio.fail_after(10):
-            while len(values) < 30:
-                message = await anext(messages)
-                assert source.unacked <= 5
-                values.append(message.value)
-                await message.ack()
-        assert values == [b"%d" % n for n in range(30)]
-
-
-@pytest.mark.anyio
 async def test_unacked_messages_are_redelivered_after_close(admin: Admin, queue: str) -> None:
     await admin.publish(queue, b"a", b"b", b"c", b"d")
     async with rabbitmq_source(URL, queue) as source:
@@ -169,42 +134,6 @@ async def test_unacked_messages_are_redelivered_after_close(admin: Admin, queue:
             assert isinstance(message.settlement, RabbitMQSettlement)
             assert message.settlement.redelivered
             await message.ack()
-    assert await admin.counts(queue) == (0, 0)
-
-
-@pytest.mark.anyio
-async def test_decode_error_raise_ends_the_stream_without_acking(admin: Admin, queue: str) -> None:
-    await admin.publish(queue, b'{"n": 1}', b"{oops", b'{"n": 2}')
-    async with rabbitmq_source(URL, queue, codec="json") as source:
-        messages = aiter(source)
-        (first,) = await take(messages, 1)
-        await first.ack()
-        with pytest.raises(DecodeError, match=f"rabbitmq:{queue}.*could not be decoded"):
-            await take(messages, 1)
-    # The bad record was not acked: the next reader, which skips it, sees it and acks it.
-    async with rabbitmq_source(URL, queue, codec="json", on_decode_error="skip") as source:
-        (second,) = await take(aiter(source), 1)
-        await second.ack()
-        assert second.value == {"n": 2}
-        assert source.decoder.skipped == 1
-    assert await admin.counts(queue) == (0, 0)
-
-
-@pytest.mark.anyio
-async def test_decode_error_dead_letter_hands_the_record_over_and_acks(
-    admin: Admin, queue: str
-) -> None:
-    await admin.publish(queue, b"{oops", b"7")
-    failures: list[DecodeFailure] = []
-    async with rabbitmq_source(
-        URL, queue, codec="json", on_decode_error="dead_letter", dead_letter=failures.append
-    ) as source:
-        (message,) = await take(aiter(source), 1)
-        await message.ack()
-    assert message.value == 7
-    assert [(failure.data, failure.key) for failure in failures] == [(b"{oops", queue)]
-    assert isinstance(failures[0].error, json.JSONDecodeError)
-    assert source.decoder.dead_lettered == 1
     assert await admin.counts(queue) == (0, 0)
 
 
@@ -264,31 +193,6 @@ async def test_the_sink_reports_a_dropped_connection_and_reconnects(
                     break
     assert values[0] == b"before"
     assert set(values) <= {b"before", b"lost?", b"after"}  # "lost?" may have got through
-
-
-@pytest.mark.anyio
-async def test_cancelling_a_waiting_source_leaves_nothing_running(
-    anyio_backend: str, admin: Admin, queue: str
-) -> None:
-    with nothing_left_running():
-        waiting = anyio.Event()
-        with anyio.CancelScope() as scope:
-            async with rabbitmq_source(URL, queue) as source, anyio.create_task_group() as tg:
-                tg.start_soon(take, aiter(source), 1)  # waits: the queue is empty
-                await wait_until(lambda: consumers_are(admin, queue, 1))
-                waiting.set()
-                scope.cancel()
-        assert waiting.is_set()
-        assert await admin.counts(queue) == (0, 0)  # the broker saw the consumer go
-
-
-@pytest.mark.anyio
-async def test_cancelled_while_connecting_leaves_nothing_running(anyio_backend: str) -> None:
-    with black_hole() as port, nothing_left_running():
-        with anyio.move_on_after(0.3) as scope:
-            async with rabbitmq_source(f"amqp://guest:guest@127.0.0.1:{port}/", "q"):
-                pass
-        assert scope.cancelled_caught
 
 
 @pytest.mark.anyio
