@@ -12,8 +12,9 @@ What the kit guarantees, for every system:
 * **Bounded read-ahead.** Records fetched and not handed out (``buffered``) are at most
   ``read_ahead`` records, and their payloads at most ``read_ahead_bytes`` bytes plus one
   record: a fetch asks for no more records than the byte budget holds at the average size
-  seen so far (the first fetch of a source asks for one record), and a reader whose system
-  can bound a fetch in bytes is told the budget too.
+  seen so far (the first fetch of a source asks for one record, unless the system reported
+  its records' size beforehand: ``expected_size``), and a reader whose system can bound a
+  fetch in bytes is told the budget too.
 * **In-flight limits.** With the system's :class:`~rxflow.connectors.InFlightLimit`, a source
   never fetches past it: at the limit it waits for a settlement, and the pipe's source time
   stands still meanwhile (held back, not idle: event-time windows must not pass over it).
@@ -274,6 +275,8 @@ class BrokerSource(Generic[T, H]):
         read_ahead: at most this many records fetched and not handed out.
         read_ahead_bytes: at most this many payload bytes fetched and not handed out, plus
             one record.
+        expected_size: the records' average size as the system reported it before the
+            first fetch (None if unknown); it sizes fetches until records were seen.
         fetches: fetches that returned records so far.
         released: records fetched, never handed out, and given back when the source closed.
 
@@ -309,6 +312,7 @@ class BrokerSource(Generic[T, H]):
         *,
         read_ahead: int = 100,
         read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES,
+        expected_size: int | None = None,
     ) -> None:
         self.reader = reader
         self.decoder = decoder
@@ -316,6 +320,7 @@ class BrokerSource(Generic[T, H]):
         self.in_flight_limit = reader.in_flight_limit
         self.read_ahead = read_ahead
         self.read_ahead_bytes = read_ahead_bytes
+        self.expected_size = expected_size
         self.fetches = 0
         self.released = 0
         self._settler: _Settler[H] = _Settler(reader)
@@ -459,11 +464,13 @@ class BrokerSource(Generic[T, H]):
             self._fetched.extend(records)
 
     def _count_to_fetch(self) -> int:
-        count = self.read_ahead
-        if self._records_seen == 0:
+        if self._records_seen:
+            average = self._sizes_seen // self._records_seen
+        elif self.expected_size is not None:
+            average = self.expected_size  # what the system says, until records are seen
+        else:
             return 1  # nothing known of record sizes: one, then as many as fit
-        average = max(1, self._sizes_seen // self._records_seen)
-        return max(1, min(count, self.read_ahead_bytes // average))
+        return max(1, min(self.read_ahead, self.read_ahead_bytes // max(1, average)))
 
     async def _fetch(self) -> Sequence[Incoming[H]]:
         source_time = current_source_time()

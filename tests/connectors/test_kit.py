@@ -99,6 +99,18 @@ async def test_the_first_fetch_asks_for_one_record_then_as_many_as_the_bytes_all
     assert {count for count, _ in reader.asked[1:]} == {3}
 
 
+async def test_an_expected_size_sizes_the_first_fetch_until_records_are_seen() -> None:
+    reader = ListReader([b"x" * 1000] * 40)
+    # The system said 1,200 bytes (its own overhead included); the records are 1,000.
+    options = {"read_ahead": 10, "read_ahead_bytes": 3500, "expected_size": 1200}
+    async with source_over(reader, **options) as source:
+        for _ in range(40):
+            await anext(source)
+            assert source.buffered_bytes <= 3500 + 1000
+    assert reader.asked[0] == (2, 3500)
+    assert {count for count, _ in reader.asked[1:]} == {3}
+
+
 async def test_read_ahead_counts_records_when_they_are_small() -> None:
     reader = ListReader([b"x"] * 50)
     async with source_over(reader, read_ahead=8) as source:
