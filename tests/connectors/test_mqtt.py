@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,13 +14,13 @@ from paho.mqtt.properties import Properties
 from reactivex import operators as ops
 
 from rxflow import Flow, open_pipe
-from rxflow.connectors import DecodeFailure, Message
+from rxflow.connectors import Message
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors.mqtt import MQTTSource, mqtt_sink, mqtt_source
 from rxflow.connectors.rabbitmq import rabbitmq_source
-from rxflow.errors import DecodeError, ServiceUnavailableError
+from rxflow.errors import ServiceUnavailableError
 from tests.connectors.conftest import require_service
-from tests.connectors.support import black_hole, nothing_left_running, take, tcp_proxy, wait_until
+from tests.connectors.support import take, tcp_proxy, wait_until
 from tests.connectors.test_rabbitmq import URL, Admin
 
 HOST, PORT = "127.0.0.1", 1883
@@ -116,30 +115,6 @@ async def test_qos_2_round_trip_and_user_properties_as_headers(topic: str) -> No
 
 
 @pytest.mark.anyio
-async def test_at_most_receive_maximum_messages_are_held_unacked(topic: str) -> None:
-    async with mqtt_source(BROKER, topic, receive_maximum=5) as source:
-        await publish(topic, *(b"%d" % n for n in range(30)))
-        messages = aiter(source)
-        first = await anext(messages)
-
-        async def five_held() -> bool:
-            return source.unacked >= 5
-
-        # The client stops reading at 5 unacked, so it can hold no more than that.
-        await wait_until(five_held)
-        assert source.unacked == 5
-        values = [first.value]
-        await first.ack()
-        with anyio.fail_after(10):
-            while len(values) < 30:
-                message = await anext(messages)
-                assert source.unacked <= 5
-                values.append(message.value)
-                await message.ack()
-        assert values == [b"%d" % n for n in range(30)]
-
-
-@pytest.mark.anyio
 async def test_unacked_messages_come_again_to_the_same_client_id(
     topic: str, client_id: str
 ) -> None:
@@ -155,43 +130,6 @@ async def test_unacked_messages_come_again_to_the_same_client_id(
         for message in again:
             await message.ack()
     assert [message.value for message in again] == [b"b", b"d", b"e"]
-
-
-@pytest.mark.anyio
-async def test_decode_error_raise_ends_the_stream_without_acking(
-    topic: str, client_id: str
-) -> None:
-    async with mqtt_source(BROKER, topic, client_id=client_id, codec="json") as source:
-        await publish(topic, b'{"n": 1}', b"{oops", b'{"n": 2}')
-        messages = aiter(source)
-        (first,) = await take(messages, 1)
-        await first.ack()
-        with pytest.raises(DecodeError, match=f"mqtt:{topic}.*could not be decoded"):
-            await take(messages, 1)
-    # Not acked: the session delivers it again; a reader that skips it acks it.
-    async with mqtt_source(
-        BROKER, topic, client_id=client_id, codec="json", on_decode_error="skip"
-    ) as source:
-        (second,) = await take(aiter(source), 1)
-        await second.ack()
-    assert second.value == {"n": 2}
-    assert source.decoder.skipped == 1
-
-
-@pytest.mark.anyio
-async def test_decode_error_dead_letter_hands_the_record_over(topic: str) -> None:
-    failures: list[DecodeFailure] = []
-    async with mqtt_source(
-        BROKER, topic, codec="json", on_decode_error="dead_letter", dead_letter=failures.append
-    ) as source:
-        await publish(topic, b"{oops", b"7")
-        (message,) = await take(aiter(source), 1)
-        await message.ack()
-        await wait_until(lambda: all_acked(source))  # the dead-lettered one too
-    assert message.value == 7
-    assert [(failure.data, failure.key) for failure in failures] == [(b"{oops", topic)]
-    assert isinstance(failures[0].error, json.JSONDecodeError)
-    assert source.decoder.dead_lettered == 1
 
 
 @pytest.mark.anyio
@@ -237,26 +175,6 @@ async def test_the_sink_reports_a_dropped_connection_and_reconnects(topic: str) 
                     break
     assert values[0] == b"before"
     assert set(values) <= {b"before", b"lost?", b"after"}  # "lost?" may have got through
-
-
-@pytest.mark.anyio
-async def test_cancelling_a_waiting_source_leaves_nothing_running(topic: str) -> None:
-    with nothing_left_running():
-        with anyio.CancelScope() as scope:
-            async with mqtt_source(BROKER, topic) as source, anyio.create_task_group() as tg:
-                tg.start_soon(take, aiter(source), 1)  # waits: nothing is published
-                await anyio.sleep(0.05)  # let it start waiting (not an assertion)
-                scope.cancel()
-        assert scope.cancelled_caught
-
-
-@pytest.mark.anyio
-async def test_cancelled_while_connecting_leaves_nothing_running(anyio_backend: str) -> None:
-    with black_hole() as port, nothing_left_running():
-        with anyio.move_on_after(0.3) as scope:
-            async with mqtt_source(f"mqtt://{HOST}:{port}", "t"):
-                pass
-        assert scope.cancelled_caught
 
 
 @pytest.mark.anyio
