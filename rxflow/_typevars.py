@@ -31,4 +31,7 @@ every form of ``open_pipe`` and gives up on the pipe's type, while with ``Never`
 windows are still typed by the source (``Window[Click]``) and ``late_items`` still takes
 any subscriber."""
 
-__all__ = ["ItemT", "ResultT", "TimedT"]
+ValueT = TypeVar("ValueT", default=Any)
+"""The type of the values a connector's codec makes of its records (``Decoder[Order]``)."""
+
+__all__ = ["ItemT", "ResultT", "TimedT", "ValueT"]

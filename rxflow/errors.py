@@ -75,6 +75,31 @@ class DecodeError(RxflowError, ValueError):
     """
 
 
+class RecordRejected(RxflowError, ValueError):
+    """Why a connector set a record aside before any codec saw it (a stream entry without
+    its payload field, a frame over the size limit). Its message is the whole reason, said
+    as it is in the ``DecodeError`` and in the log line of a skipped record.
+
+    Example:
+        >>> RecordRejected("entry 1-0 has no field 'data'; set field= to the payload's")
+        RecordRejected("entry 1-0 has no field 'data'; set field= to the payload's")
+    """
+
+
+class RecordInvalidError(RxflowError, ValueError):
+    """A record is not what its codec's type or schema says: a field of a typed record
+    that fails validation, or an Avro record with a wrong magic byte, an unknown schema
+    id or a body that does not match its schema.
+
+    The message names the type (or schema id) and the field, never the record's values;
+    a source applies its ``on_decode_error`` policy to it like to any decode failure.
+
+    Example:
+        >>> RecordInvalidError("not a valid Order: at $.qty: Expected `int`, got `str`")
+        RecordInvalidError('not a valid Order: at $.qty: Expected `int`, got `str`')
+    """
+
+
 class ServiceUnavailableError(RxflowError, ConnectionError):
     """A connector could not reach its server (the message names the service and address)."""
 

@@ -20,9 +20,10 @@ from rxflow.errors import MissingExtraError
 
 
 @contextlib.contextmanager
-def requires_extra(extra: str) -> Iterator[None]:
+def requires_extra(extra: str, *, feature: str | None = None) -> Iterator[None]:
     """Turn a missing module, imported in the block, into an error that says
-    ``pip install 'rxflow[<extra>]'``; ``extra`` is also the connector's module name.
+    ``pip install 'rxflow[<extra>]'``; ``extra`` is also the connector's module name,
+    unless ``feature`` names what needs the module (``"Avro (codecs.avro)"``).
 
     Example:
         >>> try:
@@ -31,14 +32,20 @@ def requires_extra(extra: str) -> Iterator[None]:
         ... except ModuleNotFoundError as error:
         ...     print(error)
         rxflow.connectors.http needs nosuchlib, which is not installed: pip install 'rxflow[http]'
+        >>> try:
+        ...     with requires_extra("avro", feature="Avro (codecs.avro)"):
+        ...         import nosuchlib
+        ... except ModuleNotFoundError as error:
+        ...     print(error)
+        Avro (codecs.avro) needs nosuchlib, which is not installed: pip install 'rxflow[avro]'
     """
     try:
         yield
     except ModuleNotFoundError as error:
         # The package to install, not the submodule that was imported (redis.asyncio).
         missing = error.name.partition(".")[0] if error.name else "its client library"
+        what = feature or f"rxflow.connectors.{extra}"
         raise MissingExtraError(
-            f"rxflow.connectors.{extra} needs {missing}, which is not installed: "
-            f"pip install 'rxflow[{extra}]'",
+            f"{what} needs {missing}, which is not installed: pip install 'rxflow[{extra}]'",
             name=error.name,
         ) from error

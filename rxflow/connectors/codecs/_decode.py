@@ -1,50 +1,30 @@
-"""Codecs turn a connector's raw records into values; a decode policy says what happens to
-a record the codec rejects. Encoders are the way back, values to bytes, for the sinks.
-
-A codec is any function ``bytes -> value``; ``"bytes"``, ``"text"`` (UTF-8) and ``"json"``
-name the built-in ones. A record that fails to decode is never dropped silently:
-
-* ``on_decode_error="raise"`` (default): the source raises :class:`~rxflow.errors.DecodeError`
-  naming the record, and the stream ends with it; the record is not acknowledged, so the
-  system delivers it again to whoever reads next;
-* ``"skip"``: the record is counted in ``decoder.skipped``, logged once at WARNING on the
-  ``"rxflow.connectors"`` logger with the reason and the record's key (never its bytes),
-  and acknowledged;
-* ``"dead_letter"``: the record and its error go to ``dead_letter`` (a function, sync or
-  async, called with a :class:`DecodeFailure`), and are acknowledged once it returned
-  (counted in ``decoder.dead_lettered`` and logged at INFO).
-
-In a :class:`rxflow.Flow`, the source's stage shows these counts as its ``skipped`` and
-``dead_lettered``.
-
-Example:
-    >>> import anyio
-    >>> from rxflow.connectors.codecs import Decoder, SKIPPED
-    >>> decoder = Decoder("json", on_decode_error="skip", source="demo")
-    >>> async def main():
-    ...     return [await decoder.decode(b'{"n": 1}'), await decoder.decode(b"{oops")]
-    >>> anyio.run(main) == [{"n": 1}, SKIPPED]
-    True
-    >>> decoder.skipped
-    1
-"""
+"""Records to values: the built-in codecs, :class:`Decoder` and its decode policy."""
 
 from __future__ import annotations
 
+import enum
 import inspect
-import json as _json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypedDict, TypeVar, Unpack, cast, overload
 
 import attrs
 
-from rxflow.errors import DecodeError
+from rxflow._typevars import ValueT
+from rxflow.connectors.codecs import _json
+from rxflow.connectors.codecs._records import Resolution, record_decoder, resolve
+from rxflow.errors import DecodeError, RecordInvalidError, RecordRejected
+
+T = TypeVar("T")
+
 
 logger = logging.getLogger("rxflow.connectors")
 
 Codec = Callable[[bytes], Any]
 CodecName = Literal["bytes", "text", "json"]
+CodecSpec = Codec | CodecName | type[Any]
+"""What a source's ``codec=`` takes: a name, a function ``bytes -> value``, or a record
+class (a msgspec ``Struct``, a pydantic model, a dataclass, an attrs class)."""
 DecodePolicy = Literal["raise", "skip", "dead_letter"]
 DECODE_POLICIES: Final = ("raise", "skip", "dead_letter")
 
@@ -60,40 +40,36 @@ def as_text(data: bytes) -> str:
 
 
 def as_json(data: bytes) -> Any:
-    """The record parsed as JSON (UTF-8, as RFC 8259 requires: decoding it first spares
-    ``json.loads`` guessing the encoding of every record)."""
-    return _json.loads(bytes(data).decode("utf-8"))
+    """The record parsed as JSON (RFC 8259: UTF-8, no ``NaN``), with the library picked in
+    :mod:`rxflow.connectors.codecs._json` by measurement."""
+    return _json.loads(data)
 
 
 CODECS: Final[dict[str, Codec]] = {"bytes": as_bytes, "text": as_text, "json": as_json}
+_CODEC: Final = Resolution(CODECS, record_decoder, what="codec", function="bytes -> value")
 
 
-def resolve_codec(codec: Codec | CodecName, *, where: str) -> Codec:
-    """The codec function for a name or a function; a clear error for anything else."""
-    if isinstance(codec, str):
-        try:
-            return CODECS[codec]
-        except KeyError:
-            raise ValueError(
-                f"{where}: unknown codec {codec!r}; use one of {', '.join(map(repr, CODECS))} "
-                "or a function bytes -> value"
-            ) from None
-    if not callable(codec):
-        raise TypeError(
-            f"{where}: codec must be a name or a function bytes -> value, got {codec!r}"
-        )
-    return codec
-
-
-class RecordRejected(ValueError):
-    """Why a connector set a record aside before any codec saw it (a stream entry without
-    its payload field, a frame over the size limit). Its message is the whole reason, said
-    as it is in the ``DecodeError`` and in the log line of a skipped record.
+def resolve_codec(codec: CodecSpec, *, where: str) -> Codec:
+    """The codec function for a name, a record class or a function; a clear error for
+    anything else.
 
     Example:
-        >>> RecordRejected("entry 1-0 has no field 'data'; set field= to the payload's")
-        RecordRejected("entry 1-0 has no field 'data'; set field= to the payload's")
+        >>> resolve_codec("json", where="demo")(b'{"n": 1}')
+        {'n': 1}
     """
+    return resolve(codec, _CODEC, where=where)
+
+
+class CodecNeedsAwait(Exception):  # a signal between a codec and its Decoder, not an error
+    """Raised by a codec that must await something before it can decode this record (the
+    writer's schema, from a registry). The :class:`Decoder` awaits ``prepare()`` and calls
+    the codec again; what ``prepare`` raises ends the source (the record is not
+    acknowledged), since it says nothing about the record.
+    """
+
+    def __init__(self, prepare: Callable[[], Awaitable[None]], what: str) -> None:
+        super().__init__(f"the codec must await {what} first: decode through a Decoder")
+        self.prepare = prepare
 
 
 @attrs.frozen
@@ -106,35 +82,84 @@ class DecodeFailure:
     key: str | bytes | None = None
 
 
-class _Skipped:
+DeadLetter = Callable[[DecodeFailure], Awaitable[object] | object]
+
+
+class DecoderOptions(TypedDict, total=False):
+    """:class:`Decoder`'s keyword arguments, as its typed forms take them."""
+
+    on_decode_error: DecodePolicy
+    dead_letter: DeadLetter | None
+    source: str
+
+
+class _Skipped(enum.Enum):
+    # An enum of one: `value is SKIPPED` narrows `Order | SKIPPED` to `Order` for mypy.
+    SKIPPED = "SKIPPED"
+
     def __repr__(self) -> str:
         return "SKIPPED"
 
 
-SKIPPED: Final = _Skipped()
+SKIPPED: Final = _Skipped.SKIPPED
 """What :meth:`Decoder.decode` returns for a record its policy skipped or dead-lettered."""
 
 
-class Decoder:
+class Decoder(Generic[ValueT]):
     """A codec applied with a decode policy, counting what it did.
 
+    Typed by its codec: ``Decoder(Order)`` is a ``Decoder[Order]``, ``Decoder("text")`` a
+    ``Decoder[str]``, ``Decoder(parse)`` a ``Decoder`` of what ``parse`` returns.
+
     Args:
-        codec: ``"bytes"``, ``"text"``, ``"json"`` or a function ``bytes -> value``.
+        codec: ``"bytes"``, ``"text"``, ``"json"``, a record class (a msgspec ``Struct``,
+            a pydantic model, a dataclass or an attrs class: JSON into it, validated), or
+            a function ``bytes -> value`` (:func:`~rxflow.connectors.codecs.avro_reader`
+            makes one for Avro).
         on_decode_error: ``"raise"``, ``"skip"`` or ``"dead_letter"``.
         dead_letter: required with ``"dead_letter"``: called (and awaited, if async) with a
             :class:`DecodeFailure` for each rejected record.
         source: the connector's name, used in errors (``"redis:orders"``).
+
+    Example:
+        >>> import anyio, dataclasses
+        >>> @dataclasses.dataclass
+        ... class Order:
+        ...     id: int
+        >>> decoder = Decoder(Order, on_decode_error="skip", source="demo")
+        >>> async def main():
+        ...     return [await decoder.decode(b'{"id": 7}'), await decoder.decode(b'{"id": "x"}')]
+        >>> anyio.run(main)
+        [Order(id=7), SKIPPED]
     """
 
+    @overload
+    def __init__(
+        self: Decoder[bytes], codec: Literal["bytes"] = ..., **options: Unpack[DecoderOptions]
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Decoder[str], codec: Literal["text"], **options: Unpack[DecoderOptions]
+    ) -> None: ...
+    @overload
+    def __init__(self: Decoder[T], codec: type[T], **options: Unpack[DecoderOptions]) -> None: ...
+    @overload
+    def __init__(
+        self: Decoder[T], codec: Callable[[bytes], T], **options: Unpack[DecoderOptions]
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Decoder[Any], codec: CodecSpec, **options: Unpack[DecoderOptions]
+    ) -> None: ...
     def __init__(
         self,
-        codec: Codec | CodecName = "bytes",
+        codec: CodecSpec = "bytes",
         *,
         on_decode_error: DecodePolicy = "raise",
-        dead_letter: Callable[[DecodeFailure], Awaitable[object] | object] | None = None,
+        dead_letter: DeadLetter | None = None,
         source: str = "source",
     ) -> None:
-        self.codec = resolve_codec(codec, where=source)
+        self.codec: Callable[[bytes], ValueT] = resolve_codec(codec, where=source)
         if on_decode_error not in DECODE_POLICIES:
             raise ValueError(
                 f"{source}: on_decode_error must be one of {', '.join(map(repr, DECODE_POLICIES))}"
@@ -152,7 +177,7 @@ class Decoder:
         self.skipped = 0
         self.dead_lettered = 0
 
-    async def decode(self, data: bytes, *, key: str | bytes | None = None) -> Any:
+    async def decode(self, data: bytes, *, key: str | bytes | None = None) -> ValueT | _Skipped:
         """The decoded value, or :data:`SKIPPED` when the policy set the record aside.
 
         Raises:
@@ -166,15 +191,25 @@ class Decoder:
         self.decoded += 1
         return value
 
-    async def reject(self, data: bytes, error: Exception, *, key: str | bytes | None = None) -> Any:
+    async def reject(
+        self, data: bytes, error: Exception, *, key: str | bytes | None = None
+    ) -> ValueT | _Skipped:
         """Apply the decode policy to a record the codec failed on, or that a connector
-        found bad before decoding (a :class:`RecordRejected`: a frame over the size limit,
-        an entry without its payload field): raise, or set it aside and return
-        :data:`SKIPPED`.
+        found bad before decoding (a :class:`~rxflow.errors.RecordRejected`: a frame over
+        the size limit, an entry without its payload field): raise, or set it aside and
+        return :data:`SKIPPED`.
 
         A record set aside is counted and logged here, once: the one place every
-        connector's skips go through.
+        connector's skips go through. A codec that must await something first (it raised
+        :class:`CodecNeedsAwait`) is given that here and tried again, so this may return
+        the record's value after all (counted as decoded).
         """
+        if isinstance(error, CodecNeedsAwait):
+            value, failure = await self._after_preparing(error, data)
+            if failure is None:
+                self.decoded += 1
+                return cast(ValueT, value)  # None only alongside a failure
+            error = failure
         which = f" {key!r}" if key is not None else ""
         reason = self._reason(error)
         if self.policy == "raise":
@@ -198,70 +233,25 @@ class Decoder:
         logger.info("%s: record%s dead-lettered: %s", self.source, which, reason)
         return SKIPPED
 
+    async def _after_preparing(
+        self, needs: CodecNeedsAwait, data: bytes
+    ) -> tuple[ValueT | None, Exception | None]:
+        """The codec's second try, once what it needed was awaited: the value, or why not.
+        What ``prepare()`` raises ends the source, unless it is about the record."""
+        try:
+            await needs.prepare()
+        except RecordInvalidError as invalid:
+            return None, invalid
+        try:
+            return self.codec(data), None
+        except CodecNeedsAwait as again:  # a codec that asks twice must not loop
+            return None, RecordInvalidError(f"not decodable: {again}")
+        except Exception as failure:
+            return None, failure
+
     def _reason(self, error: Exception) -> str:
         if isinstance(error, RecordRejected):
             return f"was rejected: {error}"
+        if isinstance(error, RecordInvalidError):
+            return f"is {error}"
         return f"could not be decoded by {getattr(self.codec, '__name__', self.codec)!r}: {error!r}"
-
-
-# -- values to bytes (sinks) ------------------------------------------------------------
-
-Encoder = Callable[[Any], bytes]
-EncoderName = Literal["bytes", "text", "json"]
-
-
-def encode_auto(value: Any) -> bytes:
-    """Bytes as they are, text as UTF-8, anything else as JSON: what a broker sink sends
-    when it is not told how to encode."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    return _json.dumps(value).encode("utf-8")
-
-
-def encode_bytes(value: Any) -> bytes:
-    """Bytes as they are (bytes, bytearray or memoryview)."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(
-        f"codec 'bytes' writes bytes, got {type(value).__name__} {value!r:.60}; "
-        "use codec='text' for str, 'json' for objects, or a function value -> bytes"
-    )
-
-
-def encode_text(value: Any) -> bytes:
-    """A str as UTF-8."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    raise TypeError(
-        f"codec 'text' writes str, got {type(value).__name__} {value!r:.60}; "
-        "use codec='json' for objects, 'bytes' for bytes, or a function value -> bytes"
-    )
-
-
-def encode_json(value: Any) -> bytes:
-    """Compact JSON, UTF-8 (never contains a newline)."""
-    return _json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-ENCODERS: Final[dict[str, Encoder]] = {
-    "bytes": encode_bytes,
-    "text": encode_text,
-    "json": encode_json,
-}
-
-
-def resolve_encoder(codec: Encoder | str, *, where: str) -> Encoder:
-    """The encoder for a name or a function; a clear error for anything else."""
-    if isinstance(codec, str):
-        try:
-            return ENCODERS[codec]
-        except KeyError:
-            raise ValueError(
-                f"{where}: unknown codec {codec!r}; use one of "
-                f"{', '.join(map(repr, ENCODERS))} or a function value -> bytes"
-            ) from None
-    if not callable(codec):
-        raise TypeError(f"{where}: codec must be a name or a function value -> bytes")
-    return codec
