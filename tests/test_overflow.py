@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 import reactivex
 from reactivex import operators as ops
@@ -10,6 +11,7 @@ from reactivex.scheduler import ImmediateScheduler
 from reactivex.subject import Subject
 
 from rxflow import open_pipe, to_async_iterable
+from rxflow._overflow import OverflowBuffer
 from rxflow.errors import SourceOverflowError
 
 pytestmark = pytest.mark.anyio
@@ -143,3 +145,105 @@ async def test_an_observable_source_without_a_policy_is_refused() -> None:
 async def test_an_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="'drop_newest'"):
         open_pipe(reactivex.of(1), overflow="block")  # type: ignore[arg-type]
+
+
+# -- the policy itself: rxflow._overflow.OverflowBuffer, shared by pipes, flow sinks and
+# -- sources that cannot be paused
+
+
+def overflow_buffer(policy: str, size: int = 2) -> tuple[OverflowBuffer[int], list[int]]:
+    dropped: list[int] = []
+    buffer: OverflowBuffer[int] = OverflowBuffer(
+        policy,  # type: ignore[arg-type]
+        size,
+        on_drop=dropped.append,
+        overflow_message="sink 'x' fell behind; raise its buffer",
+    )
+    return buffer, dropped
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept", "dropped_items"),
+    [
+        ("drop_newest", [0, 1], [2, 3, 4]),
+        ("drop_oldest", [3, 4], [0, 1, 2]),
+        ("latest", [4], [0, 1, 2, 3]),
+    ],
+)
+def test_the_buffer_applies_each_dropping_policy(
+    policy: str, kept: list[int], dropped_items: list[int]
+) -> None:
+    buffer, dropped = overflow_buffer(policy)
+    for n in range(5):
+        buffer.add(n)
+    assert list(buffer.items) == kept
+    assert dropped == dropped_items
+    assert buffer.dropped == len(dropped_items)
+    assert len(buffer) == len(kept)
+
+
+def test_the_error_policy_refuses_the_item_that_does_not_fit() -> None:
+    buffer, dropped = overflow_buffer("error")
+    buffer.add(1)
+    buffer.add(2)
+    with pytest.raises(SourceOverflowError, match="sink 'x' fell behind"):
+        buffer.add(3)
+    assert list(buffer.items) == [1, 2]
+    assert (dropped, buffer.dropped) == ([], 0)
+
+
+def test_an_unknown_policy_is_refused_by_the_buffer() -> None:
+    with pytest.raises(ValueError, match="overflow must be one of"):
+        OverflowBuffer("block", 3, overflow_message="")  # type: ignore[arg-type]
+
+
+async def test_the_buffer_delivers_what_it_holds_then_its_failure_once_then_the_end() -> None:
+    buffer, _ = overflow_buffer("error", 3)
+
+    async def produce() -> None:
+        await anyio.lowlevel.checkpoint()
+        buffer.add(1)
+        buffer.add(2)
+        buffer.fail(ConnectionError("lost"))
+        buffer.add(3)  # after the end: ignored
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(produce)
+        assert await buffer.receive() == 1  # waits for it
+    assert await buffer.receive() == 2
+    with pytest.raises(ConnectionError, match="lost"):
+        await buffer.receive()
+    with pytest.raises(anyio.EndOfStream):
+        buffer.receive_nowait()
+
+
+async def test_a_closed_buffer_ends_after_its_items_and_aclose_discards_them() -> None:
+    buffer, _ = overflow_buffer("drop_oldest", 3)
+    buffer.add(1)
+    with pytest.raises(anyio.WouldBlock):
+        OverflowBuffer("error", 1, overflow_message="").receive_nowait()
+    buffer.close()
+    assert [item async for item in buffer] == [1]
+
+    other, _ = overflow_buffer("drop_oldest", 3)
+    other.add(1)
+    await other.aclose()
+    other.add(2)
+    with pytest.raises(anyio.EndOfStream):
+        other.receive_nowait()
+
+
+async def test_an_on_drop_that_raises_fails_the_pipe_with_its_error() -> None:
+    subject: Subject[int] = Subject()
+
+    def refuse(item: int) -> None:
+        raise LookupError(f"cannot drop {item}")
+
+    with pytest.raises(LookupError, match="cannot drop 1"):
+        async with open_pipe(
+            subject, max_buffer_size=1, overflow="drop_oldest", on_drop=refuse
+        ) as pipe:
+            subject.on_next(1)
+            subject.on_next(2)
+            async for _ in pipe:
+                pass

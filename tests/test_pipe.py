@@ -374,3 +374,35 @@ async def test_a_source_context_manager_must_yield_an_iterable() -> None:
     with pytest.raises(TypeError, match="yielded int, not an async iterable"):
         async with open_pipe(broken()):
             pass
+
+
+# -- the two ends ------------------------------------------------------------------------
+
+
+async def test_the_consumer_end_offers_nothing_of_the_producer_end() -> None:
+    async with open_pipe([1, 2]) as pipe:
+        for producer_method in (
+            "put",
+            "finish",
+            "hold_source",
+            "release_source",
+            "wait_for_room",
+            "has_room",
+        ):
+            assert not hasattr(pipe, producer_method), producer_method
+        assert [item async for item in pipe] == [1, 2]
+
+
+async def test_an_error_in_the_block_comes_out_as_itself() -> None:
+    with pytest.raises(KeyError, match="mine") as caught:
+        async with open_pipe(numbers_forever()) as pipe:
+            await pipe.receive()
+            raise KeyError("mine")
+    assert type(caught.value) is KeyError
+
+
+async def numbers_forever() -> AsyncIterator[int]:
+    n = 0
+    while True:
+        yield n
+        n += 1
