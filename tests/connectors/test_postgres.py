@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -12,9 +11,7 @@ from typing import Any
 import anyio
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import pytest
-from reactivex import operators as ops
 
-from rxflow import Flow
 from rxflow.connectors import Message
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors.codecs import DecodeFailure
@@ -223,42 +220,6 @@ def host_threads() -> set[threading.Thread]:
     return {thread for thread in threading.enumerate() if thread.name == "rxflow asyncio host"}
 
 
-async def test_cancelling_a_listening_consumer_leaves_no_session_thread_or_task(
-    dsn: str, admin: Admin, anyio_backend: str
-) -> None:
-    application = unique("rxflow_test")
-    tasks_before = len(asyncio.all_tasks()) if anyio_backend == "asyncio" else 0
-    hosts_before = host_threads()
-    opened = anyio.Event()
-
-    async def consume() -> None:
-        async with postgres_listen_source(
-            dsn, unique("idle"), application_name=application
-        ) as source:
-            opened.set()
-            async for _ in source:  # nothing is ever sent: only cancellation ends this
-                pass
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(consume)
-        await opened.wait()
-        assert await admin.sessions(application) == 1
-        tg.cancel_scope.cancel()
-    await admin.wait_for_sessions(application, 0)
-    assert host_threads() == hosts_before  # under trio, the admin connection's own
-    if anyio_backend == "asyncio":
-        assert len(asyncio.all_tasks()) == tasks_before
-
-
-async def test_an_unreachable_server_raises_service_unavailable() -> None:
-    with pytest.raises(ServiceUnavailableError, match=r"PostgreSQL at 127.0.0.1:1/test"):
-        async with postgres_listen_source("postgresql://postgres@127.0.0.1:1/test", "x"):
-            pass
-    with pytest.raises(ServiceUnavailableError, match=r"postgres_sink\('t'\).*127.0.0.1:1"):
-        async with postgres_sink("postgresql://postgres@127.0.0.1:1/test", "t", ["a"]):
-            pass
-
-
 @pytest.mark.parametrize(
     ("arguments", "error", "match"),
     [
@@ -462,17 +423,6 @@ async def test_rows_arrive_in_id_order_and_an_ack_deletes_the_row(
         assert source.deleted == 2
 
 
-async def test_rows_not_acked_are_delivered_again_by_the_next_source(
-    dsn: str, admin: Admin, outbox: str
-) -> None:
-    await add(admin, outbox, "a", "b", "c")
-    async with postgres_table_source(dsn, outbox, id_column="id") as source:
-        first, _ = await take(source, 2)
-        await first.ack()
-    async with postgres_table_source(dsn, outbox, id_column="id") as source:
-        assert [message.value["payload"] for message in await take(source, 2)] == ["b", "c"]
-
-
 async def test_a_nack_redelivers_in_the_same_run_and_requeue_false_sets_aside(
     dsn: str, admin: Admin, outbox: str
 ) -> None:
@@ -486,18 +436,6 @@ async def test_a_nack_redelivers_in_the_same_run_and_requeue_false_sets_aside(
         for message in (a, *again):
             await message.ack()
     assert await left_in(admin, outbox) == ["c"]  # closing applied the acks
-
-
-async def test_the_table_is_read_a_batch_at_a_time_as_the_consumer_asks(
-    dsn: str, admin: Admin, outbox: str
-) -> None:
-    await add(admin, outbox, *map(str, range(10)))
-    async with postgres_table_source(dsn, outbox, id_column="id", batch_size=3) as source:
-        assert source.fetched == 0
-        await take(source, 1)
-        assert source.fetched == 3
-        await take(source, 3)
-        assert source.fetched == 6
 
 
 async def test_rows_added_later_are_found_by_polling(dsn: str, admin: Admin, outbox: str) -> None:
@@ -533,55 +471,6 @@ async def test_a_row_committed_late_with_a_lower_id_is_not_passed_over(
         assert (six.key, five.key) == ("6", "5")
 
 
-@pytest.mark.parametrize("policy", ["raise", "skip", "dead_letter"])
-async def test_table_source_decode_policies(
-    dsn: str, admin: Admin, outbox: str, policy: Any
-) -> None:
-    await add(admin, outbox, '{"n": 1}', "{oops", '{"n": 2}')
-    failures: list[DecodeFailure] = []
-    async with postgres_table_source(
-        dsn,
-        outbox,
-        id_column="id",
-        value_column="payload",
-        codec="json",
-        on_decode_error=policy,
-        dead_letter=failures.append if policy == "dead_letter" else None,
-    ) as source:
-        first = (await take(source, 1))[0]
-        assert first.value == {"n": 1}
-        await first.ack()
-        if policy == "raise":
-            with pytest.raises(DecodeError, match=rf"postgresql:{outbox}.*'2'"):
-                await take(source, 1)
-            await source.flush_acks()
-            assert await left_in(admin, outbox) == ["{oops", '{"n": 2}']  # not acked
-            return
-        assert (await take(source, 1))[0].value == {"n": 2}
-    assert await left_in(admin, outbox) == ['{"n": 2}']  # the bad row was deleted
-    assert (
-        failures == []
-        if policy == "skip"
-        else [(f.data, f.key) for f in failures] == [(b"{oops", "2")]
-    )
-
-
-async def test_cancelling_a_table_source_leaves_no_session(
-    dsn: str, admin: Admin, outbox: str
-) -> None:
-    application = unique("rxflow_test")
-    hosts_before = host_threads()
-    with anyio.CancelScope() as scope:
-        async with postgres_table_source(
-            dsn, outbox, id_column="id", application_name=application, poll_interval=0.01
-        ) as source:
-            scope.cancel()
-            async for _ in source:  # cancelled already: ends at its first read
-                pass
-    await admin.wait_for_sessions(application, 0)
-    assert host_threads() == hosts_before
-
-
 async def test_table_source_arguments_and_missing_columns(dsn: str, outbox: str) -> None:
     with pytest.raises(ValueError, match="pass both"):
         async with postgres_table_source(dsn, outbox, id_column="id", codec="json"):
@@ -589,31 +478,3 @@ async def test_table_source_arguments_and_missing_columns(dsn: str, outbox: str)
     with pytest.raises(asyncpg.UndefinedColumnError):
         async with postgres_table_source(dsn, outbox, id_column="seq"):
             pass
-
-
-async def test_a_flow_moves_an_outbox_into_a_table_and_deletes_what_was_written(
-    dsn: str, admin: Admin, outbox: str, table: str
-) -> None:
-    await add(admin, outbox, *(f'{{"sensor": "s{n}", "value": {n}}}' for n in range(50)))
-    async with (
-        postgres_table_source(
-            dsn, outbox, id_column="id", value_column="payload", codec="json", batch_size=8
-        ) as source,
-        postgres_sink(dsn, table, COLUMNS, batch_size=16) as sink,
-        anyio.create_task_group() as tg,
-    ):
-        flow = (
-            Flow("outbox_to_readings")
-            .source(source)
-            .pipe(ops.map(lambda m: (int(m.key), m.value["sensor"], m.value["value"])))
-            .sink(sink)
-        )
-        handle = flow.start(tg)
-        with anyio.fail_after(10):
-            while True:  # until every message was written, then acknowledged
-                if handle.acknowledged == 50:
-                    break
-                await anyio.sleep(0.01)
-        handle.stop()
-    assert len(await rows_of(admin, table)) == 50
-    assert await left_in(admin, outbox) == []
