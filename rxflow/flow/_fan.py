@@ -10,8 +10,8 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from rxflow._overflow import OverflowBuffer, OverflowPolicy
 from rxflow._stage_metrics import StageMetrics
-from rxflow.errors import SourceOverflowError
 from rxflow.flow._delivery import Delivery, Output, SourceAccount
 from rxflow.flow._stages import SinkStage, SourceStage, writer
 from rxflow.pipe import Pipe
@@ -62,53 +62,54 @@ def merged_source(
 async def fan_out(pipe: Pipe[Output], sinks: list[SinkStage], delivery: Delivery) -> None:
     """Hand every output of ``pipe`` to every sink, each fed by a task of its own."""
     async with anyio.create_task_group() as tg:
+        branches: list[tuple[SinkStage, MemoryObjectSendStream[Output] | OverflowBuffer[Output]]]
         branches = []
         for sink in sinks:
-            send, receive = anyio.create_memory_object_stream[Output](sink.max_buffer_size or 0)
-            sink.metrics.backlog = _backlog_of(receive)
-            branches.append((sink, send, receive))
+            receive: MemoryObjectReceiveStream[Output] | OverflowBuffer[Output]
+            if sink.overflow is None:
+                send, receive = anyio.create_memory_object_stream[Output](sink.max_buffer_size or 0)
+                sink.metrics.backlog = _backlog_of(receive)
+                branches.append((sink, send))
+            else:
+                receive = _overflow_buffer(sink, sink.overflow, delivery)
+                sink.metrics.backlog = receive.__len__
+                branches.append((sink, receive))
             tg.start_soon(
                 _drain_into, sink, receive, delivery, name=f"rxflow sink {sink.metrics.name}"
             )
         try:
             async for output in pipe:
                 output.unconfirmed = len(branches)
-                for sink, send, receive in branches:
+                for sink, branch in branches:
                     sink.metrics.received += 1
-                    if sink.overflow is None:
-                        await send.send(output)
+                    if isinstance(branch, OverflowBuffer):
+                        branch.add(output)  # SourceOverflowError under "error"
                     else:
-                        _send_or_overflow(sink, send, receive, output, delivery)
+                        await branch.send(output)
         finally:
-            for _, send, _ in branches:
-                send.close()
+            for _, branch in branches:
+                branch.close()
 
 
-def _send_or_overflow(
-    sink: SinkStage,
-    send: MemoryObjectSendStream[Output],
-    receive: MemoryObjectReceiveStream[Output],
-    output: Output,
-    delivery: Delivery,
-) -> None:
-    try:
-        send.send_nowait(output)
-    except anyio.WouldBlock:
-        pass
-    else:
-        return
-    if sink.overflow == "error":
-        raise SourceOverflowError(
+def _overflow_buffer(
+    sink: SinkStage, policy: OverflowPolicy, delivery: Delivery
+) -> OverflowBuffer[Output]:
+    """The buffer of a sink that may fall behind, under its own overflow policy."""
+
+    def dropped(output: Output) -> None:
+        # A drop is the policy the user chose for this sink: it counts as done with it.
+        sink.metrics.dropped += 1
+        output.done_by_one_sink(delivery)
+
+    return OverflowBuffer(
+        policy,
+        sink.max_buffer_size or 1,
+        on_drop=dropped,
+        overflow_message=(
             f"sink {sink.metrics.name!r} fell more than max_buffer_size="
             f"{sink.max_buffer_size} items behind; raise its buffer or choose another overflow"
-        )
-    # A drop is the policy the user chose for this sink: it counts as done with the output.
-    sink.metrics.dropped += 1
-    if sink.overflow == "drop_newest":
-        output.done_by_one_sink(delivery)
-        return
-    receive.receive_nowait().done_by_one_sink(delivery)  # drop_oldest, and latest
-    send.send_nowait(output)
+        ),
+    )
 
 
 async def counted(
@@ -133,7 +134,9 @@ async def counted(
 
 
 async def _drain_into(
-    sink: SinkStage, receive: MemoryObjectReceiveStream[Output], delivery: Delivery
+    sink: SinkStage,
+    receive: MemoryObjectReceiveStream[Output] | OverflowBuffer[Output],
+    delivery: Delivery,
 ) -> None:
     """Feed one sink until its branch closes; every item it got is confirmed or handled."""
     write = writer(sink.target)
