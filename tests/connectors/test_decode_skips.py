@@ -1,8 +1,9 @@
 """Records set aside by ``on_decode_error="skip"`` show: in the Flow snapshot as the source
 stage's ``skipped``, and as one WARNING log line each, with the reason and the record's key.
 
-One test per connector, against the real local services (files need none), on both
-backends; then the Decoder's own logging and counting.
+For every broker the contract suite (tests/connectors/contract) checks both; here is what is
+special: Redis entries without the payload field, file lines, dead letters logged at INFO,
+and the Decoder's own logging and counting.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +22,10 @@ from rxflow import Flow
 from rxflow.connectors import SKIPPED, DecodeFailure, Decoder
 from rxflow.connectors.codecs import as_json
 from rxflow.connectors.files import read_file
-from rxflow.connectors.mqtt import mqtt_sink, mqtt_source
-from rxflow.connectors.nats import jetstream_sink, jetstream_source
-from rxflow.connectors.postgres import postgres_table_source
-from rxflow.connectors.rabbitmq import rabbitmq_source
 from rxflow.connectors.redis import redis_stream_source
 from rxflow.errors import DecodeError
 from rxflow.flow.metrics import FlowSnapshot
 from tests.connectors.conftest import require_service
-from tests.connectors.test_nats import admin as nats_admin
-from tests.connectors.test_postgres import Admin as PostgresAdmin
-from tests.connectors.test_postgres import add as add_rows
-from tests.connectors.test_postgres import admin_connection
-from tests.connectors.test_rabbitmq import URL as AMQP_URL
-from tests.connectors.test_rabbitmq import Admin as RabbitAdmin
 
 pytestmark = pytest.mark.anyio
 
@@ -128,113 +118,6 @@ async def test_redis_missing_field_under_raise_says_which_field_to_set() -> None
     finally:
         client.delete(stream)
         client.close()
-
-
-@pytest.fixture
-def nats_stream() -> Iterator[tuple[str, str]]:
-    """A NATS URL and a fresh stream capturing ``<name>.>``, deleted after the test."""
-    host, port = require_service("nats")
-    url = f"nats://{host}:{port}"
-    stream = f"rxflow_test_{uuid.uuid4().hex[:12]}"
-    nats_admin(url, "create", stream)
-    yield url, stream
-    nats_admin(url, "delete", stream)
-
-
-async def test_nats_json_failures_show_as_skipped(
-    logs: pytest.LogCaptureFixture, nats_stream: tuple[str, str]
-) -> None:
-    url, stream = nats_stream
-    subject = f"{stream}.in"
-    async with jetstream_sink(url, subject) as sink:
-        for payload in (b'{"n": 1}', b"{oops", b"[", b'{"n": 2}'):
-            await sink.send(payload)  # one at a time: in this order
-    source = jetstream_source(
-        url, stream, f"{stream}.>", "reader", codec="json", on_decode_error="skip"
-    )
-    snapshot, written = await run_until(source, 2)
-    assert written == [{"n": 1}, {"n": 2}]
-    assert snapshot["in"].skipped == 2
-    warnings = skip_warnings(logs)
-    assert len(warnings) == 2
-    assert all(w.startswith(f"nats:{stream}/reader: skipped record {subject!r}") for w in warnings)
-    assert all(JSON_FAILURE in w for w in warnings)
-
-
-@pytest.fixture
-async def rabbit_admin() -> AsyncIterator[RabbitAdmin]:
-    require_service("rabbitmq")
-    from rxflow.connectors._asyncio_host import AsyncioHost
-
-    async with AsyncioHost() as host:
-        yield RabbitAdmin(host)
-
-
-async def test_rabbitmq_json_failures_show_as_skipped(
-    logs: pytest.LogCaptureFixture, rabbit_admin: RabbitAdmin
-) -> None:
-    queue = f"rxflow-test-{uuid.uuid4().hex[:12]}"
-    await rabbit_admin.publish(queue, b"{oops", b'{"n": 1}', b"nope", b'{"n": 2}')
-    try:
-        source = rabbitmq_source(AMQP_URL, queue, codec="json", on_decode_error="skip")
-        snapshot, written = await run_until(source, 2)
-        assert written == [{"n": 1}, {"n": 2}]
-        assert snapshot["in"].skipped == 2
-        warnings = skip_warnings(logs)
-        assert len(warnings) == 2
-        assert all(w.startswith(f"rabbitmq:{queue}: skipped record {queue!r}") for w in warnings)
-        assert all(JSON_FAILURE in w for w in warnings)
-    finally:
-        await rabbit_admin.delete(queue)
-
-
-async def test_mqtt_json_failures_show_as_skipped(logs: pytest.LogCaptureFixture) -> None:
-    host, port = require_service("mqtt")
-    topic = f"rxflow-test/{uuid.uuid4().hex}"
-    url = f"mqtt://{host}:{port}"
-    async with mqtt_source(url, topic, codec="json", on_decode_error="skip") as source:
-        async with mqtt_sink(url, topic) as sink:
-            await sink.send_batch([b"{oops", b'{"n": 1}'])
-        snapshot, written = await run_until(source, 1)
-    assert written == [{"n": 1}]
-    assert snapshot["in"].skipped == 1
-    (warning,) = skip_warnings(logs)
-    assert warning.startswith(f"mqtt:{topic}: skipped record {topic!r}")
-    assert JSON_FAILURE in warning
-
-
-async def test_postgres_table_rows_that_fail_to_decode_show_as_skipped(
-    logs: pytest.LogCaptureFixture,
-) -> None:
-    host, port = require_service("postgresql")
-    dsn = f"postgresql://postgres@{host}:{port}/test"
-    table = f"outbox_{uuid.uuid4().hex[:12]}"
-    async with admin_connection(dsn) as admin:
-        await admin.execute(f'CREATE TABLE "{table}" (id bigserial PRIMARY KEY, payload text)')
-        try:
-            await add_rows(admin, table, '{"n": 1}', "{oops", '{"n": 2}')
-            source = postgres_table_source(
-                dsn,
-                table,
-                id_column="id",
-                value_column="payload",
-                codec="json",
-                on_decode_error="skip",
-            )
-            snapshot, written = await run_until(source, 2)
-            assert written == [{"n": 1}, {"n": 2}]
-            assert snapshot["in"].skipped == 1
-            (warning,) = skip_warnings(logs)
-            assert warning.startswith(f"postgresql:{table}: skipped record '2'")
-            assert JSON_FAILURE in warning
-            assert await _rows(admin, table) == 0  # the skipped row was deleted, as acked
-        finally:
-            await admin.execute(f'DROP TABLE "{table}"')
-
-
-async def _rows(admin: PostgresAdmin, table: str) -> int:
-    count: int = await admin.fetchval(f'SELECT count(*) FROM "{table}"')
-    return count
 
 
 async def test_file_lines_that_fail_to_decode_show_as_skipped(

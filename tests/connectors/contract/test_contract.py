@@ -153,20 +153,38 @@ async def test_decode_dead_letter_hands_the_failure_over_and_acks_the_record(rig
     await assert_held(rig, 0)
 
 
+JSON_FAILURE = "could not be decoded by 'as_json': JSONDecodeError"
+
+
 @needs("ack")
-async def test_a_flow_snapshot_counts_what_its_source_skipped(rig: Rig) -> None:
-    await rig.publish(b'{"n": 1}', b"{oops", b"[", b'{"n": 2}')
-    written: list[Any] = []
+async def test_a_flow_snapshot_counts_what_its_source_skipped_and_each_is_logged(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rxflow.connectors")
+    keys = await rig.publish(b'{"n": 1}', b"{oops", b"[", b'{"n": 2}')
+    written: list[Message[Any]] = []
     snapshot, handle = await run_flow(
         rig,
-        lambda message: written.append(message.value),
+        written.append,
         until=lambda _: len(written) == 2,
         codec="json",
         on_decode_error="skip",
     )
-    assert written == [{"n": 1}, {"n": 2}]
+    assert [message.value for message in written] == [{"n": 1}, {"n": 2}]
     assert (snapshot["in"].skipped, snapshot["in"].dead_lettered) == (2, 0)
     assert handle.acknowledged == 2
+    # One WARNING per skipped record: the source, the record's key and why (never the bytes).
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "rxflow.connectors" and record.levelno == logging.WARNING
+    ]
+    source = written[0].source
+    assert len(warnings) == 2, warnings
+    for warning, key in zip(warnings, keys[1:3], strict=True):
+        assert warning.startswith(f"{source}: skipped record {key!r} (on_decode_error='skip'): ")
+        assert JSON_FAILURE in warning
+        assert "oops" not in warning
     await assert_held(rig, 0)
 
 
