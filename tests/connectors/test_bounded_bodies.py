@@ -11,6 +11,7 @@ import pytest
 
 from rxflow.connectors.http import DEFAULT_MAX_BODY_BYTES, poll_source, sse_source
 from rxflow.errors import HttpResponseError
+from rxflow.strategies import Retry
 from tests.connectors.http_server import Exchange, Handler, serving
 from tests.connectors.support import take
 
@@ -52,7 +53,7 @@ async def declared_but_never_sent(exchange: Exchange) -> None:
 
 
 async def first_poll(url: str, **options: Any) -> list[Any]:
-    async with poll_source(url, interval=60, retries=0, **options) as source:
+    async with poll_source(url, interval=60, retry=Retry(attempts=1), **options) as source:
         with anyio.fail_after(20):
             return [message.value for message in await take(source, 1)]
 

@@ -32,6 +32,7 @@ from rxflow.connectors.http import (
     sse_source,
 )
 from rxflow.errors import DecodeError, ServiceUnavailableError
+from rxflow.strategies import FailFast, Retry, Skip
 from tests.connectors.http_server import Exchange, Handler, serving
 
 pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
@@ -359,6 +360,12 @@ def test_bad_arguments_say_what_is_wrong() -> None:
         anyio.run(_enter, poll_source("http://example.com", interval="5"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size must be an int of 1 or more"):
         anyio.run(_enter, http_post_sink("http://example.com", batch_size=0))
+    with pytest.raises(TypeError, match=r"retry must be an rxflow\.strategies\.Retry"):
+        anyio.run(_enter, http_post_sink("http://example.com", retry=3))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"retry\.then must be FailFast"):
+        anyio.run(_enter, poll_source("http://example.com", interval=1, retry=Retry(then=Skip())))
+    with pytest.raises(TypeError, match="pass retry=Retry"):
+        anyio.run(_enter, http_post_sink("http://example.com", retry=Retry(), retries=2))
     with pytest.raises(TypeError, match="retries must be an int"):
         anyio.run(_enter, http_post_sink("http://example.com", retries=1.5))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown codec"):
@@ -368,6 +375,9 @@ def test_bad_arguments_say_what_is_wrong() -> None:
 async def _enter(manager: Any) -> None:
     async with manager:
         pass
+
+
+NO_WAIT = Retry(attempts=3, base=0, cap=0)
 
 
 # -- poll_source -------------------------------------------------------------------------
@@ -419,7 +429,12 @@ async def test_poll_retries_server_errors_with_backoff(
 
     async with (
         serving({"GET /status": unsteady}) as server,
-        poll_source(server.url("/status"), interval=1, backoff=1, request_timeout=None) as source,
+        poll_source(
+            server.url("/status"),
+            interval=1,
+            retry=Retry(attempts=4, base=1, cap=30, jitter=0),
+            request_timeout=None,
+        ) as source,
     ):
         assert [m.value for m in await take(source, 1, within=1000)] == [{"status": "ok"}]
     assert times == [0, 1, 11, 15]  # backoff 1, then Retry-After 10 over 2, then 4
@@ -468,11 +483,11 @@ async def test_poll_errors_name_the_url_and_status() -> None:
         await exchange.respond(b"maintenance", status=503, content_type="text/plain")
 
     async with serving({"GET /down": down}) as server:
-        async with poll_source(server.url("/missing"), interval=1, backoff=0) as source:
+        async with poll_source(server.url("/missing"), interval=1, retry=NO_WAIT) as source:
             with pytest.raises(HttpResponseError, match=r"GET .*/missing answered 404"):
                 await take(source, 1)
         assert len(server.requests) == 1  # a 404 is not worth retrying
-        async with poll_source(server.url("/down"), interval=1, retries=2, backoff=0) as source:
+        async with poll_source(server.url("/down"), interval=1, retry=NO_WAIT) as source:
             with pytest.raises(HttpResponseError, match=r"/down answered 503.*after 3 attempts"):
                 await take(source, 1)
         assert len(server.requests) == 4
@@ -539,7 +554,7 @@ async def test_post_sink_retries_503_then_returns_once_confirmed() -> None:
     received: list[Any] = []
     async with (
         serving({"POST /ingest": ingest_endpoint(received, [503, 503])}) as server,
-        http_post_sink(server.url("/ingest"), retries=2, backoff=0.001) as sink,
+        http_post_sink(server.url("/ingest"), retry=Retry(attempts=3, base=0.001)) as sink,
     ):
         await sink.send_batch([1, 2, 3])
         assert received == [[1, 2, 3]]
@@ -551,7 +566,7 @@ async def test_post_sink_errors_name_the_status_and_url() -> None:
     received: list[Any] = []
     async with serving({"POST /ingest": ingest_endpoint(received, [400, 503, 503])}) as server:
         url = server.url("/ingest")
-        async with http_post_sink(url, retries=1, backoff=0.001) as sink:
+        async with http_post_sink(url, retry=Retry(attempts=2, base=0.001)) as sink:
             with pytest.raises(HttpResponseError, match=f"POST {url} answered 400") as info:
                 await sink.send(1)
             assert (info.value.status_code, info.value.url) == (400, url)
@@ -560,7 +575,7 @@ async def test_post_sink_errors_name_the_status_and_url() -> None:
         assert received == []
         assert sink.posted == 0
     with pytest.raises(ServiceUnavailableError, match=r"could not reach .* after 2 attempts"):
-        async with http_post_sink(url, retries=1, backoff=0.001) as sink:
+        async with http_post_sink(url, retry=Retry(attempts=2, base=0.001)) as sink:
             await sink.send(3)
 
 
@@ -606,3 +621,122 @@ async def test_post_sink_sends_messages_as_their_values() -> None:
     ):
         await sink.send_batch([Message({"n": 1}, key="a"), {"n": 2}])
     assert received == [[{"n": 1}, {"n": 2}]]
+
+
+# -- retrying with rxflow.strategies.Retry ----------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_retries_and_backoff_still_work_with_a_deprecation_warning() -> None:
+    async def down(exchange: Exchange) -> None:
+        await exchange.respond(b"maintenance", status=503, content_type="text/plain")
+
+    async with serving({"GET /down": down, "POST /down": down}) as server:
+        source = poll_source(server.url("/down"), interval=1, retries=2, backoff=0)
+        with pytest.warns(DeprecationWarning, match=r"retry=Retry\(attempts=3, base=0\.0") as w:
+            await source.__aenter__()
+        await source.__aexit__(None, None, None)
+        assert w[0].filename == __file__  # the warning points at the caller's line
+        sink_manager = http_post_sink(server.url("/down"), retries=1, backoff=0)
+        with pytest.warns(DeprecationWarning, match="http_post_sink"):
+            sink = await sink_manager.__aenter__()
+        try:
+            assert sink.retry == Retry(attempts=2, base=0, cap=30, jitter=0)
+            with pytest.raises(HttpResponseError, match=r"503.*after 2 attempts"):
+                await sink.send(1)
+        finally:
+            await sink_manager.__aexit__(None, None, None)
+    assert len(server.requests) == 2
+
+
+@pytest.mark.anyio
+async def test_retry_on_selects_broken_connections_or_answers() -> None:
+    async def down(exchange: Exchange) -> None:
+        await exchange.respond(b"busy", status=503, content_type="text/plain")
+
+    connections_only = Retry(attempts=3, base=0, cap=0, on=(httpx.TransportError,))
+    answers_only = Retry(attempts=3, base=0, cap=0, on=(HttpResponseError,))
+    async with serving({"POST /down": down}) as server:
+        async with http_post_sink(server.url("/down"), retry=connections_only) as sink:
+            with pytest.raises(HttpResponseError, match=r"answered 503 .*\(text/plain\), exp"):
+                await sink.send(1)  # not "after 3 attempts": a 503 is not retried
+        assert len(server.requests) == 1
+        async with http_post_sink(server.url("/down"), retry=answers_only) as sink:
+            with pytest.raises(HttpResponseError, match="after 3 attempts"):
+                await sink.send(1)
+        assert len(server.requests) == 4
+    url = f"http://127.0.0.1:{await unused_port()}/ingest"
+    async with http_post_sink(url, retry=answers_only) as sink:
+        with pytest.raises(ServiceUnavailableError, match=r"could not reach \S+: "):
+            await sink.send(1)  # a broken connection is not retried: one attempt
+    async with http_post_sink(url, retry=connections_only) as sink:
+        with pytest.raises(ServiceUnavailableError, match="after 3 attempts"):
+            await sink.send(1)
+
+
+@pytest.mark.trio
+async def test_retry_after_waits_longer_but_no_longer_than_the_cap(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    times: list[float] = []
+
+    async def slow_down(exchange: Exchange) -> None:
+        times.append(trio.current_time())
+        if len(times) < 3:
+            await exchange.respond(b"", status=429, headers={"Retry-After": "3600"})
+        else:
+            await exchange.respond(status=204)
+
+    policy = Retry(attempts=3, base=1, cap=20, jitter=0)
+    async with (
+        serving({"POST /in": slow_down}) as server,
+        http_post_sink(server.url("/in"), retry=policy, request_timeout=None) as sink,
+    ):
+        await sink.send(1)
+    assert times == [0, 20, 40]
+
+
+@pytest.mark.trio
+async def test_jittered_waits_stay_within_the_schedule(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    times: list[float] = []
+
+    async def flaky(exchange: Exchange) -> None:
+        times.append(trio.current_time())
+        status = 503 if len(times) < 4 else 204
+        await exchange.respond(b"", status=status, content_type="text/plain")
+
+    policy = Retry(attempts=4, base=8, cap=30, jitter=1.0, then=FailFast())
+    async with (
+        serving({"POST /in": flaky}) as server,
+        http_post_sink(server.url("/in"), retry=policy, request_timeout=None) as sink,
+    ):
+        await sink.send(1)
+    waits = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert len(waits) == 3
+    assert all(0 <= wait <= bound for wait, bound in zip(waits, [8, 16, 30], strict=True))
+    assert waits != [8, 16, 30]  # drawn: equal to the bounds only with no jitter at all
+
+
+# -- the package ---------------------------------------------------------------------------
+
+OLD_NAMES = [
+    *("DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_EVENT_BYTES", "ERROR_BODY_BYTES", "MAX_BACKOFF"),
+    *("DeadLetter", "HttpPostSink", "HttpResponseError", "PollSource", "ServerSentEvent"),
+    *("ServiceUnavailableError", "SseParser", "SseSource"),
+    *("http_post_sink", "poll_source", "sse_source"),
+]
+
+
+def test_every_name_of_the_old_module_still_imports_from_the_package() -> None:
+    import rxflow.connectors as connectors
+    import rxflow.connectors.http as http
+    from rxflow.connectors.http import poll, post, sse
+
+    assert all(hasattr(http, name) for name in OLD_NAMES)
+    assert http.sse_source is sse.sse_source is connectors.sse_source
+    assert http.poll_source is poll.poll_source is connectors.poll_source
+    assert http.http_post_sink is post.http_post_sink is connectors.http_post_sink
+    for module in (http, sse, poll, post):
+        assert all(hasattr(module, name) for name in module.__all__)

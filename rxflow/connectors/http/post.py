@@ -1,0 +1,155 @@
+"""POST as a sink: :func:`http_post_sink` sends each batch as one request body (a JSON
+array by default) and returns once the server answered 2xx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from rxflow._checks import check_count, check_function, check_seconds
+from rxflow.connectors._extras import requires_extra
+from rxflow.connectors._message import Message
+from rxflow.connectors.http._client import check_url, using_client
+from rxflow.connectors.http._retry import request, retry_policy
+from rxflow.strategies import Retry
+
+with requires_extra("http"):
+    import httpx
+
+__all__ = ["HttpPostSink", "http_post_sink"]
+
+
+def _json_array(items: Sequence[Any]) -> bytes:
+    """A compact JSON array; a :class:`~rxflow.connectors.Message` is sent as its value."""
+    values = [item.value if isinstance(item, Message) else item for item in items]
+    return json.dumps(values, separators=(",", ":")).encode()
+
+
+class HttpPostSink:
+    """POSTs batches to one URL; made by :func:`http_post_sink`.
+
+    ``posted`` counts the items the server confirmed, ``requests`` the POSTs it answered 2xx.
+
+    Example:
+        Post in the sink's batch size::
+
+            async with http_post_sink(url, batch_size=50) as sink:
+                for start in range(0, len(rows), sink.batch_size):
+                    await sink.send_batch(rows[start : start + sink.batch_size])
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        *,
+        batch_size: int,
+        encoder: Callable[[Sequence[Any]], bytes | str],
+        headers: Mapping[str, str],
+        retry: Retry,
+        request_timeout: float | None,
+    ) -> None:
+        self.url = url
+        self.batch_size = batch_size
+        self.posted = 0
+        self.requests = 0
+        self._client = client
+        self._encoder = encoder
+        self._headers = headers
+        self.retry = retry
+        self._timeout = request_timeout
+
+    async def send(self, item: Any) -> None:
+        """POST ``[item]``; return once the server answered 2xx."""
+        await self.send_batch((item,))
+
+    async def send_batch(self, items: Sequence[Any]) -> None:
+        """POST ``items`` as one body; return once the server answered 2xx.
+
+        Raises:
+            HttpResponseError: a non-2xx answer (a 5xx, 408 or 429 after the retries).
+            ServiceUnavailableError: the server could not be reached after the retries.
+        """
+        if not items:
+            return
+        body = self._encoder(items)
+        await request(
+            self._client,
+            "POST",
+            self.url,
+            where="http_post_sink",
+            retry=self.retry,
+            request_timeout=self._timeout,
+            content=body,
+            headers=self._headers,
+        )
+        self.requests += 1
+        self.posted += len(items)
+
+
+@asynccontextmanager
+async def http_post_sink(
+    url: str,
+    *,
+    batch_size: int = 100,
+    client: httpx.AsyncClient | None = None,
+    encoder: Callable[[Sequence[Any]], bytes | str] = _json_array,
+    content_type: str = "application/json",
+    headers: Mapping[str, str] | None = None,
+    retry: Retry | None = None,
+    request_timeout: float | None = 10.0,
+    retries: int | None = None,
+    backoff: float | None = None,
+) -> AsyncIterator[HttpPostSink]:
+    """A sink that POSTs each batch to ``url`` as one request body (a JSON array).
+
+    Args:
+        url: the ``http(s)`` address to POST to.
+        batch_size: the batch size a :class:`rxflow.Flow` should use.
+        client: an ``httpx.AsyncClient`` to use (and leave open); default: a new one.
+        encoder: turns a batch into the body; default: a compact JSON array (a ``Message``
+            in it is sent as its value).
+        content_type: the ``Content-Type`` sent with every request.
+        headers: sent with every request.
+        retry: how a 5xx, 408 or 429 answer or a broken connection is retried, as an
+            :class:`rxflow.strategies.Retry`; default: 4 attempts in all, waiting 0.5 s,
+            then twice as long each time up to 30 s, no jitter (several workers posting to
+            one server do better with ``jitter=1.0``). A numeric ``Retry-After`` makes a
+            wait longer (up to ``retry.cap``). ``retry.on`` selects the failures: a broken
+            connection is an ``httpx.TransportError``, an answer worth retrying an
+            :class:`~rxflow.errors.HttpResponseError`; the default ``(Exception,)`` retries both.
+            ``retry.then`` must be ``FailFast()``. A retried POST may reach the server
+            twice, as at-least-once delivery allows: make the endpoint idempotent if that
+            matters.
+        request_timeout: seconds for each request.
+        retries: deprecated, use ``retry=Retry(attempts=retries + 1, ...)``.
+        backoff: deprecated, use ``retry=Retry(base=backoff, ...)``.
+
+    Raises:
+        HttpResponseError: a non-2xx answer (a 5xx, 408 or 429 after the retries).
+        ServiceUnavailableError: the server could not be reached after the retries.
+
+    Example:
+        Post readings in batches of 50::
+
+            async with http_post_sink("http://localhost:8000/ingest", batch_size=50) as sink:
+                await sink.send_batch([{"t": 1, "v": 0.5}, {"t": 2, "v": 0.7}])
+    """
+    where = "http_post_sink"
+    url = check_url(where, url)
+    check_count(where, "batch_size", batch_size)
+    check_function(where, "encoder", encoder, "items -> bytes")
+    check_seconds(where, "request_timeout", request_timeout, optional=True)
+    policy = retry_policy(where, retry, retries, backoff)
+    async with using_client(client) as http:
+        yield HttpPostSink(
+            http,
+            url,
+            batch_size=batch_size,
+            encoder=encoder,
+            headers={"Content-Type": content_type, **(headers or {})},
+            retry=policy,
+            request_timeout=request_timeout,
+        )
