@@ -17,6 +17,7 @@ from typing import Any
 
 from benchmarks import (
     chart,
+    codecs,
     connectors_http,
     connectors_mqtt,
     connectors_native,
@@ -37,6 +38,8 @@ CASES: dict[str, Case] = {
     **core.CASES,
     **windows.CASES,
     **peers.CASES,
+    # The codec layer's JSON and typed records against the libraries called directly.
+    **codecs.CASES,
     # Connectors, end to end against the local servers (each against its raw client).
     **connectors_native.CASES,
     **connectors_http.CASES,
