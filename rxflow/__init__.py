@@ -12,6 +12,7 @@ from importlib import metadata as _metadata
 
 from rxflow import errors
 from rxflow._overflow import OverflowPolicy
+from rxflow._runs import RunSource
 from rxflow.flow import Flow, FlowHandle
 from rxflow.flow._serve import serve_health
 from rxflow.map_async import map_async
@@ -49,6 +50,7 @@ __all__ = [
     "Pipe",
     "PipeStats",
     "Retry",
+    "RunSource",
     "Skip",
     "Window",
     "__version__",

@@ -41,7 +41,8 @@ class RunSource(Protocol[T_co]):
     :meth:`next_run` returns the items the source has now, in order (an empty run is
     allowed: nothing arrived before a fetch timed out); it raises ``StopAsyncIteration``
     at the end of the source. :func:`rxflow.open_pipe` calls it whenever the consumer has
-    room, in preference to ``__anext__`` when a source offers both.
+    room, in preference to ``__anext__`` when a source offers both. Exported as
+    ``rxflow.RunSource``; the connector kit's sources implement it.
     """
 
     async def next_run(self) -> Sequence[T_co]: ...

@@ -9,8 +9,8 @@ import anyio.lowlevel
 import pytest
 from reactivex import operators as ops
 
-from rxflow import open_pipe
-from rxflow._runs import RunSource
+from rxflow import RunSource, open_pipe
+from rxflow.errors import SourceNotRerunnableError
 
 pytestmark = pytest.mark.anyio
 
@@ -147,8 +147,6 @@ async def test_a_factory_of_run_sources_is_read_again_by_repeat() -> None:
 
 
 async def test_a_run_source_that_is_read_once_refuses_a_second_run() -> None:
-    from rxflow.errors import SourceNotRerunnableError
-
     with pytest.raises(SourceNotRerunnableError):
         async with open_pipe(Batches([[1]]), ops.repeat(2)) as pipe:
             async for _ in pipe:
