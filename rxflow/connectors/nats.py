@@ -24,28 +24,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import anyio
 
 from rxflow._checks import check_count, check_name, check_seconds
-from rxflow._source_time import current_source_time
 from rxflow.connectors._asyncio_host import AsyncioHost, closed_on_failure
 from rxflow.connectors._extras import requires_extra
-from rxflow.connectors._message import InFlightLimit, Message, Settlement
+from rxflow.connectors._kit import (
+    DEFAULT_READ_AHEAD_BYTES,
+    NO_HEADERS,
+    AddressedPublisher,
+    BrokerSettlement,
+    BrokerSink,
+    BrokerSource,
+    Incoming,
+    Verb,
+)
+from rxflow.connectors._message import InFlightLimit
 from rxflow.connectors._redact import mask_url, mask_urls_in
 from rxflow.connectors.codecs import (
-    SKIPPED,
     Codec,
     CodecName,
     DecodeFailure,
     DecodePolicy,
     Decoder,
     Encoder,
-    encode_auto,
+    EncoderSpec,
+    sink_encoder,
 )
 from rxflow.errors import ServiceUnavailableError
 
@@ -55,15 +62,20 @@ with requires_extra("nats"):
     import nats.errors
     import nats.js.api
     import nats.js.errors
+    from nats.aio.msg import Msg
 
-__all__ = ["JetStreamSink", "JetStreamSource", "jetstream_sink", "jetstream_source"]
+__all__ = [
+    "JetStreamSettlement",
+    "JetStreamSink",
+    "JetStreamSource",
+    "jetstream_sink",
+    "jetstream_source",
+]
 
 CONNECT_TIMEOUT_S: Final = 5.0
 DEFAULT_BATCH: Final = 32
 DEFAULT_FETCH_TIMEOUT_S: Final = 5.0
 DEFAULT_SINK_BATCH: Final = 256
-
-EncoderName = Literal["auto", "bytes", "text", "json"]
 
 
 # -- connections ------------------------------------------------------------------------
@@ -132,129 +144,11 @@ def _check_jetstream_name(where: str, name: str, value: object) -> None:
 # -- source -----------------------------------------------------------------------------
 
 
-SettleVerb = Literal["ack", "nak", "term"]
-
-
-async def _settle_all(settlements: Sequence[tuple[Any, SettleVerb]]) -> None:
-    for msg, verb in settlements:
-        await getattr(msg, verb)()
-
-
-class _Settler:
-    """How a source's acks and nacks reach the client.
-
-    Under asyncio, ``msg.ack()`` is awaited at once: it only appends to the connection's
-    buffer. Under trio, a call to the client's thread and back costs more than everything
-    else on a message's way, so unconfirmed settlements are queued instead, and one task
-    (:meth:`run`) hands every queued one over per call while the consumer goes on. A
-    settlement waits at most one such call; the queue is handed over before the connection
-    closes, even when the source is cancelled.
-    """
-
-    def __init__(self, host: AsyncioHost, *, confirm_acks: bool, name: str) -> None:
-        self._host = host
-        self._confirm_acks = confirm_acks
-        self._name = name
-        self.queued = host.hosted
-        self._queue: list[tuple[Any, SettleVerb]] = []
-        self._wake = anyio.Event()
-        self._closing = False
-        self._failure: Exception | None = None
-        # Messages fetched and not settled yet: what this source adds to the durable's
-        # num_ack_pending. A settlement wakes a fetch waiting for room under the limit.
-        self.outstanding = 0
-        self._settled_one = anyio.Event()
-
-    def fetched(self, count: int) -> None:
-        self.outstanding += count
-
-    async def wait_for_a_settlement(self) -> None:
-        self._settled_one = anyio.Event()
-        await self._settled_one.wait()
-
-    async def settle(self, msg: Any, verb: SettleVerb) -> None:
-        self.outstanding -= 1
-        self._settled_one.set()
-        if self._closing:
-            raise ServiceUnavailableError(
-                f"{self._name}: the source is closed; settle its messages inside its block "
-                "(JetStream delivers this one again after ack_wait)"
-            )
-        self.check()
-        confirm = verb == "ack" and self._confirm_acks
-        if self.queued and not confirm:
-            self._queue.append((msg, verb))
-            self._wake.set()
-            return
-        try:
-            # ack_sync waits for the server's reply; the others only reach the connection.
-            await self._host.call(msg.ack_sync if confirm else getattr(msg, verb))
-        except nats.errors.ConnectionClosedError as error:
-            raise ServiceUnavailableError(
-                f"{self._name}: the connection to nats is closed; JetStream delivers the "
-                "message again after ack_wait"
-            ) from error
-
-    def check(self) -> None:
-        """Raise what went wrong handing queued settlements over, if anything did."""
-        if self._failure is not None:
-            raise ServiceUnavailableError(
-                f"{self._name}: acknowledgements could not be sent ({self._failure!r}); "
-                "the unacknowledged messages will be delivered again"
-            ) from self._failure
-
-    async def run(self) -> None:
-        """Hand queued settlements over until :meth:`close` (under trio only)."""
-        try:
-            while True:
-                if not self._queue:
-                    if self._closing:
-                        return
-                    self._wake = anyio.Event()
-                    await self._wake.wait()
-                    continue
-                await self._hand_over()
-        finally:
-            await self._hand_over()  # what was queued when cancelled
-
-    def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-
-    async def _hand_over(self) -> None:
-        queue, self._queue = self._queue, []
-        if not queue or self._failure is not None:
-            return
-        try:
-            # Shielded: a cancelled source still acks what its consumer acked.
-            with anyio.CancelScope(shield=True):
-                await self._host.call(_settle_all, queue)
-        except Exception as error:  # reported by the next settlement or fetch
-            self._failure = error
-
-
-class _JetStreamAck(Settlement):
-    """``msg.ack()`` of one message; a nack is ``nak`` (deliver again now) or ``term``."""
-
-    __slots__ = ("_msg", "_settler")
-
-    def __init__(self, settler: _Settler, msg: Any) -> None:
-        # The stream sequence: the same on every delivery of the message.
-        super().__init__(identity=msg.metadata.sequence.stream)
-        self._settler = settler
-        self._msg = msg
-
-    async def _ack(self) -> None:
-        await self._settler.settle(self._msg, "ack")
-
-    async def _nack(self, requeue: bool) -> None:
-        await self._settler.settle(self._msg, "nak" if requeue else "term")
-
-
-async def _ensure_stream(js: Any, stream: str, subject: str, create: bool) -> None:
-    """Check that the stream exists; with ``create``, make it (capturing ``subject``)."""
+async def _ensure_stream(js: Any, stream: str, subject: str, create: bool) -> Any:
+    """The stream's info (None if it was just made); with ``create``, make it if missing
+    (capturing ``subject``)."""
     try:
-        await js.stream_info(stream)
+        return await js.stream_info(stream)
     except nats.errors.NoRespondersError as error:  # nobody answers JetStream's API
         raise ServiceUnavailableError(
             "nats: the server does not run JetStream; start it with JetStream enabled "
@@ -267,29 +161,137 @@ async def _ensure_stream(js: Any, stream: str, subject: str, create: bool) -> No
                 f"create it capturing {subject!r}"
             ) from None
         await js.add_stream(name=stream, subjects=[subject])
+        return None
 
 
 async def _subscribe(
     client: Any, stream: str, subject: str, durable: str, config: Any, create: bool
-) -> Any:
-    """The pull subscription of the durable consumer, creating what is missing."""
+) -> tuple[Any, int | None]:
+    """The pull subscription of the durable consumer, creating what is missing; and the
+    average size of the stream's messages (None if it is empty), as JetStream counts it."""
     js = client.jetstream()
-    await _ensure_stream(js, stream, subject, create)
+    info = await _ensure_stream(js, stream, subject, create)
     # pull_subscribe creates the durable consumer with ``config`` unless it exists already.
-    return await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+    subscription = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+    state = info.state if info is not None else None
+    # The stream's bytes count subjects, headers and storage overhead too: a little more
+    # than the payloads, so a first fetch sized by it stays within the read-ahead bytes.
+    typical = state.bytes // state.messages if state is not None and state.messages else None
+    return subscription, typical
 
 
-class JetStreamSource:
+async def _settle_all(settlements: Sequence[tuple[Msg, Verb]], confirm_acks: bool) -> None:
+    for msg, verb in settlements:
+        if verb == "ack":
+            # ack_sync waits for the server's reply; the others only reach the connection.
+            await (msg.ack_sync() if confirm_acks else msg.ack())
+        elif verb == "requeue":
+            await msg.nak()  # delivered again at once, not after ack_wait
+        else:
+            await msg.term()  # never delivered again
+
+
+async def _nak_each(msgs: Sequence[Msg]) -> int:
+    """Nak what can be nakked; a nak that cannot be sent leaves its message to ack_wait."""
+    nakked = 0
+    for msg in msgs:
+        with contextlib.suppress(nats.errors.Error):
+            await msg.nak()
+            nakked += 1
+    return nakked
+
+
+class _Reader:
+    """The kit's view of the durable's pull subscription (see
+    :class:`~rxflow.connectors._kit.Reader`): every call goes to the client's loop."""
+
+    def __init__(
+        self,
+        host: AsyncioHost,
+        subscription: Any,
+        *,
+        name: str,
+        fetch_timeout: float,
+        confirm_acks: bool,
+        in_flight_limit: InFlightLimit | None,
+    ) -> None:
+        self._host, self.subscription, self.name = host, subscription, name
+        self._fetch_timeout = fetch_timeout
+        self._confirm_acks = confirm_acks
+        # The durable's max_ack_pending: JetStream delivers no more unacknowledged messages.
+        self.in_flight_limit = in_flight_limit
+        # Under trio each call is a hop to the client's thread: settlements are queued and
+        # written in runs, unless each ack is to wait for the server's confirmation.
+        self.queues_settlements = host.hosted and not confirm_acks
+
+    async def fetch(self, count: int, max_bytes: int) -> list[Incoming[Msg]]:
+        # nats-py's fetch() cannot put max_bytes in the pull request (nats.py issue 413):
+        # the kit bounds the bytes by the count it asks for.
+        try:
+            msgs: list[Msg] = await self._host.call(
+                self.subscription.fetch, count, self._fetch_timeout
+            )
+        except TimeoutError:  # nats-py's timeouts subclass it: nothing came, ask again
+            return []
+        except nats.errors.ConnectionClosedError as error:
+            raise ServiceUnavailableError(
+                f"{self.name}: the connection to nats was closed while reading"
+            ) from error
+        return [_incoming(msg) for msg in msgs]
+
+    async def settle(self, settlements: Sequence[tuple[Msg, Verb]]) -> None:
+        try:
+            await self._host.call(_settle_all, settlements, self._confirm_acks)
+        except nats.errors.ConnectionClosedError as error:
+            raise ServiceUnavailableError(
+                f"{self.name}: acknowledgements could not be sent: the connection to nats is "
+                "closed; JetStream delivers the unacknowledged messages again after ack_wait"
+            ) from error
+
+    async def release(self, unhanded: Sequence[Msg]) -> int:
+        # A nak, so JetStream delivers them again at once, to any worker of the durable.
+        return await self._host.call(_nak_each, unhanded)
+
+    async def held_back(self) -> bool:
+        """Whether the consumer has messages to deliver but may not: at max_ack_pending
+        (its workers hold that many unacknowledged)."""
+        info = await self._host.call(self.subscription.consumer_info)
+        limit = info.config.max_ack_pending or 0
+        return bool(info.num_pending) and limit > 0 and info.num_ack_pending >= limit
+
+
+def _incoming(msg: Msg) -> Incoming[Msg]:
+    metadata = msg.metadata
+    return Incoming(
+        msg.data,
+        msg,
+        key=msg.subject,
+        headers=dict(msg.headers) if msg.headers else NO_HEADERS,
+        timestamp=metadata.timestamp.timestamp(),
+        # The stream sequence: the same on every delivery of the message.
+        identity=metadata.sequence.stream,
+        size=len(msg.data),
+        redelivered=metadata.num_delivered > 1,
+    )
+
+
+JetStreamSettlement = BrokerSettlement
+"""Settles one message: ``ack`` is ``msg.ack()`` (``ack_sync`` with ``confirm_acks``), a
+nack with requeue ``msg.nak()`` (delivered again at once), without ``msg.term()``;
+``redelivered`` says JetStream delivered it before. (The kit's
+:class:`~rxflow.connectors._kit.BrokerSettlement`.)"""
+
+
+class JetStreamSource(BrokerSource[Any, Msg]):
     """The async iterable :func:`jetstream_source` yields: the consumer's messages as
-    :class:`~rxflow.connectors.Message` records (key: the subject).
+    :class:`~rxflow.connectors.Message` records (key: the subject; identity: the stream
+    sequence). Besides the kit's attributes (``decoder``, ``name``, ``fetches``,
+    ``buffered``, ``buffered_bytes``, ``next_run()``, ``ack_many()``):
 
     Attributes:
-        decoder: the :class:`~rxflow.connectors.Decoder`, with its counts (``decoded``,
-            ``skipped``, ``dead_lettered``).
-        name: ``"nats:<stream>/<durable>"``, the messages' ``source``.
-        fetches: fetch requests that returned messages so far.
         released: messages fetched and never handed out, nakked when the source closed so
             that JetStream delivers them again at once.
+        host: the :class:`~rxflow.connectors._asyncio_host.AsyncioHost` the client runs on.
         connection: the nats-py client (on :attr:`host`'s loop), for what this API lacks.
         in_flight_limit: the durable's ``max_ack_pending`` (an
             :class:`~rxflow.connectors.InFlightLimit`; None if unlimited). It counts the
@@ -309,140 +311,17 @@ class JetStreamSource:
     """
 
     def __init__(
-        self,
-        *,
-        host: AsyncioHost,
-        connection: Any,
-        subscription: Any,
-        decoder: Decoder,
-        batch: int,
-        fetch_timeout: float,
-        settler: _Settler,
-        in_flight_limit: InFlightLimit | None,
+        self, reader: _Reader, decoder: Decoder, *, connection: Any, **bounds: Any
     ) -> None:
-        self.host = host
-        self.in_flight_limit = in_flight_limit
+        super().__init__(reader, decoder, **bounds)
+        self.host = reader._host
         self.connection = connection
-        self._subscription = subscription
-        self.decoder = decoder
-        self.name = decoder.source
-        self._batch = batch
-        self._fetch_timeout = fetch_timeout
-        self._settler = settler
-        self.fetches = 0
-        self.released = 0  # fetched, never taken, and nakked when the source closed
-        # What the last fetch returned and the consumer has not taken yet (at most a batch):
-        # kept here, not in an iterator, so that a loop that breaks and starts again
-        # continues where it stopped.
-        self._fetched: deque[Any] = deque()
-        self._fetching = anyio.Lock()
+        self._subscription = reader.subscription
 
     async def consumer_info(self) -> Any:
         """The durable consumer's state as JetStream reports it (``num_ack_pending``,
         ``num_pending``, ``delivered``...): a ``nats.js.api.ConsumerInfo``."""
         return await self.host.call(self._subscription.consumer_info)
-
-    def __aiter__(self) -> JetStreamSource:
-        return self
-
-    async def __anext__(self) -> Message[Any]:
-        while True:
-            if not self._fetched:
-                async with self._fetching:  # one fetch at a time on the subscription
-                    if not self._fetched:
-                        self._fetched.extend(await self._fetch())
-                continue
-            msg = self._fetched.popleft()
-            try:
-                value = await self.decoder.decode(msg.data, key=msg.subject)
-            except BaseException:
-                # Not handed out (a DecodeError, a cancelled dead letter): still ours to
-                # give back at close, and the next call meets it again.
-                self._fetched.appendleft(msg)
-                raise
-            if value is SKIPPED:
-                await self._settler.settle(msg, "ack")  # set aside by the policy: handled
-                continue
-            return Message(
-                value,
-                msg.subject,
-                dict(msg.headers or {}),
-                msg.metadata.timestamp.timestamp(),
-                self.name,
-                _JetStreamAck(self._settler, msg),
-            )
-
-    async def _release(self) -> None:
-        """Nak, as the source closes, what the last fetch returned and the consumer never
-        took: JetStream delivers it again at once, to any worker of the durable, instead
-        of after ``ack_wait``. Shielded (a cancelled source hands it back too); a nak that
-        cannot be sent leaves the message to ``ack_wait``."""
-        fetched, self._fetched = list(self._fetched), deque()
-        with anyio.CancelScope(shield=True):
-            for msg in fetched:
-                with contextlib.suppress(ServiceUnavailableError, nats.errors.Error):
-                    await self._settler.settle(msg, "nak")
-                    self.released += 1
-
-    async def _fetch(self) -> list[Any]:
-        """The next batch: asked for only now, when the consumer wants another message.
-
-        Messages fetched and never taken (the consumer stopped reading) are nakked when the
-        source closes (:meth:`_release`), so JetStream delivers them again at once.
-
-        An empty fetch while the consumer is at ``max_ack_pending`` with messages waiting
-        (its workers hold that many unacknowledged) means held back, not idle: the pipe's
-        source time stands still until messages come, so windows do not let event time
-        pass over the messages that wait.
-        """
-        source_time = current_source_time()
-        held_back = False
-        settler = self._settler
-        limit = self.in_flight_limit.count if self.in_flight_limit is not None else None
-        try:
-            while True:
-                settler.check()
-                want = self._batch
-                if limit is not None:
-                    if settler.outstanding >= limit:
-                        # Our own unsettled messages fill max_ack_pending: JetStream sends
-                        # nothing until one is settled. Held back, not idle.
-                        if source_time is not None and not held_back:
-                            held_back = True
-                            source_time.pause()
-                        await settler.wait_for_a_settlement()
-                        continue
-                    # No more than fits: a pull for more waits out fetch_timeout at the
-                    # server before it returns what it could deliver.
-                    want = min(want, limit - settler.outstanding)
-                try:
-                    messages: list[Any] = await self.host.call(
-                        self._subscription.fetch, want, self._fetch_timeout
-                    )
-                except TimeoutError:  # nats-py's timeouts subclass it
-                    # Nothing arrived within fetch_timeout: ask again.
-                    if source_time is not None and not held_back:
-                        held_back = await self._held_back()
-                        if held_back:
-                            source_time.pause()
-                    continue
-                except nats.errors.ConnectionClosedError as error:
-                    raise ServiceUnavailableError(
-                        f"{self.name}: the connection to nats was closed while reading"
-                    ) from error
-                self.fetches += 1
-                settler.fetched(len(messages))
-                return messages
-        finally:
-            if held_back:
-                assert source_time is not None
-                source_time.resume()
-
-    async def _held_back(self) -> bool:
-        """Whether the consumer has messages to deliver but may not: at max_ack_pending."""
-        info = await self.consumer_info()
-        limit = info.config.max_ack_pending or 0
-        return bool(info.num_pending) and limit > 0 and info.num_ack_pending >= limit
 
 
 @contextlib.asynccontextmanager
@@ -456,6 +335,7 @@ async def jetstream_source(
     on_decode_error: DecodePolicy = "raise",
     dead_letter: Callable[[DecodeFailure], Awaitable[object] | object] | None = None,
     batch: int = DEFAULT_BATCH,
+    read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES,
     fetch_timeout: float = DEFAULT_FETCH_TIMEOUT_S,
     ack_wait: float | None = None,
     max_ack_pending: int | None = None,
@@ -478,6 +358,9 @@ async def jetstream_source(
         dead_letter: the function given what fails to decode, with ``"dead_letter"``.
         batch: the most messages one fetch asks for. A fetch happens only when the consumer
             wants a message and the previous fetch is used up.
+        read_ahead_bytes: at most this many payload bytes fetched and not handed out yet,
+            plus one message: a fetch asks for no more messages than fit at the average
+            size seen so far (before the first, the stream's own average).
         fetch_timeout: how long one fetch waits for messages on the server before asking
             again (the iteration itself waits as long as it takes).
         ack_wait: seconds JetStream waits for an ack before delivering the message again
@@ -500,6 +383,10 @@ async def jetstream_source(
     nakked first, so they are delivered again at once; messages handed out and not
     acknowledged by then are delivered again after ``ack_wait``.
 
+    Each message's ``key`` is its subject and ``identity`` its stream sequence;
+    ``message.settlement.redelivered`` says JetStream delivered it before. Settling a message
+    after the block ended raises :class:`~rxflow.errors.SettledAfterCloseError`.
+
     Raises:
         ServiceUnavailableError: the server cannot be reached.
         ValueError: the stream does not exist and ``create`` is false; a bad argument.
@@ -520,6 +407,7 @@ async def jetstream_source(
     _check_jetstream_name(where, "stream", stream)
     _check_jetstream_name(where, "durable", durable)
     check_count(where, "batch", batch)
+    check_count(where, "read_ahead_bytes", read_ahead_bytes)
     check_count(where, "max_ack_pending", max_ack_pending, optional=True)
     check_seconds(where, "fetch_timeout", fetch_timeout)
     check_seconds(where, "ack_wait", ack_wait, optional=True)
@@ -539,86 +427,38 @@ async def jetstream_source(
         AsyncioHost() as host,
         _connected(host, url, connect_timeout, connect_options) as client,
     ):
-        subscription = await host.call(_subscribe, client, stream, subject, durable, config, create)
-        # The durable's own setting, which an existing consumer may have set differently.
-        info = await host.call(subscription.consumer_info)
-        pending_limit = info.config.max_ack_pending or 0
-        settler = _Settler(host, confirm_acks=confirm_acks, name=decoder.source)
-        source = JetStreamSource(
-            host=host,
-            connection=client,
-            subscription=subscription,
-            decoder=decoder,
-            batch=batch,
-            fetch_timeout=fetch_timeout,
-            settler=settler,
-            in_flight_limit=(
-                InFlightLimit(pending_limit, "max_ack_pending") if pending_limit > 0 else None
-            ),
+        subscription, typical_size = await host.call(
+            _subscribe, client, stream, subject, durable, config, create
         )
-        body_error: Exception | None = None
         try:
-            async with anyio.create_task_group() as task_group:
-                if settler.queued:
-                    task_group.start_soon(settler.run)
-                try:
-                    yield source
-                except Exception as error:
-                    # Raised below, outside the task group, as itself (not in a group).
-                    body_error = error
-                finally:
-                    await source._release()
-                    settler.close()
+            # The durable's own setting, which an existing consumer may have set differently.
+            info = await host.call(subscription.consumer_info)
+            pending_limit = info.config.max_ack_pending or 0
+            reader = _Reader(
+                host,
+                subscription,
+                name=decoder.source,
+                fetch_timeout=fetch_timeout,
+                confirm_acks=confirm_acks,
+                in_flight_limit=(
+                    InFlightLimit(pending_limit, "max_ack_pending") if pending_limit > 0 else None
+                ),
+            )
+            async with JetStreamSource(
+                reader,
+                decoder,
+                connection=client,
+                read_ahead=batch,
+                read_ahead_bytes=read_ahead_bytes,
+                expected_size=typical_size,
+            ) as source:
+                yield source
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
                 await host.call(subscription.unsubscribe)
-        if body_error is not None:
-            raise body_error
 
 
 # -- sink -------------------------------------------------------------------------------
-
-
-def _encode_bytes(value: Any) -> bytes:
-    if not isinstance(value, bytes | bytearray | memoryview):
-        raise TypeError(
-            f"jetstream_sink(encoder='bytes') takes bytes, got {type(value).__name__}: use "
-            "encoder='auto', 'text' or 'json', or a function value -> bytes"
-        )
-    return bytes(value)
-
-
-def _encode_text(value: Any) -> bytes:
-    return str(value).encode("utf-8")
-
-
-def _encode_json(value: Any) -> bytes:
-    return json.dumps(value).encode("utf-8")
-
-
-ENCODERS: Final[dict[str, Encoder]] = {
-    "auto": encode_auto,
-    "bytes": _encode_bytes,
-    "text": _encode_text,
-    "json": _encode_json,
-}
-
-
-def _resolve_encoder(encoder: Encoder | EncoderName) -> Encoder:
-    if isinstance(encoder, str):
-        try:
-            return ENCODERS[encoder]
-        except KeyError:
-            raise ValueError(
-                f"jetstream_sink(): unknown encoder {encoder!r}; use one of "
-                f"{', '.join(map(repr, ENCODERS))} or a function value -> bytes"
-            ) from None
-    if not callable(encoder):
-        raise TypeError(
-            f"jetstream_sink(): encoder must be a name or a function value -> bytes, got "
-            f"{encoder!r}"
-        )
-    return encoder
 
 
 async def _publish(js: Any, subject: str, stream: str | None, payload: bytes) -> None:
@@ -631,28 +471,37 @@ async def _publish(js: Any, subject: str, stream: str | None, payload: bytes) ->
         ) from None
 
 
-async def _publish_all(
-    js: Any, subject: str, stream: str | None, payloads: Sequence[bytes]
-) -> None:
-    """Publish every payload at once and wait for all their PubAcks (on the client's loop).
+class _Publishing:
+    """Publishes on the client's loop: every payload of a batch at once, then waits for all
+    their PubAcks."""
 
-    ``gather`` waits for every publish even when one fails (and cancels them all when it is
-    cancelled), so no publish outlives the call; the first failure is raised as itself.
-    """
-    outcomes = await asyncio.gather(
-        *(_publish(js, subject, stream, payload) for payload in payloads), return_exceptions=True
-    )
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
+    def __init__(self, js: Any, stream: str | None) -> None:
+        self._js, self._stream = js, stream
+
+    async def publish(self, records: Sequence[tuple[bytes, str]]) -> None:
+        """``gather`` waits for every publish even when one fails (and cancels them all when
+        it is cancelled), so no publish outlives the call; the first failure is raised as
+        itself."""
+        js, stream = self._js, self._stream
+        outcomes = await asyncio.gather(
+            *(_publish(js, subject, stream, payload) for payload, subject in records),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
 
-class JetStreamSink:
+class JetStreamSink(BrokerSink[Any, None]):
     """The sink :func:`jetstream_sink` yields: publishes values to a subject and returns
-    once JetStream stored them.
+    once JetStream stored them. ``send_batch`` publishes the items concurrently; if one
+    fails, the error is raised after the others finished (some may be stored: delivery is
+    at-least-once).
 
     Attributes:
         batch_size: how many items a flow should hand to :meth:`send_batch` at once.
+        subject: where it publishes.
+        stream: the stream that must store the messages (None: any that captures them).
         sent: messages confirmed so far.
 
     Example (needs a NATS server with JetStream)::
@@ -664,37 +513,23 @@ class JetStreamSink:
 
     def __init__(
         self,
+        publisher: AddressedPublisher,
+        encoder: Encoder,
         *,
-        host: AsyncioHost,
-        js: Any,
         subject: str,
         stream: str | None,
-        encoder: Encoder,
         batch_size: int,
+        name: str,
     ) -> None:
-        self._host = host
-        self._js = js
+        super().__init__(publisher, encoder, batch_size=batch_size, name=name)
         self.subject = subject
         self.stream = stream
-        self._encode = encoder
-        self.batch_size = batch_size
         self.sent = 0
 
-    async def send(self, item: Any) -> None:
-        """Publish one item; return once JetStream acknowledged it."""
-        await self._host.call(_publish, self._js, self.subject, self.stream, self._encode(item))
-        self.sent += 1
-
     async def send_batch(self, items: Sequence[Any]) -> None:
-        """Publish the items concurrently; return once JetStream acknowledged every one.
-
-        If one fails, the error is raised after the others finished (some may be stored:
-        delivery is at-least-once).
-        """
-        payloads = [self._encode(item) for item in items]
-        if payloads:
-            await self._host.call(_publish_all, self._js, self.subject, self.stream, payloads)
-            self.sent += len(payloads)
+        """Publish the items; return once JetStream acknowledged every one."""
+        await super().send_batch(items)
+        self.sent += len(items)
 
 
 @contextlib.asynccontextmanager
@@ -702,7 +537,7 @@ async def jetstream_sink(
     url: str,
     subject: str,
     *,
-    encoder: Encoder | EncoderName = "auto",
+    encoder: EncoderSpec = "auto",
     batch_size: int = DEFAULT_SINK_BATCH,
     stream: str | None = None,
     create: bool = False,
@@ -715,8 +550,8 @@ async def jetstream_sink(
         url: the server, ``"nats://host:4222"``.
         subject: where to publish; a stream must capture it.
         encoder: how a value becomes the payload: ``"auto"`` (bytes as they are, ``str`` as
-            UTF-8, anything else as JSON), ``"bytes"``, ``"text"``, ``"json"``, or a
-            function ``value -> bytes``.
+            UTF-8, anything else as JSON), ``"bytes"``, ``"text"``, ``"json"``, a record
+            class, or a function ``value -> bytes`` (:mod:`rxflow.connectors.codecs`).
         batch_size: the batch size a flow should use with this sink.
         stream: the stream that must store the messages: a publish that another stream (or
             none) would capture is refused by the server.
@@ -738,7 +573,7 @@ async def jetstream_sink(
         _check_jetstream_name(where, "stream", stream)
     elif create:
         raise ValueError(f"{where}: create=True needs the stream's name: pass stream=")
-    encode = _resolve_encoder(encoder)
+    encode = sink_encoder(where, encoder)
     async with (
         AsyncioHost() as host,
         _connected(host, url, connect_timeout, connect_options) as client,
@@ -746,11 +581,7 @@ async def jetstream_sink(
         js = client.jetstream()
         if stream is not None:
             await host.call(_ensure_stream, js, stream, subject, create)
+        publishing = AddressedPublisher(host, _Publishing(js, stream).publish, subject)
         yield JetStreamSink(
-            host=host,
-            js=js,
-            subject=subject,
-            stream=stream,
-            encoder=encode,
-            batch_size=batch_size,
+            publishing, encode, subject=subject, stream=stream, batch_size=batch_size, name=where
         )

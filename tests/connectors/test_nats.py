@@ -125,13 +125,18 @@ async def test_unacked_messages_are_delivered_again_after_ack_wait(url: str, str
     async with jetstream_source(
         url, stream, f"{stream}.>", "redo", codec="json", batch=5, ack_wait=1
     ) as source:
-        for message in await take(source, 5):
+        first = await take(source, 5)
+        for message in first:
+            assert message.settlement.redelivered is False
             if message.value % 2 == 0:
                 await message.ack()
         # 1 and 3 were not acked: JetStream hands them out again once ack_wait passed.
         again = await take(source, 2)
         assert sorted(m.value for m in again) == [1, 3]
         for message in again:
+            assert message.settlement.redelivered is True  # JetStream's num_delivered
+            # The same stream sequence on every delivery: a flow counts it once.
+            assert message.identity == first[message.value].identity
             await message.ack()
         await all_acked(source)
 
@@ -256,6 +261,7 @@ async def test_the_sink_checks_its_stream(url: str, stream: str) -> None:
     ("kwargs", "error", "match"),
     [
         ({"batch": 0}, ValueError, "batch"),
+        ({"read_ahead_bytes": 0}, ValueError, "read_ahead_bytes"),
         ({"fetch_timeout": -1}, ValueError, "fetch_timeout"),
         ({"ack_wait": 0}, ValueError, "ack_wait"),
         ({"durable": ""}, TypeError, "durable"),
@@ -296,11 +302,14 @@ async def test_the_sink_says_when_no_stream_captures_the_subject(url: str) -> No
 
 
 async def test_sink_encoders(url: str, stream: str) -> None:
-    async with jetstream_sink(url, f"{stream}.e") as sink:
+    async with jetstream_sink(url, f"{stream}.e") as sink:  # "auto"
         await sink.send_batch([b"raw", "text", {"json": True}])
+    async with jetstream_sink(url, f"{stream}.e", encoder="json") as sink:
+        await sink.send("quoted")
     async with jetstream_sink(url, f"{stream}.e", encoder="bytes") as sink:
-        with pytest.raises(TypeError, match="takes bytes"):
+        with pytest.raises(TypeError, match="writes bytes"):
             await sink.send("not bytes")
+        assert sink.sent == 0
     async with jetstream_source(url, stream, f"{stream}.>", "enc") as source:
-        values = [m.value for m in await take(source, 3)]
-    assert sorted(values) == sorted([b"raw", b"text", b'{"json": true}'])
+        values = [m.value for m in await take(source, 4)]
+    assert sorted(values) == sorted([b"raw", b"text", b'{"json":true}', b'"quoted"'])
