@@ -116,10 +116,12 @@ class System(abc.ABC):
 
     @abc.abstractmethod
     def source(
-        self, url: str, channel: Channel, **options: Any
+        self, url: str, channel: Channel, *, worker: str = "a", **options: Any
     ) -> AbstractAsyncContextManager[Any]:
-        """rxflow's source on the channel, always as the same consumer (a durable, a group
-        member, a session), so a second source gets what the first left unacknowledged."""
+        """rxflow's source on the channel, as a worker of one consumer group: the same
+        durable (NATS), queue (RabbitMQ), session (MQTT: one connection at a time) or table,
+        or, in Redis, the group's member named ``worker``. The same worker again gets what
+        it left unacknowledged; another worker gets what the system hands back."""
 
     def sink(self, url: str, channel: Channel, **options: Any) -> AbstractAsyncContextManager[Any]:
         """rxflow's sink into the channel's output (items from :meth:`item`)."""
@@ -206,7 +208,7 @@ class JetStream(System):
         return [subject] * len(payloads)
 
     def source(
-        self, url: str, channel: Channel, **options: Any
+        self, url: str, channel: Channel, *, worker: str = "a", **options: Any
     ) -> AbstractAsyncContextManager[Any]:
         name = channel.name
         options = {"ack_wait": ACK_WAIT_S, "fetch_timeout": 0.5, **options}
@@ -248,7 +250,7 @@ class RedisStreams(System):
     name = "redis"
     service = "redis"
     read_ahead_option = "batch"
-    group, consumer = "contract", "worker"
+    group = "contract"
 
     def url(self, host: str, port: int, credentials: str | None = None) -> str:
         return f"redis://{credentials + '@' if credentials else ''}{host}:{port}/0"
@@ -280,10 +282,10 @@ class RedisStreams(System):
         return keys
 
     def source(
-        self, url: str, channel: Channel, **options: Any
+        self, url: str, channel: Channel, *, worker: str = "a", **options: Any
     ) -> AbstractAsyncContextManager[Any]:
         options = {"block_ms": 100, **options}
-        return redis_stream_source(url, channel.name, self.group, self.consumer, **options)
+        return redis_stream_source(url, channel.name, self.group, worker, **options)
 
     def sink(self, url: str, channel: Channel, **options: Any) -> AbstractAsyncContextManager[Any]:
         return redis_stream_sink(url, f"{channel.name}:out", **options)
@@ -360,7 +362,7 @@ class RabbitMQ(System):
         return [channel.name] * len(payloads)
 
     def source(
-        self, url: str, channel: Channel, **options: Any
+        self, url: str, channel: Channel, *, worker: str = "a", **options: Any
     ) -> AbstractAsyncContextManager[Any]:
         return rabbitmq_source(url, channel.name, durable=False, **options)
 
@@ -481,7 +483,7 @@ class MQTT(System):
         return [topic] * len(payloads)
 
     def source(
-        self, url: str, channel: Channel, **options: Any
+        self, url: str, channel: Channel, *, worker: str = "a", **options: Any
     ) -> AbstractAsyncContextManager[Any]:
         topic, session = self._topic(channel, "in"), self._session(channel, "in")
         options = {"session_expiry": SESSION_EXPIRY_S, **options}
@@ -583,7 +585,7 @@ class PostgresTable(_Postgres):
         return keys
 
     def source(
-        self, url: str, channel: Channel, **options: Any
+        self, url: str, channel: Channel, *, worker: str = "a", **options: Any
     ) -> AbstractAsyncContextManager[Any]:
         options = {"codec": "bytes", "poll_interval": 0.05, **options}
         return postgres_table_source(
@@ -643,7 +645,7 @@ class PostgresListen(_Postgres):
         return [channel.name] * len(payloads)
 
     def source(
-        self, url: str, channel: Channel, **options: Any
+        self, url: str, channel: Channel, *, worker: str = "a", **options: Any
     ) -> AbstractAsyncContextManager[Any]:
         return postgres_listen_source(url, channel.name, **options)
 

@@ -248,6 +248,24 @@ async def test_an_aborted_flow_leaves_every_unacked_record_for_the_next_source(r
     await assert_held(rig, 0)
 
 
+@needs("ack", "redelivery")
+async def test_what_a_closed_source_read_ahead_comes_at_once_to_another_worker(rig: Rig) -> None:
+    payloads = [b"%d" % n for n in range(20)]
+    await rig.publish(*payloads)
+    # A redelivery after the system's own timeout would not be at once.
+    options = {rig.system.read_ahead_option: 5, **rig.system.no_timed_redelivery}
+    async with rig.source(**options) as first:
+        (taken,) = await take(aiter(first), 1)
+        await taken.ack()
+        # Read ahead and never handed out: the rest of a fetched batch, or a pushed window.
+        await wait_until(lambda: _delivered_reaches(rig, first, 4))
+    async with rig.source(worker="b", **options) as second:
+        rest = await consume_until(second, lambda got: set(got) >= set(payloads[1:]))
+    assert taken.value == payloads[0]
+    assert sorted(rest) == sorted(payloads[1:])
+    await assert_held(rig, 0)
+
+
 @needs("ack", "redelivery", "identity")
 async def test_a_record_delivered_again_has_the_same_identity(rig: Rig) -> None:
     await rig.publish(b"a", b"b")
