@@ -5,6 +5,13 @@
 writes with httpx: ``response.aiter_lines()``, collecting ``data:`` lines and dispatching
 on blank lines. Both decode each event's data as JSON.
 
+``sse_parse``: the wire format alone, events per second of CPU time parsed from the same
+bytes cut in 64 KiB chunks: rxflow's ``SseParser.feed`` against httpx-sse's public
+``EventSource(response).aiter_sse()`` over an ``httpx.Response`` streaming those chunks
+(each row also gives httpx-sse's line and event decoders driven by hand, as a bounded
+wrapper would have to drive them). It is the measurement behind keeping rxflow's parser
+(rxflow/connectors/http/_sse_wire.py).
+
 ``post``: items per second POSTed as JSON arrays of ``BATCH``: ``http_post_sink(...)
 .send_batch(batch)`` against ``client.post(url, content=json.dumps(batch))``, each waiting
 for the server's 204; both build the same batches the same way.
@@ -16,6 +23,7 @@ beforehand, and each run times the transfer only.
 
 from __future__ import annotations
 
+import codecs
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -29,7 +37,7 @@ from reactivex import operators as ops
 from benchmarks._measure import BACKENDS, row
 from rxflow import open_pipe
 from rxflow.connectors import Message
-from rxflow.connectors.http import http_post_sink, sse_source
+from rxflow.connectors.http import SseParser, http_post_sink, sse_source
 from tests.connectors.http_server import Exchange, HttpServer, serving
 
 BATCH = 100
@@ -109,6 +117,65 @@ def sse(quick: bool) -> Iterator[dict[str, Any]]:
     count = 30_000 if quick else 500_000
     yield from compare("sse_consume_ack", "raw_httpx_aiter_lines_parse", sse_rxflow,
                        sse_raw_httpx, count, count * (count - 1) // 2, quick)  # fmt: skip
+
+
+# -- the wire format alone -----------------------------------------------------------------
+
+
+def chunks_of(body: bytes) -> list[bytes]:
+    return [body[start : start + CHUNK] for start in range(0, len(body), CHUNK)]
+
+
+async def parse_rxflow(chunks: list[bytes]) -> int:
+    parser, events = SseParser(), 0
+    for chunk in chunks:
+        events += len(parser.feed(chunk))
+    return events
+
+
+async def parse_httpx_sse(chunks: list[bytes]) -> int:
+    from httpx_sse import EventSource  # the bench extra
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+    events = 0
+    async for _ in EventSource(response).aiter_sse():
+        events += 1
+    return events
+
+
+async def parse_httpx_sse_decoders(chunks: list[bytes]) -> int:
+    from httpx_sse._decoders import SSEDecoder, SSELineDecoder  # private: what a bound needs
+
+    text = codecs.getincrementaldecoder("utf-8-sig")("replace")
+    lines, decoder, events = SSELineDecoder(), SSEDecoder(), 0
+    for chunk in chunks:
+        for line in lines.decode(text.decode(chunk)):
+            if decoder.decode(line) is not None:
+                events += 1
+    return events
+
+
+def sse_parse(quick: bool) -> Iterator[dict[str, Any]]:
+    count = 30_000 if quick else 300_000
+    chunks = chunks_of(event_stream(count))
+    parsers = (parse_rxflow, parse_httpx_sse, parse_httpx_sse_decoders)
+    for backend in BACKENDS:
+        best = dict.fromkeys(parsers, float("inf"))
+        for _ in range(3 if quick else 7):  # interleaved, so that a busy spell hits all
+            for parse in parsers:
+                started = time.process_time()
+                events = anyio.run(parse, chunks, backend=backend)
+                best[parse] = min(best[parse], time.process_time() - started)
+                if events != count:
+                    raise AssertionError(f"{parse.__name__}: {events} events, not {count}")
+        ours, theirs, by_hand = (count / best[parse] for parse in parsers)
+        yield row("sse_parse_cpu", backend, count, ours, "httpx_sse_aiter_sse", theirs,
+                  httpx_sse_decoders_per_s=round(by_hand),
+                  ratio_to_decoders=round(ours / by_hand, 3))  # fmt: skip
 
 
 # -- POST batches --------------------------------------------------------------------------
@@ -195,7 +262,11 @@ def compare(
         )
 
 
-CASES: dict[str, Callable[[bool], Iterable[dict[str, Any]]]] = {"http_sse": sse, "http_post": post}
+CASES: dict[str, Callable[[bool], Iterable[dict[str, Any]]]] = {
+    "http_sse": sse,
+    "http_sse_parse": sse_parse,
+    "http_post": post,
+}
 
 if __name__ == "__main__":
     for case in CASES.values():
