@@ -20,10 +20,10 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from rxflow._checks import check_count, check_function
+from rxflow._holds import Hold, current_holds
 from rxflow._stage_metrics import StageMetrics, stage_name
 from rxflow._typevars import ItemT, ResultT
 from rxflow.errors import NoTaskGroupError
-from rxflow.flow._delivery import current_delivery
 from rxflow.scheduler import AnyioScheduler
 from rxflow.strategies import (
     FAIL_FAST,
@@ -101,9 +101,10 @@ class _Run:
         self.upstream_done = False
         self.ended = False
         self.scopes: set[anyio.CancelScope] = set()
-        # In a flow: claims on the source messages of the items in hand (rxflow._delivery)
-        self.delivery = current_delivery()
-        self.tokens: dict[int, int | None] = {}
+        # The holds on the items in hand, by sequence (in a flow, claims on their source
+        # messages: rxflow._holds); released when each one's result is emitted or skipped.
+        self.holds = current_holds()
+        self.held: dict[int, Hold] = {}
 
     # -- from upstream -------------------------------------------------------------------
 
@@ -111,8 +112,7 @@ class _Run:
         if self.ended:
             return
         self.metrics.received += 1
-        if self.delivery is not None:
-            self.tokens[self.next_sequence] = self.delivery.hold()
+        self.held[self.next_sequence] = self.holds.hold()
         self.waiting.append((self.next_sequence, item))
         self.next_sequence += 1
         self.in_hand += 1
@@ -171,12 +171,9 @@ class _Run:
 
     def _emit(self, sequence: int, result: Any) -> None:
         self.in_hand -= 1
-        if self.delivery is None:
-            self._emit_now(result)
-            return
         # The result carries the claim on its item's source message (a skipped one lets
         # it go: the item was handled).
-        with self.delivery.emitting((self.tokens.pop(sequence, None),)):
+        with self.holds.emitting((self.held.pop(sequence, None),)):
             self._emit_now(result)
 
     def _emit_now(self, result: Any) -> None:

@@ -33,9 +33,9 @@ from collections.abc import (
     Hashable,
     Iterable,
     Iterator,
+    Sequence,
 )
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from typing import Any
 
@@ -44,18 +44,11 @@ import attrs
 from reactivex import Observable
 from reactivex import operators as ops
 
+from rxflow._holds import AckHolds, holds_activated
 from rxflow._source_time import SourceTime
 from rxflow.errors import InFlightLimitError
 
 logger = logging.getLogger("rxflow")
-
-_current: ContextVar[Delivery | None] = ContextVar("rxflow_delivery", default=None)
-
-
-def current_delivery() -> Delivery | None:
-    """The delivery tracking of the flow this code runs in, if any (operators read it when
-    they are subscribed; tasks a flow starts inherit it)."""
-    return _current.get()
 
 
 class SourceAccount:
@@ -102,8 +95,10 @@ class _Entry:
         self.copies: list[Any] = []  # redeliveries of it that arrived meanwhile: acked with it
 
 
-class Delivery:
-    """Claims on the messages a flow admitted (see the module docstring)."""
+class Delivery(AckHolds):
+    """Claims on the messages a flow admitted (see the module docstring). It is the
+    flow's :class:`~rxflow._holds.AckHolds`: stateful operators reach it through
+    :func:`rxflow._holds.current_holds` while :meth:`activated`."""
 
     def __init__(
         self, on_settled: Callable[[Any], object], source_time: SourceTime | None = None
@@ -126,14 +121,9 @@ class Delivery:
         """Messages admitted and not settled yet."""
         return len(self._entries)
 
-    @contextmanager
-    def activated(self) -> Iterator[Delivery]:
-        """Make this the tracking that operators subscribed in this context see."""
-        token = _current.set(self)
-        try:
-            yield self
-        finally:
-            _current.reset(token)
+    def activated(self) -> AbstractContextManager[AckHolds]:
+        """Make this the holds that operators subscribed in this context see."""
+        return holds_activated(self)
 
     # -- the pump's side -----------------------------------------------------------------
 
@@ -191,6 +181,19 @@ class Delivery:
                     raise _in_flight_limit_reached(account)
         return sequence
 
+    def keep(self, item: Any) -> tuple[Any, int | None]:
+        """``item`` with a hold on its message (see :meth:`hold`), as one entry."""
+        return item, self.hold()
+
+    def item_of(self, entry: tuple[Any, int | None]) -> Any:
+        return entry[0]
+
+    def unpack(
+        self, entries: Sequence[tuple[Any, int | None]]
+    ) -> tuple[tuple[Any, ...], list[int | None]]:
+        """The items and the holds of entries that :meth:`keep` made."""
+        return tuple(item for item, _ in entries), [token for _, token in entries]
+
     @contextmanager
     def emitting(self, tokens: Iterable[int | None]) -> Iterator[None]:
         """Around an operator's ``on_next`` of what its held items became: each output
@@ -198,12 +201,12 @@ class Delivery:
         held = tuple(token for token in tokens if token is not None)
         with self.attached(held):
             yield
-        self.release_holds(held)
+        self.release(held)
 
     @contextmanager
     def attached(self, tokens: Iterable[int | None]) -> Iterator[None]:
         """Outputs emitted inside claim the messages of ``tokens`` too; the operator keeps
-        its own claims (an item that is in more than one window: see release_holds)."""
+        its own claims (an item that is in more than one window: see release)."""
         held = tuple(token for token in tokens if token is not None)
         previous, self._attached = self._attached, self._attached + held
         try:
@@ -211,7 +214,7 @@ class Delivery:
         finally:
             self._attached = previous
 
-    def release_holds(self, tokens: Iterable[int | None]) -> None:
+    def release(self, tokens: Iterable[int | None]) -> None:
         """An operator is done with the items it held under ``tokens``."""
         entries = self._entries
         for sequence in tokens:

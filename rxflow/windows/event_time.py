@@ -39,10 +39,10 @@ from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposab
 from reactivex.scheduler import TimeoutScheduler
 from reactivex.subject import Subject
 
+from rxflow._holds import Hold, current_holds
 from rxflow._source_time import current_source_time
 from rxflow._stage_metrics import StageMetrics
 from rxflow._typevars import TimedT
-from rxflow.flow._delivery import current_delivery
 from rxflow.scheduler import AnyioScheduler
 from rxflow.windows._window import Window
 from rxflow.windows.processing import clock_of
@@ -87,8 +87,9 @@ class _Open:
     first: float = 0.0  # sessions: the earliest and latest timestamps in it
     last: float = 0.0
     index: int = 0  # aligned windows: start = index * every
-    # In a flow: claims on the source messages of the items not emitted yet (rxflow._delivery)
-    tokens: list[int | None] = attrs.field(factory=list)
+    # The holds on the items not emitted yet (in a flow, claims on their source messages:
+    # rxflow._holds), one per item placed in this window.
+    holds: list[Hold] = attrs.field(factory=list)
 
 
 class EventTimeWindows(Generic[TimedT]):
@@ -187,7 +188,7 @@ class _Run:
             if source_time is not None and isinstance(scheduler, AnyioScheduler)
             else self.now
         )
-        self.delivery = current_delivery()
+        self.holds = current_holds()
         # Read once: on_next runs per item, and attribute chains cost there.
         aligned = spec.aligned
         self.tumbling_every = aligned.every if aligned is not None and not aligned.sliding else None
@@ -223,8 +224,7 @@ class _Run:
                 if window is not None and not window.emitted:
                     window.items.append(item)
                     self.held += 1
-                    if self.delivery is not None:
-                        window.tokens.append(self.delivery.hold())
+                    window.holds.append(self.holds.hold())
                 elif not self._place(item, key, index, window):
                     missed_a_window = True
         if missed_a_window and spec.late == "side":
@@ -311,7 +311,7 @@ class _Run:
         session = _Open(key, t, t + gap, [], next(self.order), first=t, last=t)
         for merged in sorted(merging, key=lambda s: s.order):
             session.items.extend(merged.items)
-            session.tokens.extend(merged.tokens)
+            session.holds.extend(merged.holds)
             sessions.remove(merged)
         self._add(session, item)
         sessions.append(session)
@@ -336,8 +336,7 @@ class _Run:
     def _add(self, window: _Open, item: Any) -> None:
         window.items.append(item)
         self.held += 1
-        if self.delivery is not None:
-            window.tokens.append(self.delivery.hold())
+        window.holds.append(self.holds.hold())
 
     # -- late items ----------------------------------------------------------------------
 
@@ -426,12 +425,9 @@ class _Run:
     def _emit(self, window: _Open, *, update: bool) -> None:
         self.spec.metrics.emitted += 1
         emitted = Window(window.key, window.start, window.end, tuple(window.items), update=update)
-        if self.delivery is None:
-            self.observer.on_next(emitted)
-            return
         # The window's output now carries the claims on its items' source messages.
-        tokens, window.tokens = window.tokens, []
-        with self.delivery.emitting(tokens):
+        held, window.holds = window.holds, []
+        with self.holds.emitting(held):
             self.observer.on_next(emitted)
 
     # -- idleness ------------------------------------------------------------------------

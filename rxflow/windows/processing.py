@@ -24,8 +24,8 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.scheduler import TimeoutScheduler
 
+from rxflow._holds import AckHolds, Hold, current_holds
 from rxflow._stage_metrics import StageMetrics
-from rxflow.flow._delivery import Delivery, current_delivery
 from rxflow.windows._window import Window
 
 T = TypeVar("T")
@@ -136,7 +136,7 @@ class ProcessingTimeWindows:
         return reactivex.create(subscribe)
 
 
-Entry = tuple[Window[Any], list[int | None]]
+Entry = tuple[Window[Any], list[Hold]]
 
 
 class _SharedHolds:
@@ -145,52 +145,49 @@ class _SharedHolds:
     an item is in consecutive ones, so its hold is released when the first buffer without
     it closes (or the stream completes): one window late, never early."""
 
-    def __init__(self, delivery: Delivery) -> None:
-        self.delivery = delivery
-        self.in_last_buffer: set[int] = set()  # tokens of the items of the last buffer
+    def __init__(self, holds: AckHolds) -> None:
+        self.holds = holds
+        self.in_last_buffer: set[Hold] = set()  # holds of the items of the last buffer
 
-    def buffer_closed(self, windows: list[Entry]) -> list[int]:
-        """The tokens whose last window was the previous buffer's."""
-        now = {token for _, tokens in windows for token in tokens if token is not None}
-        done = [token for token in self.in_last_buffer if token not in now]
+    def buffer_closed(self, windows: list[Entry]) -> list[Hold]:
+        """The holds whose last window was the previous buffer's."""
+        now = {hold for _, holds in windows for hold in holds}
+        done = [hold for hold in self.in_last_buffer if hold not in now]
         self.in_last_buffer = now
         return done
 
     def finish(self) -> None:
         done, self.in_last_buffer = self.in_last_buffer, set()
-        self.delivery.release_holds(done)
+        self.holds.release(done)
 
 
 def emit_windows(
-    delivery: Delivery | None, metrics: StageMetrics, *, overlapping: bool = False
+    holds: AckHolds, metrics: StageMetrics, *, overlapping: bool = False
 ) -> Callable[[Observable[list[Entry]]], Observable[Window[Any]]]:
-    """Emit each ``(window, tokens)`` of a list, at once and in order (no scheduling, unlike
+    """Emit each ``(window, holds)`` of a list, at once and in order (no scheduling, unlike
     ``flat_map(from_iterable)``), each window carrying the claims of its items' source
-    messages in a flow (``tokens``; see :mod:`rxflow._delivery`). ``overlapping``: the
-    lists are the buffers of sliding windows, which share items (:class:`_SharedHolds`)."""
+    messages in a flow (see :mod:`rxflow._holds`). ``overlapping``: the lists are the
+    buffers of sliding windows, which share items (:class:`_SharedHolds`)."""
 
     def operator(source: Observable[list[Entry]]) -> Observable[Window[Any]]:
         def subscribe(
             observer: abc.ObserverBase[Window[Any]], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            shared = _SharedHolds(delivery) if delivery is not None and overlapping else None
+            shared = _SharedHolds(holds) if overlapping else None
 
             def on_next(windows: list[Entry]) -> None:
                 if shared is not None:
                     done = shared.buffer_closed(windows)
-                    for window, tokens in windows:
+                    for window, held in windows:
                         metrics.emitted += 1
-                        with shared.delivery.attached(tokens):
+                        with holds.attached(held):
                             observer.on_next(window)
-                    shared.delivery.release_holds(done)  # after: the new outputs claim first
+                    holds.release(done)  # after: the new outputs claim first
                     return
-                for window, tokens in windows:
+                for window, held in windows:
                     metrics.emitted += 1
-                    if delivery is None:
+                    with holds.emitting(held):
                         observer.on_next(window)
-                    else:
-                        with delivery.emitting(tokens):
-                            observer.on_next(window)
 
             def on_completed() -> None:
                 if shared is not None:
@@ -205,10 +202,10 @@ def emit_windows(
 
 
 def admit(
-    delivery: Delivery | None, run: _Run, metrics: StageMetrics
+    holds: AckHolds, run: _Run, metrics: StageMetrics
 ) -> Callable[[Observable[Any]], Observable[Any]]:
-    """Count each item in; in a flow, pair it with a claim on its source message, for the
-    window that will hold it."""
+    """Count each item in and keep it with its hold (in a flow, a claim on its source
+    message: :meth:`~rxflow._holds.AckHolds.keep`), for the window that will keep it."""
 
     arrivals = run.arrivals
 
@@ -220,13 +217,14 @@ def admit(
             # error guard cost a quarter of a tumbling window's time).
             push = observer.on_next
             now = run.now
+            keep = holds.keep
 
             def on_next(item: Any) -> None:
                 metrics.received += 1
                 run.held += 1
                 if arrivals is not None:
                     arrivals.append(now())
-                push(item if delivery is None else (item, delivery.hold()))
+                push(keep(item))
 
             return source.subscribe(
                 on_next, observer.on_error, observer.on_completed, scheduler=scheduler
@@ -238,27 +236,27 @@ def admit(
 
 
 def split_by_key(
+    holds: AckHolds,
     entries: list[Any],
     start: float,
     end: float,
     key: Callable[[Any], Any] | None,
-    tracked: bool,
 ) -> list[Entry]:
-    """The windows of one buffer, one per key; ``tracked`` entries are (item, token)."""
-    if not tracked:
-        if key is None:
-            return [(Window(None, start, end, tuple(entries)), [])]
-        by_key: dict[Any, list[Any]] = {}
-        for item in entries:
-            by_key.setdefault(key(item), []).append(item)
-        return [(Window(k, start, end, tuple(group)), []) for k, group in by_key.items()]
-    groups: dict[Any, list[tuple[Any, int | None]]] = {}
+    """The windows of one buffer of entries (:meth:`~rxflow._holds.AckHolds.keep`), one
+    per key."""
+    if key is None:
+        return [window_of(holds, None, start, end, entries)]
+    item_of = holds.item_of
+    groups: dict[Any, list[Any]] = {}
     for entry in entries:
-        groups.setdefault(key(entry[0]) if key is not None else None, []).append(entry)
-    return [
-        (Window(k, start, end, tuple(item for item, _ in group)), [t for _, t in group])
-        for k, group in groups.items()
-    ]
+        groups.setdefault(key(item_of(entry)), []).append(entry)
+    return [window_of(holds, k, start, end, group) for k, group in groups.items()]
+
+
+def window_of(holds: AckHolds, key: Any, start: float, end: float, entries: list[Any]) -> Entry:
+    """The window of ``entries``, with the holds on its items."""
+    items, held = holds.unpack(entries)
+    return Window(key, start, end, items), held
 
 
 def buffered_windows(
@@ -275,7 +273,7 @@ def buffered_windows(
     def build(source: Observable[Any], chosen: abc.SchedulerBase, run: _Run) -> Observable[Any]:
         now = run.now
         opened = [now()]  # when the oldest window still open opened
-        delivery = current_delivery()
+        holds = current_holds()
 
         def to_windows(entries: list[Any]) -> list[Entry]:
             # Windows close in the order they opened: back to back when tumbling (a full
@@ -286,16 +284,16 @@ def buffered_windows(
             run.released(len(entries), opened[0])
             if not entries:
                 return [(Window(None, start, end, ()), [])] if emit_empty else []
-            return split_by_key(entries, start, end, key, delivery is not None)
+            return split_by_key(holds, entries, start, end, key)
 
-        source = source.pipe(admit(delivery, run, windows.metrics))
+        entries = source.pipe(admit(holds, run, windows.metrics))
         if max_count is not None:
-            buffers = source.pipe(ops.buffer_with_time_or_count(span, max_count, scheduler=chosen))
+            buffers = entries.pipe(ops.buffer_with_time_or_count(span, max_count, scheduler=chosen))
         else:
-            buffers = source.pipe(ops.buffer_with_time(span, every, scheduler=chosen))
+            buffers = entries.pipe(ops.buffer_with_time(span, every, scheduler=chosen))
         return buffers.pipe(
             ops.map(to_windows),
-            emit_windows(delivery, windows.metrics, overlapping=every is not None),
+            emit_windows(holds, windows.metrics, overlapping=every is not None),
         )
 
     windows = ProcessingTimeWindows(build, scheduler, every is not None, name)
@@ -313,8 +311,12 @@ def sessions(
 
     def build(source: Observable[Any], chosen: abc.SchedulerBase, run: _Run) -> Observable[Any]:
         now = run.now
-        delivery = current_delivery()
-        key_of = key if delivery is None else (lambda entry: key(entry[0]))
+        holds = current_holds()
+
+        item_of = holds.item_of
+
+        def key_of(entry: Any) -> Any:
+            return key(item_of(entry))
 
         def until_quiet(group: Observable[Any]) -> Observable[Any]:
             quiet = group.pipe(ops.debounce(gap, scheduler=chosen))
@@ -327,19 +329,16 @@ def sessions(
 
             def close(entries: list[Any]) -> list[Entry]:
                 run.released(len(entries), 0.0)
-                if delivery is None:
-                    return [(Window(group.key, start, now(), tuple(entries)), [])]
-                items = tuple(item for item, _ in entries)
-                return [(Window(group.key, start, now(), items), [t for _, t in entries])]
+                return [window_of(holds, group.key, start, now(), entries)]
 
             closed: Observable[list[Entry]] = group.pipe(ops.to_list(), ops.map(close))
             return closed
 
         return source.pipe(
-            admit(delivery, run, windows.metrics),
+            admit(holds, run, windows.metrics),
             ops.group_by_until(key_of, None, until_quiet),
             ops.flat_map(to_window),
-            emit_windows(delivery, windows.metrics),
+            emit_windows(holds, windows.metrics),
         )
 
     windows = ProcessingTimeWindows(build, scheduler, False, name)
