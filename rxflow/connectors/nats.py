@@ -15,9 +15,9 @@ The sink publishes to a subject and waits for JetStream's ``PubAck``: when ``sen
 the message is stored in a stream.
 
 Under trio, every client call runs on an asyncio loop in a worker thread
-(:class:`~rxflow.connectors._asyncio_host.AsyncioHost`); the API is the same. There, acks
-are queued and a task of the source hands them over in batches, since a round trip to that
-thread per ack would cost more than the rest of a message's way.
+(:class:`~rxflow.connectors._asyncio_host.AsyncioHost`); the API is the same. The source
+loop, read-ahead bounds and ack batching are the connector kit's
+(:mod:`rxflow.connectors._kit`); this module holds JetStream's own calls.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import anyio
 
@@ -36,7 +36,6 @@ from rxflow.connectors._kit import (
     DEFAULT_READ_AHEAD_BYTES,
     NO_HEADERS,
     AddressedPublisher,
-    BrokerSettlement,
     BrokerSink,
     BrokerSource,
     Incoming,
@@ -65,7 +64,6 @@ with requires_extra("nats"):
     from nats.aio.msg import Msg
 
 __all__ = [
-    "JetStreamSettlement",
     "JetStreamSink",
     "JetStreamSource",
     "jetstream_sink",
@@ -164,20 +162,30 @@ async def _ensure_stream(js: Any, stream: str, subject: str, create: bool) -> An
         return None
 
 
+class _Subscribed(NamedTuple):
+    subscription: Any  # nats-py's pull subscription of the durable consumer
+    in_flight_limit: InFlightLimit | None  # the durable's own max_ack_pending
+    typical_size: int | None  # the stream's average message size (None if it is empty)
+
+
 async def _subscribe(
     client: Any, stream: str, subject: str, durable: str, config: Any, create: bool
-) -> tuple[Any, int | None]:
-    """The pull subscription of the durable consumer, creating what is missing; and the
-    average size of the stream's messages (None if it is empty), as JetStream counts it."""
+) -> _Subscribed:
+    """The durable consumer's pull subscription, creating what is missing."""
     js = client.jetstream()
-    info = await _ensure_stream(js, stream, subject, create)
-    # pull_subscribe creates the durable consumer with ``config`` unless it exists already.
+    stream_info = await _ensure_stream(js, stream, subject, create)
+    # pull_subscribe creates the durable consumer with ``config`` unless it exists already,
+    # so its max_ack_pending may differ from ours: ask.
     subscription = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
-    state = info.state if info is not None else None
+    pending_limit = (await subscription.consumer_info()).config.max_ack_pending or 0
     # The stream's bytes count subjects, headers and storage overhead too: a little more
     # than the payloads, so a first fetch sized by it stays within the read-ahead bytes.
-    typical = state.bytes // state.messages if state is not None and state.messages else None
-    return subscription, typical
+    state = stream_info.state if stream_info is not None else None
+    return _Subscribed(
+        subscription,
+        InFlightLimit(pending_limit, "max_ack_pending") if pending_limit > 0 else None,
+        state.bytes // state.messages if state is not None and state.messages else None,
+    )
 
 
 async def _settle_all(settlements: Sequence[tuple[Msg, Verb]], confirm_acks: bool) -> None:
@@ -208,18 +216,16 @@ class _Reader:
     def __init__(
         self,
         host: AsyncioHost,
-        subscription: Any,
-        *,
+        subscribed: _Subscribed,
         name: str,
+        *,
         fetch_timeout: float,
         confirm_acks: bool,
-        in_flight_limit: InFlightLimit | None,
     ) -> None:
-        self._host, self.subscription, self.name = host, subscription, name
-        self._fetch_timeout = fetch_timeout
-        self._confirm_acks = confirm_acks
+        self._host, self.subscription, self.name = host, subscribed.subscription, name
+        self._fetch_timeout, self._confirm_acks = fetch_timeout, confirm_acks
         # The durable's max_ack_pending: JetStream delivers no more unacknowledged messages.
-        self.in_flight_limit = in_flight_limit
+        self.in_flight_limit = subscribed.in_flight_limit
         # Under trio each call is a hop to the client's thread: settlements are queued and
         # written in runs, unless each ack is to wait for the server's confirmation.
         self.queues_settlements = host.hosted and not confirm_acks
@@ -275,13 +281,6 @@ def _incoming(msg: Msg) -> Incoming[Msg]:
     )
 
 
-JetStreamSettlement = BrokerSettlement
-"""Settles one message: ``ack`` is ``msg.ack()`` (``ack_sync`` with ``confirm_acks``), a
-nack with requeue ``msg.nak()`` (delivered again at once), without ``msg.term()``;
-``redelivered`` says JetStream delivered it before. (The kit's
-:class:`~rxflow.connectors._kit.BrokerSettlement`.)"""
-
-
 class JetStreamSource(BrokerSource[Any, Msg]):
     """The async iterable :func:`jetstream_source` yields: the consumer's messages as
     :class:`~rxflow.connectors.Message` records (key: the subject; identity: the stream
@@ -302,12 +301,8 @@ class JetStreamSource(BrokerSource[Any, Msg]):
 
     Example (needs a NATS server with JetStream)::
 
-        async with jetstream_source(
-            "nats://localhost:4222", "ORDERS", "orders.>", "billing", codec="json"
-        ) as orders:
-            async for message in orders:
-                print(message.key, message.value)
-                await message.ack()
+        async with jetstream_source(url, "ORDERS", "orders.>", "billing") as orders:
+            print((await orders.consumer_info()).num_pending, orders.in_flight_limit)
     """
 
     def __init__(
@@ -352,9 +347,9 @@ async def jetstream_source(
         subject: the consumer's filter subject (wildcards allowed, ``"orders.>"``).
         durable: the durable consumer's name. Workers that use the same name share the
             messages; the consumer, and what it has acknowledged, outlives the connection.
-        codec: ``"bytes"``, ``"text"``, ``"json"`` or a function ``bytes -> value``.
-        on_decode_error: the decode policy, ``"raise"``, ``"skip"`` or ``"dead_letter"``
-            (:mod:`rxflow.connectors.codecs`).
+        codec: ``"bytes"``, ``"text"``, ``"json"``, a record class, an Avro reader or a
+            function ``bytes -> value`` (:mod:`rxflow.connectors.codecs`).
+        on_decode_error: the decode policy, ``"raise"``, ``"skip"`` or ``"dead_letter"``.
         dead_letter: the function given what fails to decode, with ``"dead_letter"``.
         batch: the most messages one fetch asks for. A fetch happens only when the consumer
             wants a message and the previous fetch is used up.
@@ -427,35 +422,23 @@ async def jetstream_source(
         AsyncioHost() as host,
         _connected(host, url, connect_timeout, connect_options) as client,
     ):
-        subscription, typical_size = await host.call(
-            _subscribe, client, stream, subject, durable, config, create
+        subscribed = await host.call(_subscribe, client, stream, subject, durable, config, create)
+        reader = _Reader(
+            host, subscribed, decoder.source, fetch_timeout=fetch_timeout, confirm_acks=confirm_acks
         )
         try:
-            # The durable's own setting, which an existing consumer may have set differently.
-            info = await host.call(subscription.consumer_info)
-            pending_limit = info.config.max_ack_pending or 0
-            reader = _Reader(
-                host,
-                subscription,
-                name=decoder.source,
-                fetch_timeout=fetch_timeout,
-                confirm_acks=confirm_acks,
-                in_flight_limit=(
-                    InFlightLimit(pending_limit, "max_ack_pending") if pending_limit > 0 else None
-                ),
-            )
             async with JetStreamSource(
                 reader,
                 decoder,
                 connection=client,
                 read_ahead=batch,
                 read_ahead_bytes=read_ahead_bytes,
-                expected_size=typical_size,
+                expected_size=subscribed.typical_size,
             ) as source:
                 yield source
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
-                await host.call(subscription.unsubscribe)
+                await host.call(subscribed.subscription.unsubscribe)
 
 
 # -- sink -------------------------------------------------------------------------------
