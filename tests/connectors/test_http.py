@@ -7,6 +7,7 @@ asyncio and on trio with httpx doing real I/O; the trio-only tests drive time wi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -610,6 +611,34 @@ async def test_a_flow_relays_server_sent_events_to_a_post_endpoint() -> None:
     assert [item for batch in received for item in batch] == [{"n": n} for n in range(25)]
     assert all(len(batch) <= 10 for batch in received)
     assert snapshot["post"].emitted == 25
+
+
+@dataclasses.dataclass
+class Reading:
+    sensor: str
+    value: float
+
+
+@pytest.mark.anyio
+async def test_post_sink_encodes_records_and_refuses_what_makes_no_body() -> None:
+    received: list[Any] = []
+    async with (
+        serving({"POST /ingest": ingest_endpoint(received, [])}) as server,
+        http_post_sink(server.url("/ingest")) as as_json,
+        http_post_sink(server.url("/ingest"), encoder=Reading) as as_readings,
+    ):
+        await as_json.send_batch([Reading("a", 1.5), {"sensor": "b"}])
+        await as_readings.send_batch([Reading("c", 2.0), Message(Reading("d", 0.5))])
+        with pytest.raises(TypeError, match="encoder=Reading writes Reading records, got dict"):
+            await as_readings.send({"sensor": "e"})
+    assert received == [
+        [{"sensor": "a", "value": 1.5}, {"sensor": "b"}],
+        [{"sensor": "c", "value": 2.0}, {"sensor": "d", "value": 0.5}],
+    ]
+    with pytest.raises(ValueError, match=r"encoder='text' does not make a request body"):
+        await _enter(http_post_sink("http://example.com", encoder="text"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="encoder must be a function items -> bytes"):
+        await _enter(http_post_sink("http://example.com", encoder=42))  # type: ignore[arg-type]
 
 
 @pytest.mark.anyio

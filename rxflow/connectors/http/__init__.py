@@ -30,14 +30,14 @@ Example:
 
 from __future__ import annotations
 
-from rxflow.connectors.http._client import (  # noqa: F401 (importable here before the split)
+from rxflow.connectors.codecs import DeadLetter  # noqa: F401 (importable here before)
+from rxflow.connectors.http._client import (  # noqa: F401 (importable here before)
     DEFAULT_MAX_BODY_BYTES,
     ERROR_BODY_BYTES,
-    DeadLetter,
 )
 from rxflow.connectors.http._retry import DEFAULT_RETRY, MAX_BACKOFF
 from rxflow.connectors.http.poll import PollSource, poll_source
-from rxflow.connectors.http.post import HttpPostSink, http_post_sink
+from rxflow.connectors.http.post import BatchEncoder, HttpPostSink, http_post_sink
 from rxflow.connectors.http.sse import (
     DEFAULT_MAX_EVENT_BYTES,
     ServerSentEvent,
@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_EVENT_BYTES",
     "DEFAULT_RETRY",
+    "BatchEncoder",
     "MAX_BACKOFF",
     "HttpPostSink",
     "HttpResponseError",

@@ -4,13 +4,12 @@ bounded bodies and the errors that name the URL (its secrets masked)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._redact import mask_url, mask_urls_in, redact_logs_of
-from rxflow.connectors.codecs import DecodeFailure
 from rxflow.errors import HttpResponseError, ServiceUnavailableError
 
 with requires_extra("http"):
@@ -18,7 +17,6 @@ with requires_extra("http"):
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
-    "DeadLetter",
     "check_url",
     "end_chunks",
     "merged_query",
@@ -28,9 +26,6 @@ __all__ = [
     "unavailable",
     "using_client",
 ]
-
-DeadLetter = Callable[[DecodeFailure], Awaitable[object] | object]
-"""What a source's ``dead_letter=`` takes: a function, sync or async, of the failure."""
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 ERROR_BODY_BYTES = 200  # what an error quotes of a body it did not expect

@@ -15,10 +15,16 @@ from rxflow._checks import check_count, check_seconds
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._message import Message
 from rxflow.connectors._redact import mask_url
-from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodePolicy, Decoder
+from rxflow.connectors.codecs import (
+    SKIPPED,
+    Codec,
+    CodecName,
+    DeadLetter,
+    DecodePolicy,
+    Decoder,
+)
 from rxflow.connectors.http._client import (
     DEFAULT_MAX_BODY_BYTES,
-    DeadLetter,
     check_url,
     merged_query,
     using_client,

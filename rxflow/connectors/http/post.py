@@ -3,14 +3,14 @@ array by default) and returns once the server answered 2xx."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from rxflow._checks import check_count, check_function, check_seconds
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._message import Message
+from rxflow.connectors.codecs import encode_json, resolve_encoder
 from rxflow.connectors.http._client import check_url, using_client
 from rxflow.connectors.http._retry import request, retry_policy
 from rxflow.strategies import Retry
@@ -18,13 +18,41 @@ from rxflow.strategies import Retry
 with requires_extra("http"):
     import httpx
 
-__all__ = ["HttpPostSink", "http_post_sink"]
+__all__ = ["BatchEncoder", "HttpPostSink", "http_post_sink"]
+
+BatchEncoder: TypeAlias = Callable[[Sequence[Any]], bytes | str]
+"""A function that turns a whole batch into one request body."""
+
+
+def _values(items: Sequence[Any]) -> list[Any]:
+    """The batch as values: a :class:`~rxflow.connectors.Message` is sent as its value."""
+    return [item.value if isinstance(item, Message) else item for item in items]
 
 
 def _json_array(items: Sequence[Any]) -> bytes:
-    """A compact JSON array; a :class:`~rxflow.connectors.Message` is sent as its value."""
-    values = [item.value if isinstance(item, Message) else item for item in items]
-    return json.dumps(values, separators=(",", ":")).encode()
+    """A compact JSON array, written by the codecs' JSON (records as objects)."""
+    return encode_json(_values(items))
+
+
+def _batch_encoder(where: str, encoder: object) -> BatchEncoder:
+    """``encoder=`` as a function of the batch: ``"json"``, a record class (a JSON array of
+    its instances, each checked to be one) or the caller's own function."""
+    if encoder == "json":
+        return _json_array
+    if isinstance(encoder, type):
+        encode = resolve_encoder(encoder, where=where)  # refuses a class that is no record
+
+        def record_array(items: Sequence[Any]) -> bytes:
+            return b"[" + b",".join(map(encode, _values(items))) + b"]"
+
+        return record_array
+    name = encoder if isinstance(encoder, str) else None
+    if name is not None:  # a name of the per-value encoders ('auto', 'text', ...) or a typo
+        raise ValueError(
+            f"{where}: encoder={name!r} does not make a request body of a batch; pass "
+            "'json' (a JSON array, the default), a record class, or a function items -> body"
+        )
+    return check_function(where, "encoder", encoder, "items -> bytes")
 
 
 class HttpPostSink:
@@ -46,7 +74,7 @@ class HttpPostSink:
         url: str,
         *,
         batch_size: int,
-        encoder: Callable[[Sequence[Any]], bytes | str],
+        encoder: BatchEncoder,
         headers: Mapping[str, str],
         retry: Retry,
         request_timeout: float | None,
@@ -95,7 +123,7 @@ async def http_post_sink(
     *,
     batch_size: int = 100,
     client: httpx.AsyncClient | None = None,
-    encoder: Callable[[Sequence[Any]], bytes | str] = _json_array,
+    encoder: BatchEncoder | Literal["json"] | type[Any] = "json",
     content_type: str = "application/json",
     headers: Mapping[str, str] | None = None,
     retry: Retry | None = None,
@@ -109,8 +137,11 @@ async def http_post_sink(
         url: the ``http(s)`` address to POST to.
         batch_size: the batch size a :class:`rxflow.Flow` should use.
         client: an ``httpx.AsyncClient`` to use (and leave open); default: a new one.
-        encoder: turns a batch into the body; default: a compact JSON array (a ``Message``
-            in it is sent as its value).
+        encoder: how a batch becomes the body: ``"json"`` (default), a compact JSON array
+            written by :func:`rxflow.connectors.codecs.encode_json` (records as objects);
+            a record class, the same array of its instances, refusing anything else; or a
+            function ``items -> bytes`` (or ``str``). A ``Message`` in a batch is sent as
+            its value (a function gets the batch as it was sent).
         content_type: the ``Content-Type`` sent with every request.
         headers: sent with every request.
         retry: how a 5xx, 408 or 429 answer or a broken connection is retried, as an
@@ -140,7 +171,7 @@ async def http_post_sink(
     where = "http_post_sink"
     url = check_url(where, url)
     check_count(where, "batch_size", batch_size)
-    check_function(where, "encoder", encoder, "items -> bytes")
+    batch_encoder = _batch_encoder(where, encoder)
     check_seconds(where, "request_timeout", request_timeout, optional=True)
     policy = retry_policy(where, retry, retries, backoff)
     async with using_client(client) as http:
@@ -148,7 +179,7 @@ async def http_post_sink(
             http,
             url,
             batch_size=batch_size,
-            encoder=encoder,
+            encoder=batch_encoder,
             headers={"Content-Type": content_type, **(headers or {})},
             retry=policy,
             request_timeout=request_timeout,
