@@ -133,7 +133,9 @@ class Reader(Protocol[H]):
     async def release(self, unhanded: Sequence[H]) -> int:
         """As the source closes: give back records fetched and never handed out, so the
         system delivers them again soon (nak them, re-queue them), or leave them to its
-        redelivery. Returns how many were given back. Called shielded."""
+        redelivery. Returns how many were given back. Called shielded, at every close
+        (``unhanded`` may be empty: a system may also give back what a fetch cut off by
+        a cancellation took and never returned)."""
         ...
 
     async def held_back(self) -> bool:
@@ -368,9 +370,10 @@ class BrokerSource(Generic[T, H]):
             unhanded = [incoming.handle for incoming in self._fetched]
             self._fetched.clear()
             self.buffered_bytes = 0
-            if unhanded:
-                self._settler.outstanding -= len(unhanded)
-                self.released += await self.reader.release(unhanded)
+            self._settler.outstanding -= len(unhanded)
+            # Called with nothing unhanded too: the system may hold records for this
+            # consumer that no fetch returned (a reply lost to a cancelled fetch).
+            self.released += await self.reader.release(unhanded)
         self._settler.close()
 
     # -- reading -----------------------------------------------------------------------

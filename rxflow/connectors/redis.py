@@ -13,8 +13,12 @@ delivered again:
 
 What a source read ahead and never handed out is handed back when it closes, even on a
 graceful stop in the middle of a backlog: any worker's next claim takes it at once (see
-:meth:`RedisStreamSource._release`), and only what was taken and not acknowledged stays
-pending on the consumer.
+:meth:`_GroupReader.release`), and only what was taken and not acknowledged stays pending
+on the consumer.
+
+The source is the connector kit's :class:`~rxflow.connectors._kit.BrokerSource`: this
+module supplies what is special to Redis (the reads and claims, the in-hand set, the
+release at close); the kit owns decoding, read-ahead bounds and settlements.
 
 The sink appends entries with ``XADD``, a batch per pipelined round trip.
 
@@ -27,15 +31,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections import deque
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 import anyio
@@ -43,9 +39,15 @@ import anyio
 from rxflow._checks import check_count, check_name
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._extras import requires_extra
-from rxflow.connectors._message import InFlightLimit, Message, Settlement, describe
+from rxflow.connectors._kit import (
+    DEFAULT_READ_AHEAD_BYTES,
+    NO_HEADERS,
+    BrokerSource,
+    Incoming,
+    Verb,
+)
+from rxflow.connectors._message import InFlightLimit
 from rxflow.connectors.codecs import (
-    SKIPPED,
     Codec,
     CodecName,
     DecodeFailure,
@@ -76,7 +78,7 @@ dead (a silent network failure would otherwise hang the read forever)."""
 
 RELEASED_CONSUMER: Final = "rxflow-released"
 """The consumer a closing source moves its unread entries to, so that any worker's claim
-takes them at once (see :meth:`RedisStreamSource._release`); it never reads itself."""
+takes them at once (see :meth:`_GroupReader.release`); it never reads itself."""
 RELEASE_PAGE: Final = 1000
 RELEASE_TIMEOUT_S: Final = 5.0
 DEFAULT_CLAIM_IDLE_MS: Final = 60_000
@@ -133,138 +135,117 @@ async def _connected(
 # -- source -----------------------------------------------------------------------------
 
 
-class _StreamAck(Settlement):
-    """``XACK`` of one entry; a nack leaves it pending, to be re-read or claimed."""
+class _GroupReader:
+    """The kit's reader of one consumer of a group (see :class:`~rxflow.connectors._kit.Reader`).
 
-    __slots__ = ("_entry_id", "_source")
-
-    def __init__(self, source: RedisStreamSource, entry_id: EntryId) -> None:
-        super().__init__(identity=entry_id)  # the entry id: the same when claimed again
-        self._source = source
-        self._entry_id = entry_id
-
-    @property
-    def batch_acker(self) -> RedisStreamSource:
-        return self._source  # its ack_many() XACKs many entries at once
-
-    async def _ack(self) -> None:
-        await self._source._settle(self._entry_id, ack=True)
-
-    async def _nack(self, requeue: bool) -> None:
-        # Requeued, the entry stays pending and the source's next read re-reads it. Without
-        # requeue the group is done with it: XACK (it stays in the stream).
-        await self._source._settle(self._entry_id, ack=not requeue)
-
-
-class RedisStreamSource:
-    """The async iterable :func:`redis_stream_source` yields: the group's entries as
-    :class:`~rxflow.connectors.Message` records.
-
-    Attributes:
-        decoder: the :class:`~rxflow.connectors.Decoder`, with its counts (``decoded``,
-            ``skipped``, ``dead_lettered``).
-        name: ``"redis:<stream>"``, the messages' ``source``.
-        released: entries handed back to the group when the source closed: read ahead (or
-            re-read) and never handed out (see :meth:`_release`).
-
-    It is its own iterator: a second ``async for`` goes on where the first stopped. It holds
-    at most one read's worth (``batch``) of entries that it has not handed out yet.
-
-    Example:
-        With a Redis server running::
-
-            async with redis_stream_source("redis://localhost", "orders", "billing", "w1") as src:
-                async for message in src:
-                    print(message.key, message.value)
-                    await message.ack()
+    A fetch is one ``XREADGROUP`` (or ``XAUTOCLAIM``) of at most ``count`` entries: this
+    consumer's own pending entries first (those of a previous run, never acknowledged, and
+    nacked ones), then claims of entries idle on any consumer, then new entries. A read that
+    loses its connection is retried with backoff, and the pending list is read again: its
+    reply may have handed entries to this consumer.
     """
 
     def __init__(
         self,
-        *,
         host: AsyncioHost,
-        reader: Any,
+        reading: Any,
         commands: Any,
+        *,
         stream: str,
         group: str,
         consumer: str,
-        decoder: Decoder,
+        name: str,
         field: str | None,
-        batch: int,
         block_ms: int,
         claim_idle_ms: int | None,
     ) -> None:
         self._host = host
-        self._reader = reader  # reads and claims, without redis-py's retries
+        self._reading = reading  # reads and claims, without redis-py's retries
         self._commands = commands  # acks, with redis-py's retries (XACK is idempotent)
-        self.stream = stream
-        self.group = group
-        self.consumer = consumer
-        self.decoder = decoder
+        self.stream, self.group, self.consumer, self.name = stream, group, consumer, name
         self._field = field.encode() if field is not None else None
-        self._batch = batch
         self._block_ms = block_ms
         self._claim_idle_ms = claim_idle_ms
-        self.name = decoder.source
         # Redis delivers to a consumer group without a limit on unacknowledged entries.
         self.in_flight_limit: InFlightLimit | None = None
-        # Entries yielded and not settled yet: a re-read of the pending list after a lost
-        # connection, or a claim, must not deliver them a second time while they are in hand.
+        # XACK is answered: ack() returns once Redis has it, as it always did.
+        self.queues_settlements = False
+        # Entries fetched (handed out, or read ahead by the kit) and not settled: a re-read
+        # of the pending list, or a claim, must not deliver them again while they are held.
         self._in_hand: set[EntryId] = set()
-        # Entries yielded, then nacked, and not yielded again yet: taken, so not handed
-        # back to the group at close (see _release).
-        self._nacked_ids: set[EntryId] = set()
-        self._closed = False
-        # What was read and not handed out yet: at most one read's worth (`batch`).
-        self._entries: deque[Entry] = deque()
-        # Our own pending entries are read first (those of a previous run that were never
-        # acked), from this id on; None once they are all re-read and new entries come next.
+        # Entries nacked (left pending) and not fetched again yet: they were taken, so the
+        # close does not hand them back to the group.
+        self._nacked: set[EntryId] = set()
+        # Our own pending entries are read first, from this id on; None once they are all
+        # read again and new entries come next. A nack sets it back to the start.
         self._pending_after: bytes | None = b"0"
-        self._nacked = False  # an entry was nacked: re-read the pending list to redeliver it
         self._claim_cursor = b"0-0"
         self._next_claim = 0.0  # claim at once: a dead consumer's entries may be waiting
-        self.released = 0  # entries handed back to the group when the source closed
 
-    def __aiter__(self) -> RedisStreamSource:
-        return self
-
-    async def __anext__(self) -> Message[Any]:
-        while True:
-            if self._closed:  # what is left unread stays pending, for the next run
-                raise StopAsyncIteration
-            if not self._entries:
-                self._entries.extend(await self._fetch())
+    async def fetch(self, count: int, max_bytes: int) -> list[Incoming[EntryId]]:
+        """One read or claim; entries held already are left out, deleted ones acked."""
+        fetched: list[Incoming[EntryId]] = []
+        gone: list[EntryId] = []
+        for entry_id, fields in await self._read_reconnecting(count):
+            if entry_id in self._in_hand:
                 continue
-            message = await self._message(*self._entries.popleft())
-            if message is not None:
-                return message
+            if not fields:  # deleted or trimmed from the stream while pending: nothing to do
+                gone.append(entry_id)
+                continue
+            self._in_hand.add(entry_id)
+            self._nacked.discard(entry_id)
+            fetched.append(self._incoming(entry_id, fields))
+        if gone:
+            await self._xack(gone)
+        return fetched
 
-    async def _fetch(self) -> list[Entry]:
-        """One read (or claim) of at most ``batch`` entries, reconnecting if need be."""
+    def _incoming(self, entry_id: EntryId, fields: dict[bytes, bytes]) -> Incoming[EntryId]:
+        key = entry_id.decode()
+        timestamp = int(key.partition("-")[0]) / 1000  # the id's milliseconds
+        payload: bytes | dict[str, bytes] | RecordRejected
+        headers: Mapping[str, str] = NO_HEADERS
+        size = sum(len(data) for data in fields.values())  # what the entry holds
+        if self._field is None:  # the whole entry: every field decoded by the codec
+            payload = {_text(name): data for name, data in fields.items()}
+        elif (found := fields.get(self._field)) is not None:
+            payload, size = found, len(found)
+            headers = {_text(n): _text(data) for n, data in fields.items() if n != self._field}
+        else:  # without its payload field: a record for the decode policy
+            payload = self._missing(key, fields)
+        return Incoming(payload, entry_id, key, headers, timestamp, identity=entry_id, size=size)
+
+    def _missing(self, key: str, fields: dict[bytes, bytes]) -> RecordRejected:
+        """An entry without its payload field: the decode policy applies to it."""
+        assert self._field is not None
+        names = ", ".join(repr(_text(name)) for name in sorted(fields))
+        return RecordRejected(
+            f"entry {key} has no field {_text(self._field)!r} (fields: {names}); set field= "
+            "to the field that holds the payload, or field=None for the whole entry"
+        )
+
+    async def _read_reconnecting(self, count: int) -> list[Entry]:
         failures = 0
         while True:
             try:
-                return await self._read_or_claim()
+                return await self._read_or_claim(count)
             except CONNECTION_ERRORS as error:
                 failures += 1
                 if failures > len(RECONNECT_BACKOFF_S):
                     raise ServiceUnavailableError(
                         f"{self.name}: lost the connection to redis at "
-                        f"{_address(self._reader)} and could not get it back in "
+                        f"{_address(self._reading)} and could not get it back in "
                         f"{sum(RECONNECT_BACKOFF_S):.0f} s ({error})"
                     ) from error
                 await anyio.sleep(RECONNECT_BACKOFF_S[failures - 1])
 
-    async def _read_or_claim(self) -> list[Entry]:
-        if self._nacked:
-            self._nacked, self._pending_after = False, b"0"
+    async def _read_or_claim(self, count: int) -> list[Entry]:
         try:
             if self._pending_after is not None:
-                entries = await self._read(self._pending_after, block_ms=None)
+                entries = await self._read(self._pending_after, count, block_ms=None)
                 self._pending_after = entries[-1][0] if entries else None
                 return entries
             if self._claim_idle_ms is not None and time.monotonic() >= self._next_claim:
-                self._claim_cursor, entries = await self._claim(self._claim_cursor)
+                self._claim_cursor, entries = await self._claim(self._claim_cursor, count)
                 if self._claim_cursor == b"0-0":  # scanned the whole pending list: rest
                     self._next_claim = time.monotonic() + self._claim_idle_ms / 2000
                 return entries
@@ -272,131 +253,61 @@ class RedisStreamSource:
             if self._claim_idle_ms is not None:  # wake up in time for the next claim
                 wait_ms = math.ceil((self._next_claim - time.monotonic()) * 1000)
                 block_ms = max(1, min(block_ms, wait_ms))
-            return await self._read(b">", block_ms=block_ms)
+            return await self._read(b">", count, block_ms=block_ms)
         except BaseException:
             # A reply lost with the connection, or to a cancellation, may have handed
             # entries to this consumer: they are pending on it now, so re-read that list.
             self._pending_after = b"0"
             raise
 
-    async def _read(self, after: bytes, *, block_ms: int | None) -> list[Entry]:
+    async def _read(self, after: bytes, count: int, *, block_ms: int | None) -> list[Entry]:
         reply = await self._host.call(
-            self._reader.xreadgroup,
+            self._reading.xreadgroup,
             self.group,
             self.consumer,
             {self.stream: after},
-            self._batch,
+            count,
             block_ms,
         )
         # RESP2: [[stream, entries]], or [] when a blocking read timed out.
         return list(reply[0][1]) if reply else []
 
-    async def _claim(self, cursor: bytes) -> tuple[bytes, list[Entry]]:
+    async def _claim(self, cursor: bytes, count: int) -> tuple[bytes, list[Entry]]:
         reply = await self._host.call(
-            self._reader.xautoclaim,
+            self._reading.xautoclaim,
             self.stream,
             self.group,
             self.consumer,
             self._claim_idle_ms,
             cursor,
-            self._batch,
+            count,
         )
         # [next cursor, claimed entries, ids no longer in the stream (Redis dropped them)]
         return reply[0], list(reply[1])
 
-    async def _message(self, entry_id: EntryId, fields: dict[bytes, bytes]) -> Message[Any] | None:
-        """The entry as a message, or None when it is in hand already or was set aside."""
-        if entry_id in self._in_hand:
-            return None
-        key = entry_id.decode()
-        if not fields:  # deleted or trimmed from the stream while pending: nothing to do
-            await self._xack(entry_id)
-            return None
-        headers: dict[str, str] = {}
-        if self._field is None:
-            value: Any = {}
-            for name, data in fields.items():
-                decoded = await self.decoder.decode(data, key=key)
-                if decoded is SKIPPED:
-                    await self._xack(entry_id)
-                    return None
-                value[name.decode(errors="backslashreplace")] = decoded
-        else:
-            payload = fields.get(self._field)
-            if payload is None:
-                # The decode policy applies: a record without its payload cannot be decoded.
-                value = await self.decoder.reject(b"", self._missing(key, fields), key=key)
+    async def settle(self, settlements: Sequence[tuple[EntryId, Verb]]) -> None:
+        """``XACK`` (one for all); ``requeue`` leaves the entry pending, and the next fetch
+        reads the pending list again, which delivers it again. ``reject`` acks: the group is
+        done with it (it stays in the stream)."""
+        acked: list[EntryId] = []
+        for entry_id, verb in settlements:
+            self._in_hand.discard(entry_id)
+            if verb == "requeue":
+                self._nacked.add(entry_id)
+                self._pending_after = b"0"
             else:
-                value = await self.decoder.decode(payload, key=key)
-            if value is SKIPPED:
-                await self._xack(entry_id)
-                return None
-            headers = {
-                name.decode(errors="backslashreplace"): data.decode(errors="backslashreplace")
-                for name, data in fields.items()
-                if name != self._field
-            }
-        self._in_hand.add(entry_id)
-        self._nacked_ids.discard(entry_id)
-        milliseconds = int(key.partition("-")[0])
-        return Message(
-            value,
-            key=key,
-            headers=headers,
-            timestamp=milliseconds / 1000,
-            source=self.name,
-            settlement=_StreamAck(self, entry_id),
-        )
+                acked.append(entry_id)
+        if acked:
+            await self._xack(acked)
 
-    def _missing(self, key: str, fields: dict[bytes, bytes]) -> RecordRejected:
-        assert self._field is not None
-        names = ", ".join(repr(name.decode(errors="backslashreplace")) for name in sorted(fields))
-        return RecordRejected(
-            f"entry {key} has no field {self._field.decode(errors='backslashreplace')!r} "
-            f"(fields: {names}); set field= to the field that holds the payload, or "
-            "field=None for the whole entry"
-        )
+    async def _xack(self, entry_ids: list[EntryId]) -> None:
+        await self._host.call(self._commands.xack, self.stream, self.group, *entry_ids)
 
-    async def ack_many(self, messages: Iterable[Message[Any]]) -> None:
-        """Acknowledge messages of this source with one ``XACK``: one round trip (and,
-        under trio, one hop to the client's thread) instead of one per message. Messages
-        settled already are left out.
-
-        Example:
-            With a Redis server running::
-
-                batch = []
-                async for message in source:
-                    batch.append(message)
-                    if len(batch) == 100:
-                        await store(batch)
-                        await source.ack_many(batch)
-                        batch.clear()
-        """
-        settlements = []
-        for message in messages:
-            settlement = message.settlement
-            if not isinstance(settlement, _StreamAck) or settlement._source is not self:
-                raise ValueError(
-                    f"{self.name}: ack_many() takes messages of this source only, got "
-                    f"{describe(message)}; ack others with their own source, or message.ack()"
-                )
-            settlements.append(settlement)
-        entry_ids = []
-        for settlement in settlements:
-            if settlement.settled is None:
-                settlement.settled = "ack"
-                self._in_hand.discard(settlement._entry_id)
-                entry_ids.append(settlement._entry_id)
-        if entry_ids:
-            await self._xack(*entry_ids)
-
-    async def _release(self) -> None:
-        """Hand back to the group, as the source closes, the entries this consumer was given
-        and never handed out: what it read ahead (at most a ``batch``), a read whose reply
-        was lost to a cancellation, an entry whose decoding failed. Entries yielded and
-        not acknowledged (in hand, or nacked) stay pending on this consumer: they were
-        taken.
+    async def release(self, unhanded: Sequence[EntryId]) -> int:
+        """Hand back to the group the entries this consumer was given and never handed out:
+        what the kit read ahead, a read whose reply was lost to a cancellation. Entries
+        handed out and not acknowledged (held, or nacked) stay pending on this consumer:
+        they were taken.
 
         Redis has no "unclaim", and XACK would lose them. So they are moved (``XCLAIM ...
         JUSTID``, which leaves their delivery count as it is) to the group's consumer
@@ -404,17 +315,18 @@ class RedisStreamSource:
         the epoch" (``TIME 0``): every worker's next ``XAUTOCLAIM`` finds them idle for
         longer than its ``claim_idle_ms``, and takes them at once. Without
         ``claim_idle_ms`` nobody claims, so they stay here, to be re-read on restart.
-        Shielded, and bounded in time: a close that cannot reach Redis leaves them pending
-        on this consumer, claimed after ``claim_idle_ms``.
+        Bounded in time: a close that cannot reach Redis leaves them pending on this
+        consumer, claimed after ``claim_idle_ms``.
         """
-        self._entries.clear()
         if self._claim_idle_ms is None:
-            return
-        held = frozenset(self._in_hand | self._nacked_ids)
+            return 0
+        held = frozenset(self._in_hand.difference(unhanded) | self._nacked)
+        released = 0
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + RELEASE_TIMEOUT_S):
             # ResponseError: the stream or its group was deleted meanwhile, nothing to give.
             with contextlib.suppress(*CONNECTION_ERRORS, ResponseError):
-                self.released += await self._host.call(self._release_on_host, held)
+                released = await self._host.call(self._release_on_host, held)
+        return released
 
     async def _release_on_host(self, held: frozenset[EntryId]) -> int:
         released = 0
@@ -433,22 +345,43 @@ class RedisStreamSource:
                 return released
             start = "(" + rows[-1]["message_id"].decode()  # after it (Redis 6.2)
 
-    async def _settle(self, entry_id: EntryId, *, ack: bool) -> None:
-        self._in_hand.discard(entry_id)
-        if ack:
-            await self._xack(entry_id)
-        else:
-            self._nacked = True
-            self._nacked_ids.add(entry_id)
+    async def held_back(self) -> bool:
+        return False  # Redis sets no in-flight limit on a group
 
-    async def _xack(self, *entry_ids: EntryId) -> None:
-        if self._closed:
-            raise RuntimeError(
-                f"{self.name}: message {entry_ids[0].decode()!r} settled after its "
-                "redis_stream_source was closed; settle messages inside the source's "
-                "`async with` block (the entry stays pending and will be delivered again)"
-            )
-        await self._host.call(self._commands.xack, self.stream, self.group, *entry_ids)
+
+def _text(data: bytes) -> str:
+    return data.decode(errors="backslashreplace")
+
+
+class RedisStreamSource(BrokerSource[Any, EntryId]):
+    """The async iterable :func:`redis_stream_source` yields: the group's entries as
+    :class:`~rxflow.connectors.Message` records (the kit's
+    :class:`~rxflow.connectors._kit.BrokerSource`: ``buffered``, ``buffered_bytes``,
+    ``next_run()``, ``ack_many()`` with one ``XACK``).
+
+    Attributes:
+        decoder: the :class:`~rxflow.connectors.Decoder`, with its counts (``decoded``,
+            ``skipped``, ``dead_lettered``).
+        name: ``"redis:<stream>"``, the messages' ``source``.
+        stream, group, consumer: where it reads, and as whom.
+        released: entries handed back to the group when the source closed: read ahead (or
+            re-read) and never handed out (see :meth:`_GroupReader.release`).
+
+    It is its own iterator: a second ``async for`` goes on where the first stopped. It holds
+    at most ``batch`` entries that it has not handed out yet (and ``read_ahead_bytes``).
+
+    Example:
+        With a Redis server running::
+
+            async with redis_stream_source("redis://localhost", "orders", "billing", "w1") as src:
+                async for message in src:
+                    print(message.key, message.value)
+                    await message.ack()
+    """
+
+    def __init__(self, reader: _GroupReader, decoder: Decoder, **bounds: int) -> None:
+        super().__init__(reader, decoder, **bounds)
+        self.stream, self.group, self.consumer = reader.stream, reader.group, reader.consumer
 
 
 @contextlib.asynccontextmanager
@@ -463,6 +396,7 @@ async def redis_stream_source(
     on_decode_error: DecodePolicy = "raise",
     dead_letter: Callable[[DecodeFailure], Awaitable[object] | object] | None = None,
     batch: int = 100,
+    read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES,
     block_ms: int = 2000,
     create_group: bool = True,
     claim_idle_ms: int | None = DEFAULT_CLAIM_IDLE_MS,
@@ -487,7 +421,11 @@ async def redis_stream_source(
             ``field``): ``"raise"``, ``"skip"`` or ``"dead_letter"``; see
             :mod:`rxflow.connectors.codecs`.
         dead_letter: the function given such entries, with ``"dead_letter"``.
-        batch: entries per ``XREADGROUP``/``XAUTOCLAIM``, the most read ahead of the consumer.
+        batch: entries per ``XREADGROUP``/``XAUTOCLAIM``, the most read ahead of the consumer
+            (the source's first read takes one entry, to learn their size).
+        read_ahead_bytes: at most this many bytes of entries (field names and values) read
+            and not handed out yet, plus one entry: a read asks for no more entries than
+            fit at the size seen so far (default 16 MiB).
         block_ms: how long one read waits for new entries before it asks again.
         create_group: create the group (and the stream) if missing; if ``False`` and the
             group does not exist, opening fails with ``ValueError``.
@@ -504,11 +442,13 @@ async def redis_stream_source(
     Yields:
         a :class:`RedisStreamSource`: iterate it for :class:`~rxflow.connectors.Message`
         records (``key``: the entry id, ``headers``: the other fields as text,
-        ``timestamp``: the id's time). ``await message.ack()`` sends ``XACK``;
-        ``nack()`` leaves the entry pending and the next read delivers it again
-        (``nack(requeue=False)`` acks it: the group is done with it). Settle messages
-        before the ``async with`` block ends; what is left unsettled stays pending on
-        this consumer, and what was read ahead (or nacked) is handed back to the group.
+        ``timestamp``: the id's time, ``identity``: the entry id as bytes).
+        ``await message.ack()`` sends ``XACK``; ``nack()`` leaves the entry pending and
+        the next read delivers it again (``nack(requeue=False)`` acks it: the group is
+        done with it). Settle messages before the ``async with`` block ends (after it,
+        settling raises :class:`~rxflow.errors.SettledAfterCloseError`); what is left
+        unsettled stays pending on this consumer, and what was read ahead is handed back
+        to the group.
 
     Raises:
         ServiceUnavailableError: Redis cannot be reached at start, or for about 24 s once
@@ -528,10 +468,10 @@ async def redis_stream_source(
                     await message.ack()
     """
     where = f"redis_stream_source({stream!r})"
-    for name, value in (("url", url), ("stream", stream), ("group", group)):
+    for name, value in (("url", url), ("stream", stream), ("group", group), ("consumer", consumer)):
         check_name(where, name, value)
-    check_name(where, "consumer", consumer)
-    check_count(where, "batch", batch)
+    for name, count in (("batch", batch), ("read_ahead_bytes", read_ahead_bytes)):
+        check_count(where, name, count)
     check_count(where, "block_ms", block_ms)
     check_count(where, "claim_idle_ms", claim_idle_ms, optional=True)
     if field is not None:
@@ -542,28 +482,25 @@ async def redis_stream_source(
     read_timeout = block_ms / 1000 + READ_TIMEOUT_MARGIN_S
     async with (
         AsyncioHost() as host,
-        _connected(host, url, retry=False, socket_timeout=read_timeout) as reader,
+        _connected(host, url, retry=False, socket_timeout=read_timeout) as reading,
         _connected(host, url, retry=True) as commands,
     ):
         await _prepare_group(host, commands, stream, group, create=create_group, start_id=start_id)
-        source = RedisStreamSource(
-            host=host,
-            reader=reader,
-            commands=commands,
+        reader = _GroupReader(
+            host,
+            reading,
+            commands,
             stream=stream,
             group=group,
             consumer=consumer,
-            decoder=decoder,
+            name=decoder.source,
             field=field,
-            batch=batch,
             block_ms=block_ms,
             claim_idle_ms=claim_idle_ms,
         )
-        try:
+        bounds = {"read_ahead": batch, "read_ahead_bytes": read_ahead_bytes}
+        async with RedisStreamSource(reader, decoder, **bounds) as source:
             yield source
-        finally:
-            source._closed = True
-            await source._release()
 
 
 async def _prepare_group(
