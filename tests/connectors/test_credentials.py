@@ -26,12 +26,15 @@ from rxflow.connectors.postgres import (
 from rxflow.connectors.rabbitmq import rabbitmq_sink, rabbitmq_source
 from rxflow.connectors.redis import redis_stream_source
 from rxflow.errors import HttpResponseError
+from rxflow.strategies import Retry
 from tests.connectors import support
 from tests.connectors.conftest import require_service
 from tests.connectors.http_server import Exchange, serving
 from tests.connectors.support import PASSWORD, TOKEN, assert_no_secret, failure_of, take
 
 pytestmark = pytest.mark.anyio
+
+ONE_TRY = Retry(attempts=1)  # an HTTP connector's failure at once, without retrying
 
 
 @pytest.fixture
@@ -72,9 +75,9 @@ def connectors(port: int) -> dict[str, Callable[[], AbstractAsyncContextManager[
         "postgres key/value DSN": lambda: postgres_table_source(
             postgres_kv, "t", id_column="id", connect_timeout=0.5
         ),
-        "poll": lambda: poll_source(http, interval=1, retries=0),
+        "poll": lambda: poll_source(http, interval=1, retry=ONE_TRY),
         "sse": lambda: sse_source(http, retries=0),
-        "post": lambda: http_post_sink(http, retries=0),
+        "post": lambda: http_post_sink(http, retry=ONE_TRY),
     }
 
 
@@ -110,9 +113,9 @@ async def test_an_http_error_answer_and_httpx_log_mask_the_token(
     async with serving({"GET /x": missing, "POST /x": missing}) as server:
         url = server.url("/x") + f"?token={TOKEN}&page=2"
         for opened in (
-            lambda: poll_source(url, interval=1, retries=0),
+            lambda: poll_source(url, interval=1, retry=ONE_TRY),
             lambda: sse_source(url, retries=0),
-            lambda: http_post_sink(url, retries=0),
+            lambda: http_post_sink(url, retry=ONE_TRY),
         ):
             error = await failure_of(opened)
             assert isinstance(error, HttpResponseError)
