@@ -18,6 +18,29 @@ import signal
 import subprocess
 from collections.abc import Sequence
 
+__all__ = [
+    "DecodeError",
+    "FlowStateError",
+    "HttpResponseError",
+    "InFlightLimitError",
+    "MarbleMismatch",
+    "MarbleSyntaxError",
+    "MarbleTimeLimitError",
+    "MissingExtraError",
+    "NoTaskGroupError",
+    "NotVirtualTimeError",
+    "ProcessFailedError",
+    "RecordInvalidError",
+    "RecordRejected",
+    "RxflowError",
+    "ServiceUnavailableError",
+    "SettledAfterCloseError",
+    "SourceNotRerunnableError",
+    "SourceOverflowError",
+    "UsageError",
+    "WrongThreadError",
+]
+
 
 class RxflowError(Exception):
     """Base class of every exception rxflow raises itself."""
@@ -189,3 +212,31 @@ class ProcessFailedError(RxflowError, subprocess.CalledProcessError):
         said = f"; its stderr ends with:\n{tail}" if tail else "; it wrote nothing to stderr"
         command = self.cmd if isinstance(self.cmd, str) else shlex.join(self.cmd)
         return f"command {command} {how}{said}"
+
+
+# -- marble testing (rxflow.testing re-exports these) -------------------------------------
+
+
+class MarbleSyntaxError(RxflowError, ValueError):
+    """A marble diagram could not be read; the message points at the character."""
+
+    def __init__(self, diagram: str, position: int, problem: str) -> None:
+        pointer = " " * position + "^"
+        super().__init__(f"{problem} at position {position}:\n  {diagram}\n  {pointer}")
+        self.diagram = diagram
+        self.position = position
+
+
+class MarbleMismatch(RxflowError, AssertionError):
+    """What an observable did differed from its expected diagram (the message shows both).
+    An ``AssertionError`` too, so that test runners report it as a failed assertion."""
+
+
+class MarbleTimeLimitError(RxflowError, RuntimeError):
+    """Virtual time reached a limit of :class:`~rxflow.testing.MarbleContext`
+    (``max_frames`` or ``max_actions``) with work still scheduled; the message says which
+    and how to raise it."""
+
+
+class NotVirtualTimeError(RxflowError, RuntimeError):
+    """An async marble test ran on a real clock, where it would sleep for real."""

@@ -33,6 +33,8 @@ from rxflow.strategies import (
     check_strategy,
 )
 
+__all__ = ["MapAsync", "map_async"]
+
 
 class MapAsync(Generic[ItemT, ResultT]):
     """The operator :func:`map_async` returns: it turns an ``Observable[ItemT]`` into an

@@ -30,6 +30,8 @@ from reactivex.scheduler.periodicscheduler import PeriodicScheduler
 from rxflow._loop_thread import LoopThread
 from rxflow.errors import WrongThreadError
 
+__all__ = ["AnyioScheduler", "SourceGate"]
+
 _TState = TypeVar("_TState")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -27,6 +27,8 @@ import attrs
 from rxflow._checks import check_count, check_fraction, check_seconds
 from rxflow._stage_metrics import StageMetrics
 
+__all__ = ["DeadLetter", "ErrorStrategy", "FailFast", "Failure", "Retry", "SinkFunction", "Skip"]
+
 logger = logging.getLogger("rxflow")
 
 

@@ -25,14 +25,19 @@ import anyio
 import attrs
 import sniffio
 
-from rxflow.errors import RxflowError
+from rxflow.errors import MarbleMismatch, NotVirtualTimeError
 from rxflow.pipe import open_pipe
-from rxflow.testing.context import MarbleMismatch, describe_mismatch, same_events
+from rxflow.testing.context import describe_mismatch, same_events
 from rxflow.testing.marbles import FRAME_SECONDS, Event, frame_of_seconds, parse, render
 
-
-class NotVirtualTimeError(RxflowError, RuntimeError):
-    """An async marble test ran on a real clock, where it would sleep for real."""
+__all__ = [
+    "NotVirtualTimeError",
+    "PipeMarbles",
+    "VirtualTimeEventLoop",
+    "check_virtual_time",
+    "pipe_marbles",
+    "virtual_anyio_backends",
+]
 
 
 class _VirtualTimeSelector(selectors.BaseSelector):

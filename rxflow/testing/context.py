@@ -21,7 +21,7 @@ from reactivex.notification import OnCompleted, OnError, OnNext
 from reactivex.scheduler import VirtualTimeScheduler
 from reactivex.testing import TestScheduler
 
-from rxflow.errors import RxflowError
+from rxflow.errors import MarbleMismatch, MarbleTimeLimitError
 from rxflow.testing.marbles import (
     FRAME_SECONDS,
     Event,
@@ -36,6 +36,14 @@ from rxflow.testing.marbles import (
     token,
 )
 
+__all__ = [
+    "DEFAULT_MAX_ACTIONS",
+    "MarbleContext",
+    "MarbleMismatch",
+    "MarbleObservable",
+    "MarbleTimeLimitError",
+]
+
 # Frames from the start of the scheduler's clock to the test's frame 0. Hot observables may
 # have events before their "^" (negative frames); they are scheduled this much earlier.
 _ORIGIN = 1000
@@ -47,15 +55,6 @@ def _time(frame: float) -> float:
 
 def _frame(time: float) -> float:
     return frame_of_seconds(time - _ORIGIN * FRAME_SECONDS)
-
-
-class MarbleMismatch(AssertionError):
-    """What an observable did differed from its expected diagram (the message shows both)."""
-
-
-class MarbleTimeLimitError(RxflowError, RuntimeError):
-    """Virtual time reached a limit of :class:`MarbleContext` (``max_frames`` or
-    ``max_actions``) with work still scheduled; the message says which and how to raise it."""
 
 
 # An endless source that nobody unsubscribes (an interval) would run virtual time forever;

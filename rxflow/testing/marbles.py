@@ -35,7 +35,18 @@ from typing import Any
 
 import attrs
 
-from rxflow.errors import RxflowError
+from rxflow.errors import MarbleSyntaxError
+
+__all__ = [
+    "FRAME_SECONDS",
+    "Diagram",
+    "Event",
+    "Legend",
+    "MarbleSyntaxError",
+    "parse",
+    "parse_subscription",
+    "render",
+]
 
 FRAME_SECONDS = 0.001
 """Virtual time of one frame: 1 ms, as in RxJS."""
@@ -45,16 +56,6 @@ _TIME_PROGRESSION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m) ")
 _DIGITS = "0123456789"
 # Rendering draws gaps longer than this as a time progression, so long diagrams stay short.
 _LONG_GAP = 20
-
-
-class MarbleSyntaxError(RxflowError, ValueError):
-    """A marble diagram could not be read; the message points at the character."""
-
-    def __init__(self, diagram: str, position: int, problem: str) -> None:
-        pointer = " " * position + "^"
-        super().__init__(f"{problem} at position {position}:\n  {diagram}\n  {pointer}")
-        self.diagram = diagram
-        self.position = position
 
 
 @attrs.frozen

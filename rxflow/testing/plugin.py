@@ -41,6 +41,15 @@ import pytest
 from rxflow.testing.async_marbles import pipe_marbles as _pipe_marbles
 from rxflow.testing.context import MarbleContext
 
+__all__ = [
+    "REAL_TIME_MARKER",
+    "marbles",
+    "pipe_marbles",
+    "pytest_configure",
+    "pytest_generate_tests",
+    "pytest_runtest_call",
+]
+
 
 @pytest.fixture
 def marbles() -> MarbleContext:

@@ -47,6 +47,8 @@ from rxflow.scheduler import AnyioScheduler
 from rxflow.windows._window import Window
 from rxflow.windows.processing import clock_of
 
+__all__ = ["LATE_POLICIES", "Aligned", "EventTimeWindows", "LatePolicy"]
+
 LatePolicy = Literal["drop", "side", "update"]
 """What an event-time window operator does with an item whose window was already emitted:
 ``"drop"`` it (counted), push it to the ``late_items`` ``"side"`` output, or ``"update"``

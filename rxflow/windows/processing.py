@@ -28,6 +28,8 @@ from rxflow._holds import AckHolds, Hold, current_holds
 from rxflow._stage_metrics import StageMetrics
 from rxflow.windows._window import Window
 
+__all__ = ["ProcessingTimeWindows"]
+
 T = TypeVar("T")
 
 Build = Callable[[Observable[Any], abc.SchedulerBase, "_Run"], Observable[Window[Any]]]
