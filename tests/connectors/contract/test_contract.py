@@ -87,8 +87,8 @@ async def run_flow(
     """A flow from the rig's source (stage ``in``) to ``sink``, stopped gracefully once
     ``until(handle)``; its final snapshot and handle."""
     async with anyio.create_task_group() as tg:
-        handle = Flow("contract").source(rig.source(**source_options), name="in").sink(sink)
-        handle = handle.start(tg)
+        flow = Flow("contract").source(rig.source(**source_options), name="in").sink(sink)
+        handle = flow.start(tg)
         await wait_until(lambda: until(handle))
         handle.stop()
         with anyio.fail_after(20):
@@ -108,7 +108,7 @@ async def test_decode_raise_names_the_record_and_leaves_it_unacked(rig: Rig) -> 
         await first.ack()
         with pytest.raises(DecodeError) as raised:
             await anext(messages)
-    assert f"record {keys[1]!r}" in str(raised.value)
+    assert f"{source.decoder.source}: record {keys[1]!r}" in str(raised.value)
     assert first.value == {"n": 1}
 
     # Not acked: delivered again to the next source, which skips it (and acks it).
