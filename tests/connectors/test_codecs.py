@@ -343,16 +343,16 @@ def test_both_json_paths_refuse_what_is_not_json(data: bytes) -> None:
 
 
 def test_json_is_utf8_compact_and_keeps_big_integers() -> None:
-    value = {"city": "Zürich", "n": 2**70, "list": [1, 2]}
+    value = {"city": "Zürich", "n": 2**70 + 1, "list": [1, 2]}  # not a float: exact
     assert (
-        encode_json(value) == '{"city":"Zürich","n":1180591620717411303424,"list":[1,2]}'.encode()
+        encode_json(value) == '{"city":"Zürich","n":1180591620717411303425,"list":[1,2]}'.encode()
     )
     assert json_layer.loads(encode_json(value)) == value
     assert json_layer.loads(b'"\\u00e9\\ud83d\\ude00"') == "é😀"
-    with pytest.raises(ValueError):  # noqa: PT011 - UnicodeDecodeError or JSONDecodeError
-        json_layer._stdlib_loads(b'"\xff"')
-    with pytest.raises(json.JSONDecodeError):
-        json_layer.loads(b'"\xff"')
+    for loads in (json_layer.loads, json_layer._stdlib_loads):
+        # UnicodeDecodeError or JSONDecodeError, as the library version has it.
+        with pytest.raises(ValueError, match=r"(?i)utf-8"):
+            loads(b'"\xff"')
 
 
 def test_the_stdlib_path_refuses_a_nan_rather_than_write_invalid_json() -> None:

@@ -118,8 +118,7 @@ LIBRARY: str
 """The library in use: ``"msgspec"`` or ``"json"`` (the standard library's)."""
 loads: Callable[[bytes], Any]
 """JSON text (UTF-8 bytes) to values; a :class:`json.JSONDecodeError` for anything that is
-not JSON (a ``UnicodeDecodeError`` too, from the stdlib path, for bytes that are not
-UTF-8)."""
+not JSON, or a ``UnicodeDecodeError`` for bytes that are not UTF-8 (both ``ValueError``)."""
 dumps: Callable[[Any], bytes]
 """Values to compact JSON, UTF-8, without a newline; a ``TypeError`` for values it cannot
 write."""
