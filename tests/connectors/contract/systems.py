@@ -610,7 +610,10 @@ class PostgresTable(_Postgres):
         return int(await self._sql(channel, lambda c: c.fetchval(query)))
 
     async def delivered(self, channel: Channel, source: Any) -> int:
-        return int(source.fetched)  # read from the table; nothing acked (deleted) yet
+        # Rows read and not acked (the table cannot say which rows a source has read): the
+        # kit's count of them, or, before the kit, the rows read so far (none acked yet).
+        unsettled = getattr(source, "unsettled", None)
+        return int(source.fetched if unsettled is None else unsettled)
 
 
 class PostgresListen(_Postgres):
