@@ -229,6 +229,28 @@ async def test_sse_decode_policies(policy: Any) -> None:
 
 
 @pytest.mark.anyio
+async def test_sse_hands_a_pipe_what_one_read_brought_as_a_run() -> None:
+    good = b"".join(event(str(n), id=str(n)) for n in range(5))
+    async with (
+        serving({"GET /events": stream_of(good + event("{oops", id="5"), event("6"))}) as server,
+        sse_source(server.url("/events"), codec="json", reconnect=False) as source,
+    ):
+        first = await source.next_run()
+        assert [m.value for m in first] == [0, 1, 2, 3, 4]  # what decoded before the failure
+        with pytest.raises(DecodeError, match="'5'"):
+            await source.next_run()
+        assert [m.value for m in await source.next_run()] == [6]
+        with pytest.raises(StopAsyncIteration):
+            await source.next_run()
+    async with (
+        serving({"GET /events": stream_of(good, event("6", id="6"))}) as server,
+        sse_source(server.url("/events"), codec="json", reconnect=False) as source,
+        open_pipe(source, ops.map(value_of)) as pipe,
+    ):
+        assert [value async for value in pipe] == [0, 1, 2, 3, 4, 6]
+
+
+@pytest.mark.anyio
 async def test_sse_reads_only_what_the_consumer_pulls() -> None:
     total, sent = 32 * 1024 * 1024, 0
     chunk = event("x" * 1000) * 64

@@ -112,33 +112,59 @@ class SseSource:
         return self
 
     async def __anext__(self) -> Message[Any]:
-        decoder, events = self.decoder, self._events
         while True:
-            while events:
-                kind, data, event_id = events.popleft()
-                key = event_id or None
-                # The codec is called here directly, the common case; a failure goes through
-                # decode(), which calls it again and applies the decode policy.
-                try:
-                    value = decoder.codec(data)
-                    decoder.decoded += 1
-                except Exception:
-                    value = await decoder.decode(data, key=key)
-                    if value is SKIPPED:
-                        continue
-                return Message(value, key, {"event": kind}, source=decoder.source)
-            chunk = await self._read()
-            if chunk is None:
-                raise StopAsyncIteration
+            run = await self._messages(most=1)
+            if run:
+                return run[0]
+
+    async def next_run(self) -> list[Message[Any]]:
+        """The messages of the events parsed and not yet taken, else of the next piece of
+        the body (what one read brought): one await for many events, which
+        :func:`rxflow.open_pipe` prefers to ``__anext__``. Empty when the piece read
+        completed no event; ``StopAsyncIteration`` at the end of the stream."""
+        return await self._messages(most=None)
+
+    async def _messages(self, most: int | None) -> list[Message[Any]]:
+        """Up to ``most`` messages (all, if None) of the parsed events, reading and parsing
+        the next piece of the body first if none is left."""
+        events = self._events
+        if not events:
+            await self._parse_next_piece()
+        decoder = self.decoder
+        codec, source = decoder.codec, decoder.source
+        run: list[Message[Any]] = []
+        while events and (most is None or len(run) < most):
+            event = events.popleft()
+            kind, data, event_id = event
+            key = event_id or None
+            # The codec is called here directly, the common case; a failure goes through
+            # decode(), which calls it again and applies the decode policy.
             try:
-                events.extend(self._parser.feed(chunk))
-            except ValueError as error:
-                await self.aclose()
-                raise HttpResponseError(
-                    f"sse_source: {mask_url(self.url)}: {error}",
-                    url=mask_url(self.url),
-                    status_code=200,
-                ) from error
+                value = codec(data)
+                decoder.decoded += 1
+            except Exception:
+                if run:  # what decoded before it goes first: the policy may raise
+                    events.appendleft(event)
+                    break
+                value = await decoder.decode(data, key=key)
+                if value is SKIPPED:
+                    continue
+            run.append(Message(value, key, {"event": kind}, source=source))
+        return run
+
+    async def _parse_next_piece(self) -> None:
+        chunk = await self._read()
+        if chunk is None:
+            raise StopAsyncIteration
+        try:
+            self._events.extend(self._parser.feed(chunk))
+        except ValueError as error:
+            await self.aclose()
+            raise HttpResponseError(
+                f"sse_source: {mask_url(self.url)}: {error}",
+                url=mask_url(self.url),
+                status_code=200,
+            ) from error
 
     async def aclose(self) -> None:
         """Close the connection; iteration ends."""
