@@ -35,6 +35,7 @@ hands the batch to a :class:`Publisher`, which returns once the system confirmed
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections import deque
 from collections.abc import (
     AsyncIterator,
@@ -46,7 +47,7 @@ from collections.abc import (
     Sequence,
 )
 from types import MappingProxyType
-from typing import Any, Generic, Literal, NamedTuple, Protocol, Self, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, Protocol, Self
 
 import anyio
 
@@ -54,8 +55,13 @@ from rxflow._source_time import current_source_time
 from rxflow._task_groups import background_tasks
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._message import InFlightLimit, Message, Settlement, describe
-from rxflow.connectors.codecs import SKIPPED, Decoder, Encoder, RecordRejected
+from rxflow.connectors.codecs import SKIPPED, Decoder, RecordRejected
 from rxflow.errors import SettledAfterCloseError
+
+if sys.version_info >= (3, 13):
+    from typing import TypeVar
+else:  # TypeVar defaults came with Python 3.13; typing_extensions has them before
+    from typing_extensions import TypeVar
 
 __all__ = [
     "DEFAULT_READ_AHEAD_BYTES",
@@ -76,6 +82,10 @@ R = TypeVar("R")  # what a publisher returns for a batch
 R_co = TypeVar("R_co", covariant=True)
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
+# What a sink's encoder makes of an item: its bytes, or a record of its own (the named
+# fields of a Redis entry).
+E = TypeVar("E", default=bytes)
+E_contra = TypeVar("E_contra", contravariant=True, default=bytes)
 
 DEFAULT_READ_AHEAD_BYTES = 16 * 1024 * 1024
 """How many payload bytes a source holds fetched and not handed out, by default (16 MiB)."""
@@ -537,15 +547,16 @@ class BrokerSource(Generic[T, H]):
             await self._settler.settle_many(handles)
 
 
-class Publisher(Protocol[T_contra, R_co]):
+class Publisher(Protocol[T_contra, R_co, E_contra]):
     """A broker module's part of a sink: publish encoded records and return once the
     system confirmed every one (raise if it refused one). A publisher that lost its
     connection raises :class:`~rxflow.errors.ServiceUnavailableError` and connects again on
     its next call."""
 
-    async def publish(self, records: Sequence[tuple[bytes, T_contra]]) -> R_co:
+    async def publish(self, records: Sequence[tuple[E_contra, T_contra]]) -> R_co:
         """Publish ``(payload, item)`` pairs; the item is there for addressing (a routing
-        key, a subject, fields) computed by the module."""
+        key, a subject) computed by the module. The payload is what the sink's encoder
+        made of the item: bytes, unless the sink encodes into records of another shape."""
         ...
 
 
@@ -576,15 +587,25 @@ class AddressedPublisher:
             await self._host.call(self._publish, addressed)
 
 
-class BrokerSink(Generic[T, R]):
+class BrokerSink(Generic[T, R, E]):
     """Encodes items with the sink's one encoder and publishes them in confirmed batches.
+
+    The encoder makes bytes of an item (``BrokerSink[T, R]``), or the system's record where
+    that is not one payload (``BrokerSink[T, R, Mapping[str, bytes]]``: an entry's fields).
 
     Attributes:
         batch_size: how many items a :class:`rxflow.Flow` hands to :meth:`send_batch` at once.
         name: the sink's name in errors.
     """
 
-    def __init__(self, publisher: Publisher[T, R], encoder: Encoder, *, batch_size: int, name: str):
+    def __init__(
+        self,
+        publisher: Publisher[T, R, E],
+        encoder: Callable[[T], E],
+        *,
+        batch_size: int,
+        name: str,
+    ):
         self._publisher = publisher
         self._encode = encoder
         self.batch_size = batch_size

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -42,6 +43,7 @@ from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._kit import (
     DEFAULT_READ_AHEAD_BYTES,
     NO_HEADERS,
+    BrokerSink,
     BrokerSource,
     Incoming,
     Verb,
@@ -53,7 +55,10 @@ from rxflow.connectors.codecs import (
     DecodeFailure,
     DecodePolicy,
     Decoder,
+    Encoder,
+    EncoderSpec,
     RecordRejected,
+    sink_encoder,
 )
 from rxflow.errors import ServiceUnavailableError
 
@@ -82,6 +87,7 @@ takes them at once (see :meth:`_GroupReader.release`); it never reads itself."""
 RELEASE_PAGE: Final = 1000
 RELEASE_TIMEOUT_S: Final = 5.0
 DEFAULT_CLAIM_IDLE_MS: Final = 60_000
+SIZE_SAMPLE: Final = 16  # the newest entries whose size sizes a source's first read
 
 EntryId = bytes
 Entry = tuple[EntryId, dict[bytes, bytes]]
@@ -204,14 +210,14 @@ class _GroupReader:
         timestamp = int(key.partition("-")[0]) / 1000  # the id's milliseconds
         payload: bytes | dict[str, bytes] | RecordRejected
         headers: Mapping[str, str] = NO_HEADERS
-        size = sum(len(data) for data in fields.values())  # what the entry holds
         if self._field is None:  # the whole entry: every field decoded by the codec
             payload = {_text(name): data for name, data in fields.items()}
         elif (found := fields.get(self._field)) is not None:
-            payload, size = found, len(found)
+            payload = found
             headers = {_text(n): _text(data) for n, data in fields.items() if n != self._field}
         else:  # without its payload field: a record for the decode policy
             payload = self._missing(key, fields)
+        size = _size(fields, self._field)
         return Incoming(payload, entry_id, key, headers, timestamp, identity=entry_id, size=size)
 
     def _missing(self, key: str, fields: dict[bytes, bytes]) -> RecordRejected:
@@ -353,6 +359,23 @@ def _text(data: bytes) -> str:
     return data.decode(errors="backslashreplace")
 
 
+def _size(fields: Mapping[bytes, bytes], field: bytes | None) -> int:
+    """An entry's payload bytes, counted against ``read_ahead_bytes``: its field's, or
+    (whole, or without its field) all of its values'."""
+    found = fields.get(field) if field is not None else None
+    return len(found) if found is not None else sum(len(data) for data in fields.values())
+
+
+async def _typical_size(client: Any, stream: str, field: str | None) -> int | None:
+    """The average payload size of the stream's newest entries (None if it is empty): it
+    sizes the source's first read, before any entry was read."""
+    entries = await client.xrevrange(stream, count=SIZE_SAMPLE)
+    if not entries:
+        return None
+    name = field.encode() if field is not None else None
+    return sum(_size(fields, name) for _, fields in entries) // len(entries)
+
+
 class RedisStreamSource(BrokerSource[Any, EntryId]):
     """The async iterable :func:`redis_stream_source` yields: the group's entries as
     :class:`~rxflow.connectors.Message` records (the kit's
@@ -379,7 +402,7 @@ class RedisStreamSource(BrokerSource[Any, EntryId]):
                     await message.ack()
     """
 
-    def __init__(self, reader: _GroupReader, decoder: Decoder, **bounds: int) -> None:
+    def __init__(self, reader: _GroupReader, decoder: Decoder, **bounds: Any) -> None:
         super().__init__(reader, decoder, **bounds)
         self.stream, self.group, self.consumer = reader.stream, reader.group, reader.consumer
 
@@ -421,11 +444,11 @@ async def redis_stream_source(
             ``field``): ``"raise"``, ``"skip"`` or ``"dead_letter"``; see
             :mod:`rxflow.connectors.codecs`.
         dead_letter: the function given such entries, with ``"dead_letter"``.
-        batch: entries per ``XREADGROUP``/``XAUTOCLAIM``, the most read ahead of the consumer
-            (the source's first read takes one entry, to learn their size).
-        read_ahead_bytes: at most this many bytes of entries (field names and values) read
-            and not handed out yet, plus one entry: a read asks for no more entries than
-            fit at the size seen so far (default 16 MiB).
+        batch: entries per ``XREADGROUP``/``XAUTOCLAIM``, the most read ahead of the consumer.
+        read_ahead_bytes: at most this many bytes of payload (the ``field``'s values; with
+            ``field=None`` every value) read and not handed out yet, plus one entry: a read
+            asks for no more entries than fit at the average size seen so far (at first,
+            that of the stream's newest entries). Default 16 MiB.
         block_ms: how long one read waits for new entries before it asks again.
         create_group: create the group (and the stream) if missing; if ``False`` and the
             group does not exist, opening fails with ``ValueError``.
@@ -498,8 +521,13 @@ async def redis_stream_source(
             block_ms=block_ms,
             claim_idle_ms=claim_idle_ms,
         )
-        bounds = {"read_ahead": batch, "read_ahead_bytes": read_ahead_bytes}
-        async with RedisStreamSource(reader, decoder, **bounds) as source:
+        async with RedisStreamSource(
+            reader,
+            decoder,
+            read_ahead=batch,
+            read_ahead_bytes=read_ahead_bytes,
+            expected_size=await host.call(_typical_size, commands, stream, field),
+        ) as source:
             yield source
 
 
@@ -528,80 +556,105 @@ async def _prepare_group(
 # -- sink -------------------------------------------------------------------------------
 
 FieldValue = bytes | bytearray | memoryview | str | int | float
+"""What Redis stores as a field's value (redis-py writes text and numbers as UTF-8)."""
+Fields = Mapping[str | bytes, FieldValue]
+"""An entry's fields, as ``XADD`` writes them."""
+
+
+def _entry_encoder(where: str, field: str | None, encode: Encoder) -> Callable[[Any], Fields]:
+    """The sink's encoder as entries: ``{field: encode(item)}``; with ``field=None`` the
+    item is the entry (a mapping of field names to values), each value encoded."""
+
+    def value(encoded: object, name: object) -> FieldValue:
+        # A function may return text or a number too (json.dumps, as before): Redis stores
+        # them as they are.
+        if isinstance(encoded, FieldValue) and not isinstance(encoded, bool):
+            return encoded
+        raise TypeError(
+            f"{where}: the encoder made a {type(encoded).__name__} of field {name!r}; Redis "
+            "stores bytes, str and numbers: pass encoder='json' (or 'auto', the default), "
+            "or a function that returns one"
+        )
+
+    if field is not None:
+        return lambda item: {field: value(encode(item), field)}
+
+    def fields(item: Any) -> Fields:
+        if isinstance(item, Mapping) and item:
+            return {name: value(encode(data), name) for name, data in item.items()}
+        entry = None if isinstance(item, Mapping) else encode(item)
+        if isinstance(entry, Mapping) and entry:  # an encoder that makes the entry: the old way
+            warnings.warn(
+                f"{where}: with field=None, an encoder= that returns the entry's fields is "
+                "deprecated (it goes in the next release); send mappings of field names to "
+                "values instead (map the items first), and encoder= encodes each value",
+                DeprecationWarning,
+                stacklevel=5,  # the caller of send()/send_batch()
+            )
+            return {name: value(data, name) for name, data in entry.items()}
+        raise TypeError(
+            f"{where} with field=None writes mappings of field names to values, got "
+            f"{type(item).__name__}; send such dicts (map the items first), or pass "
+            "field='data' to write each item as one field"
+        )
+
+    return fields
+
+
+class _Appending:
+    """The sink's :class:`~rxflow.connectors._kit.Publisher`: ``XADD`` of each entry, a
+    batch per pipelined round trip, returning the entries' ids."""
+
+    def __init__(self, host: AsyncioHost, client: Any, stream: str, maxlen: int | None) -> None:
+        self._host, self._client, self._stream, self._maxlen = host, client, stream, maxlen
+
+    async def publish(self, records: Sequence[tuple[Fields, Any]]) -> list[str]:
+        if not records:
+            return []
+        ids = await self._host.call(self._xadd_all, [entry for entry, _ in records])
+        return [entry_id.decode() for entry_id in ids]
+
+    async def _xadd_all(self, entries: list[Fields]) -> list[bytes]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for fields in entries:
+                pipe.xadd(self._stream, fields, maxlen=self._maxlen, approximate=True)
+            ids: list[bytes] = await pipe.execute()
+        return ids
 
 
 class RedisStreamSink:
-    """What :func:`redis_stream_sink` yields: ``send``/``send_batch`` append entries.
+    """What :func:`redis_stream_sink` yields: ``send``/``send_batch`` append entries and
+    return their ids (the kit's :class:`~rxflow.connectors._kit.BrokerSink` encodes and
+    publishes).
 
     Attributes:
         batch_size: how many entries a :class:`rxflow.Flow` should hand to ``send_batch``.
+        stream: the stream's key.
 
     Example:
         With a Redis server running::
 
-            async with redis_stream_sink("redis://localhost", "totals", encoder=json.dumps) as out:
+            async with redis_stream_sink("redis://localhost", "totals", encoder="json") as out:
                 entry_id = await out.send({"total": 3})
                 await out.send_batch([{"total": 4}, {"total": 5}])
     """
 
-    def __init__(
-        self,
-        *,
-        host: AsyncioHost,
-        client: Any,
-        stream: str,
-        field: str | None,
-        encoder: Callable[[Any], Any] | None,
-        maxlen: int | None,
-        batch_size: int,
-    ) -> None:
-        self._host = host
-        self._client = client
+    def __init__(self, appending: BrokerSink[Any, list[str], Fields], stream: str) -> None:
+        self._appending = appending
         self.stream = stream
-        self._field = field
-        self._encoder = encoder
-        self._maxlen = maxlen
-        self.batch_size = batch_size
+        self.batch_size = appending.batch_size
+        self.name = appending.name
 
     async def send(self, item: Any) -> str:
         """Append one entry; returns its id once Redis replied."""
-        (entry_id,) = await self.send_batch([item])
+        (entry_id,) = await self._appending.send_batch((item,))
         return entry_id
 
     async def send_batch(self, items: Sequence[Any]) -> list[str]:
         """Append one entry per item, pipelined in one round trip; returns their ids once
-        Redis replied to every ``XADD``."""
-        # Encode everything first, so that a bad item fails before anything is written.
-        entries = [self._fields(item) for item in items]
-        if not entries:
-            return []
-        ids: list[bytes] = await self._host.call(self._xadd_all, entries)
-        return [entry_id.decode() for entry_id in ids]
-
-    async def _xadd_all(self, entries: list[Mapping[Any, FieldValue]]) -> list[bytes]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for fields in entries:
-                pipe.xadd(self.stream, fields, maxlen=self._maxlen, approximate=True)
-            ids: list[bytes] = await pipe.execute()
-        return ids
-
-    def _fields(self, item: Any) -> Mapping[Any, FieldValue]:
-        value = self._encoder(item) if self._encoder is not None else item
-        if self._field is None:
-            if isinstance(value, Mapping) and value:
-                return value
-            raise TypeError(
-                f"redis_stream_sink({self.stream!r}) with field=None writes mappings of field "
-                f"names to values, got {type(value).__name__}; pass an encoder= that returns "
-                "such a dict, or field='data' to write the item as one field"
-            )
-        if isinstance(value, FieldValue) and not isinstance(value, bool):
-            return {self._field: value}
-        raise TypeError(
-            f"redis_stream_sink({self.stream!r}) cannot write a {type(value).__name__} as field "
-            f"{self._field!r}: Redis stores bytes, str and numbers; pass an encoder= that "
-            "returns one (json.dumps, for instance)"
-        )
+        Redis replied to every ``XADD``. Every item is encoded first, so that a bad one
+        fails the batch before anything is written."""
+        return await self._appending.send_batch(items)
 
 
 @contextlib.asynccontextmanager
@@ -610,7 +663,7 @@ async def redis_stream_sink(
     stream: str,
     *,
     field: str | None = "data",
-    encoder: Callable[[Any], Any] | None = None,
+    encoder: EncoderSpec | None = None,
     maxlen: int | None = None,
     batch_size: int = 100,
 ) -> AsyncIterator[RedisStreamSink]:
@@ -619,10 +672,13 @@ async def redis_stream_sink(
     Args:
         url: the server, as ``redis://[user:password@]host[:port][/db]``.
         stream: the stream's key (created by the first write).
-        field: the entry field the encoded item goes to; ``None``: the encoder returns the
-            entry's fields as a dict.
-        encoder: turns an item into bytes, str or a number (or a dict, with ``field=None``);
-            by default items must already be one.
+        field: the entry field the encoded item goes to; ``None``: each item is the
+            entry, a mapping of field names to values, and each value is encoded.
+        encoder: how an item (or, with ``field=None``, each field's value) becomes bytes:
+            ``"auto"`` (default: bytes as they are, ``str`` as UTF-8, anything else as
+            JSON), ``"bytes"``, ``"text"``, ``"json"``, a record class, or a function
+            that returns bytes (or ``str``, or a number, which Redis stores as text); see
+            :mod:`rxflow.connectors.codecs`.
         maxlen: keep the stream at about this many entries (``MAXLEN ~``, which trims
             whole blocks and is cheap); ``None`` keeps everything.
         batch_size: the batch size a :class:`rxflow.Flow` uses with this sink.
@@ -633,7 +689,7 @@ async def redis_stream_sink(
     Example:
         With a Redis server running::
 
-            async with redis_stream_sink("redis://localhost", "orders", encoder=json.dumps) as sink:
+            async with redis_stream_sink("redis://localhost", "orders", encoder="json") as sink:
                 await sink.send_batch([{"n": 1}, {"n": 2}])
     """
     where = f"redis_stream_sink({stream!r})"
@@ -641,17 +697,11 @@ async def redis_stream_sink(
     check_name(where, "stream", stream)
     if field is not None:
         check_name(where, "field", field)
-    if encoder is not None and not callable(encoder):
-        raise TypeError(f"{where}: encoder must be a function item -> bytes/str, got {encoder!r}")
     check_count(where, "maxlen", maxlen, optional=True)
     check_count(where, "batch_size", batch_size)
+    encode = _entry_encoder(where, field, sink_encoder(where, encoder))
     async with AsyncioHost() as host, _connected(host, url, retry=True) as client:
-        yield RedisStreamSink(
-            host=host,
-            client=client,
-            stream=stream,
-            field=field,
-            encoder=encoder,
-            maxlen=maxlen,
-            batch_size=batch_size,
+        appending = BrokerSink(
+            _Appending(host, client, stream, maxlen), encode, batch_size=batch_size, name=where
         )
+        yield RedisStreamSink(appending, stream)
