@@ -501,6 +501,34 @@ async def test_poll_asks_only_if_changed_when_the_server_sends_an_etag() -> None
 
 
 @pytest.mark.anyio
+async def test_poll_hands_a_pipe_each_answer_as_a_run() -> None:
+    def key(order: dict[str, int]) -> str:
+        if order["id"] == 3:
+            raise KeyError("no key for 3")
+        return str(order["id"])
+
+    async with (
+        serving({"GET /orders": orders_endpoint([1, 2, 3, 4], [], page=4)}) as server,
+        poll_source(server.url("/orders"), interval=0, key=key) as source,
+    ):
+        assert [m.key for m in await source.next_run()] == ["1", "2"]  # those before 3
+        with pytest.raises(KeyError, match="no key for 3"):
+            await source.next_run()
+    async with (
+        serving({"GET /orders": orders_endpoint([1, 2, 3, 4, 5], [], page=2)}) as server,
+        poll_source(
+            server.url("/orders"), interval=0, cursor=lambda order: {"since": order["id"]}
+        ) as source,
+    ):
+        assert [[m.value["id"] for m in await source.next_run()] for _ in range(2)] == [
+            [1, 2],
+            [3, 4],
+        ]
+        async with open_pipe(source) as pipe:
+            assert [m.value["id"] for m in await take(pipe, 1)] == [5]
+
+
+@pytest.mark.anyio
 async def test_poll_errors_name_the_url_and_status() -> None:
     async def down(exchange: Exchange) -> None:
         await exchange.respond(b"maintenance", status=503, content_type="text/plain")

@@ -93,13 +93,34 @@ class PollSource:
         return self
 
     async def __anext__(self) -> Message[Any]:
+        await self._have_items()
+        item = self._pending.popleft()
+        key = self._key(item) if self._key is not None else None
+        return Message(item, key, source=self.decoder.source)
+
+    async def next_run(self) -> list[Message[Any]]:
+        """The items of the last answer not yet taken (polling first when there are none),
+        in one await: :func:`rxflow.open_pipe` prefers it to ``__anext__``."""
+        await self._have_items()
+        pending, key_of, source = self._pending, self._key, self.decoder.source
+        run: list[Message[Any]] = []
+        while pending:
+            item = pending[0]
+            try:
+                key = key_of(item) if key_of is not None else None
+            except Exception:
+                if run:  # hand over the items before it; the next call raises
+                    break
+                raise
+            run.append(Message(pending.popleft(), key, source=source))
+        return run
+
+    async def _have_items(self) -> None:
+        """Poll until an answer brought items; ``StopAsyncIteration`` once closed."""
         while not self._pending:
             if self._ended:
                 raise StopAsyncIteration
             await self._poll()
-        item = self._pending.popleft()
-        key = self._key(item) if self._key is not None else None
-        return Message(item, key, source=self.decoder.source)
 
     async def aclose(self) -> None:
         """End the iteration (the client's connections close with the source)."""
