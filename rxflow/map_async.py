@@ -38,7 +38,7 @@ __all__ = ["MapAsync", "map_async"]
 
 class MapAsync(Generic[ItemT, ResultT]):
     """The operator :func:`map_async` returns: it turns an ``Observable[ItemT]`` into an
-    ``Observable[ResultT]``; ``metrics`` (a :class:`rxflow.metrics.StageMetrics`) counts
+    ``Observable[ResultT]``; ``metrics`` (a :class:`rxflow.flow.metrics.StageMetrics`) counts
     its calls.
 
     Example:

@@ -60,6 +60,7 @@ class Skip:
 
 
 SinkFunction: TypeAlias = Callable[[Failure], Awaitable[object] | object]
+"""A dead-letter function: called (sync or async) with each :class:`Failure`."""
 
 
 @attrs.frozen

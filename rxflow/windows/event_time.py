@@ -101,7 +101,7 @@ class EventTimeWindows(Generic[TimedT]):
     Attributes:
         late_items: an observable of the items that were late for a window (``late="side"``).
         late_dropped: how many (item, window) placements were dropped as late.
-        metrics: a :class:`rxflow.metrics.StageMetrics`; its ``backlog`` is the number of
+        metrics: a :class:`rxflow.flow.metrics.StageMetrics`; its ``backlog`` is the number of
             items held in open windows (the operator's state size).
     """
 

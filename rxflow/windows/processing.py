@@ -90,7 +90,7 @@ class ProcessingTimeWindows:
     ``Observable[T]`` into an ``Observable[Window[T]]``.
 
     Attributes:
-        metrics: a :class:`rxflow.metrics.StageMetrics` (kind ``"window"``): ``received``
+        metrics: a :class:`rxflow.flow.metrics.StageMetrics` (kind ``"window"``): ``received``
             items, ``emitted`` windows, and as ``backlog`` the items held in open windows;
             a :class:`rxflow.Flow` shows it in its snapshots.
 
