@@ -17,8 +17,7 @@ from rxflow.connectors._message import Message
 from rxflow.connectors._redact import mask_url
 from rxflow.connectors.codecs import (
     SKIPPED,
-    Codec,
-    CodecName,
+    CodecSpec,
     DeadLetter,
     DecodePolicy,
     Decoder,
@@ -171,7 +170,7 @@ async def poll_source(
     cursor: Callable[[Any], Mapping[str, Any]] | None = None,
     items: Callable[[Any], Iterable[Any]] | None = None,
     key: Callable[[Any], str | bytes | None] | None = None,
-    codec: Codec | CodecName = "json",
+    codec: CodecSpec = "json",
     on_decode_error: DecodePolicy = "raise",
     dead_letter: DeadLetter | None = None,
     retry: Retry | None = None,

@@ -22,8 +22,7 @@ from rxflow.connectors._message import Message
 from rxflow.connectors._redact import mask_url
 from rxflow.connectors.codecs import (
     SKIPPED,
-    Codec,
-    CodecName,
+    CodecSpec,
     DeadLetter,
     DecodePolicy,
     Decoder,
@@ -238,14 +237,11 @@ class SseSource:
     async def _close_response(self) -> None:
         chunks, self._chunks = self._chunks, None
         response, self._response = self._response, None
-        if response is not None:
-            await response.aclose()
-        if chunks is None:
+        if response is None:  # never opened, or closed already (both are set together)
             return
-        if response is None:
-            await chunks.aclose()  # type: ignore[attr-defined]  # an async generator
-            return
-        await end_chunks(response, chunks)
+        await response.aclose()
+        if chunks is not None:
+            await end_chunks(response, chunks)
 
 
 @asynccontextmanager
@@ -255,7 +251,7 @@ async def sse_source(
     client: httpx.AsyncClient | None = None,
     headers: Mapping[str, str] | None = None,
     params: Mapping[str, Any] | None = None,
-    codec: Codec | CodecName = "text",
+    codec: CodecSpec = "text",
     on_decode_error: DecodePolicy = "raise",
     dead_letter: DeadLetter | None = None,
     reconnect: bool = True,
@@ -274,8 +270,8 @@ async def sse_source(
         headers: added to every request (auth).
         params: query parameters added to every request.
         codec: how each event's ``data`` becomes the value: ``"text"`` (default), ``"json"``,
-            ``"bytes"`` or a function; with ``on_decode_error`` and ``dead_letter`` as in
-            :mod:`rxflow.connectors.codecs`.
+            ``"bytes"``, a record class or a function; with ``on_decode_error`` and
+            ``dead_letter`` as in :mod:`rxflow.connectors.codecs`.
         reconnect: reconnect when the connection drops or the response ends, sending
             ``Last-Event-ID`` so that the server resumes after the last event seen. A 204
             answer ends the stream for good, as in browsers.
