@@ -430,6 +430,10 @@ def test_record_rejected_lives_in_errors_and_is_re_exported() -> None:
     assert issubclass(RecordRejected, ValueError)
 
 
+def test_skipped_reads_as_its_name() -> None:
+    assert (repr(SKIPPED), str(SKIPPED), f"{SKIPPED}") == ("SKIPPED",) * 3
+
+
 @pytest.mark.anyio
 async def test_a_rejected_record_still_follows_the_policy() -> None:
     decoder = Decoder("json", on_decode_error="skip")

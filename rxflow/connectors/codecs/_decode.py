@@ -100,6 +100,8 @@ class _Skipped(enum.Enum):
     def __repr__(self) -> str:
         return "SKIPPED"
 
+    __str__ = __repr__
+
 
 SKIPPED: Final = _Skipped.SKIPPED
 """What :meth:`Decoder.decode` returns for a record its policy skipped or dead-lettered."""
