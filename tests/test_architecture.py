@@ -37,7 +37,6 @@ BEING_CONVERTED_TODAY: set[str] = {
     "rxflow.sources",
     "rxflow.connectors.postgres",
     "rxflow.connectors.mqtt",
-    "rxflow.connectors.redis",
     "rxflow.connectors.nats",
     "rxflow.connectors.rabbitmq",
     "rxflow.connectors._kit",

@@ -22,6 +22,7 @@ import sniffio
 from reactivex import operators as ops
 
 import rxflow.connectors.redis
+import rxflow.connectors.redis._group
 from rxflow import open_pipe
 from rxflow.connectors.redis import RedisStreamSource, redis_stream_sink, redis_stream_source
 from rxflow.errors import DecodeError, ServiceUnavailableError
@@ -285,7 +286,7 @@ def _asyncio_tasks() -> set[Any]:
 
 
 async def test_gives_up_once_redis_stays_away(rd: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rxflow.connectors.redis, "RECONNECT_BACKOFF_S", (0.01, 0.01))
+    monkeypatch.setattr(rxflow.connectors.redis._group, "RECONNECT_BACKOFF_S", (0.01, 0.01))
     rd.add(b"0")
     async with tcp_proxy(require_service("redis")[1]) as proxy:
         url = f"redis://127.0.0.1:{proxy.port}"
