@@ -309,8 +309,9 @@ class BrokerSource(Generic[T, H]):
         ...     async def held_back(self): return False
         >>> async def main():
         ...     reader = ListReader([(1, b"a"), (2, b"b")])
-        ...     async with BrokerSource(reader, Decoder("text", source="demo")) as source:
-        ...         run = await source.next_run()
+        ...     decoder = Decoder("text", source="demo")
+        ...     async with BrokerSource(reader, decoder, expected_size=1) as source:
+        ...         run = await source.next_run()  # what one fetch brought
         ...         await source.ack_many(run)
         ...     return [m.value for m in run], reader.acked
         >>> anyio.run(main)
