@@ -41,9 +41,9 @@ from reactivex.subject import Subject
 
 from rxflow._holds import Hold, current_holds
 from rxflow._source_time import current_source_time
-from rxflow._stage_metrics import StageMetrics
 from rxflow._typevars import TimedT
 from rxflow.scheduler import AnyioScheduler
+from rxflow.windows._stage import WindowStage
 from rxflow.windows._window import Window
 from rxflow.windows.processing import clock_of
 
@@ -94,7 +94,7 @@ class _Open:
     holds: list[Hold] = attrs.field(factory=list)
 
 
-class EventTimeWindows(Generic[TimedT]):
+class EventTimeWindows(WindowStage["_Run"], Generic[TimedT]):
     """The operator that :func:`rxflow.tumbling`, :func:`rxflow.sliding` and
     :func:`rxflow.session` return when given ``timestamp=``.
 
@@ -120,6 +120,7 @@ class EventTimeWindows(Generic[TimedT]):
         scheduler: abc.SchedulerBase | None,
         name: str,
     ) -> None:
+        super().__init__(name)
         self.timestamp = timestamp
         self.key = key
         self.aligned = aligned
@@ -132,12 +133,6 @@ class EventTimeWindows(Generic[TimedT]):
         self.scheduler = scheduler
         self.late_items: Subject[TimedT] = Subject()
         self.late_dropped = 0
-        self._runs: set[_Run] = set()
-        self.metrics = StageMetrics(name, "window", backlog=self.state_size)
-
-    def state_size(self) -> int:
-        """Items held in windows now, over all subscriptions."""
-        return sum(run.held for run in self._runs)
 
     def __call__(self, source: Observable[T]) -> Observable[Window[T]]:
         def subscribe(

@@ -26,6 +26,7 @@ from reactivex.scheduler import TimeoutScheduler
 
 from rxflow._holds import AckHolds, Hold, current_holds
 from rxflow._stage_metrics import StageMetrics
+from rxflow.windows._stage import WindowStage
 from rxflow.windows._window import Window
 
 __all__ = ["ProcessingTimeWindows"]
@@ -84,7 +85,7 @@ class _Run:
         self.held = len(arrivals)
 
 
-class ProcessingTimeWindows:
+class ProcessingTimeWindows(WindowStage[_Run]):
     """The operator that :func:`rxflow.tumbling`, :func:`rxflow.sliding` and
     :func:`rxflow.session` return without ``timestamp=``: it turns an
     ``Observable[T]`` into an ``Observable[Window[T]]``.
@@ -107,15 +108,10 @@ class ProcessingTimeWindows:
     def __init__(
         self, build: Build, scheduler: abc.SchedulerBase | None, sliding: bool, name: str
     ) -> None:
+        super().__init__(name)
         self._build = build
         self._scheduler = scheduler
         self._sliding = sliding
-        self._runs: set[_Run] = set()
-        self.metrics = StageMetrics(name, "window", backlog=self.state_size)
-
-    def state_size(self) -> int:
-        """Items held in open windows now, over all subscriptions."""
-        return sum(run.held for run in self._runs)
 
     def __call__(self, source: Observable[T]) -> Observable[Window[T]]:
         def subscribe(
