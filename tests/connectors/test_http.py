@@ -748,9 +748,11 @@ async def test_retry_on_selects_broken_connections_or_answers() -> None:
     async with http_post_sink(url, retry=answers_only) as sink:
         with pytest.raises(ServiceUnavailableError, match=r"could not reach \S+: "):
             await sink.send(1)  # a broken connection is not retried: one attempt
-    async with http_post_sink(url, retry=connections_only) as sink:
-        with pytest.raises(ServiceUnavailableError, match="after 3 attempts"):
-            await sink.send(1)
+    for on in [(httpx.TransportError,), (ConnectionError,)]:
+        connections_only = Retry(attempts=3, base=0, cap=0, on=on)
+        async with http_post_sink(url, retry=connections_only) as sink:
+            with pytest.raises(ServiceUnavailableError, match="after 3 attempts"):
+                await sink.send(1)
 
 
 @pytest.mark.trio

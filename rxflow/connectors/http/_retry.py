@@ -18,7 +18,7 @@ import anyio
 from rxflow._checks import check_count, check_seconds
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors.http._client import raise_for_answer, read_bounded, unavailable
-from rxflow.errors import HttpResponseError
+from rxflow.errors import HttpResponseError, ServiceUnavailableError
 from rxflow.strategies import FailFast, Retry
 
 with requires_extra("http"):
@@ -104,13 +104,16 @@ async def request(
 ) -> httpx.Response:
     """The 2xx (or ``accept``-ed) response, after retrying the failures ``retry`` covers.
 
-    A broken connection is retried if ``httpx.TransportError`` is in ``retry.on`` (it is,
-    with the default ``(Exception,)``), a 5xx, 408 or 429 answer if ``HttpResponseError``
-    is. After the last attempt a broken connection raises
+    A broken connection is retried if ``retry.on`` covers the ``httpx.TransportError`` it
+    is or the :class:`~rxflow.errors.ServiceUnavailableError` (a ``ConnectionError``) it
+    ends as; a 5xx, 408 or 429 answer if ``retry.on`` covers ``HttpResponseError``. The
+    default ``(Exception,)`` covers both. After the last attempt a broken connection raises
     :class:`~rxflow.errors.ServiceUnavailableError`, an answer :class:`HttpResponseError`.
     With ``max_body_bytes``, the body is streamed and reading stops past that many bytes.
     """
     retry_answers = issubclass(HttpResponseError, retry.on)
+    # A broken connection is both what httpx raised and what it ends as for the caller.
+    retry_connections = issubclass(ServiceUnavailableError, retry.on)
     attempt = 0
     while True:
         attempt += 1
@@ -123,7 +126,7 @@ async def request(
                 if response.is_success or response.status_code in accept:
                     return await read_bounded(response, max_body_bytes, where)
         except httpx.TransportError as error:
-            if attempt >= retry.attempts or not isinstance(error, retry.on):
+            if attempt >= retry.attempts or not (retry_connections or isinstance(error, retry.on)):
                 raise unavailable(where, url, attempt, error) from error
             delay = retry.delay(attempt)
         else:

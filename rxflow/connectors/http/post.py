@@ -149,7 +149,8 @@ async def http_post_sink(
             then twice as long each time up to 30 s, no jitter (several workers posting to
             one server do better with ``jitter=1.0``). A numeric ``Retry-After`` makes a
             wait longer (up to ``retry.cap``). ``retry.on`` selects the failures: a broken
-            connection is an ``httpx.TransportError``, an answer worth retrying an
+            connection is an ``httpx.TransportError`` or a ``ConnectionError``
+            (:class:`~rxflow.errors.ServiceUnavailableError`), an answer worth retrying an
             :class:`~rxflow.errors.HttpResponseError`; the default ``(Exception,)`` retries both.
             ``retry.then`` must be ``FailFast()``. A retried POST may reach the server
             twice, as at-least-once delivery allows: make the endpoint idempotent if that
