@@ -14,6 +14,7 @@ import warnings
 from typing import Any
 
 import anyio
+import attrs
 
 from rxflow._checks import check_count, check_seconds
 from rxflow.connectors._extras import requires_extra
@@ -79,8 +80,8 @@ def reconnect_delay(policy: Retry, base: float, failures: int) -> float:
     """The wait before the next reconnection after ``failures`` failed ones in a row, on
     ``policy``'s schedule from ``base`` seconds (a server's own ``retry:`` time): ``base``,
     then twice as long after each failure, up to ``policy.cap`` (or ``base`` if longer)."""
-    if base != policy.base or policy.cap < base:
-        policy = Retry(policy.attempts, base, max(base, policy.cap), policy.jitter, policy.on)
+    if base != policy.base:  # the server changed it
+        policy = attrs.evolve(policy, base=base, cap=max(base, policy.cap))
     return policy.delay(failures + 1)
 
 
