@@ -71,6 +71,7 @@ __all__ = [
     "BrokerSettlement",
     "BrokerSink",
     "BrokerSource",
+    "Decoded",
     "Incoming",
     "Publisher",
     "Reader",
@@ -95,9 +96,19 @@ Verb = Literal["ack", "requeue", "reject"]
 
 NO_HEADERS: Mapping[str, str] = MappingProxyType({})  # shared, so it must not change
 
-Payload = bytes | Mapping[str, bytes] | RecordRejected
+
+
+class Decoded(NamedTuple):
+    """A record's value as the system's client decoded it already (asyncpg's rows): handed
+    out as it is, by a source that has no decoder."""
+
+    value: Any
+
+
+Payload = bytes | Mapping[str, bytes] | RecordRejected | Decoded
 """What a record carries for the codec: its bytes; named fields, each decoded on its own (a
-Redis entry read whole); or why the reader found it unusable before any codec saw it."""
+Redis entry read whole); why the reader found it unusable before any codec saw it; or a
+value that needs no codec."""
 
 
 class Incoming(NamedTuple, Generic[H]):
@@ -175,8 +186,10 @@ class _Settler(Generic[H]):
         if self._failure is not None:
             raise self._failure
 
-    async def settle(self, handle: H, verb: Verb, *, what: str) -> None:
+    async def settle(self, handle: H, verb: Verb, *, identity: Hashable | None) -> None:
         if self.closed:
+            # (The record is named only here: a string per settlement costs on the hot path.)
+            what = "a message" if identity is None else f"message {identity!r}"
             raise SettledAfterCloseError(
                 f"{self._reader.name}: {what} was settled after its source closed; it was "
                 "not, and the system delivers it again. Settle messages inside the source's "
@@ -262,14 +275,13 @@ class BrokerSettlement(Settlement, Generic[H]):
         return self._source  # its ack_many() settles many records in one call
 
     async def _ack(self) -> None:
-        await self._source._settler.settle(self._handle, "ack", what=self._what())
+        await self._source._settler.settle(self._handle, "ack", identity=self.identity)
 
     async def _nack(self, requeue: bool) -> None:
         verb: Verb = "requeue" if requeue else "reject"
-        await self._source._settler.settle(self._handle, verb, what=self._what())
-
-    def _what(self) -> str:
-        return "a message" if self.identity is None else f"message {self.identity!r}"
+        await self._source._settler.settle(self._handle, verb, identity=self.identity)
+        if requeue and self._source.requeue_rereads:
+            await self._source._give_back_read_ahead()
 
 
 class BrokerSource(Generic[T, H]):
@@ -282,13 +294,18 @@ class BrokerSource(Generic[T, H]):
 
     Attributes:
         name: the messages' ``source`` (``"rabbitmq:orders"``).
-        decoder: the :class:`~rxflow.connectors.Decoder`, with its counts.
+        decoder: the :class:`~rxflow.connectors.Decoder`, with its counts (None for a
+            source whose reader hands out :class:`Decoded` values only).
         in_flight_limit: the system's limit on unsettled records (None if unlimited).
         read_ahead: at most this many records fetched and not handed out.
         read_ahead_bytes: at most this many payload bytes fetched and not handed out, plus
             one record.
         expected_size: the records' average size as the system reported it before the
             first fetch (None if unknown); it sizes fetches until records were seen.
+        requeue_rereads: whether a requeued record comes again in its place, ahead of
+            the records fetched after it (a table read in id order): a requeue then gives
+            what was read ahead back to the reader (:meth:`Reader.release`), so that the
+            next fetch reads again in the system's order.
         fetches: fetches that returned records so far.
         released: records fetched, never handed out, and given back when the source closed.
 
@@ -321,14 +338,16 @@ class BrokerSource(Generic[T, H]):
     def __init__(
         self,
         reader: Reader[H],
-        decoder: Decoder,
+        decoder: Decoder | None,
         *,
         read_ahead: int = 100,
         read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES,
         expected_size: int | None = None,
+        requeue_rereads: bool = False,
     ) -> None:
         self.reader = reader
         self.decoder = decoder
+        self.requeue_rereads = requeue_rereads
         self.name = reader.name
         self.in_flight_limit = reader.in_flight_limit
         self.read_ahead = read_ahead
@@ -378,14 +397,24 @@ class BrokerSource(Generic[T, H]):
         Not ``aclose``: a pipe that read this source closes its iterator with aclose(),
         and the source outlives one pipe (the connector's block closes it)."""
         with anyio.CancelScope(shield=True):
-            unhanded = [incoming.handle for incoming in self._fetched]
-            self._fetched.clear()
-            self.buffered_bytes = 0
-            self._settler.outstanding -= len(unhanded)
             # Called with nothing unhanded too: the system may hold records for this
             # consumer that no fetch returned (a reply lost to a cancelled fetch).
-            self.released += await self.reader.release(unhanded)
+            self.released += await self.reader.release(self._take_read_ahead())
         self._settler.close()
+
+    def _take_read_ahead(self) -> list[H]:
+        """Empty the read-ahead buffer; the handles of what it held, no longer outstanding."""
+        unhanded = [incoming.handle for incoming in self._fetched]
+        self._fetched.clear()
+        self.buffered_bytes = 0
+        self._settler.outstanding -= len(unhanded)
+        return unhanded
+
+    async def _give_back_read_ahead(self) -> None:
+        """After a requeue, with ``requeue_rereads``: the next fetch reads again."""
+        unhanded = self._take_read_ahead()
+        if unhanded:
+            await self.reader.release(unhanded)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -434,13 +463,17 @@ class BrokerSource(Generic[T, H]):
     async def _next_buffered(self) -> Message[T] | None:
         """Decode the record at the head; None if the decode policy set it aside."""
         incoming = self._fetched[0]
-        payload = incoming.payload
-        if isinstance(payload, bytes):
-            value = await self.decoder.decode(payload, key=incoming.key)
+        payload, decoder = incoming.payload, self.decoder
+        if isinstance(payload, Decoded):
+            value = payload.value
+        elif decoder is None:
+            raise TypeError(f"{self.name}: its reader must hand out Decoded values only")
+        elif isinstance(payload, bytes):
+            value = await decoder.decode(payload, key=incoming.key)
         elif isinstance(payload, RecordRejected):
-            value = await self.decoder.reject(b"", payload, key=incoming.key)
+            value = await decoder.reject(b"", payload, key=incoming.key)
         else:
-            value = await self._decode_fields(payload, incoming.key)
+            value = await self._decode_fields(decoder, payload, incoming.key)
         # Decoded (or set aside): no longer read ahead. A raise above left it at the head.
         self._fetched.popleft()
         self.buffered_bytes -= incoming.size
@@ -454,10 +487,12 @@ class BrokerSource(Generic[T, H]):
             value, incoming.key, incoming.headers, incoming.timestamp, self.name, settlement
         )
 
-    async def _decode_fields(self, fields: Mapping[str, bytes], key: str | bytes | None) -> Any:
+    async def _decode_fields(
+        self, decoder: Decoder, fields: Mapping[str, bytes], key: str | bytes | None
+    ) -> Any:
         value = {}
         for name, data in fields.items():
-            decoded = await self.decoder.decode(data, key=key)
+            decoded = await decoder.decode(data, key=key)
             if decoded is SKIPPED:
                 return SKIPPED
             value[name] = decoded

@@ -256,7 +256,7 @@ class _Reader:
 
     async def release(self, unhanded: Sequence[Msg]) -> int:
         # A nak, so JetStream delivers them again at once, to any worker of the durable.
-        return await self._host.call(_nak_each, unhanded)
+        return await self._host.call(_nak_each, unhanded) if unhanded else 0
 
     async def held_back(self) -> bool:
         """Whether the consumer has messages to deliver but may not: at max_ack_pending
@@ -268,16 +268,16 @@ class _Reader:
 
 def _incoming(msg: Msg) -> Incoming[Msg]:
     metadata = msg.metadata
+    # Positional: a NamedTuple built from keywords costs a microsecond more, per message.
     return Incoming(
         msg.data,
         msg,
-        key=msg.subject,
-        headers=dict(msg.headers) if msg.headers else NO_HEADERS,
-        timestamp=metadata.timestamp.timestamp(),
-        # The stream sequence: the same on every delivery of the message.
-        identity=metadata.sequence.stream,
-        size=len(msg.data),
-        redelivered=metadata.num_delivered > 1,
+        msg.subject,  # key
+        dict(msg.headers) if msg.headers else NO_HEADERS,
+        metadata.timestamp.timestamp(),
+        metadata.sequence.stream,  # identity: the same on every delivery of the message
+        len(msg.data),  # size
+        metadata.num_delivered > 1,  # redelivered
     )
 
 
