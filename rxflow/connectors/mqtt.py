@@ -369,6 +369,7 @@ class _Subscriber:
         # Not reading the socket: `limit` messages are unacked, or `max_bytes` wait.
         self.paused = False
         self.subscribed = False
+        self.closing = False  # read on to the SUBACK of close(): no more pauses
 
     async def open(self) -> None:
         client = self.make_client()
@@ -401,7 +402,7 @@ class _Subscriber:
             self.unacked += 1
             self.queued_bytes += len(message.payload)
             on_message(client, userdata, message)
-            if self.subscribed and self._full():
+            if self.subscribed and not self.closing and self._full():
                 self._pause()
 
         return counted
@@ -486,6 +487,9 @@ class _Subscriber:
         # unread is reset, and the reset discards what the broker has not read yet, such as
         # the last acks (they would come again). A SUBSCRIBE round trip (the same
         # subscription, so nothing changes) proves the broker processed every ack before.
+        # Its SUBACK may queue behind a full window of messages: read past them (they are
+        # not acked, so they come again).
+        self.closing = True
         self._resume()
         if self.subscribed:  # (else nothing was received, so nothing acked)
             options = SubscribeOptions(qos=self.qos, retainHandling=1)  # no retained replay
