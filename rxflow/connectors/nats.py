@@ -234,16 +234,11 @@ class _Reader:
         # nats-py's fetch() cannot put max_bytes in the pull request (nats.py issue 413):
         # the kit bounds the bytes by the count it asks for.
         try:
-            msgs: list[Msg] = await self._host.call(
-                self.subscription.fetch, count, self._fetch_timeout
-            )
-        except TimeoutError:  # nats-py's timeouts subclass it: nothing came, ask again
-            return []
+            return await self._host.call(_fetch, self.subscription, count, self._fetch_timeout)
         except nats.errors.ConnectionClosedError as error:
             raise ServiceUnavailableError(
                 f"{self.name}: the connection to nats was closed while reading"
             ) from error
-        return [_incoming(msg) for msg in msgs]
 
     async def settle(self, settlements: Sequence[tuple[Msg, Verb]]) -> None:
         try:
@@ -264,6 +259,16 @@ class _Reader:
         info = await self._host.call(self.subscription.consumer_info)
         limit = info.config.max_ack_pending or 0
         return bool(info.num_pending) and limit > 0 and info.num_ack_pending >= limit
+
+
+async def _fetch(subscription: Any, count: int, poll_s: float) -> list[Incoming[Msg]]:
+    """The next messages, described for the kit on the client's loop (under trio, its
+    thread parses the metadata while the caller's thread goes on); [] if none came."""
+    try:
+        msgs = await subscription.fetch(count, poll_s)
+    except TimeoutError:  # nats-py's timeouts subclass it: nothing came, ask again
+        return []
+    return [_incoming(msg) for msg in msgs]
 
 
 def _incoming(msg: Msg) -> Incoming[Msg]:
