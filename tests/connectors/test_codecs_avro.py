@@ -25,6 +25,7 @@ from rxflow.connectors.codecs import (
     avro,
     avro_reader,
 )
+from rxflow.connectors.files import read_file
 from rxflow.connectors.redis import redis_stream_source
 from rxflow.errors import (
     DecodeError,
@@ -284,3 +285,30 @@ async def test_a_redis_stream_of_avro_records_reads_through_a_registry() -> None
         assert values == [{"id": 1, "user": "ann"}, {"id": 2, "user": "bob", "total": 3.5}]
     finally:
         client.delete(stream)
+
+
+async def test_a_file_of_length_prefixed_avro_records_reads_through_an_async_lookup(
+    tmp_path: Any,
+) -> None:
+    # Byte-stream sources call the codec directly and hand failures to the decoder: the
+    # lookup an unknown id needs is awaited there too.
+    asked: list[int] = []
+
+    async def lookup(schema_id: int) -> Any:
+        asked.append(schema_id)
+        return {1: ORDER_V1, 2: ORDER_V2}.get(schema_id)
+
+    records = [
+        confluent(1, ORDER_V1, {"id": 1, "user": "ann"}),
+        confluent(3, ORDER_V1, {"id": 2, "user": "bob"}),  # id 3: unknown, skipped
+        confluent(2, ORDER_V2, {"id": 3, "user": "cy", "total": 1.5}),
+        confluent(1, ORDER_V1, {"id": 4, "user": "di"}),
+    ]
+    path = tmp_path / "orders.avro-frames"
+    path.write_bytes(b"".join(len(data).to_bytes(4, "big") + data for data in records))
+    codec = avro_reader(lookup=lookup)
+    async with read_file(path, framing="length", codec=codec, on_decode_error="skip") as orders:
+        ids = [message.value["id"] async for message in orders]
+        assert orders.decoder.skipped == 1
+    assert ids == [1, 3, 4]
+    assert asked == [1, 3, 2]
