@@ -47,7 +47,7 @@ from collections.abc import (
     Sequence,
 )
 from types import MappingProxyType
-from typing import Any, Generic, Literal, NamedTuple, Protocol, Self
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, Protocol, Self
 
 import anyio
 
@@ -302,10 +302,6 @@ class BrokerSource(Generic[T, H]):
             one record.
         expected_size: the records' average size as the system reported it before the
             first fetch (None if unknown); it sizes fetches until records were seen.
-        requeue_rereads: whether a requeued record comes again in its place, ahead of
-            the records fetched after it (a table read in id order): a requeue then gives
-            what was read ahead back to the reader (:meth:`Reader.release`), so that the
-            next fetch reads again in the system's order.
         fetches: fetches that returned records so far.
         released: records fetched, never handed out, and given back when the source closed.
 
@@ -335,6 +331,12 @@ class BrokerSource(Generic[T, H]):
         (['a', 'b'], [1, 2])
     """
 
+    # Whether a requeued record comes again in its place, ahead of the records fetched
+    # after it (a table read in id order): a requeue then gives what was read ahead back
+    # to the reader (Reader.release), so that the next fetch reads in the system's order.
+    # A subclass for such a system sets it.
+    requeue_rereads: ClassVar[bool] = False
+
     def __init__(
         self,
         reader: Reader[H],
@@ -343,11 +345,9 @@ class BrokerSource(Generic[T, H]):
         read_ahead: int = 100,
         read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES,
         expected_size: int | None = None,
-        requeue_rereads: bool = False,
     ) -> None:
         self.reader = reader
         self.decoder = decoder
-        self.requeue_rereads = requeue_rereads
         self.name = reader.name
         self.in_flight_limit = reader.in_flight_limit
         self.read_ahead = read_ahead

@@ -13,7 +13,7 @@ import pytest
 from rxflow import open_pipe
 from rxflow._source_time import SourceTime
 from rxflow.connectors import InFlightLimit, Message
-from rxflow.connectors._kit import BrokerSink, BrokerSource, Incoming, Verb
+from rxflow.connectors._kit import BrokerSink, BrokerSource, Decoded, Incoming, Verb
 from rxflow.connectors.codecs import Decoder, RecordRejected
 from rxflow.errors import DecodeError, SettledAfterCloseError
 
@@ -206,6 +206,37 @@ async def test_fields_are_decoded_one_by_one() -> None:
         message = await anext(source)
         await message.ack()
     assert message.value == {"a": 1, "b": [2]}
+
+
+async def test_a_source_without_a_decoder_hands_out_decoded_values_as_they_are() -> None:
+    reader = ListReader([])
+    async with BrokerSource(reader, None) as source:
+        source._fetched.append(Incoming(Decoded({"id": 1}), handle=0, key="1", identity=1))
+        message = await anext(source)
+        source._fetched.append(Incoming(b"raw", handle=1))
+        with pytest.raises(TypeError, match="Decoded values only"):
+            await anext(source)
+    assert (message.value, message.identity) == ({"id": 1}, 1)
+
+
+class InOrderSource(BrokerSource[Any, int]):
+    requeue_rereads = True
+
+
+async def test_a_requeue_gives_back_the_read_ahead_when_the_system_rereads_in_order() -> None:
+    reader = ListReader([b"a", b"b", b"c", b"d"])
+    decoder = Decoder("text", source=reader.name)
+    async with InOrderSource(reader, decoder, expected_size=1) as source:
+        a, b = await anext(source), await anext(source)
+        assert (source.buffered, source.unsettled) == (2, 4)
+        await a.ack()
+        await b.nack()  # comes again before c and d: what was read ahead goes back
+        assert (source.buffered, source.buffered_bytes, source.unsettled) == (0, 0, 0)
+        assert reader.released == [2, 3]
+    assert source.released == 0  # given back on the requeue, not at close
+    async with source_over(ListReader([b"a", b"b", b"c"]), expected_size=1) as plain:
+        await (await anext(plain)).nack()
+        assert plain.buffered == 2  # a system that requeues at the back keeps its read-ahead
 
 
 async def test_ack_many_takes_only_its_own_messages() -> None:

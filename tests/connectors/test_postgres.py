@@ -225,7 +225,7 @@ def host_threads() -> set[threading.Thread]:
     [
         ({"channel": "x" * 64}, ValueError, "longer than 63 bytes"),
         ({"channel": ""}, TypeError, "non-empty str"),
-        ({"max_buffer_size": 0}, ValueError, "max_buffer_size must be 1 or more"),
+        ({"max_buffer_size": 0}, ValueError, "max_buffer_size must be an int of 1 or more"),
         ({"overflow": "block"}, ValueError, "overflow must be one of"),
         ({"codec": "yaml"}, ValueError, "unknown codec"),
     ],
