@@ -1,5 +1,6 @@
 """A Decoder is typed by its codec, for a user's ``mypy --strict``: ``Decoder(Order)`` is a
-``Decoder[Order]``, and what it decodes is an ``Order`` once ``SKIPPED`` is ruled out.
+``Decoder[Order]``, and what it decodes is an ``Order`` once ``SKIPPED`` is ruled out; a
+source's ``codec=`` takes a record class.
 
 The program below is type-checked (each ``assert_type`` must hold, and the ``type: ignore``
 on a wrong call must still be needed) and run (so what it claims also happens).
@@ -23,6 +24,7 @@ import anyio
 import msgspec
 import pydantic
 
+from rxflow.connectors import read_file
 from rxflow.connectors.codecs import SKIPPED, Decoder, Encoder, resolve_encoder, sink_encoder
 
 
@@ -41,6 +43,11 @@ class Line:
 
 def parse(data: bytes) -> Line:
     return Line(len(data))
+
+
+def sources_take_record_classes() -> None:  # type-checked only
+    read_file("orders.jsonl", codec=Order)
+    read_file("orders.jsonl", codec=Customer, on_decode_error="skip")
 
 
 def a_mistake_the_type_checker_catches() -> None:  # not called: it would raise ValueError

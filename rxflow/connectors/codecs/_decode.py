@@ -20,11 +20,15 @@ T = TypeVar("T")
 
 logger = logging.getLogger("rxflow.connectors")
 
-Codec = Callable[[bytes], Any]
+CodecFunction = Callable[[bytes], Any]
+"""A codec as a source calls it: a function ``bytes -> value``."""
+Codec = CodecFunction | type[Any]
+"""A ``codec=`` other than a name: a function ``bytes -> value``, or a record class (a
+msgspec ``Struct``, a pydantic model, a dataclass, an attrs class), which a type checker
+could not take for such a function since its constructor takes fields, not bytes."""
 CodecName = Literal["bytes", "text", "json"]
-CodecSpec = Codec | CodecName | type[Any]
-"""What a source's ``codec=`` takes: a name, a function ``bytes -> value``, or a record
-class (a msgspec ``Struct``, a pydantic model, a dataclass, an attrs class)."""
+CodecSpec = Codec | CodecName
+"""Everything a source's ``codec=`` takes."""
 DecodePolicy = Literal["raise", "skip", "dead_letter"]
 DECODE_POLICIES: Final = ("raise", "skip", "dead_letter")
 
@@ -45,11 +49,11 @@ def as_json(data: bytes) -> Any:
     return _json.loads(data)
 
 
-CODECS: Final[dict[str, Codec]] = {"bytes": as_bytes, "text": as_text, "json": as_json}
+CODECS: Final[dict[str, CodecFunction]] = {"bytes": as_bytes, "text": as_text, "json": as_json}
 _CODEC: Final = Resolution(CODECS, record_decoder, what="codec", function="bytes -> value")
 
 
-def resolve_codec(codec: CodecSpec, *, where: str) -> Codec:
+def resolve_codec(codec: CodecSpec, *, where: str) -> CodecFunction:
     """The codec function for a name, a record class or a function; a clear error for
     anything else.
 
