@@ -17,7 +17,6 @@ from rxflow.errors import DecodeError, RecordInvalidError, RecordRejected
 
 T = TypeVar("T")
 
-
 logger = logging.getLogger("rxflow.connectors")
 
 CodecFunction = Callable[[bytes], Any]
