@@ -37,7 +37,6 @@ BEING_CONVERTED_TODAY: set[str] = {
     "rxflow.sources",
     "rxflow.connectors.mqtt",
     "rxflow.connectors.nats",
-    "rxflow.connectors.rabbitmq",
     "rxflow.connectors._kit",
     "rxflow.connectors._byte_streams",
     "rxflow.connectors._framing",

@@ -15,7 +15,7 @@ import pytest
 from rxflow import open_pipe
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors.rabbitmq import RabbitMQSettlement, rabbitmq_sink, rabbitmq_source
-from rxflow.connectors.rabbitmq import _close as close_connection
+from rxflow.connectors.rabbitmq._client import close as close_connection
 from rxflow.errors import ServiceUnavailableError
 from tests.connectors.conftest import require_service
 from tests.connectors.support import (
@@ -79,6 +79,20 @@ async def queue(admin: Admin) -> AsyncIterator[str]:
     name = f"rxflow-test-{uuid.uuid4().hex}"
     yield name
     await admin.delete(name)
+
+
+@pytest.mark.anyio
+async def test_encode_is_the_old_name_of_encoder(admin: Admin, queue: str) -> None:
+    await admin.publish(queue)  # declares the queue, so the mandatory publish is routed
+    with pytest.warns(DeprecationWarning, match=r"encode= is deprecated; pass encoder="):
+        async with rabbitmq_sink(URL, routing_key=queue, encode=lambda n: b"n=%d" % n) as sink:
+            await sink.send(7)
+    async with rabbitmq_sink(URL, routing_key=queue, encoder="text") as sink:
+        await sink.send("eight")
+    async with rabbitmq_source(URL, queue) as source:
+        messages = [await anext(source), await anext(source)]
+        await source.ack_many(messages)
+    assert [message.value for message in messages] == [b"n=7", b"eight"]
 
 
 @pytest.mark.anyio
