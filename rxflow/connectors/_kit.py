@@ -178,7 +178,9 @@ class _Settler(Generic[H]):
         self.closed = False
         self._queue: list[tuple[H, Verb]] = []
         self._wake = anyio.Event()
-        self._settled_one = anyio.Event()
+        # Set by the next settlement while the source waits at its in-flight limit (None
+        # otherwise: no event to set per settlement on the hot path).
+        self._settled_one: anyio.Event | None = None
         self._failure: Exception | None = None
 
     def check(self) -> None:
@@ -195,7 +197,8 @@ class _Settler(Generic[H]):
                 "not, and the system delivers it again. Settle messages inside the source's "
                 "`async with` block"
             )
-        self.check()
+        if self._failure is not None:  # check(), inline: this runs for every message
+            raise self._failure
         self._accepted(1)
         if self._reader.queues_settlements:
             self._queue.append((handle, verb))
@@ -215,11 +218,14 @@ class _Settler(Generic[H]):
 
     def _accepted(self, count: int) -> None:
         self.outstanding -= count
-        self._settled_one.set()
+        settled_one = self._settled_one
+        if settled_one is not None:
+            self._settled_one = None
+            settled_one.set()
 
     async def wait_for_a_settlement(self) -> None:
-        self._settled_one = anyio.Event()
-        await self._settled_one.wait()
+        self._settled_one = settled_one = anyio.Event()
+        await settled_one.wait()
 
     async def run(self) -> None:
         """Write queued settlements until closed (only needed when they are queued)."""

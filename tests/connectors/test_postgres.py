@@ -478,3 +478,33 @@ async def test_table_source_arguments_and_missing_columns(dsn: str, outbox: str)
     with pytest.raises(asyncpg.UndefinedColumnError):
         async with postgres_table_source(dsn, outbox, id_column="seq"):
             pass
+
+
+async def test_the_first_read_is_sized_by_the_tables_rows_and_comes_as_one_run(
+    dsn: str, admin: Admin, outbox: str
+) -> None:
+    await add(admin, outbox, "a", "b", "c", "d", "e")
+    async with postgres_table_source(dsn, outbox, id_column="id", batch_size=10) as source:
+        run = await source.next_run()  # one read of the table, handed over at once
+        assert [message.value["payload"] for message in run] == ["a", "b", "c", "d", "e"]
+        assert (source.queries, source.fetched, source.decoder) == (1, 5, None)
+        await source.ack_many(run)
+        await source.flush_acks()
+        assert (source.deleted, await left_in(admin, outbox)) == (5, [])
+
+
+async def test_read_ahead_bytes_counts_a_whole_rows_text(
+    dsn: str, admin: Admin, outbox: str
+) -> None:
+    await add(admin, outbox, *(f"{n:03}" + "x" * 997 for n in range(6)))
+    async with postgres_table_source(
+        dsn, outbox, id_column="id", batch_size=10, read_ahead_bytes=2000
+    ) as source:
+        taken = []
+        for _ in range(6):
+            (message,) = await take(source, 1)
+            taken.append(message.value["payload"][:3])
+            assert source.buffered_bytes <= 2000 + 1000  # the budget, plus one row
+            await message.ack()
+    assert taken == ["000", "001", "002", "003", "004", "005"]
+    assert source.queries >= 3  # not one read of all six: the bytes bound it

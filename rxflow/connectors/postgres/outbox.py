@@ -21,6 +21,7 @@ from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._kit import (
     DEFAULT_READ_AHEAD_BYTES,
+    NO_HEADERS,
     BrokerSource,
     Decoded,
     Incoming,
@@ -44,6 +45,7 @@ with requires_extra("postgres"):
 __all__ = ["PostgresTableSource", "postgres_table_source"]
 
 RowId = Any  # the id column's value: an int, a str, a uuid...
+_SIZED = (str, bytes)  # the values a row's size counts
 
 
 class _TableReader:
@@ -101,22 +103,27 @@ class _TableReader:
             self._wakeup = anyio.Event()
             return []
         self.fetched += len(rows)
-        incoming = [self._incoming(row) for row in rows]
-        self.in_hand.update(record.handle for record in incoming)
+        id_column = self._id_column
+        ids = [row[id_column] for row in rows]
+        self.in_hand.update(ids)
+        value_column = self._value_column
+        if value_column is None:  # the whole row; its size is that of its text and bytes
+            sizes = [sum([len(v) for v in row if isinstance(v, _SIZED)]) for row in rows]
+            return [
+                Incoming(Decoded(dict(row)), row_id, str(row_id), NO_HEADERS, None, row_id, size)
+                for row, row_id, size in zip(rows, ids, sizes, strict=True)
+            ]
+        incoming = []
+        for row, row_id in zip(rows, ids, strict=True):
+            data = row[value_column]
+            if isinstance(data, str):
+                data = data.encode()
+            elif data is None:
+                data = b""  # let the codec reject it (or accept it), by its policy
+            incoming.append(
+                Incoming(data, row_id, str(row_id), NO_HEADERS, None, row_id, len(data))
+            )
         return incoming
-
-    def _incoming(self, row: Any) -> Incoming[RowId]:
-        row_id = row[self._id_column]
-        if self._value_column is None:
-            value = dict(row)
-            size = sum(len(v) for v in value.values() if isinstance(v, str | bytes))
-            return Incoming(Decoded(value), row_id, str(row_id), identity=row_id, size=size)
-        data = row[self._value_column]
-        if isinstance(data, str):
-            data = data.encode()
-        elif data is None:
-            data = b""  # let the codec reject it (or accept it), by its policy
-        return Incoming(data, row_id, str(row_id), identity=row_id, size=len(data))
 
     async def settle(self, settlements: Sequence[tuple[RowId, Verb]]) -> None:
         for row_id, verb in settlements:
