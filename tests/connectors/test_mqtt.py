@@ -92,6 +92,19 @@ async def test_sink_to_source_round_trip_through_a_pipe(topic: str) -> None:
 
 
 @pytest.mark.anyio
+async def test_encode_is_the_old_name_of_encoder(topic: str) -> None:
+    async with mqtt_source(BROKER, topic) as source:
+        with pytest.warns(DeprecationWarning, match=r"encode= is deprecated; pass encoder="):
+            async with mqtt_sink(BROKER, topic, encode=lambda n: b"n=%d" % n) as sink:
+                await sink.send(7)
+        async with mqtt_sink(BROKER, topic, encoder="text") as sink:
+            await sink.send("eight")
+        messages = [await anext(source), await anext(source)]
+        await source.ack_many(messages)
+    assert [message.value for message in messages] == [b"n=7", b"eight"]
+
+
+@pytest.mark.anyio
 async def test_qos_2_round_trip_and_user_properties_as_headers(topic: str) -> None:
     async def publish_with_properties() -> None:
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
