@@ -285,6 +285,27 @@ def _asyncio_tasks() -> set[Any]:
     return asyncio.all_tasks()
 
 
+async def test_what_a_cancelled_read_took_is_handed_back_at_close(rd: Redis) -> None:
+    rd.add(b"0")
+    async with source(rd, block_ms=60_000) as numbers:
+        (first,) = await take(numbers, 1)
+        await first.ack()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take, numbers, 1)
+            await wait_until_blocked(rd)
+            # Hand two new entries to the source's consumer without telling it, as if the
+            # reply carrying them had been lost to the cancellation that follows.
+            with rd.client.pipeline(transaction=True) as multi:
+                multi.xadd(rd.stream, {"data": b"1"}).xadd(rd.stream, {"data": b"2"})
+                multi.xreadgroup(GROUP, "c1", {rd.stream: ">"}, count=2)
+                lost = [entry_id.decode() for entry_id in multi.execute()[:2]]
+            tg.cancel_scope.cancel()
+    # Never handed out, so not c1's to keep: any worker's next claim takes them at once.
+    assert numbers.released == 2
+    assert rd.pending_ids("c1") == []
+    assert rd.pending_ids(rxflow.connectors.redis.RELEASED_CONSUMER) == lost
+
+
 async def test_gives_up_once_redis_stays_away(rd: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rxflow.connectors.redis._group, "RECONNECT_BACKOFF_S", (0.01, 0.01))
     rd.add(b"0")

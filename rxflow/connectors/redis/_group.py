@@ -77,8 +77,11 @@ class GroupReader:
         # close does not hand them back to the group.
         self._nacked: set[EntryId] = set()
         # Our own pending entries are read first, from this id on; None once they are all
-        # read again and new entries come next. A nack sets it back to the start.
+        # read again and new entries come next.
         self._pending_after: bytes | None = b"0"
+        # An entry was nacked: the next read starts the pending list again, to deliver it
+        # again. A flag, not _pending_after itself, which a read in flight would overwrite.
+        self._reread = False
         self._claim_cursor = b"0-0"
         self._next_claim = 0.0  # claim at once: a dead consumer's entries may be waiting
 
@@ -139,6 +142,8 @@ class GroupReader:
                 await anyio.sleep(RECONNECT_BACKOFF_S[failures - 1])
 
     async def _read_or_claim(self, count: int) -> list[Entry]:
+        if self._reread:
+            self._reread, self._pending_after = False, b"0"
         try:
             if self._pending_after is not None:
                 entries = await self._read(self._pending_after, count, block_ms=None)
@@ -194,7 +199,7 @@ class GroupReader:
             self._in_hand.discard(entry_id)
             if verb == "requeue":
                 self._nacked.add(entry_id)
-                self._pending_after = b"0"
+                self._reread = True
             else:
                 acked.append(entry_id)
         if acked:
