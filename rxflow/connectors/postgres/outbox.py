@@ -73,13 +73,9 @@ class _TableReader:
         poll_interval: float,
     ) -> None:
         self.name = name
-        self.fetched = 0
-        self.queries = 0
-        self.deleted = 0
-        self._host = host
-        self._connection = connection
-        self._id_column = id_column
-        self._value_column = value_column
+        self.fetched = self.queries = self.deleted = 0  # rows read, reads, rows deleted
+        self._host, self._connection = host, connection
+        self._id_column, self._value_column = id_column, value_column
         self._poll_interval = poll_interval
         id_ = quote_ident(id_column)
         # Always from the lowest id, leaving out the rows that are out: a row committed late
@@ -282,19 +278,17 @@ async def postgres_table_source(
                     await message.ack()  # the row is deleted with the next read
     """
     where = f"postgres_table_source({table!r})"
-    for what, name in (("table", table), ("id_column", id_column)):
-        check_identifier(where, what, name)
-    if schema is not None:
-        check_identifier(where, "schema", schema)
-    if value_column is not None:
-        check_identifier(where, "value_column", value_column)
+    names = {"table": table, "id_column": id_column, "schema": schema, "value_column": value_column}
+    for what, name in names.items():
+        if name is not None or what in ("table", "id_column"):  # the others are optional
+            check_identifier(where, what, name)
     if (codec is None) != (value_column is None):
         raise ValueError(
             f"{where}: codec= decodes value_column=; pass both (the value is that column, "
             "decoded), or neither (the value is the whole row as a dict)"
         )
-    check_count(where, "batch_size", batch_size)
-    check_count(where, "read_ahead_bytes", read_ahead_bytes)
+    for what, count in (("batch_size", batch_size), ("read_ahead_bytes", read_ahead_bytes)):
+        check_count(where, what, count)
     check_seconds(where, "poll_interval", poll_interval)
     name = f"postgresql:{table}"
     decoder = None
