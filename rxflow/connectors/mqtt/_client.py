@@ -34,7 +34,6 @@ __all__ = [
     "connect",
     "connect_properties",
     "disconnect",
-    "new_client",
 ]
 
 CLOSE_TIMEOUT = 5.0  # seconds a close may take before the connection is abandoned
@@ -49,33 +48,6 @@ def connect_properties(receive_maximum: int | None, session_expiry: int | None) 
     return properties
 
 
-def new_client(
-    host: str,
-    port: int,
-    client_id: str | None,
-    *,
-    persistent: bool,
-    properties: Properties,
-    username: str | None,
-    password: str | None,
-    keepalive: int = 60,
-    tls_context: ssl.SSLContext | None = None,
-) -> aiomqtt.Client:
-    """An MQTT 5 client; built on the client's loop (aiomqtt binds to the running loop)."""
-    return aiomqtt.Client(
-        host,
-        port,
-        identifier=client_id or f"rxflow-{uuid.uuid4().hex}",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        clean_start=not persistent,
-        properties=properties,
-        username=username,
-        password=password,
-        keepalive=keepalive,
-        tls_context=tls_context,
-    )
-
-
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 
@@ -87,6 +59,33 @@ class Broker(NamedTuple):
     username: str | None
     password: str | None
     tls_context: ssl.SSLContext | None
+
+    def clients(
+        self,
+        client_id: str | None,
+        *,
+        persistent: bool,
+        properties: Properties,
+        keepalive: int = 60,
+    ) -> Callable[[], aiomqtt.Client]:
+        """What makes this broker's MQTT 5 clients, called on the client's loop (aiomqtt
+        binds a client to the loop it is made on)."""
+
+        def client() -> aiomqtt.Client:
+            return aiomqtt.Client(
+                self.host,
+                self.port,
+                identifier=client_id or f"rxflow-{uuid.uuid4().hex}",
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=not persistent,
+                properties=properties,
+                username=self.username,
+                password=self.password,
+                keepalive=keepalive,
+                tls_context=self.tls_context,
+            )
+
+        return client
 
 
 def broker_of(

@@ -21,7 +21,6 @@ from rxflow.connectors.mqtt._client import (
     connect,
     connect_properties,
     disconnect,
-    new_client,
 )
 from rxflow.errors import ServiceUnavailableError
 
@@ -168,17 +167,7 @@ async def mqtt_sink(
     check_int_range(where, "batch_size", batch_size, 1, 2**31)
     encode_item = sink_encoder(where, encoder, encode=encode)
 
-    def client() -> aiomqtt.Client:
-        return new_client(
-            broker.host,
-            broker.port,
-            client_id,
-            persistent=False,
-            properties=connect_properties(None, None),
-            username=broker.username,
-            password=broker.password,
-            tls_context=broker.tls_context,
-        )
+    client = broker.clients(client_id, persistent=False, properties=connect_properties(None, None))
 
     publisher = _Publisher(broker.host, broker.port, client, qos, retain)
     async with open_on_host(publisher, close_timeout=CLOSE_TIMEOUT) as asyncio_host:

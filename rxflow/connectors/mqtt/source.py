@@ -26,7 +26,6 @@ from rxflow.connectors.mqtt._client import (
     connect,
     connect_properties,
     disconnect,
-    new_client,
 )
 from rxflow.errors import ServiceUnavailableError
 
@@ -377,18 +376,9 @@ async def mqtt_source(
     persistent = client_id is not None
     properties = connect_properties(receive_maximum, session_expiry if persistent else None)
 
-    def client() -> aiomqtt.Client:
-        return new_client(
-            broker.host,
-            broker.port,
-            client_id,
-            persistent=persistent,
-            properties=properties,
-            username=broker.username,
-            password=broker.password,
-            keepalive=keepalive,
-            tls_context=broker.tls_context,
-        )
+    client = broker.clients(
+        client_id, persistent=persistent, properties=properties, keepalive=keepalive
+    )
 
     subscriber = _Subscriber(
         broker.host, broker.port, topic, qos, receive_maximum, read_ahead_bytes, client
