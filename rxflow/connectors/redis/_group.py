@@ -111,7 +111,8 @@ class GroupReader:
             payload = {_text(name): data for name, data in fields.items()}
         elif (found := fields.get(self._field)) is not None:
             payload = found
-            headers = {_text(n): _text(data) for n, data in fields.items() if n != self._field}
+            if len(fields) > 1:  # the other fields, as text
+                headers = {_text(n): _text(v) for n, v in fields.items() if n != self._field}
         else:  # without its payload field: a record for the decode policy
             payload = self._missing(key, fields)
         size = _size(fields, self._field)
