@@ -41,6 +41,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Hashable,
     Iterable,
     Mapping,
@@ -95,7 +96,6 @@ Verb = Literal["ack", "requeue", "reject"]
 """How a record is settled: done with; failed, deliver it again; failed, do not."""
 
 NO_HEADERS: Mapping[str, str] = MappingProxyType({})  # shared, so it must not change
-
 
 
 class Decoded(NamedTuple):
@@ -280,8 +280,9 @@ class BrokerSettlement(Settlement, Generic[H]):
     def batch_acker(self) -> BrokerSource[Any, H]:
         return self._source  # its ack_many() settles many records in one call
 
-    async def _ack(self) -> None:
-        await self._source._settler.settle(self._handle, "ack", identity=self.identity)
+    def _ack(self) -> Coroutine[Any, Any, None]:
+        # The settler's coroutine itself, not one awaiting it: one frame less per ack.
+        return self._source._settler.settle(self._handle, "ack", identity=self.identity)
 
     async def _nack(self, requeue: bool) -> None:
         verb: Verb = "requeue" if requeue else "reject"

@@ -508,3 +508,23 @@ async def test_read_ahead_bytes_counts_a_whole_rows_text(
             await message.ack()
     assert taken == ["000", "001", "002", "003", "004", "005"]
     assert source.queries >= 3  # not one read of all six: the bytes bound it
+
+
+async def test_a_read_keeps_within_read_ahead_bytes_when_rows_grow(
+    dsn: str, admin: Admin, outbox: str
+) -> None:
+    # Small rows first make the average small, so a read asks for many rows; the large
+    # rows it reaches beyond the budget stay in the table for the next read.
+    payloads = [f"{n:03}" + "s" * 7 for n in range(50)] + [f"{n:03}" + "L" * 997 for n in range(10)]
+    await add(admin, outbox, *payloads)
+    async with postgres_table_source(
+        dsn, outbox, id_column="id", value_column="payload", codec="text",
+        batch_size=100, read_ahead_bytes=2000,
+    ) as source:  # fmt: skip
+        taken = []
+        for _ in payloads:
+            (message,) = await take(source, 1)
+            taken.append(message.value)
+            assert source.buffered_bytes <= 2000 + 1000  # the budget, plus one row
+            await message.ack()
+    assert taken == payloads

@@ -1,28 +1,7 @@
-"""NATS JetStream: a durable pull-consumer source and a publish-and-confirm sink, on nats-py.
-
-The source reads a stream through a *durable pull consumer*. It asks JetStream for messages
-only when its own consumer wants the next one and its last fetch is used up, at most
-``batch`` at a time, so a slow consumer means fewer fetches and the messages it does not
-take stay on the server for other workers. Several processes that open the same durable
-share its messages: JetStream hands each one to one of them.
-
-Each message is settled with ``msg.ack()`` (a nack is ``msg.nak()``, or ``msg.term()``
-without requeue). A message that is not acknowledged within the consumer's ``ack_wait`` is
-delivered again, to this or to another worker: that is what makes delivery at-least-once
-when a worker dies or its connection drops.
-
-The sink publishes to a subject and waits for JetStream's ``PubAck``: when ``send`` returns,
-the message is stored in a stream.
-
-Under trio, every client call runs on an asyncio loop in a worker thread
-(:class:`~rxflow.connectors._asyncio_host.AsyncioHost`); the API is the same. The source
-loop, read-ahead bounds and ack batching are the connector kit's
-(:mod:`rxflow.connectors._kit`); this module holds JetStream's own calls.
-"""
+"""The JetStream source: a durable pull consumer read on the connector kit."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
@@ -30,136 +9,34 @@ from typing import Any, Final, NamedTuple
 import anyio
 
 from rxflow._checks import check_count, check_name, check_seconds
-from rxflow.connectors._asyncio_host import AsyncioHost, closed_on_failure
+from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._kit import (
     DEFAULT_READ_AHEAD_BYTES,
     NO_HEADERS,
-    AddressedPublisher,
-    BrokerSink,
     BrokerSource,
     Incoming,
     Verb,
 )
 from rxflow.connectors._message import InFlightLimit
-from rxflow.connectors._redact import mask_url, mask_urls_in
-from rxflow.connectors.codecs import (
-    Codec,
-    CodecName,
-    DecodeFailure,
-    DecodePolicy,
-    Decoder,
-    Encoder,
-    EncoderSpec,
-    sink_encoder,
+from rxflow.connectors.codecs import CodecSpec, DecodeFailure, DecodePolicy, Decoder
+from rxflow.connectors.nats._client import (
+    CONNECT_TIMEOUT_S,
+    check_jetstream_name,
+    connected,
+    ensure_stream,
 )
 from rxflow.errors import ServiceUnavailableError
 
 with requires_extra("nats"):
-    import nats
-    import nats.aio.client
     import nats.errors
     import nats.js.api
-    import nats.js.errors
     from nats.aio.msg import Msg
 
-__all__ = [
-    "JetStreamSink",
-    "JetStreamSource",
-    "jetstream_sink",
-    "jetstream_source",
-]
+__all__ = ["JetStreamSource", "jetstream_source"]
 
-CONNECT_TIMEOUT_S: Final = 5.0
 DEFAULT_BATCH: Final = 32
 DEFAULT_FETCH_TIMEOUT_S: Final = 5.0
-DEFAULT_SINK_BATCH: Final = 256
-
-
-# -- connections ------------------------------------------------------------------------
-
-
-async def _connect(url: str, within: float, options: Mapping[str, Any]) -> Any:
-    """A nats-py client (on the client's loop), or ServiceUnavailableError after ``within`` s.
-
-    nats-py retries a refused first connection forever when reconnects are allowed, and
-    reports each failure only to ``error_cb``: the last one is kept for the error message.
-    Reconnects stay on for the connection's life, so a server restart does not end a stream.
-    """
-    failures: list[BaseException] = []
-
-    async def remember(error: BaseException) -> None:
-        failures.append(error)
-
-    settings: dict[str, Any] = {"connect_timeout": within, "error_cb": remember}
-    settings.update(options)
-    # nats.connect() would drop a client whose connect was cancelled half-way, with its
-    # reader, flusher and pinger tasks running and its socket open: keep hold of it. And
-    # no asyncio.wait_for, whose task (Python 3.11) may finish the connect after a cancel.
-    client = nats.aio.client.Client()
-    try:
-        async with closed_on_failure(client.close, close_timeout=within):
-            with anyio.fail_after(within):
-                await client.connect(url, **settings)
-    except (TimeoutError, OSError, nats.errors.Error) as error:
-        cause = failures[-1] if failures else error
-        raise ServiceUnavailableError(
-            f"nats at {mask_url(url)} is not reachable ({mask_urls_in(repr(cause))}); start it "
-            "(with JetStream: nats-server -js), or check the URL"
-        ) from error
-    return client
-
-
-async def _close_client(client: Any) -> None:
-    await client.close()
-
-
-@contextlib.asynccontextmanager
-async def _connected(
-    host: AsyncioHost, url: str, within: float, options: Mapping[str, Any] | None
-) -> AsyncIterator[Any]:
-    """A connected nats-py client, closed on exit (even when cancelled)."""
-    client = await host.call(
-        _connect, url, within, dict(options or {}), close_if_cancelled=_close_client
-    )
-    try:
-        yield client
-    finally:
-        with anyio.CancelScope(shield=True):
-            await host.call(client.close)
-
-
-def _check_jetstream_name(where: str, name: str, value: object) -> None:
-    """Stream and consumer names: JetStream refuses these characters, with a vaguer error."""
-    check_name(where, name, value)
-    if isinstance(value, str) and any(c in value for c in ".*> /\\\t\n"):
-        raise ValueError(
-            f"{where}: {name} {value!r} may not contain '.', '*', '>', '/', '\\' or spaces "
-            "(JetStream names are single tokens, such as 'ORDERS' or 'billing-worker')"
-        )
-
-
-# -- source -----------------------------------------------------------------------------
-
-
-async def _ensure_stream(js: Any, stream: str, subject: str, create: bool) -> Any:
-    """The stream's info (None if it was just made); with ``create``, make it if missing
-    (capturing ``subject``)."""
-    try:
-        return await js.stream_info(stream)
-    except nats.errors.NoRespondersError as error:  # nobody answers JetStream's API
-        raise ServiceUnavailableError(
-            "nats: the server does not run JetStream; start it with JetStream enabled "
-            "(nats-server -js)"
-        ) from error
-    except nats.js.errors.NotFoundError:
-        if not create:
-            raise ValueError(
-                f"nats: JetStream has no stream {stream!r}; create it, or pass create=True to "
-                f"create it capturing {subject!r}"
-            ) from None
-        await js.add_stream(name=stream, subjects=[subject])
-        return None
 
 
 class _Subscribed(NamedTuple):
@@ -173,7 +50,7 @@ async def _subscribe(
 ) -> _Subscribed:
     """The durable consumer's pull subscription, creating what is missing."""
     js = client.jetstream()
-    stream_info = await _ensure_stream(js, stream, subject, create)
+    stream_info = await ensure_stream(js, stream, subject, create)
     # pull_subscribe creates the durable consumer with ``config`` unless it exists already,
     # so its max_ack_pending may differ from ours: ask.
     subscription = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
@@ -331,7 +208,7 @@ async def jetstream_source(
     subject: str,
     durable: str,
     *,
-    codec: Codec | CodecName = "bytes",
+    codec: CodecSpec = "bytes",
     on_decode_error: DecodePolicy = "raise",
     dead_letter: Callable[[DecodeFailure], Awaitable[object] | object] | None = None,
     batch: int = DEFAULT_BATCH,
@@ -404,8 +281,8 @@ async def jetstream_source(
     where = "jetstream_source()"
     check_name(where, "url", url)
     check_name(where, "subject", subject)
-    _check_jetstream_name(where, "stream", stream)
-    _check_jetstream_name(where, "durable", durable)
+    check_jetstream_name(where, "stream", stream)
+    check_jetstream_name(where, "durable", durable)
     check_count(where, "batch", batch)
     check_count(where, "read_ahead_bytes", read_ahead_bytes)
     check_count(where, "max_ack_pending", max_ack_pending, optional=True)
@@ -425,7 +302,7 @@ async def jetstream_source(
     )
     async with (
         AsyncioHost() as host,
-        _connected(host, url, connect_timeout, connect_options) as client,
+        connected(host, url, connect_timeout, connect_options) as client,
     ):
         subscribed = await host.call(_subscribe, client, stream, subject, durable, config, create)
         reader = _Reader(
@@ -444,132 +321,3 @@ async def jetstream_source(
         finally:
             with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
                 await host.call(subscribed.subscription.unsubscribe)
-
-
-# -- sink -------------------------------------------------------------------------------
-
-
-async def _publish(js: Any, subject: str, stream: str | None, payload: bytes) -> None:
-    try:
-        await js.publish(subject, payload, stream=stream)
-    except nats.js.errors.NoStreamResponseError:
-        raise ValueError(
-            f"nats: no JetStream stream captures subject {subject!r}; create one whose "
-            "subjects match it (jetstream_source(create=True) does)"
-        ) from None
-
-
-class _Publishing:
-    """Publishes on the client's loop: every payload of a batch at once, then waits for all
-    their PubAcks."""
-
-    def __init__(self, js: Any, stream: str | None) -> None:
-        self._js, self._stream = js, stream
-
-    async def publish(self, records: Sequence[tuple[bytes, str]]) -> None:
-        """``gather`` waits for every publish even when one fails (and cancels them all when
-        it is cancelled), so no publish outlives the call; the first failure is raised as
-        itself."""
-        js, stream = self._js, self._stream
-        outcomes = await asyncio.gather(
-            *(_publish(js, subject, stream, payload) for payload, subject in records),
-            return_exceptions=True,
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-
-
-class JetStreamSink(BrokerSink[Any, None]):
-    """The sink :func:`jetstream_sink` yields: publishes values to a subject and returns
-    once JetStream stored them. ``send_batch`` publishes the items concurrently; if one
-    fails, the error is raised after the others finished (some may be stored: delivery is
-    at-least-once).
-
-    Attributes:
-        batch_size: how many items a flow should hand to :meth:`send_batch` at once.
-        subject: where it publishes.
-        stream: the stream that must store the messages (None: any that captures them).
-        sent: messages confirmed so far.
-
-    Example (needs a NATS server with JetStream)::
-
-        async with jetstream_sink("nats://localhost:4222", "orders.new") as orders:
-            await orders.send({"id": 1})
-            await orders.send_batch([{"id": 2}, {"id": 3}])
-    """
-
-    def __init__(
-        self,
-        publisher: AddressedPublisher,
-        encoder: Encoder,
-        *,
-        subject: str,
-        stream: str | None,
-        batch_size: int,
-        name: str,
-    ) -> None:
-        super().__init__(publisher, encoder, batch_size=batch_size, name=name)
-        self.subject = subject
-        self.stream = stream
-        self.sent = 0
-
-    async def send_batch(self, items: Sequence[Any]) -> None:
-        """Publish the items; return once JetStream acknowledged every one."""
-        await super().send_batch(items)
-        self.sent += len(items)
-
-
-@contextlib.asynccontextmanager
-async def jetstream_sink(
-    url: str,
-    subject: str,
-    *,
-    encoder: EncoderSpec = "auto",
-    batch_size: int = DEFAULT_SINK_BATCH,
-    stream: str | None = None,
-    create: bool = False,
-    connect_timeout: float = CONNECT_TIMEOUT_S,
-    connect_options: Mapping[str, Any] | None = None,
-) -> AsyncIterator[JetStreamSink]:
-    """Publish values to a JetStream subject, each confirmed by the server's ``PubAck``.
-
-    Args:
-        url: the server, ``"nats://host:4222"``.
-        subject: where to publish; a stream must capture it.
-        encoder: how a value becomes the payload: ``"auto"`` (bytes as they are, ``str`` as
-            UTF-8, anything else as JSON), ``"bytes"``, ``"text"``, ``"json"``, a record
-            class, or a function ``value -> bytes`` (:mod:`rxflow.connectors.codecs`).
-        batch_size: the batch size a flow should use with this sink.
-        stream: the stream that must store the messages: a publish that another stream (or
-            none) would capture is refused by the server.
-        create: create ``stream`` capturing ``subject`` if it does not exist.
-        connect_timeout: seconds to reach the server before ``ServiceUnavailableError``.
-        connect_options: more keyword arguments for ``nats.connect``.
-
-    Example (needs a NATS server with JetStream)::
-
-        async with jetstream_sink("nats://localhost:4222", "orders.new") as orders:
-            await orders.send_batch([{"id": n} for n in range(100)])
-    """
-    where = "jetstream_sink()"
-    check_name(where, "url", url)
-    check_name(where, "subject", subject)
-    check_count(where, "batch_size", batch_size)
-    check_seconds(where, "connect_timeout", connect_timeout)
-    if stream is not None:
-        _check_jetstream_name(where, "stream", stream)
-    elif create:
-        raise ValueError(f"{where}: create=True needs the stream's name: pass stream=")
-    encode = sink_encoder(where, encoder)
-    async with (
-        AsyncioHost() as host,
-        _connected(host, url, connect_timeout, connect_options) as client,
-    ):
-        js = client.jetstream()
-        if stream is not None:
-            await host.call(_ensure_stream, js, stream, subject, create)
-        publishing = AddressedPublisher(host, _Publishing(js, stream).publish, subject)
-        yield JetStreamSink(
-            publishing, encode, subject=subject, stream=stream, batch_size=batch_size, name=where
-        )

@@ -9,7 +9,9 @@ the rows acked since the last read in the same hand-over to asyncpg's loop.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -45,7 +47,23 @@ with requires_extra("postgres"):
 __all__ = ["PostgresTableSource", "postgres_table_source"]
 
 RowId = Any  # the id column's value: an int, a str, a uuid...
-_SIZED = (str, bytes)  # the values a row's size counts
+
+
+def _text_size(row: Any) -> int:
+    """The size of a row's text and bytes values (what a whole row's read-ahead counts)."""
+    size = 0
+    for value in row:
+        if type(value) is str or type(value) is bytes:  # exact types: the cheapest test
+            size += len(value)
+    return size
+
+
+def _as_bytes(data: str | bytes | None) -> bytes:
+    """A value column's content for the codec: text as UTF-8; NULL as no bytes, which the
+    codec accepts or rejects by its policy."""
+    if isinstance(data, str):
+        return data.encode()
+    return b"" if data is None else data
 
 
 class _TableReader:
@@ -98,28 +116,24 @@ class _TableReader:
                 await self._wakeup.wait()
             self._wakeup = anyio.Event()
             return []
-        self.fetched += len(rows)
-        id_column = self._id_column
-        ids = [row[id_column] for row in rows]
-        self.in_hand.update(ids)
         value_column = self._value_column
         if value_column is None:  # the whole row; its size is that of its text and bytes
-            sizes = [sum([len(v) for v in row if isinstance(v, _SIZED)]) for row in rows]
-            return [
-                Incoming(Decoded(dict(row)), row_id, str(row_id), NO_HEADERS, None, row_id, size)
-                for row, row_id, size in zip(rows, ids, sizes, strict=True)
-            ]
-        incoming = []
-        for row, row_id in zip(rows, ids, strict=True):
-            data = row[value_column]
-            if isinstance(data, str):
-                data = data.encode()
-            elif data is None:
-                data = b""  # let the codec reject it (or accept it), by its policy
-            incoming.append(
-                Incoming(data, row_id, str(row_id), NO_HEADERS, None, row_id, len(data))
-            )
-        return incoming
+            payloads: list[Any] = [Decoded(dict(row)) for row in rows]
+            sizes = [_text_size(row) for row in rows]
+        else:
+            payloads = [_as_bytes(row[value_column]) for row in rows]
+            sizes = [len(payload) for payload in payloads]
+        # The rows within the byte budget (one at least); the others stay in the table for
+        # the next read: a read sized by the average size cannot overrun it.
+        kept = max(1, bisect.bisect_right(list(itertools.accumulate(sizes)), max_bytes))
+        id_column = self._id_column
+        ids = [row[id_column] for row in rows[:kept]]
+        self.in_hand.update(ids)
+        self.fetched += kept
+        return [
+            Incoming(payload, row_id, str(row_id), NO_HEADERS, None, row_id, size)
+            for payload, row_id, size in zip(payloads, ids, sizes, strict=False)
+        ]
 
     async def settle(self, settlements: Sequence[tuple[RowId, Verb]]) -> None:
         for row_id, verb in settlements:
