@@ -33,7 +33,7 @@ from reactivex import operators as ops
 from benchmarks._measure import BACKENDS, row
 from rxflow import open_pipe
 from rxflow.connectors import Message, Settlement
-from rxflow.connectors._byte_streams import NO_HEADERS
+from rxflow.connectors._framed_sources import NO_HEADERS
 from rxflow.connectors.files import read_file
 from rxflow.connectors.sockets import tcp_source
 

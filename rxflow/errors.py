@@ -21,6 +21,7 @@ from collections.abc import Sequence
 __all__ = [
     "DecodeError",
     "FlowStateError",
+    "FramingError",
     "HttpResponseError",
     "InFlightLimitError",
     "MarbleMismatch",
@@ -106,6 +107,19 @@ class RecordRejected(RxflowError, ValueError):
     Example:
         >>> RecordRejected("entry 1-0 has no field 'data'; set field= to the payload's")
         RecordRejected("entry 1-0 has no field 'data'; set field= to the payload's")
+    """
+
+
+class FramingError(RecordRejected):
+    """A frame of a byte stream that cannot be a record: a line longer than
+    ``max_line_length``, a length-prefixed frame larger than ``max_frame_size``, or a frame
+    cut short by the end of the stream. It goes to the source's decode policy like any
+    record its codec rejects (the ``__cause__`` of the ``DecodeError`` under "raise");
+    raise the limit if such records are expected.
+
+    Example:
+        >>> issubclass(FramingError, ValueError)
+        True
     """
 
 

@@ -39,6 +39,7 @@ import attrs
 from rxflow._checks import check_count
 from rxflow.connectors import codecs
 from rxflow.connectors._message import Message
+from rxflow.errors import FramingError  # here too, where it was defined before
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -66,10 +67,6 @@ DEFAULT_MAX_FRAME_SIZE: Final = 16 << 20  # 16 MiB
 DEFAULT_READ_SIZE: Final = 1 << 16  # 64 KiB per read: thousands of short lines per read
 _LENGTH: Final = struct.Struct(">I")
 _MAX_LENGTH_PREFIXED: Final = (1 << 32) - 1
-
-
-class FramingError(codecs.RecordRejected):
-    """Why a frame was rejected (the ``__cause__`` of the source's ``DecodeError``)."""
 
 
 @attrs.frozen

@@ -40,12 +40,9 @@ from rxflow.connectors._byte_streams import (
     FramedSink,
     FramedSinkOptions,
     FramedSourceOptions,
-    FramedStream,
-    MessageStream,
-    Restart,
     framed_writer,
-    receive_chunks,
 )
+from rxflow.connectors._framed_sources import FramedStream, MessageStream, Restart, receive_chunks
 
 __all__ = ["FileSink", "file_sink", "follow_file", "read_file"]
 

@@ -54,11 +54,9 @@ from rxflow.connectors._byte_streams import (
     FramedSink,
     FramedSinkOptions,
     FramedSourceOptions,
-    FramedStream,
-    MessageStream,
     framed_writer,
-    receive_chunks,
 )
+from rxflow.connectors._framed_sources import FramedStream, MessageStream, receive_chunks
 from rxflow.connectors._framing import DEFAULT_READ_SIZE
 from rxflow.errors import ProcessFailedError
 

@@ -47,11 +47,10 @@ from rxflow.connectors._byte_streams import (
     FramedSink,
     FramedSinkOptions,
     FramedSourceOptions,
-    FramedStream,
-    MessageStream,
     framed_writer,
     network_where,
 )
+from rxflow.connectors._framed_sources import FramedStream, MessageStream
 from rxflow.connectors._framing import DeadLetter, Frame
 from rxflow.connectors._message import Message
 from rxflow.connectors.codecs import Codec, CodecName, DecodePolicy, Decoder

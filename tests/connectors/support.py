@@ -336,3 +336,43 @@ def assert_no_secret(error: BaseException, caplog: pytest.LogCaptureFixture) -> 
     logged = caplog.text + "".join(record.getMessage() for record in caplog.records)
     assert PASSWORD not in logged
     assert TOKEN not in logged
+
+
+async def runs_of(source: Any) -> list[list[Message[Any]]]:
+    """Every run a source's ``next_run()`` hands over, until it ends."""
+    runs: list[list[Message[Any]]] = []
+    while True:
+        try:
+            runs.append(list(await source.next_run()))
+        except StopAsyncIteration:
+            return runs
+
+
+async def values_through_a_bounded_pipe(
+    source: Any, *, bound: int, count: int | None = None
+) -> list[Any]:
+    """The values of ``source`` (all, or the first ``count``) read through
+    ``open_pipe(max_buffer_size=bound)`` by a consumer slower than the source, checking at
+    every item that the pipe admitted at most ``bound`` items (and the one being pushed)
+    ahead of the consumer, whatever the size of the source's runs. (No timeout here: under
+    trio's MockClock it would fire while a worker thread reads; the caller guards.)"""
+    from reactivex import operators as ops
+
+    import rxflow
+
+    passed = 0
+
+    def counted(message: Message[Any]) -> Any:
+        nonlocal passed
+        passed += 1
+        return message.value
+
+    values = []
+    async with rxflow.open_pipe(source, ops.map(counted), max_buffer_size=bound) as pipe:
+        async for value in pipe:
+            values.append(value)
+            await anyio.lowlevel.checkpoint()  # slower than the source
+            assert passed - len(values) <= bound + 1, (passed, len(values))
+            if len(values) == count:
+                break
+    return values

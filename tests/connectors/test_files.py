@@ -24,6 +24,7 @@ from rxflow.connectors._framing import LengthFramer, LineFramer, make_writer
 from rxflow.connectors.codecs import DecodeFailure, encode_bytes, encode_text
 from rxflow.connectors.files import file_sink, follow_file, read_file
 from rxflow.errors import DecodeError
+from tests.connectors.support import values_through_a_bounded_pipe
 
 pytestmark = pytest.mark.anyio
 
@@ -234,12 +235,88 @@ async def test_bad_arguments_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="poll_interval must be more than 0 seconds"):
         async with follow_file(tmp_path / "x", poll_interval=0):
             pass
-    with pytest.raises(ValueError, match="unknown codec"):
+    with pytest.raises(ValueError, match="unknown encoder 'yaml'"):
         async with file_sink(tmp_path / "x", encoder="yaml"):  # type: ignore[arg-type]
             pass
     with pytest.raises(FileNotFoundError):
         async with read_file(tmp_path / "missing"):
             pass
+
+
+async def test_an_unknown_option_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("a\n")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'framming'; the options"):
+        async with read_file(tmp_path / "x", framming="lines"):  # type: ignore[call-arg]
+            pass
+    with pytest.raises(TypeError, match="unexpected keyword argument 'fsynk'"):
+        async with file_sink(tmp_path / "y", fsynk=False):  # type: ignore[call-arg]
+            pass
+
+
+async def test_a_sinks_codec_still_works_as_encoder_with_a_deprecation_warning(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "out.jsonl"
+    with pytest.warns(DeprecationWarning, match=r"codec= is deprecated; pass encoder='json'"):
+        async with file_sink(path, codec="json", fsync=False) as sink:
+            await sink.send({"n": 1})
+    assert path.read_text() == '{"n":1}\n'
+    with pytest.raises(TypeError, match="pass only encoder="):
+        async with file_sink(path, codec="json", encoder="json"):
+            pass
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+async def test_read_file_hands_over_each_read_as_a_run(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.txt"
+    path.write_text("".join(f"{n}\n" for n in range(100)))  # 290 bytes
+    async with read_file(path, read_size=100) as lines:
+        runs = []
+        with pytest.raises(StopAsyncIteration):
+            while True:
+                runs.append([int(m.value) for m in await lines.next_run()])
+    assert [n for run in runs for n in run] == list(range(100))
+    assert len(runs) == 3  # a run per read of 100 bytes (a line cut by a read waits for it)
+    async with read_file(path) as lines:
+        first, second = await anext(lines), await anext(lines)
+        rest = await lines.next_run()  # what is left of the run the two came from
+        assert [first.value, second.value, rest[0].value, rest[-1].value] == ["0", "1", "2", "99"]
+        assert [m.headers["line"] for m in rest[:2]] == ["3", "4"]
+        assert [m async for m in lines] == []
+
+
+async def test_a_decode_failure_ends_a_run_and_comes_in_the_next_call(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("1\n2\n{oops\n4\n")
+    async with read_file(path, codec="json") as numbers:
+        assert [m.value for m in await numbers.next_run()] == [1, 2]
+        with pytest.raises(DecodeError, match="could not be decoded"):
+            await numbers.next_run()
+        with pytest.raises(StopAsyncIteration):
+            await numbers.next_run()  # the stream ended with its error, as a generator does
+    async with read_file(path, codec="json") as numbers:
+        assert [await anext(numbers) for _ in range(2)][1].value == 2
+        with pytest.raises(DecodeError):
+            await anext(numbers)
+
+
+async def test_a_pipe_over_a_file_source_bounds_its_buffer_in_items(tmp_path: Path) -> None:
+    """One read is thousands of lines (runs of RUN_LIMIT); the pipe still admits at most
+    its bound of them ahead of a slow consumer."""
+    path = tmp_path / "numbers.txt"
+    path.write_text("".join(f"{n}\n" for n in range(5000)))  # ~24 KiB: one read
+    with deadline():
+        async with read_file(path) as lines:
+            values = await values_through_a_bounded_pipe(lines, bound=8)
+    assert values == [str(n) for n in range(5000)]
+    target = tmp_path / "followed.txt"
+    target.write_text("".join(f"{n}\n" for n in range(3000)))
+    with deadline():
+        async with follow_file(target) as followed:  # never ends by itself
+            values = await values_through_a_bounded_pipe(followed, bound=8, count=3000)
+    assert values == [str(n) for n in range(3000)]
 
 
 async def test_cancelling_a_read_closes_the_file(tmp_path: Path) -> None:

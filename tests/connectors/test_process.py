@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from rxflow.connectors._framed_sources import RUN_LIMIT
 from rxflow.connectors.process import (
     ProcessFailedError,
     process_sink,
@@ -20,6 +21,7 @@ from rxflow.connectors.process import (
     stdout_sink,
 )
 from rxflow.errors import DecodeError
+from tests.connectors.support import runs_of, values_through_a_bounded_pipe
 
 pytestmark = pytest.mark.anyio
 
@@ -156,6 +158,60 @@ async def test_stdio_of_an_rxflow_program_in_a_shell_pipeline(
     with output.open("rb") as in_file, anyio.fail_after(20):
         async with process_source(python(upper), stdin=in_file, env=env) as lines:
             assert [m.value async for m in lines] == ["ONE", "TWO"]
+
+
+async def test_process_source_hands_over_runs_then_the_exit_code() -> None:
+    command = python("import sys\nfor n in range(1000): print(n)\nsys.exit(3)")
+    async with process_source(command) as lines:
+        with anyio.fail_after(10), pytest.raises(ProcessFailedError, match="code 3"):
+            await runs_of(lines)  # the records first, in runs; then the failure
+    async with process_source(command) as lines:
+        runs = []
+        with anyio.fail_after(10), pytest.raises(ProcessFailedError):
+            while True:
+                runs.append(await lines.next_run())
+    assert [int(m.value) for run in runs for m in run] == list(range(1000))
+    assert len(runs) < 1000  # a read of many lines is one run
+    assert max(len(run) for run in runs) <= RUN_LIMIT
+
+
+async def test_a_pipe_over_a_process_source_bounds_its_buffer_in_items() -> None:
+    command = python("for n in range(5000): print(n)")
+    with anyio.fail_after(10):
+        async with process_source(command) as lines:
+            values = await values_through_a_bounded_pipe(lines, bound=8)
+    assert values == [str(n) for n in range(5000)]
+
+
+async def test_a_sinks_codec_still_works_as_encoder_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="codec= is deprecated; pass encoder='json'"):
+        async with process_sink(python("import sys; sys.stdin.read()"), codec="json") as sink:
+            await sink.send({"n": 1})
+    read_end, write_end = os.pipe()
+    try:
+        with pytest.warns(DeprecationWarning, match=f"fd:{write_end}: codec= is deprecated"):
+            async with stdout_sink(fd=write_end, codec="bytes") as out:
+                await out.send(b"raw")
+        assert os.read(read_end, 100) == b"raw\n"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+async def test_stdin_source_hands_over_what_one_read_got_as_a_run() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"one\ntwo\nthree\n")
+        os.close(write_end)
+        write_end = -1
+        async with stdin_source(fd=read_end) as lines:
+            with anyio.fail_after(10):
+                runs = await runs_of(lines)
+        assert [[m.value for m in run] for run in runs] == [["one", "two", "three"]]
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
 
 
 async def test_stdin_source_on_a_pipe_is_cancellable_and_stdout_sink_writes_whole_batches() -> None:

@@ -22,6 +22,7 @@ from rxflow.connectors import Message
 from rxflow.connectors.codecs import DecodeFailure
 from rxflow.connectors.sockets import tcp_server_source, tcp_sink, tcp_source, udp_source
 from rxflow.errors import DecodeError, ServiceUnavailableError
+from tests.connectors.support import runs_of, values_through_a_bounded_pipe
 
 pytestmark = pytest.mark.anyio
 
@@ -109,6 +110,38 @@ async def test_tcp_source_reads_until_the_server_closes() -> None:
             messages = [message async for message in lines]
     assert [m.value for m in messages] == ["one", "two", "three"]
     assert {m.key for m in messages} == {f"127.0.0.1:{port}"}
+
+
+async def test_tcp_sources_hand_over_a_read_as_a_run_and_a_pipe_still_bounds_items() -> None:
+    async def handler(stream: SocketStream) -> None:
+        async with stream:
+            await stream.send(b"".join(b"%d\n" % n for n in range(5000)))
+
+    async with server(handler) as port:
+        async with tcp_source("127.0.0.1", port, codec="text") as lines:
+            with anyio.fail_after(10):
+                runs = await runs_of(lines)
+        assert [m.value for run in runs for m in run] == [str(n) for n in range(5000)]
+        assert len(runs) < 5000
+        async with tcp_source("127.0.0.1", port, codec="text") as lines:
+            with anyio.fail_after(10):
+                values = await values_through_a_bounded_pipe(lines, bound=8)
+        assert values == [str(n) for n in range(5000)]
+    async with tcp_server_source(codec="text") as source:
+        async with tcp_sink("127.0.0.1", source.port, encoder="text") as sink:
+            await sink.send_batch(["a", "b", "c"])  # one write: one read, one run
+        with anyio.fail_after(10):
+            run = await source.next_run()
+        assert [(m.value, m.headers["peer"]) for m in run] == [(v, run[0].key) for v in "abc"]
+
+
+async def test_a_sinks_codec_still_works_as_encoder_with_a_deprecation_warning() -> None:
+    async with tcp_server_source(codec="json") as source:
+        with pytest.warns(DeprecationWarning, match="codec= is deprecated; pass encoder='json'"):
+            async with tcp_sink("127.0.0.1", source.port, codec="json") as sink:
+                await sink.send({"n": 1})
+        with anyio.fail_after(10):
+            assert (await anext(aiter(source))).value == {"n": 1}
 
 
 async def test_a_connection_reset_mid_stream_is_a_clear_error() -> None:
