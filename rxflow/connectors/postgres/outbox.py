@@ -100,6 +100,11 @@ class _TableReader:
         # with a lower id than others (ids are taken before commit) is not passed over.
         self._select = f"SELECT * FROM {qualified} WHERE {id_} <> ALL($2) ORDER BY {id_} LIMIT $1"
         self._delete_rows = f"DELETE FROM {qualified} WHERE {id_} = ANY($1)"
+        # Both in one statement, one round trip. The SELECT sees the table as it was before
+        # the DELETE (one snapshot): the deleted ids are left out of it with the others.
+        self._delete_then_select = (
+            f"WITH deleted AS ({self._delete_rows.replace('$1', '$3')}) {self._select}"
+        )
         self.in_hand: set[RowId] = set()
         self.set_aside: set[RowId] = set()  # not again in this run; left in the table
         self.to_delete: list[RowId] = []
@@ -108,8 +113,7 @@ class _TableReader:
         self._lock = anyio.Lock()
 
     async def fetch(self, count: int, max_bytes: int) -> list[Incoming[RowId]]:
-        out = [*self.in_hand, *self.set_aside]
-        rows = await self.delete_acked_then(self._connection.fetch, self._select, count, out)
+        rows = await self.delete_acked(then_read=count)
         self.queries += 1
         if not rows:
             with anyio.move_on_after(self._poll_interval):
@@ -153,27 +157,36 @@ class _TableReader:
     async def held_back(self) -> bool:
         return False  # no in-flight limit
 
-    async def delete_acked_then(
-        self, read: Callable[..., Awaitable[Any]] | None, *args: Any
-    ) -> Any:
-        """Delete the rows acked so far, then ``read(*args)``: one hand-over to asyncpg's
-        loop (a costly one under trio) for a whole batch of acks and the next read."""
+    async def delete_acked(self, *, then_read: int | None = None) -> list[Any]:
+        """Delete the rows acked so far and, with ``then_read``, read at most that many next
+        rows in the same statement: one round trip (and under trio one hand-over to
+        asyncpg's loop) for a whole batch of acks and the next read."""
         async with self._lock:
             deleting, self.to_delete = self.to_delete, []
+            # Taken here, on the caller's loop: under trio the read runs in the host's thread.
+            out = [*self.in_hand, *self.set_aside, *deleting]
             try:
-                result = await self._host.call(self._delete_and_read, deleting, read, *args)
+                rows = await self._host.call(self._delete_and_read, deleting, then_read, out)
             except BaseException:
                 self.to_delete[:0] = deleting  # not deleted: try again next time
                 raise
         self.deleted += len(deleting)
-        return result
+        return rows
 
     async def _delete_and_read(
-        self, deleting: list[RowId], read: Callable[..., Awaitable[Any]] | None, *args: Any
-    ) -> Any:
+        self, deleting: list[RowId], count: int | None, out: list[RowId]
+    ) -> list[Any]:
+        """On asyncpg's loop. ``out``: the ids the read leaves out."""
+        connection = self._connection
+        if count is None:
+            if deleting:
+                await connection.execute(self._delete_rows, deleting)
+            return []
         if deleting:
-            await self._connection.execute(self._delete_rows, deleting)
-        return None if read is None else await read(*args)
+            rows: list[Any] = await connection.fetch(self._delete_then_select, count, out, deleting)
+        else:
+            rows = await connection.fetch(self._select, count, out)
+        return rows
 
 
 class PostgresTableSource(BrokerSource[Any, RowId]):
@@ -222,7 +235,7 @@ class PostgresTableSource(BrokerSource[Any, RowId]):
 
     async def flush_acks(self) -> None:
         """Delete the rows acked so far now, rather than with the next read of the table."""
-        await self._table.delete_acked_then(None)
+        await self._table.delete_acked()
 
 
 @asynccontextmanager
@@ -338,5 +351,5 @@ async def postgres_table_source(
                 if not connection.is_closed():
                     with contextlib.suppress(*CONNECTION_FAILED):
                         # If this fails, those rows are read again next time: at-least-once.
-                        await reader.delete_acked_then(None)
+                        await reader.delete_acked()
             await close(host, connection)
