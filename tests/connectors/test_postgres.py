@@ -528,3 +528,19 @@ async def test_a_read_keeps_within_read_ahead_bytes_when_rows_grow(
             assert source.buffered_bytes <= 2000 + 1000  # the budget, plus one row
             await message.ack()
     assert taken == payloads
+
+
+async def test_rows_deleted_by_a_read_are_not_read_by_it(
+    dsn: str, admin: Admin, outbox: str
+) -> None:
+    # The DELETE of acked rows and the next SELECT are one statement, which sees the table
+    # as it was before the DELETE: the acked rows must still be left out.
+    await add(admin, outbox, "a", "b", "c", "d")
+    async with postgres_table_source(dsn, outbox, id_column="id", batch_size=2) as source:
+        first = await source.next_run()
+        await source.ack_many(first)
+        second = await source.next_run()  # deletes a and b, reads on
+        assert source.deleted == 2
+        await source.ack_many(second)
+    assert [m.value["payload"] for m in first + second] == ["a", "b", "c", "d"]
+    assert await left_in(admin, outbox) == []
