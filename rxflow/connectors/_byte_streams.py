@@ -51,6 +51,7 @@ __all__ = [
     "FramedSink",
     "FramedSinkOptions",
     "FramedSourceOptions",
+    "FrameWriter",
     "framed_writer",
     "network_where",
 ]
@@ -177,11 +178,18 @@ class FramedReading:
 # -- sinks -----------------------------------------------------------------------------------
 
 
-def framed_writer(
-    where: str, options: FramedSinkOptions, *, encoder: EncoderSpec
-) -> tuple[Callable[[Sequence[Any]], bytes], int]:
-    """A byte-stream sink's writer (a batch of values -> the bytes of their frames) and batch
-    size, from its ``options``; ``encoder`` is the sink's default encoder."""
+@attrs.frozen
+class FrameWriter:
+    """How a byte-stream sink writes, every option checked: see :func:`framed_writer`."""
+
+    where: str  # the sink's name, in errors (``"tcp:host:port"``)
+    frames: Callable[[Sequence[Any]], bytes]  # a batch of values -> the bytes of their frames
+    batch_size: int  # the batch size a flow should use
+
+
+def framed_writer(where: str, options: FramedSinkOptions, *, encoder: EncoderSpec) -> FrameWriter:
+    """A byte-stream sink's :class:`FrameWriter`, from its ``options``; ``encoder`` is the
+    sink's default encoder."""
     _check_keywords(where, options, FramedSinkOptions)
     encode = sink_encoder(
         where,
@@ -190,9 +198,9 @@ def framed_writer(
         default=encoder,
         stacklevel=5,  # sink_encoder, framed_writer, the sink, contextlib, the sink's caller
     )
-    write = make_writer(options.get("framing", "lines"), encode, where=where)
+    frames = make_writer(options.get("framing", "lines"), encode, where=where)
     batch_size = check_count(where, "batch_size", options.get("batch_size", DEFAULT_BATCH_SIZE))
-    return write, batch_size
+    return FrameWriter(where, frames, batch_size)
 
 
 class FramedSink:
@@ -202,10 +210,11 @@ class FramedSink:
     accepted by the kernel or the pipe).
     """
 
-    def __init__(self, frames: Callable[[Sequence[Any]], bytes], batch_size: int) -> None:
-        self._frames = frames
+    def __init__(self, writer: FrameWriter) -> None:
+        self._where = writer.where
+        self._frames = writer.frames
         self._lock = anyio.Lock()  # concurrent batches are written whole, one after the other
-        self.batch_size = batch_size
+        self.batch_size = writer.batch_size
         self.sent = 0  # records confirmed
 
     async def send(self, item: Any) -> None:

@@ -27,21 +27,15 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import IO, Any, Unpack
+from typing import IO, Unpack
 
 import anyio
 from anyio.streams.file import FileReadStream
 
 from rxflow._checks import check_count, check_seconds
-from rxflow.connectors._byte_streams import (
-    FramedReading,
-    FramedSink,
-    FramedSinkOptions,
-    FramedSourceOptions,
-    framed_writer,
-)
+from rxflow.connectors import _byte_streams as byte_streams
 from rxflow.connectors._framed_sources import FramedStream, MessageStream, Restart, receive_chunks
 
 __all__ = ["FileSink", "file_sink", "follow_file", "read_file"]
@@ -51,7 +45,7 @@ PathLike = str | os.PathLike[str]
 
 @asynccontextmanager
 async def read_file(
-    path: PathLike, *, start_offset: int = 0, **options: Unpack[FramedSourceOptions]
+    path: PathLike, *, start_offset: int = 0, **options: Unpack[byte_streams.FramedSourceOptions]
 ) -> AsyncIterator[MessageStream]:
     """Read a file's records, from ``start_offset`` to its end.
 
@@ -77,7 +71,7 @@ async def read_file(
             events.decoder.skipped   # how many lines were not JSON
     """
     where = f"file:{os.fspath(path)}"
-    reading = FramedReading.from_options(where, options, codec="text")
+    reading = byte_streams.FramedReading.from_options(where, options, codec="text")
     check_count(where, "start_offset", start_offset, minimum=0)
     stream = await FileReadStream.from_path(path)
     async with stream:
@@ -97,7 +91,7 @@ async def follow_file(
     *,
     from_end: bool = False,
     poll_interval: float = 1.0,
-    **options: Unpack[FramedSourceOptions],
+    **options: Unpack[byte_streams.FramedSourceOptions],
 ) -> AsyncIterator[MessageStream]:
     """Follow a file as it grows, like ``tail -F``: the iteration never ends by itself.
 
@@ -131,7 +125,7 @@ async def follow_file(
     """
     where = f"file:{os.fspath(path)}"
     check_seconds(where, "poll_interval", poll_interval)
-    reading = FramedReading.from_options(where, options, codec="text")
+    reading = byte_streams.FramedReading.from_options(where, options, codec="text")
     follower = _Follower(os.fspath(path), poll_interval, reading.read_size)
     try:
         position = await follower.start(from_end)
@@ -220,7 +214,7 @@ def _what_changed(path: str, file: IO[bytes], position: int) -> str:
     return "same"
 
 
-class FileSink(FramedSink):
+class FileSink(byte_streams.FramedSink):
     """Writes batches of records to a file; see :func:`file_sink`.
 
     ``send_batch`` returns once the batch is on disk (``fsync=True``) or handed to the OS;
@@ -234,14 +228,8 @@ class FileSink(FramedSink):
                 sink.sent                                # 2
     """
 
-    def __init__(
-        self,
-        file: IO[bytes],
-        frames: Callable[[Sequence[Any]], bytes],
-        fsync: bool,
-        batch_size: int,
-    ) -> None:
-        super().__init__(frames, batch_size)
+    def __init__(self, writer: byte_streams.FrameWriter, file: IO[bytes], fsync: bool) -> None:
+        super().__init__(writer)
         self._file = file
         self._fsync = fsync
 
@@ -261,7 +249,7 @@ async def file_sink(
     *,
     append: bool = True,
     fsync: bool = True,
-    **options: Unpack[FramedSinkOptions],
+    **options: Unpack[byte_streams.FramedSinkOptions],
 ) -> AsyncIterator[FileSink]:
     """Write records to a file, each batch in one write, confirmed once on disk.
 
@@ -285,10 +273,10 @@ async def file_sink(
                 await sink.send_batch([{"n": 1}, {"n": 2}])
     """
     where = f"file:{os.fspath(path)}"
-    write, batch_size = framed_writer(where, options, encoder="text")
+    writer = byte_streams.framed_writer(where, options, encoder="text")
     file = await anyio.to_thread.run_sync(open, path, "ab" if append else "wb")
     try:
-        yield FileSink(file, write, fsync, batch_size)
+        yield FileSink(writer, file, fsync)
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(file.close)

@@ -49,13 +49,7 @@ import anyio.abc
 from anyio.abc import ByteReceiveStream, Process
 
 from rxflow._task_groups import background_tasks
-from rxflow.connectors._byte_streams import (
-    FramedReading,
-    FramedSink,
-    FramedSinkOptions,
-    FramedSourceOptions,
-    framed_writer,
-)
+from rxflow.connectors import _byte_streams as byte_streams
 from rxflow.connectors._framed_sources import FramedStream, MessageStream, receive_chunks
 from rxflow.connectors._framing import DEFAULT_READ_SIZE
 from rxflow.errors import ProcessFailedError
@@ -151,7 +145,11 @@ class ProcessSource(FramedStream):
     """
 
     def __init__(
-        self, reading: FramedReading, command: Command, process: Process, tail: _StderrTail
+        self,
+        reading: byte_streams.FramedReading,
+        command: Command,
+        process: Process,
+        tail: _StderrTail,
     ) -> None:
         assert process.stdout is not None  # opened with stdout=PIPE
         chunks = receive_chunks(process.stdout, reading.read_size)
@@ -186,7 +184,7 @@ async def process_source(
     env: Mapping[str, str] | None = None,
     stderr_tail: int = 4096,
     terminate_timeout: float = 5.0,
-    **options: Unpack[FramedSourceOptions],
+    **options: Unpack[byte_streams.FramedSourceOptions],
 ) -> AsyncIterator[ProcessSource]:
     """Run ``command`` and read the records it writes to stdout, until it exits.
 
@@ -213,7 +211,7 @@ async def process_source(
                     print(entry.value["MESSAGE"])
     """
     where = _where(command)
-    reading = FramedReading.from_options(where, options, codec="text")
+    reading = byte_streams.FramedReading.from_options(where, options, codec="text")
     process, tail = await _start(
         command, where, stderr_tail, stdin=stdin, stdout=subprocess.PIPE, cwd=cwd, env=env
     )
@@ -227,7 +225,7 @@ async def process_source(
             await _stop(process, terminate_timeout)  # which ends the stderr drain too
 
 
-class ProcessSink(FramedSink):
+class ProcessSink(byte_streams.FramedSink):
     """Writes framed batches to a command's stdin; see :func:`process_sink`.
 
     ``send_batch`` returns once the pipe accepted all the batch's bytes, and raises
@@ -243,12 +241,11 @@ class ProcessSink(FramedSink):
 
     def __init__(
         self,
+        writer: byte_streams.FrameWriter,
         stdin: anyio.abc.ByteSendStream,
-        frames: Callable[[Sequence[Any]], bytes],
-        batch_size: int,
         failed: Callable[[], Awaitable[ProcessFailedError]],
     ) -> None:
-        super().__init__(frames, batch_size)
+        super().__init__(writer)
         self._stdin = stdin
         self._failed = failed
 
@@ -268,7 +265,7 @@ async def process_sink(
     env: Mapping[str, str] | None = None,
     stderr_tail: int = 4096,
     terminate_timeout: float = 5.0,
-    **options: Unpack[FramedSinkOptions],
+    **options: Unpack[byte_streams.FramedSinkOptions],
 ) -> AsyncIterator[ProcessSink]:
     """Run ``command`` and write records to its stdin.
 
@@ -294,7 +291,7 @@ async def process_sink(
                 await sink.send_batch(["one", "two"])
     """
     where = _where(command)
-    write, batch_size = framed_writer(where, options, encoder="text")
+    writer = byte_streams.framed_writer(where, options, encoder="text")
     process, tail = await _start(
         command, where, stderr_tail, stdin=subprocess.PIPE, stdout=stdout, cwd=cwd, env=env
     )
@@ -311,7 +308,7 @@ async def process_sink(
     async with background_tasks() as tasks:
         tasks.start_soon(tail.drain, process.stderr)
         try:
-            yield ProcessSink(process.stdin, write, batch_size, failure)
+            yield ProcessSink(writer, process.stdin, failure)
             # Left normally: end of input, and the command finishes its work.
             await process.stdin.aclose()
             await process.wait()
@@ -355,7 +352,7 @@ class _FdReceiveStream(ByteReceiveStream):
 
 @asynccontextmanager
 async def stdin_source(
-    *, fd: int = 0, **options: Unpack[FramedSourceOptions]
+    *, fd: int = 0, **options: Unpack[byte_streams.FramedSourceOptions]
 ) -> AsyncIterator[MessageStream]:
     """Read this program's stdin (or descriptor ``fd``) as records, until it ends.
 
@@ -370,13 +367,13 @@ async def stdin_source(
                     await out.send(line.value.upper())
     """
     where = "stdin" if fd == 0 else f"fd:{fd}"
-    reading = FramedReading.from_options(where, options, codec="text")
+    reading = byte_streams.FramedReading.from_options(where, options, codec="text")
     chunks = receive_chunks(_FdReceiveStream(fd), reading.read_size)
     async with FramedStream(reading, chunks, key=where) as records:
         yield records
 
 
-class StdoutSink(FramedSink):
+class StdoutSink(byte_streams.FramedSink):
     """Writes framed batches to this program's stdout; see :func:`stdout_sink`.
 
     ``send_batch`` returns once all the batch's bytes were written to the descriptor.
@@ -388,8 +385,8 @@ class StdoutSink(FramedSink):
                 await out.send_batch([{"n": 1}, {"n": 2}])
     """
 
-    def __init__(self, fd: int, frames: Callable[[Sequence[Any]], bytes], batch_size: int) -> None:
-        super().__init__(frames, batch_size)
+    def __init__(self, writer: byte_streams.FrameWriter, fd: int) -> None:
+        super().__init__(writer)
         self._fd = fd
 
     async def _write(self, data: bytes) -> None:
@@ -405,7 +402,7 @@ class StdoutSink(FramedSink):
 
 @asynccontextmanager
 async def stdout_sink(
-    *, fd: int = 1, **options: Unpack[FramedSinkOptions]
+    *, fd: int = 1, **options: Unpack[byte_streams.FramedSinkOptions]
 ) -> AsyncIterator[StdoutSink]:
     """Write records to this program's stdout (or descriptor ``fd``).
 
@@ -420,5 +417,4 @@ async def stdout_sink(
                 await out.send({"n": 1})
     """
     where = "stdout" if fd == 1 else f"fd:{fd}"
-    write, batch_size = framed_writer(where, options, encoder="text")
-    yield StdoutSink(fd, write, batch_size)
+    yield StdoutSink(byte_streams.framed_writer(where, options, encoder="text"), fd)

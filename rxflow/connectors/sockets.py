@@ -32,7 +32,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Unpack
 
@@ -42,14 +42,7 @@ from anyio.abc import ByteStream, SocketAttribute, SocketStream
 
 from rxflow._checks import check_count
 from rxflow._task_groups import background_tasks
-from rxflow.connectors._byte_streams import (
-    FramedReading,
-    FramedSink,
-    FramedSinkOptions,
-    FramedSourceOptions,
-    framed_writer,
-    network_where,
-)
+from rxflow.connectors import _byte_streams as byte_streams
 from rxflow.connectors._framed_sources import FramedStream, MessageStream
 from rxflow.connectors._framing import DeadLetter, Frame
 from rxflow.connectors._message import Message
@@ -107,7 +100,7 @@ async def _received(
 
 @asynccontextmanager
 async def tcp_source(
-    host: str, port: int, **options: Unpack[FramedSourceOptions]
+    host: str, port: int, **options: Unpack[byte_streams.FramedSourceOptions]
 ) -> AsyncIterator[MessageStream]:
     """Connect to ``host:port`` and read framed records until the server closes.
 
@@ -131,8 +124,8 @@ async def tcp_source(
                 async for record in records:
                     print(record.value)
     """
-    where = network_where("tcp", host, port)
-    reading = FramedReading.from_options(where, options, codec="bytes")
+    where = byte_streams.network_where("tcp", host, port)
+    reading = byte_streams.FramedReading.from_options(where, options, codec="bytes")
     stream = await _connect(host, port, where)
     async with stream:
         chunks = _received(stream, reading.read_size, where, [0])
@@ -161,7 +154,7 @@ class TcpServerSource(MessageStream):
 
     def __init__(
         self,
-        reading: FramedReading,
+        reading: byte_streams.FramedReading,
         batches: anyio.abc.ObjectReceiveStream[Batch],
         host: str,
         port: int,
@@ -185,7 +178,7 @@ class TcpServerSource(MessageStream):
 
 @asynccontextmanager
 async def tcp_server_source(
-    host: str = "127.0.0.1", port: int = 0, **options: Unpack[FramedSourceOptions]
+    host: str = "127.0.0.1", port: int = 0, **options: Unpack[byte_streams.FramedSourceOptions]
 ) -> AsyncIterator[TcpServerSource]:
     """Listen on ``host:port`` and merge the framed records of every client that connects.
 
@@ -210,8 +203,8 @@ async def tcp_server_source(
                 async for line in lines:
                     print(line.key, line.value)
     """
-    where = network_where("tcp-server", host, port, allow_zero=True)
-    reading = FramedReading.from_options(where, options, codec="bytes")
+    where = byte_streams.network_where("tcp-server", host, port, allow_zero=True)
+    reading = byte_streams.FramedReading.from_options(where, options, codec="bytes")
     try:
         listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     except OSError as error:
@@ -338,7 +331,7 @@ async def udp_source(
                 async for datagram in datagrams:
                     print(datagram.key, datagram.value)
     """
-    where = network_where("udp", host, port, allow_zero=True)
+    where = byte_streams.network_where("udp", host, port, allow_zero=True)
     decoder = Decoder(codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=where)
     check_count(where, "receive_buffer", receive_buffer, optional=True)
     try:
@@ -363,7 +356,7 @@ async def udp_source(
         udp.close()
 
 
-class TcpSink(FramedSink):
+class TcpSink(byte_streams.FramedSink):
     """Writes framed batches to a TCP connection; see :func:`tcp_sink`.
 
     ``send_batch`` returns once the kernel accepted all the batch's bytes, and raises
@@ -377,16 +370,9 @@ class TcpSink(FramedSink):
                 await sink.send(b"\x00binary\x01")
     """
 
-    def __init__(
-        self,
-        stream: SocketStream,
-        frames: Callable[[Sequence[Any]], bytes],
-        batch_size: int,
-        where: str,
-    ) -> None:
-        super().__init__(frames, batch_size)
+    def __init__(self, writer: byte_streams.FrameWriter, stream: SocketStream) -> None:
+        super().__init__(writer)
         self._stream = stream
-        self._where = where
 
     async def _write(self, data: bytes) -> None:
         try:
@@ -400,7 +386,7 @@ class TcpSink(FramedSink):
 
 @asynccontextmanager
 async def tcp_sink(
-    host: str, port: int, **options: Unpack[FramedSinkOptions]
+    host: str, port: int, **options: Unpack[byte_streams.FramedSinkOptions]
 ) -> AsyncIterator[TcpSink]:
     """Connect to ``host:port`` and send framed records.
 
@@ -419,10 +405,10 @@ async def tcp_sink(
             async with tcp_sink("127.0.0.1", 9000, encoder="json") as sink:
                 await sink.send_batch([{"n": 1}, {"n": 2}])
     """
-    where = network_where("tcp", host, port)
-    write, batch_size = framed_writer(where, options, encoder="bytes")
+    where = byte_streams.network_where("tcp", host, port)
+    writer = byte_streams.framed_writer(where, options, encoder="bytes")
     stream = await _connect(host, port, where)
     async with stream:
-        yield TcpSink(stream, write, batch_size, where)
+        yield TcpSink(writer, stream)
         with contextlib.suppress(*CONNECTION_LOST):  # a peer that is gone needs no end-of-stream
             await stream.send_eof()
