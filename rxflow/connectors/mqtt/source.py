@@ -15,6 +15,7 @@ from rxflow.connectors._kit import (
     DEFAULT_READ_AHEAD_BYTES,
     BrokerSettlement,
     BrokerSource,
+    HostedPushReader,
     Incoming,
     Verb,
 )
@@ -211,21 +212,18 @@ def _headers(properties: Properties | None) -> dict[str, str]:
     return {str(name): str(value) for name, value in pairs}
 
 
-class _Reader:
-    """The kit's view of the subscriber (see :class:`~rxflow.connectors._kit.Reader`)."""
+class _Reader(HostedPushReader["aiomqtt.Message"]):
+    """The kit's view of the subscriber. MQTT cannot hand a message back: a persistent
+    session delivers what was not acked again on the next connection; without one it ends
+    with the session."""
 
     def __init__(self, host: AsyncioHost, subscriber: _Subscriber, name: str) -> None:
-        self._host, self.subscriber, self.name = host, subscriber, name
         # No more than `receive_maximum` unacked messages: the client stops reading there.
-        self.in_flight_limit: InFlightLimit | None = InFlightLimit(
-            subscriber.limit, "receive_maximum"
-        )
-        # Under trio each call is a hop to the client's thread, and the broker does not
-        # answer acks: settlements are queued and written in runs.
-        self.queues_settlements = host.hosted
+        super().__init__(host, name, InFlightLimit(subscriber.limit, "receive_maximum"))
+        self.subscriber = subscriber
 
     async def fetch(self, count: int, max_bytes: int) -> list[Incoming[aiomqtt.Message]]:
-        received = await self._host.call(self.subscriber.take, count, max_bytes)
+        received = await self.host.call(self.subscriber.take, count, max_bytes)
         return [
             Incoming(
                 bytes(message.payload),
@@ -238,18 +236,10 @@ class _Reader:
         ]
 
     async def settle(self, settlements: Sequence[tuple[aiomqtt.Message, Verb]]) -> None:
-        if self._host.hosted:
-            await self._host.call(_settle_on_loop, self.subscriber, settlements)
+        if self.host.hosted:
+            await self.host.call(_settle_on_loop, self.subscriber, settlements)
         else:
             self.subscriber.settle(settlements)
-
-    async def release(self, unhanded: Sequence[aiomqtt.Message]) -> int:
-        # MQTT cannot hand a message back: a persistent session delivers it again on the
-        # next connection; without one it ends with the session.
-        return 0
-
-    async def held_back(self) -> bool:
-        return False  # the broker pushes: an empty fetch never happens
 
 
 async def _settle_on_loop(

@@ -15,6 +15,7 @@ from rxflow.connectors._kit import (
     DEFAULT_READ_AHEAD_BYTES,
     BrokerSettlement,
     BrokerSource,
+    HostedPushReader,
     Incoming,
     Verb,
 )
@@ -135,19 +136,17 @@ class _Consumer:
 Settle = tuple[AbstractIncomingMessage, Verb]
 
 
-class _Reader:
-    """The kit's view of the consumer (see :class:`~rxflow.connectors._kit.Reader`)."""
+class _Reader(HostedPushReader[AbstractIncomingMessage]):
+    """The kit's view of the consumer; closing the connection puts every unsettled delivery
+    back in the queue."""
 
     def __init__(self, host: AsyncioHost, consumer: _Consumer, name: str) -> None:
-        self._host, self.consumer, self.name = host, consumer, name
         # The broker sends no more than `prefetch` unsettled deliveries (basic.qos).
-        self.in_flight_limit: InFlightLimit | None = InFlightLimit(consumer.prefetch, "prefetch")
-        # Under trio each call is a hop to the client's thread, and the broker does not
-        # answer acks: settlements are queued and written in runs.
-        self.queues_settlements = host.hosted
+        super().__init__(host, name, InFlightLimit(consumer.prefetch, "prefetch"))
+        self.consumer = consumer
 
     async def fetch(self, count: int, max_bytes: int) -> list[Incoming[AbstractIncomingMessage]]:
-        deliveries = await self._host.call(self.consumer.take, count, max_bytes)
+        deliveries = await self.host.call(self.consumer.take, count, max_bytes)
         return [
             Incoming(
                 delivery.body,
@@ -162,13 +161,7 @@ class _Reader:
         ]
 
     async def settle(self, settlements: Sequence[Settle]) -> None:
-        await self._host.call(self.consumer.settle, settlements)
-
-    async def release(self, unhanded: Sequence[AbstractIncomingMessage]) -> int:
-        return 0  # closing the connection puts every unsettled delivery back in the queue
-
-    async def held_back(self) -> bool:
-        return False  # the broker pushes: an empty fetch never happens
+        await self.host.call(self.consumer.settle, settlements)
 
 
 RabbitMQSettlement = BrokerSettlement
