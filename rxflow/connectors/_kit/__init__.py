@@ -46,7 +46,7 @@ from rxflow.connectors._kit._records import (
 )
 from rxflow.connectors._kit._settle import BrokerSettlement
 from rxflow.connectors._kit._sink import Address, AddressedPublisher, BrokerSink, Publisher
-from rxflow.connectors._kit._source import BrokerSource
+from rxflow.connectors._kit._source import BrokerSource, PushedSource
 
 __all__ = [
     "DEFAULT_READ_AHEAD_BYTES",
@@ -61,6 +61,7 @@ __all__ = [
     "Incoming",
     "Payload",
     "Publisher",
+    "PushedSource",
     "Reader",
     "Verb",
 ]

@@ -3,6 +3,7 @@ calls (:class:`Reader`)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
@@ -100,14 +101,14 @@ class Reader(Protocol[H]):
         ...
 
 
-class HostedPushReader(Generic[H]):
+class HostedPushReader(ABC, Generic[H]):
     """The common part of readers for systems that push deliveries into the client (RabbitMQ,
     MQTT): the broker bounds what it sends unsettled, so an empty fetch never happens and
     nothing is held back; closing the connection (or the session) is what gives unsettled
     records back. Under trio each client call is a hop to the client's thread and the broker
     does not answer acks, so settlements are queued and written in runs.
 
-    Subclasses implement ``fetch`` and ``settle``.
+    Subclasses implement ``fetch``, ``settle`` and ``unacked``.
     """
 
     def __init__(self, host: AsyncioHost, name: str, in_flight_limit: InFlightLimit) -> None:
@@ -115,8 +116,19 @@ class HostedPushReader(Generic[H]):
         self.in_flight_limit: InFlightLimit | None = in_flight_limit
         self.queues_settlements = host.hosted
 
+    @abstractmethod
+    async def fetch(self, count: int, max_bytes: int) -> Sequence[Incoming[H]]: ...
+
+    @abstractmethod
+    async def settle(self, settlements: Sequence[tuple[H, Verb]]) -> None: ...
+
     async def release(self, unhanded: Sequence[H]) -> int:
         return 0  # the connection's close (or the session) gives them back
 
     async def held_back(self) -> bool:
         return False  # the broker pushes: an empty fetch never happens
+
+    @property
+    @abstractmethod
+    def unacked(self) -> int:
+        """Records the broker delivered that are not settled yet, as the client counts them."""

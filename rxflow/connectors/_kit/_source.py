@@ -14,6 +14,7 @@ from rxflow._task_groups import background_tasks
 from rxflow.connectors._kit._records import (
     DEFAULT_READ_AHEAD_BYTES,
     Decoded,
+    HostedPushReader,
     Incoming,
     Reader,
     Verb,
@@ -22,7 +23,7 @@ from rxflow.connectors._kit._settle import BrokerSettlement, Settler
 from rxflow.connectors._message import Message, describe
 from rxflow.connectors.codecs import SKIPPED, Decoder, RecordRejected
 
-__all__ = ["BrokerSource"]
+__all__ = ["BrokerSource", "PushedSource"]
 
 H = TypeVar("H")
 T = TypeVar("T")
@@ -325,3 +326,19 @@ class BrokerSource(Generic[T, H]):
                 handles.append((settlement._handle, "ack"))
         if handles:
             await self._settler.settle_many(handles)
+
+
+class PushedSource(BrokerSource[T, H]):
+    """A :class:`BrokerSource` over a system that pushes deliveries into the client
+    (a :class:`~rxflow.connectors._kit.HostedPushReader`)."""
+
+    def __init__(self, reader: HostedPushReader[H], decoder: Decoder, **bounds: int) -> None:
+        super().__init__(reader, decoder, **bounds)
+        self._pushing = reader
+
+    @property
+    def unacked(self) -> int:
+        """Messages the broker delivered that are not settled yet (at most its in-flight
+        limit). Under trio a settlement reaches the client's loop, and this count, a moment
+        after ``ack()`` returns."""
+        return self._pushing.unacked

@@ -14,9 +14,9 @@ from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._kit import (
     DEFAULT_READ_AHEAD_BYTES,
     BrokerSettlement,
-    BrokerSource,
     HostedPushReader,
     Incoming,
+    PushedSource,
     Verb,
 )
 from rxflow.connectors._message import InFlightLimit
@@ -235,6 +235,10 @@ class _Reader(HostedPushReader["aiomqtt.Message"]):
             for message in received
         ]
 
+    @property
+    def unacked(self) -> int:
+        return self.subscriber.unacked
+
     async def settle(self, settlements: Sequence[tuple[aiomqtt.Message, Verb]]) -> None:
         if self.host.hosted:
             await self.host.call(_settle_on_loop, self.subscriber, settlements)
@@ -248,7 +252,7 @@ async def _settle_on_loop(
     subscriber.settle(settlements)
 
 
-class MQTTSource(BrokerSource[Any, "aiomqtt.Message"]):
+class MQTTSource(PushedSource[Any, "aiomqtt.Message"]):
     """The messages of one subscription; iterate it (see :func:`mqtt_source`).
 
     Attributes:
@@ -262,16 +266,6 @@ class MQTTSource(BrokerSource[Any, "aiomqtt.Message"]):
                 await message.ack()
             print(logs.decoder.skipped, logs.unacked)
     """
-
-    def __init__(self, reader: _Reader, decoder: Decoder, **bounds: int) -> None:
-        super().__init__(reader, decoder, **bounds)
-        self._subscriber = reader.subscriber
-
-    @property
-    def unacked(self) -> int:
-        """Messages received and not acked yet (at most ``receive_maximum``). Under trio an
-        ack reaches the client's loop, and this count, a moment after ``ack()`` returns."""
-        return self._subscriber.unacked
 
 
 @contextlib.asynccontextmanager

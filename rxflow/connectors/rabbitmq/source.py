@@ -14,9 +14,9 @@ from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._kit import (
     DEFAULT_READ_AHEAD_BYTES,
     BrokerSettlement,
-    BrokerSource,
     HostedPushReader,
     Incoming,
+    PushedSource,
     Verb,
 )
 from rxflow.connectors._message import InFlightLimit
@@ -160,6 +160,10 @@ class _Reader(HostedPushReader[AbstractIncomingMessage]):
             for delivery in deliveries
         ]
 
+    @property
+    def unacked(self) -> int:
+        return self.consumer.unacked
+
     async def settle(self, settlements: Sequence[Settle]) -> None:
         await self.host.call(self.consumer.settle, settlements)
 
@@ -170,7 +174,7 @@ flag: the message was delivered before and not acked. (The kit's
 :class:`~rxflow.connectors._kit.BrokerSettlement`, under the name it had.)"""
 
 
-class RabbitMQSource(BrokerSource[Any, AbstractIncomingMessage]):
+class RabbitMQSource(PushedSource[Any, AbstractIncomingMessage]):
     """The messages of one queue; iterate it (see :func:`rabbitmq_source`).
 
     Attributes:
@@ -184,17 +188,6 @@ class RabbitMQSource(BrokerSource[Any, AbstractIncomingMessage]):
                 await message.ack()
             print(orders.decoder.skipped, orders.unacked)
     """
-
-    def __init__(self, reader: _Reader, decoder: Decoder, **bounds: int) -> None:
-        super().__init__(reader, decoder, **bounds)
-        self._consumer = reader.consumer
-
-    @property
-    def unacked(self) -> int:
-        """Messages the broker delivered that are not settled yet (at most ``prefetch``).
-        Under trio a settlement reaches the client's loop, and this count, a moment after
-        ``ack()`` returns."""
-        return self._consumer.unacked
 
 
 @contextlib.asynccontextmanager
