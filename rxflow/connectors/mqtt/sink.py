@@ -15,13 +15,7 @@ from rxflow.connectors._asyncio_host import open_on_host
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._kit import AddressedPublisher, BrokerSink
 from rxflow.connectors.codecs import EncoderSpec, sink_encoder
-from rxflow.connectors.mqtt._client import (
-    CLOSE_TIMEOUT,
-    broker_of,
-    connect,
-    connect_properties,
-    disconnect,
-)
+from rxflow.connectors.mqtt import _client
 from rxflow.errors import ServiceUnavailableError
 
 with requires_extra("mqtt"):
@@ -45,7 +39,7 @@ class _Publisher:
     async def open(self) -> None:
         self.client = self.make_client()  # from here on, close() cleans up after it
         self.lost = False
-        await connect(self.client, self.host, self.port)
+        await _client.connect(self.client, self.host, self.port)
 
     async def publish(self, messages: Sequence[tuple[bytes, str]]) -> None:
         """Publish ``(payload, topic)`` pairs all at once, then wait for every PUBACK."""
@@ -92,7 +86,7 @@ class _Publisher:
     async def close(self) -> None:
         client, self.client = self.client, None
         if client is not None:
-            await disconnect(client)
+            await _client.disconnect(client)
 
 
 class MQTTSink(BrokerSink[Any, None]):
@@ -151,7 +145,7 @@ async def mqtt_sink(
             await orders.send({"id": 1})
             await orders.send_batch([{"id": 2}, {"id": 3}])
     """
-    broker, topic = broker_of(
+    broker, topic = _client.broker_of(
         "mqtt_sink",
         url,
         topic,
@@ -167,9 +161,10 @@ async def mqtt_sink(
     check_int_range(where, "batch_size", batch_size, 1, 2**31)
     encode_item = sink_encoder(where, encoder, encode=encode)
 
-    client = broker.clients(client_id, persistent=False, properties=connect_properties(None, None))
+    properties = _client.connect_properties(None, None)
+    client = broker.clients(client_id, persistent=False, properties=properties)
 
     publisher = _Publisher(broker.host, broker.port, client, qos, retain)
-    async with open_on_host(publisher, close_timeout=CLOSE_TIMEOUT) as asyncio_host:
+    async with open_on_host(publisher, close_timeout=_client.CLOSE_TIMEOUT) as asyncio_host:
         publishing = AddressedPublisher(asyncio_host, publisher.publish, topic)
         yield MQTTSink(publishing, encode_item, batch_size=batch_size, name=where)

@@ -253,19 +253,9 @@ async def _settle_on_loop(
 
 
 class MQTTSource(PushedSource[Any, "aiomqtt.Message"]):
-    """The messages of one subscription; iterate it (see :func:`mqtt_source`).
-
-    Attributes:
-        decoder: its :class:`~rxflow.connectors.Decoder`, with the counts ``decoded``,
-            ``skipped`` and ``dead_lettered``.
-
-    Example (needs an MQTT broker)::
-
-        async with mqtt_source(url, "logs/#", on_decode_error="skip") as logs:
-            async for message in logs:
-                await message.ack()
-            print(logs.decoder.skipped, logs.unacked)
-    """
+    """The messages of one subscription (``key``: the topic; ``headers``: MQTT 5 user
+    properties); made by :func:`mqtt_source`. ``unacked`` counts messages received and not
+    acked yet (at most ``receive_maximum``)."""
 
 
 @contextlib.asynccontextmanager

@@ -12,12 +12,7 @@ from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._kit import AddressedPublisher, BrokerSink
 from rxflow.connectors.codecs import Encoder, EncoderSpec, sink_encoder
-from rxflow.connectors.nats._client import (
-    CONNECT_TIMEOUT_S,
-    check_jetstream_name,
-    connected,
-    ensure_stream,
-)
+from rxflow.connectors.nats import _client
 
 with requires_extra("nats"):
     import nats.js.errors
@@ -107,7 +102,7 @@ async def jetstream_sink(
     batch_size: int = DEFAULT_SINK_BATCH,
     stream: str | None = None,
     create: bool = False,
-    connect_timeout: float = CONNECT_TIMEOUT_S,
+    connect_timeout: float = _client.CONNECT_TIMEOUT_S,
     connect_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[JetStreamSink]:
     """Publish values to a JetStream subject, each confirmed by the server's ``PubAck``.
@@ -136,17 +131,17 @@ async def jetstream_sink(
     check_count(where, "batch_size", batch_size)
     check_seconds(where, "connect_timeout", connect_timeout)
     if stream is not None:
-        check_jetstream_name(where, "stream", stream)
+        _client.check_jetstream_name(where, "stream", stream)
     elif create:
         raise ValueError(f"{where}: create=True needs the stream's name: pass stream=")
     encode = sink_encoder(where, encoder)
     async with (
         AsyncioHost() as host,
-        connected(host, url, connect_timeout, connect_options) as client,
+        _client.connected(host, url, connect_timeout, connect_options) as client,
     ):
         js = client.jetstream()
         if stream is not None:
-            await host.call(ensure_stream, js, stream, subject, create)
+            await host.call(_client.ensure_stream, js, stream, subject, create)
         publishing = AddressedPublisher(host, _Publishing(js, stream).publish, subject)
         yield JetStreamSink(
             publishing, encode, subject=subject, stream=stream, batch_size=batch_size, name=where

@@ -175,19 +175,10 @@ flag: the message was delivered before and not acked. (The kit's
 
 
 class RabbitMQSource(PushedSource[Any, AbstractIncomingMessage]):
-    """The messages of one queue; iterate it (see :func:`rabbitmq_source`).
-
-    Attributes:
-        decoder: its :class:`~rxflow.connectors.Decoder`, with the counts ``decoded``,
-            ``skipped`` and ``dead_lettered``.
-
-    Example (needs a RabbitMQ server)::
-
-        async with rabbitmq_source(url, "orders", on_decode_error="skip") as orders:
-            async for message in orders:
-                await message.ack()
-            print(orders.decoder.skipped, orders.unacked)
-    """
+    """The messages of one queue, each ``message.settlement.redelivered`` as the broker
+    flagged it; made by :func:`rabbitmq_source`, iterated, or read a delivery batch at a
+    time with ``next_run()``. ``unacked`` counts deliveries not settled yet (at most
+    ``prefetch``)."""
 
 
 @contextlib.asynccontextmanager
