@@ -115,56 +115,30 @@ def _read(
     events: list[Event] = []
     positions: list[int] = []  # where each event's character is, for error messages
     subscribed: float | None = None
-    frame = start
-    group: _Group | None = None
-    for position, char, duration in _scan(diagram):
-        if not char:
-            if group is not None:
-                raise MarbleSyntaxError(diagram, position, "time progression inside a group")
-            frame += duration
-            continue
-        at = frame if group is None else group.frame
-        if char == "(":
-            if group is not None:
-                raise MarbleSyntaxError(diagram, position, "a group cannot contain a group")
-            group = _Group(frame, position)
-        elif char == ")":
-            if group is None:
-                raise MarbleSyntaxError(diagram, position, "')' closes no group")
-            if group.size == 0:
-                raise MarbleSyntaxError(diagram, position, "an empty group '()'")
-            group = None
+    for position, char, at, grouped in _timeline(diagram, start, empty_groups=False):
+        if char == "-":
+            if grouped:
+                raise MarbleSyntaxError(diagram, position, "'-' inside a group")
+        elif char == "|":
+            events.append(Event(at, "C"))
+            positions.append(position)
+        elif char == "#":
+            events.append(Event(at, "E", error if error is not None else Exception("error")))
+            positions.append(position)
+        elif char == "^":
+            if subscribed is not None:
+                raise MarbleSyntaxError(diagram, position, "a second '^'")
+            subscribed = at
+        elif char == "!":
+            raise MarbleSyntaxError(
+                diagram,
+                position,
+                "'!' (unsubscription) belongs in a subscription diagram, as in RxJS: "
+                "pass it to expect, e.g. m.expect(source, '^--!')",
+            )
         else:
-            if group is not None:
-                group.size += 1
-            if char == "-":
-                if group is not None:
-                    raise MarbleSyntaxError(diagram, position, "'-' inside a group")
-            elif char == "|":
-                events.append(Event(at, "C"))
-                positions.append(position)
-            elif char == "#":
-                events.append(Event(at, "E", error if error is not None else Exception("error")))
-                positions.append(position)
-            elif char == "^":
-                if subscribed is not None:
-                    raise MarbleSyntaxError(diagram, position, "a second '^'")
-                subscribed = at
-            elif char == "!":
-                raise MarbleSyntaxError(
-                    diagram,
-                    position,
-                    "'!' (unsubscription) belongs in a subscription diagram, as in RxJS: "
-                    "pass it to expect, e.g. m.expect(source, '^--!')",
-                )
-            else:
-                events.append(Event(at, "N", values.get(char, char)))
-                positions.append(position)
-        # As in RxJS, every character but a space takes a frame, parentheses included; the
-        # notifications of a group all happen at the group's first frame.
-        frame += 1
-    if group is not None:
-        raise MarbleSyntaxError(diagram, group.position, "'(' is never closed")
+            events.append(Event(at, "N", values.get(char, char)))
+            positions.append(position)
     _check_nothing_after_the_end(diagram, events, positions)
     return Diagram(tuple(events), subscribed, None)
 
@@ -174,6 +148,44 @@ class _Group:
     frame: float
     position: int
     size: int = 0  # characters inside, spaces not counted
+
+
+def _timeline(
+    diagram: str, start: float, *, empty_groups: bool
+) -> Iterator[tuple[int, str, float, bool]]:
+    """``(position, character, frame, inside a group)`` for each character of ``diagram``
+    but spaces, parentheses and time progressions, frames counted from ``start`` as RxJS
+    counts them. Groups are checked here (no nesting, no time inside, closed; not empty
+    unless ``empty_groups``); what a character means is the caller's."""
+    frame = start
+    group: _Group | None = None
+    for position, char, duration in _scan(diagram):
+        if not char:
+            if group is not None:
+                raise MarbleSyntaxError(diagram, position, "time progression inside a group")
+            frame += duration
+            continue
+        if char == "(":
+            if group is not None:
+                raise MarbleSyntaxError(diagram, position, "a group cannot contain a group")
+            group = _Group(frame, position)
+        elif char == ")":
+            if group is None:
+                raise MarbleSyntaxError(diagram, position, "')' closes no group")
+            if group.size == 0 and not empty_groups:
+                raise MarbleSyntaxError(diagram, position, "an empty group '()'")
+            group = None
+        else:
+            if group is not None:
+                group.size += 1
+            # The notifications of a group all happen at the group's first frame.
+            yield position, char, frame if group is None else group.frame, group is not None
+            if char == "!":
+                continue  # RxJS: '!' takes no frame
+        # As in RxJS, every other character but a space takes a frame, parentheses included.
+        frame += 1
+    if group is not None:
+        raise MarbleSyntaxError(diagram, group.position, "'(' is never closed")
 
 
 def _scan(diagram: str) -> Iterator[tuple[int, str, float]]:
@@ -226,24 +238,8 @@ def parse_subscription(diagram: str) -> tuple[float | None, float | None]:
     subscribed: float | None = None
     unsubscribed: float | None = None
     unsubscribed_at = 0
-    frame: float = 0
-    group: _Group | None = None
-    for position, char, duration in _scan(diagram):
-        if not char:
-            if group is not None:
-                raise MarbleSyntaxError(diagram, position, "time progression inside a group")
-            frame += duration
-            continue
-        at = frame if group is None else group.frame
-        if char == "(":
-            if group is not None:
-                raise MarbleSyntaxError(diagram, position, "a group cannot contain a group")
-            group = _Group(frame, position)
-        elif char == ")":
-            if group is None:
-                raise MarbleSyntaxError(diagram, position, "')' closes no group")
-            group = None
-        elif char == "^":
+    for position, char, at, _grouped in _timeline(diagram, 0, empty_groups=True):
+        if char == "^":
             if subscribed is not None:
                 raise MarbleSyntaxError(diagram, position, "a second '^'")
             subscribed = at
@@ -251,7 +247,6 @@ def parse_subscription(diagram: str) -> tuple[float | None, float | None]:
             if unsubscribed is not None:
                 raise MarbleSyntaxError(diagram, position, "a second '!'")
             unsubscribed, unsubscribed_at = at, position
-            continue  # RxJS: '!' takes no frame
         elif char != "-":
             raise MarbleSyntaxError(
                 diagram,
@@ -259,9 +254,6 @@ def parse_subscription(diagram: str) -> tuple[float | None, float | None]:
                 f"a subscription diagram has only '-', '^', '!', groups and time "
                 f"progressions, found {char!r}",
             )
-        frame += 1
-    if group is not None:
-        raise MarbleSyntaxError(diagram, group.position, "'(' is never closed")
     if subscribed is not None and unsubscribed is not None and unsubscribed < subscribed:
         raise MarbleSyntaxError(diagram, unsubscribed_at, "'!' comes before '^'")
     return subscribed, unsubscribed
