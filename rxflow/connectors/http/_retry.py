@@ -28,6 +28,7 @@ with requires_extra("http"):
 __all__ = [
     "DEFAULT_RETRY",
     "MAX_BACKOFF",
+    "RetryingEndpoint",
     "reconnect_delay",
     "request",
     "retry_policy",
@@ -142,3 +143,38 @@ async def request(
             delay = max(retry.delay(attempt), _retry_after(response, retry.cap))
             await response.aclose()
         await anyio.sleep(delay)
+
+
+class RetryingEndpoint:
+    """One URL requested with retries: what the poll source and the POST sink share.
+
+    ``url`` and ``retry`` are public on both connectors; ``where`` names the connector in
+    errors.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        *,
+        where: str,
+        retry: Retry,
+        request_timeout: float | None,
+    ) -> None:
+        self.url = url
+        self.retry = retry
+        self._client = client
+        self._where = where
+        self._timeout = request_timeout
+
+    async def _request(self, method: str, **kwargs: Any) -> httpx.Response:
+        """:func:`request` to this endpoint (``kwargs`` as there: ``accept``, ``headers``...)."""
+        return await request(
+            self._client,
+            method,
+            self.url,
+            where=self._where,
+            retry=self.retry,
+            request_timeout=self._timeout,
+            **kwargs,
+        )

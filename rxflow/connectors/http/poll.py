@@ -28,7 +28,7 @@ from rxflow.connectors.http._client import (
     merged_query,
     using_client,
 )
-from rxflow.connectors.http._retry import request, retry_policy
+from rxflow.connectors.http._retry import RetryingEndpoint, retry_policy
 from rxflow.strategies import Retry
 
 with requires_extra("http"):
@@ -41,7 +41,7 @@ def _items_of(body: Any) -> Iterable[Any]:
     return body if isinstance(body, list) else (body,)
 
 
-class PollSource:
+class PollSource(RetryingEndpoint):
     """The items of a polled endpoint; made by :func:`poll_source`.
 
     ``polls`` counts the requests answered; ``decoder`` counts what the codec did.
@@ -70,20 +70,19 @@ class PollSource:
         request_timeout: float | None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
-        self.url = url
+        super().__init__(
+            client, url, where="poll_source", retry=retry, request_timeout=request_timeout
+        )
         self.decoder = decoder
         self.polls = 0
         self.max_body_bytes = max_body_bytes
         self.etag: str | None = None  # the last answer's ETag, sent back as If-None-Match
-        self._client = client
         self._interval = interval
         self._params = merged_query(url, params)
         self._headers = headers
         self._cursor = cursor
         self._items = items
         self._key = key
-        self.retry = retry
-        self._timeout = request_timeout
         self._pending: deque[Any] = deque()  # the items of the last answer not yet pulled
         self._next_poll: float | None = None
         self._ended = False
@@ -134,13 +133,8 @@ class PollSource:
         headers = self._headers
         if self.etag is not None:  # "only if it changed": a 304 answer means nothing new
             headers = {**headers, "If-None-Match": self.etag}
-        response = await request(
-            self._client,
+        response = await self._request(
             "GET",
-            self.url,
-            where="poll_source",
-            retry=self.retry,
-            request_timeout=self._timeout,
             params=self._params,
             headers=headers,
             accept=(304,),

@@ -12,7 +12,7 @@ from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._message import Message
 from rxflow.connectors.codecs import encode_json, resolve_encoder
 from rxflow.connectors.http._client import check_url, using_client
-from rxflow.connectors.http._retry import request, retry_policy
+from rxflow.connectors.http._retry import RetryingEndpoint, retry_policy
 from rxflow.strategies import Retry
 
 with requires_extra("http"):
@@ -55,7 +55,7 @@ def _batch_encoder(where: str, encoder: object) -> BatchEncoder:
     return check_function(where, "encoder", encoder, "items -> bytes")
 
 
-class HttpPostSink:
+class HttpPostSink(RetryingEndpoint):
     """POSTs batches to one URL; made by :func:`http_post_sink`.
 
     ``posted`` counts the items the server confirmed, ``requests`` the POSTs it answered 2xx.
@@ -79,15 +79,14 @@ class HttpPostSink:
         retry: Retry,
         request_timeout: float | None,
     ) -> None:
-        self.url = url
+        super().__init__(
+            client, url, where="http_post_sink", retry=retry, request_timeout=request_timeout
+        )
         self.batch_size = batch_size
         self.posted = 0
         self.requests = 0
-        self._client = client
         self._encoder = encoder
         self._headers = headers
-        self.retry = retry
-        self._timeout = request_timeout
 
     async def send(self, item: Any) -> None:
         """POST ``[item]``; return once the server answered 2xx."""
@@ -103,16 +102,7 @@ class HttpPostSink:
         if not items:
             return
         body = self._encoder(items)
-        await request(
-            self._client,
-            "POST",
-            self.url,
-            where="http_post_sink",
-            retry=self.retry,
-            request_timeout=self._timeout,
-            content=body,
-            headers=self._headers,
-        )
+        await self._request("POST", content=body, headers=self._headers)
         self.requests += 1
         self.posted += len(items)
 
