@@ -15,6 +15,7 @@ from typing import Any, Generic, overload
 
 import anyio
 import anyio.abc
+import attrs
 import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
@@ -36,6 +37,7 @@ from rxflow.strategies import (
 __all__ = ["MapAsync", "map_async"]
 
 
+@attrs.define(eq=False)  # an operator is equal only to itself, and hashable
 class MapAsync(Generic[ItemT, ResultT]):
     """The operator :func:`map_async` returns: it turns an ``Observable[ItemT]`` into an
     ``Observable[ResultT]``; ``metrics`` (a :class:`rxflow.flow.metrics.StageMetrics`) counts
@@ -50,19 +52,11 @@ class MapAsync(Generic[ItemT, ResultT]):
         (2, 'shout')
     """
 
-    def __init__(
-        self,
-        function: Callable[[ItemT], Awaitable[ResultT] | ResultT],
-        concurrency: int,
-        ordered: bool,
-        on_error: ErrorStrategy,
-        name: str,
-    ) -> None:
-        self.function = function
-        self.concurrency = concurrency
-        self.ordered = ordered
-        self.on_error = on_error
-        self.metrics = StageMetrics(name, "map_async")
+    function: Callable[[ItemT], Awaitable[ResultT] | ResultT]
+    concurrency: int  # items in hand at most, those waiting for an earlier result included
+    ordered: bool
+    on_error: ErrorStrategy
+    metrics: StageMetrics
 
     def __call__(self, source: Observable[ItemT]) -> Observable[ResultT]:
         def subscribe(
@@ -269,4 +263,4 @@ def map_async(
     function = check_function(where, "function", function, "of the item (async, or plain)")
     strategy = check_strategy(on_error, where)
     stage = name or stage_name(function, "map_async")
-    return MapAsync(function, concurrency, ordered, strategy, stage)
+    return MapAsync(function, concurrency, ordered, strategy, StageMetrics(stage, "map_async"))
