@@ -32,8 +32,10 @@ MAX_PORT = 65535
 
 def check_name(where: str, name: str, value: object) -> str:
     """A non-empty str: a URL, host, subject, stream, consumer or field name."""
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         raise TypeError(f"{where}: {name} must be a non-empty str, got {value!r}")
+    if not value:
+        raise ValueError(f"{where}: {name} must be a non-empty str, got ''")
     return value
 
 

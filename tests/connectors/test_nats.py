@@ -264,7 +264,7 @@ async def test_the_sink_checks_its_stream(url: str, stream: str) -> None:
         ({"read_ahead_bytes": 0}, ValueError, "read_ahead_bytes"),
         ({"fetch_timeout": -1}, ValueError, "fetch_timeout"),
         ({"ack_wait": 0}, ValueError, "ack_wait"),
-        ({"durable": ""}, TypeError, "durable"),
+        ({"durable": ""}, ValueError, "durable"),
         ({"durable": "bill.ing"}, ValueError, "may not contain"),
         ({"codec": "yaml"}, ValueError, "unknown codec"),
         ({"on_decode_error": "dead_letter"}, ValueError, "dead_letter"),

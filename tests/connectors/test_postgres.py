@@ -224,7 +224,7 @@ def host_threads() -> set[threading.Thread]:
     ("arguments", "error", "match"),
     [
         ({"channel": "x" * 64}, ValueError, "longer than 63 bytes"),
-        ({"channel": ""}, TypeError, "non-empty str"),
+        ({"channel": ""}, ValueError, "non-empty str"),
         ({"max_buffer_size": 0}, ValueError, "max_buffer_size must be an int of 1 or more"),
         ({"overflow": "block"}, ValueError, "overflow must be one of"),
         ({"codec": "yaml"}, ValueError, "unknown codec"),

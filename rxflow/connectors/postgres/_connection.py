@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from rxflow._checks import check_name
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._redact import key_value_pairs, mask_urls_in
@@ -99,8 +100,7 @@ def qualified_table(schema: str | None, table: str) -> str:
 
 def check_identifier(where: str, name: str, value: object) -> str:
     """A table, column, schema or channel name PostgreSQL takes whole (at most 63 bytes)."""
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"{where}: {name} must be a non-empty str, got {value!r}")
+    value = check_name(where, name, value)
     if len(value.encode()) > MAX_IDENTIFIER_BYTES:
         raise ValueError(
             f"{where}: {name} {value!r} is longer than {MAX_IDENTIFIER_BYTES} bytes, and "

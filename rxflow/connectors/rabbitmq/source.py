@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from rxflow._checks import check_count
+from rxflow._checks import check_count, check_name
 from rxflow.connectors._asyncio_host import AsyncioHost, open_on_host
 from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._kit import (
@@ -229,8 +229,7 @@ async def rabbitmq_source(
                     await message.ack()
     """
     where = f"rabbitmq_source({queue!r})"
-    if not isinstance(queue, str) or not queue:
-        raise ValueError(f"{where}: queue must be a non-empty string, got {queue!r}")
+    check_name(where, "queue", queue)
     check_count(where, "prefetch", prefetch)
     check_count(where, "read_ahead_bytes", read_ahead_bytes)
     decoder = Decoder(
