@@ -28,6 +28,8 @@ from rxflow.errors import NoTaskGroupError
 from rxflow.pipe import DEFAULT_MAX_BUFFER_SIZE, Pipe, open_pipe
 from rxflow.scheduler import AnyioScheduler
 
+__all__ = ["INNER_SOURCES_BEYOND_BUFFER", "from_async_iterable", "from_stream", "to_async_iterable"]
+
 T = TypeVar("T")
 
 # An iterating task yields to the event loop at least this often, whatever its source does.
