@@ -16,9 +16,10 @@ from __future__ import annotations
 import shlex
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 __all__ = [
+    "CodecNeedsAwait",
     "DecodeError",
     "FlowStateError",
     "FramingError",
@@ -135,6 +136,22 @@ class RecordInvalidError(RxflowError, ValueError):
         >>> RecordInvalidError("not a valid Order: at $.qty: Expected `int`, got `str`")
         RecordInvalidError('not a valid Order: at $.qty: Expected `int`, got `str`')
     """
+
+
+class CodecNeedsAwait(RxflowError):
+    """Raised by a codec that must await something before it can decode a record (the
+    writer's schema, from a registry), when it is called directly rather than through a
+    :class:`~rxflow.connectors.codecs.Decoder`.
+
+    A Decoder (every connector source has one) catches it, awaits ``prepare()`` and calls
+    the codec again; what ``prepare`` raises ends the source (the record is not
+    acknowledged), since it says nothing about the record. Calling such a codec yourself,
+    decode through a Decoder instead.
+    """
+
+    def __init__(self, prepare: Callable[[], Awaitable[None]], what: str) -> None:
+        super().__init__(f"the codec must await {what} first: decode through a Decoder")
+        self.prepare = prepare
 
 
 class ServiceUnavailableError(RxflowError, ConnectionError):

@@ -30,14 +30,6 @@ ONE_IDEA_OVER_MAX_LINES: dict[str, str] = {
     # module: why it is one idea although longer than MAX_LINES
 }
 
-BEING_CONVERTED_TODAY: set[str] = {
-    # Modules other helpers are converting today (split, `__all__`, their exceptions moved
-    # to rxflow.errors); exempt from every rule but the direction of imports. The final
-    # integrator empties this set; an entry that breaks no rule any more fails the test.
-    "rxflow.connectors.codecs._json",
-    "rxflow.connectors.codecs._decode",
-}
-
 # What each part of the package may import, besides itself and the standard library and
 # third-party packages. The package's face (rxflow/__init__.py, python -m rxflow, and the
 # shims of moved modules) gathers the public API from every part.
@@ -170,16 +162,9 @@ def test_imports_run_one_way(module: str) -> None:
     )
 
 
-@pytest.mark.parametrize("module", sorted(set(MODULES) - BEING_CONVERTED_TODAY))
+@pytest.mark.parametrize("module", sorted(MODULES))
 def test_every_module_keeps_the_rules(module: str) -> None:
     assert not problems_of(module), f"{module}: {', '.join(problems_of(module))}"
-
-
-@pytest.mark.parametrize("module", sorted(BEING_CONVERTED_TODAY))
-def test_a_module_still_being_converted_still_breaks_a_rule(module: str) -> None:
-    if module not in MODULES:
-        pytest.fail(f"{module} no longer exists: take it out of BEING_CONVERTED_TODAY")
-    assert problems_of(module), f"{module} keeps every rule now: take it out of the set"
 
 
 def test_every_exception_in_errors_derives_from_rxflow_error_and_is_exported() -> None:

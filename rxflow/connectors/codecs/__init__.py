@@ -59,7 +59,6 @@ from rxflow.connectors.codecs._decode import (
     Codec,
     CodecFunction,
     CodecName,
-    CodecNeedsAwait,
     CodecSpec,
     DeadLetter,
     DecodeFailure,
@@ -85,7 +84,7 @@ from rxflow.connectors.codecs._encode import (
 )
 from rxflow.connectors.codecs._records import is_record_type
 from rxflow.connectors.codecs._registry import SchemaRegistry
-from rxflow.errors import RecordInvalidError, RecordRejected
+from rxflow.errors import CodecNeedsAwait, RecordInvalidError, RecordRejected
 
 __all__ = [
     "CODECS",

@@ -17,8 +17,7 @@ from functools import partial
 from typing import Any, Final
 
 from rxflow.connectors._extras import requires_extra
-from rxflow.connectors.codecs._decode import CodecNeedsAwait
-from rxflow.errors import RecordInvalidError
+from rxflow.errors import CodecNeedsAwait, RecordInvalidError
 
 AvroSchema = Mapping[str, Any] | Sequence[Any] | str
 """An Avro schema as parsed JSON: a record's mapping, a union's list, a primitive's name."""

@@ -13,7 +13,7 @@ import attrs
 from rxflow._typevars import ValueT
 from rxflow.connectors.codecs import _json
 from rxflow.connectors.codecs._records import Resolution, record_decoder, resolve
-from rxflow.errors import DecodeError, RecordInvalidError, RecordRejected
+from rxflow.errors import CodecNeedsAwait, DecodeError, RecordInvalidError, RecordRejected
 
 T = TypeVar("T")
 
@@ -61,18 +61,6 @@ def resolve_codec(codec: CodecSpec, *, where: str) -> CodecFunction:
         {'n': 1}
     """
     return resolve(codec, _CODEC, where=where)
-
-
-class CodecNeedsAwait(Exception):  # a signal between a codec and its Decoder, not an error
-    """Raised by a codec that must await something before it can decode this record (the
-    writer's schema, from a registry). The :class:`Decoder` awaits ``prepare()`` and calls
-    the codec again; what ``prepare`` raises ends the source (the record is not
-    acknowledged), since it says nothing about the record.
-    """
-
-    def __init__(self, prepare: Callable[[], Awaitable[None]], what: str) -> None:
-        super().__init__(f"the codec must await {what} first: decode through a Decoder")
-        self.prepare = prepare
 
 
 @attrs.frozen

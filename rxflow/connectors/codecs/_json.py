@@ -58,14 +58,10 @@ def record_as_builtins(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-class _NotJson(ValueError):
-    def __init__(self, constant: str) -> None:
-        super().__init__(f"{constant} is not JSON (RFC 8259 has no NaN or Infinity)")
-        self.constant = constant
-
-
 def _refuse_constant(name: str) -> Any:
-    raise _NotJson(name)
+    # json.loads calls this for NaN, Infinity and -Infinity, which RFC 8259 has not; it
+    # cannot say where they stand, so the caller turns this into a JSONDecodeError there.
+    raise ValueError(name)
 
 
 def _stdlib_loads(data: bytes) -> Any:
@@ -73,8 +69,12 @@ def _stdlib_loads(data: bytes) -> Any:
     text = bytes(data).decode("utf-8")
     try:
         return json.loads(text, parse_constant=_refuse_constant)
-    except _NotJson as error:
-        raise json.JSONDecodeError(str(error), text, text.find(error.constant)) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as error:  # only _refuse_constant raises a plain ValueError here
+        constant = str(error)
+        reason = f"{constant} is not JSON (RFC 8259 has no NaN or Infinity)"
+        raise json.JSONDecodeError(reason, text, text.find(constant)) from None
 
 
 def _stdlib_dumps(value: Any) -> bytes:
