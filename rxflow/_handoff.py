@@ -114,6 +114,12 @@ class PipeState(Generic[T]):
         """Outputs the overflow policy dropped (always 0 for a pumped source)."""
         return 0 if self.overflow is None else self.overflow.dropped
 
+    def consumer_wakeup(self) -> anyio.Event:
+        """The event :meth:`wake_consumer` sets (made when the consumer first waits)."""
+        if self.consumer_waiting is None:
+            self.consumer_waiting = anyio.Event()
+        return self.consumer_waiting
+
     def wake_consumer(self) -> None:
         waiting = self.consumer_waiting
         if waiting is not None:

@@ -23,6 +23,7 @@ from typing import Generic, Literal, TypeVar
 import anyio
 from anyio.abc import ObjectReceiveStream
 
+from rxflow._receiving import receive_when_ready
 from rxflow.errors import SourceOverflowError
 
 __all__ = ["OVERFLOW_POLICIES", "OverflowBuffer", "OverflowPolicy"]
@@ -147,14 +148,13 @@ class OverflowBuffer(ObjectReceiveStream[T], Generic[T]):
         raise anyio.WouldBlock
 
     async def receive(self) -> T:
-        while True:
-            try:
-                return self.receive_nowait()
-            except anyio.WouldBlock:
-                pass
-            if self._arrived is None:
-                self._arrived = anyio.Event()
-            await self._arrived.wait()
+        return await receive_when_ready(self.receive_nowait, self.arrival)
+
+    def arrival(self) -> anyio.Event:
+        """The event set when an item is added or the stream ends (made for a waiting consumer)."""
+        if self._arrived is None:
+            self._arrived = anyio.Event()
+        return self._arrived
 
     async def aclose(self) -> None:
         """The consumer leaves: buffered items are discarded, later ones ignored."""

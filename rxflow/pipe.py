@@ -21,6 +21,7 @@ from reactivex import Observable
 from rxflow._handoff import PipeProducer, PipeState
 from rxflow._overflow import OVERFLOW_POLICIES, OverflowPolicy
 from rxflow._pump import Operator, Pump, Readable, SourceFactory, is_context_manager
+from rxflow._receiving import receive_when_ready
 from rxflow._runs import RunSource
 from rxflow._task_groups import background_tasks
 
@@ -152,15 +153,7 @@ class Pipe(ObjectReceiveStream[T]):
         raise anyio.WouldBlock
 
     async def _receive_when_ready(self) -> T:
-        state = self._state
-        while True:
-            try:
-                return self.receive_nowait()
-            except anyio.WouldBlock:
-                pass
-            if state.consumer_waiting is None:
-                state.consumer_waiting = anyio.Event()
-            await state.consumer_waiting.wait()
+        return await receive_when_ready(self.receive_nowait, self._state.consumer_wakeup)
 
     def stop(self) -> None:
         """Stop taking items from the source, gracefully.
