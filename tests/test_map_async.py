@@ -212,3 +212,14 @@ def test_retry_arguments_are_checked() -> None:
         Retry(attempts=0)
     with pytest.raises(ValueError, match="base <= cap"):
         Retry(base=2, cap=1)
+
+
+def test_a_stage_is_equal_only_to_itself_and_hashable() -> None:
+    async def lookup(item: int) -> int:
+        return item
+
+    first, second = map_async(lookup, concurrency=2), map_async(lookup, concurrency=2)
+    assert first != second  # the same arguments, still two stages
+    assert len({first, second}) == 2
+    assert (first.function, first.concurrency, first.ordered) == (lookup, 2, True)
+    assert first.metrics is not second.metrics  # each stage counts its own calls
