@@ -148,6 +148,8 @@ class OverflowBuffer(ObjectReceiveStream[T], Generic[T]):
         raise anyio.WouldBlock
 
     async def receive(self) -> T:
+        if self.items:  # the common case under load: no wait, no second coroutine
+            return self.items.popleft()
         return await receive_when_ready(self.receive_nowait, self.arrival)
 
     def arrival(self) -> anyio.Event:
