@@ -265,11 +265,19 @@ async def test_a_pipe_over_a_kit_source_reads_it_and_leaves_it_open() -> None:
 
 async def test_cancelling_a_waiting_fetch_leaves_no_task_behind() -> None:
     reader = ListReader([], queued=True)
-    with anyio.move_on_after(0.01):
-        async with source_over(reader) as source:
+    source = source_over(reader)
+
+    async def read() -> None:
+        async with source:
             await anext(source)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(read)
+        await anyio.wait_all_tasks_blocked()  # the fetch waits for records that never come
+        tasks.cancel_scope.cancel()
     assert reader.empty_fetches == 1
     assert source.buffered == 0
+    assert source._settler.closed  # the settler task ended with the source's block
 
 
 class RecordingPublisher:
