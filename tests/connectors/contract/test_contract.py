@@ -212,7 +212,7 @@ async def test_a_flow_acks_only_once_its_sink_returned(rig: Rig) -> None:
             .start(tg)
         )
         await wait_until(lambda: len(handed_out) >= 2)  # one in the sink, more behind it
-        await anyio.sleep(0.05)  # not a measurement: room for an early ack to happen
+        await anyio.wait_all_tasks_blocked()  # room for an early ack to happen, if any would
         assert handle.acknowledged == 0
         assert [message.settled for message in handed_out] == [None] * len(handed_out)
 
