@@ -34,6 +34,7 @@ __all__ = [
     "ProcessFailedError",
     "RecordInvalidError",
     "RecordRejected",
+    "RecordsRefusedError",
     "RxflowError",
     "ServiceUnavailableError",
     "SettledAfterCloseError",
@@ -271,3 +272,29 @@ class MarbleTimeLimitError(RxflowError, RuntimeError):
 
 class NotVirtualTimeError(RxflowError, RuntimeError):
     """An async marble test ran on a real clock, where it would sleep for real."""
+
+
+# -- sinks --------------------------------------------------------------------------------
+
+
+class RecordsRefusedError(RxflowError):
+    """A system refused some records of a batch a sink wrote, and stored the others (Kafka
+    stores or refuses each record on its own).
+
+    Attributes:
+        refused: each refused item with the system's reason, ``(item, exception)``.
+        stored: how many records of the batch the system stored.
+
+    Example:
+        >>> refused = [("big", ValueError("too large"))]
+        >>> error = RecordsRefusedError("1 of 2 refused", refused=refused, stored=1)
+        >>> [item for item, _ in error.refused], error.stored
+        (['big'], 1)
+    """
+
+    def __init__(
+        self, message: str, *, refused: Sequence[tuple[object, BaseException]], stored: int
+    ) -> None:
+        super().__init__(message)
+        self.refused = list(refused)
+        self.stored = stored
