@@ -16,6 +16,7 @@ from rxflow._runs import RunSource
 from rxflow.flow import Flow, FlowHandle
 from rxflow.flow._serve import serve_health
 from rxflow.map_async import map_async
+from rxflow.partitions import Partition, per_partition
 from rxflow.pipe import Pipe, PipeStats, open_pipe
 from rxflow.scheduler import AnyioScheduler
 from rxflow.sources import from_async_iterable, from_stream, to_async_iterable
@@ -47,6 +48,7 @@ __all__ = [
     "Flow",
     "FlowHandle",
     "OverflowPolicy",
+    "Partition",
     "Pipe",
     "PipeStats",
     "Retry",
@@ -59,6 +61,7 @@ __all__ = [
     "from_stream",
     "map_async",
     "open_pipe",
+    "per_partition",
     "serve_health",
     "session",
     "sliding",

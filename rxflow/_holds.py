@@ -77,6 +77,12 @@ class AckHolds(Protocol):
         """The operator is done with the items it held under ``holds``."""
         ...
 
+    def let_go(self, partition: object) -> None:
+        """Operators dropped, without emitting, everything they kept of ``partition`` (a
+        revoked :class:`~rxflow.partitions.Partition`): its items need nothing more here;
+        the partition's new owner reads them again."""
+        ...
+
 
 class NoHolds:
     """The holds outside a flow: nothing is tracked, every method does nothing."""
@@ -102,6 +108,9 @@ class NoHolds:
         return _NOTHING
 
     def release(self, holds: Iterable[Hold]) -> None:
+        return None
+
+    def let_go(self, partition: object) -> None:
         return None
 
 

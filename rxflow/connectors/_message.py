@@ -7,6 +7,8 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
+from rxflow.partitions import Partition
+
 T = TypeVar("T")
 U = TypeVar("U")
 
@@ -91,6 +93,9 @@ class Message(Generic[T]):
         headers: string headers, when the system carries them.
         timestamp: when the system received the record (seconds since the epoch), if known.
         source: which connector produced it, for logs and dead letters (``"redis:orders"``).
+        partition: the :class:`~rxflow.partitions.Partition` it was read from, where the
+            system partitions records by key (Kafka); ``None`` elsewhere.
+        offset: its position in ``partition`` (Kafka's offset), or ``None``.
 
     ``await message.ack()`` settles it by hand. Inside a :class:`rxflow.Flow` you do not
     need to: the flow acks each source message once what was derived from it has been
@@ -109,6 +114,8 @@ class Message(Generic[T]):
     timestamp: float | None = None
     source: str = ""
     settlement: Settlement = attrs.field(factory=Settlement, eq=False, repr=False)
+    partition: Partition | None = attrs.field(default=None, repr=False)
+    offset: int | None = attrs.field(default=None, repr=False)
 
     async def ack(self) -> None:
         """Acknowledge the message to its source (once; later calls do nothing)."""
@@ -131,7 +138,16 @@ class Message(Generic[T]):
 
     def with_value(self, value: U) -> Message[U]:
         """The same message (same settlement) carrying another value, such as a parsed one."""
-        return Message(value, self.key, self.headers, self.timestamp, self.source, self.settlement)
+        return Message(
+            value,
+            self.key,
+            self.headers,
+            self.timestamp,
+            self.source,
+            self.settlement,
+            self.partition,
+            self.offset,
+        )
 
 
 def describe(message: Message[Any]) -> str:

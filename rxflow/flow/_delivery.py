@@ -69,10 +69,18 @@ class SourceAccount:
       nothing it did not write is acknowledged.
     """
 
-    __slots__ = ("held", "limit", "limit_setting", "name", "redelivered", "unsettled")
+    __slots__ = ("held", "limit", "limit_setting", "lineage", "name", "redelivered", "unsettled")
 
-    def __init__(self, name: str, in_flight_limit: Any = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        in_flight_limit: Any = None,
+        lineage: Callable[[list[Any]], object] | None = None,
+    ) -> None:
         self.name = name
+        # Told which of the source's messages made one output (a source whose commits must
+        # not split an output: Kafka's link_many), or None.
+        self.lineage = lineage
         count = getattr(in_flight_limit, "count", None)
         # None: the system sets no limit (Redis Streams), or the source is not a connector.
         self.limit: int | None = count if isinstance(count, int) and count > 0 else None
@@ -115,6 +123,7 @@ class Delivery(AckHolds):
         self._next = 0
         self._pushing: int | None = None  # the message being pushed through the operators
         self._attached: tuple[int, ...] = ()  # what a holder's output being emitted carries
+        self.linking = False  # some source wants to know which messages made one output
 
     @property
     def unsettled(self) -> int:
@@ -208,6 +217,8 @@ class Delivery(AckHolds):
         """Outputs emitted inside claim the messages of ``tokens`` too; the operator keeps
         its own claims (an item that is in more than one window: see release)."""
         held = tuple(token for token in tokens if token is not None)
+        if self.linking and len(held) > 1:
+            self._link(held)
         previous, self._attached = self._attached, self._attached + held
         try:
             yield
@@ -220,7 +231,9 @@ class Delivery(AckHolds):
         for sequence in tokens:
             if sequence is None:
                 continue
-            entry = entries[sequence]
+            entry = entries.get(sequence)
+            if entry is None:
+                continue  # let go with its partition (let_go)
             entry.holds -= 1
             if not entry.holds:
                 entry.account.held -= 1
@@ -244,11 +257,36 @@ class Delivery(AckHolds):
         for sequence in tags:
             self._release(sequence)
 
+    def let_go(self, partition: object) -> None:
+        """A revoked partition's operators were dropped without emitting: settle its
+        messages now (their source ignores acknowledgements of a revoked partition; the new
+        owner reads them again), so that nothing waits for claims that will never end."""
+        for sequence, entry in list(self._entries.items()):
+            if getattr(entry.message, "partition", None) is partition:
+                if entry.holds:
+                    entry.account.held -= 1
+                self._settle(sequence, entry)
+
+    def _link(self, held: tuple[int, ...]) -> None:
+        """Tell each source which of its messages made the output being emitted."""
+        by_source: dict[int, tuple[Callable[[list[Any]], object], list[Any]]] = {}
+        for sequence in held:
+            entry = self._entries.get(sequence)
+            if entry is not None and (lineage := entry.account.lineage) is not None:
+                by_source.setdefault(id(entry.account), (lineage, []))[1].append(entry.message)
+        for lineage, messages in by_source.values():
+            if len(messages) > 1:
+                lineage(messages)
+
     def _release(self, sequence: int) -> None:
-        entry = self._entries[sequence]
+        entry = self._entries.get(sequence)
+        if entry is None:
+            return  # let go with its partition (let_go)
         entry.claims -= 1
-        if entry.claims:
-            return
+        if not entry.claims:
+            self._settle(sequence, entry)
+
+    def _settle(self, sequence: int, entry: _Entry) -> None:
         del self._entries[sequence]
         account = entry.account
         if account.unsettled == account.limit and self._source_time is not None:

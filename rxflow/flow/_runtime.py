@@ -16,6 +16,7 @@ from rxflow.flow._delivery import Acker, Delivery, SourceAccount, tag_outputs, t
 from rxflow.flow._fan import fan_out, merged_source
 from rxflow.flow._stages import entered, source_name
 from rxflow.flow.metrics import FlowSnapshot
+from rxflow.partitions import per_partition
 from rxflow.pipe import Pipe, open_pipe
 
 if TYPE_CHECKING:
@@ -184,9 +185,14 @@ class FlowHandle:
             for source, items in zip(self._flow._sources, sources, strict=True):
                 source.decoder = getattr(items, "decoder", None)
             self._accounts = [
-                SourceAccount(source_name(source, items), getattr(items, "in_flight_limit", None))
+                SourceAccount(
+                    source_name(source, items),
+                    getattr(items, "in_flight_limit", None),
+                    getattr(items, "link_many", None) if _links_outputs(items) else None,
+                )
                 for source, items in zip(self._flow._sources, sources, strict=True)
             ]
+            delivery.linking = any(account.lineage for account in self._accounts)
             for sink in self._flow._sinks:
                 await sink.open(open_sources)
             async with anyio.create_task_group() as acks:
@@ -210,9 +216,13 @@ class FlowHandle:
                     flow.name,
                 ),
             )
+            operators = flow._operators
+            if any(getattr(items, "partitioned", False) for items in sources):
+                # Keyed state per partition, dropped when the partition is revoked.
+                operators = [per_partition(*operators)]
             async with open_pipe(
                 merged,
-                *flow._operators,
+                *operators,
                 tag_outputs(delivery),
                 max_buffer_size=flow._max_buffer_size,
             ) as pipe:
@@ -228,6 +238,12 @@ class FlowHandle:
         while True:
             await anyio.sleep(every)
             logger.info("%s", self.snapshot().progress_line())
+
+
+def _links_outputs(items: Any) -> bool:
+    """Whether a source wants to know which of its messages made one output: one that
+    commits positions (Kafka) must not commit into the middle of a window it wrote."""
+    return bool(getattr(items, "links_outputs", False))
 
 
 def _the_one_error(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -11,6 +11,7 @@ from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._message import InFlightLimit
 from rxflow.connectors.codecs import RecordRejected
+from rxflow.partitions import Partition
 
 __all__ = [
     "DEFAULT_READ_AHEAD_BYTES",
@@ -58,6 +59,8 @@ class Incoming(NamedTuple, Generic[H]):
     identity: Hashable | None = None  # names the record across redeliveries
     size: int = 0  # payload bytes, counted against read_ahead_bytes
     redelivered: bool | None = None  # the system's own flag, where it has one
+    partition: Partition | None = None  # the assignment it was read from (Kafka)
+    offset: int | None = None  # its position in that partition
 
 
 class Reader(Protocol[H]):

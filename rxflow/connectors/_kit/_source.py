@@ -208,6 +208,13 @@ class BrokerSource(Generic[T, H]):
     async def _next_buffered(self) -> Message[T] | None:
         """Decode the record at the head; None if the decode policy set it aside."""
         incoming = self._fetched[0]
+        if incoming.partition is not None and incoming.partition.revoked:
+            # Read ahead from a partition given to another worker since: the new owner
+            # reads it again; handing it out would only make a duplicate.
+            self._fetched.popleft()
+            self.buffered_bytes -= incoming.size
+            self._settler.outstanding -= 1
+            return None
         payload, decoder = incoming.payload, self.decoder
         if isinstance(payload, Decoded):
             value = payload.value
@@ -229,7 +236,14 @@ class BrokerSource(Generic[T, H]):
             await settlement.ack()  # set aside by the decode policy: handled
             return None
         return Message(
-            value, incoming.key, incoming.headers, incoming.timestamp, self.name, settlement
+            value,
+            incoming.key,
+            incoming.headers,
+            incoming.timestamp,
+            self.name,
+            settlement,
+            incoming.partition,
+            incoming.offset,
         )
 
     async def _decode_fields(
@@ -326,6 +340,28 @@ class BrokerSource(Generic[T, H]):
                 handles.append((settlement._handle, "ack"))
         if handles:
             await self._settler.settle_many(handles)
+
+    @property
+    def links_outputs(self) -> bool:
+        """Whether the system needs to know which messages made one output (see
+        :meth:`link_many`): true for a reader with ``link`` (Kafka)."""
+        return hasattr(self.reader, "link")
+
+    def link_many(self, messages: Iterable[Message[Any]]) -> None:
+        """These messages of this source made one output (a window). A system that commits
+        positions (Kafka) then never commits into the middle of them: a replay rebuilds the
+        output whole. A :class:`rxflow.Flow` calls it; does nothing for other systems."""
+        link = getattr(self.reader, "link", None)
+        if link is None:
+            return
+        handles = [
+            settlement._handle
+            for message in messages
+            if isinstance(settlement := message.settlement, BrokerSettlement)
+            and settlement._source is self
+        ]
+        if len(handles) > 1:
+            link(handles)
 
 
 class PushedSource(BrokerSource[T, H]):
