@@ -228,12 +228,17 @@ async def started(
             credentials.
     """
 
-    async def make_there() -> Any:
-        return make()
+    async def make_and_start_there() -> Any:
+        client = make()
+        await _start_there(client, within)
+        return client
 
-    client = await host.call(make_there)
+    async def stop(client: Any) -> None:  # started, and the caller was cancelled meanwhile
+        with anyio.move_on_after(CLOSE_TIMEOUT_S):
+            await client.stop()
+
     try:
-        await host.call(_start_there, client, within)
+        client = await host.call(make_and_start_there, close_if_cancelled=stop)
     except (*CONNECTION_ERRORS, *AUTHENTICATION_ERRORS) as error:
         raise unavailable(options, error) from error
     try:
