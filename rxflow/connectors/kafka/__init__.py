@@ -6,4 +6,6 @@ modules; ``_client`` holds what they share.)
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from rxflow.connectors.kafka.sink import KafkaSink, kafka_sink
+
+__all__ = ["KafkaSink", "kafka_sink"]

@@ -653,6 +653,166 @@ class PostgresListen(_Postgres):
         return postgres_listen_source(url, channel.name, **options)
 
 
+# -- Kafka ------------------------------------------------------------------------------------
+
+
+class Kafka(System):
+    """A topic of one partition (the suite checks order) read by a consumer group of its
+    own; the sink writes to a second topic. Credentials in the URL become SASL/PLAIN."""
+
+    name = "kafka"
+    service = "kafka"
+    lacks: ClassVar[Mapping[str, str]] = {
+        "checks_password": "the tests' broker (tansu, or a plain RXFLOW_KAFKA_BOOTSTRAP) "
+        "listens without SASL, so it has no password to check",
+    }
+    read_ahead_option = "batch"
+
+    def url(self, host: str, port: int, credentials: str | None = None) -> str:
+        return f"kafka://{credentials + '@' if credentials else ''}{host}:{port}"
+
+    @staticmethod
+    def _connection(url: str) -> dict[str, Any]:
+        """kafka_source/kafka_sink's connection arguments for ``url``."""
+        address = url.removeprefix("kafka://")
+        credentials, at, bootstrap = address.rpartition("@")
+        if not at:
+            return {"bootstrap": bootstrap}
+        user, _, password = credentials.partition(":")
+        return {
+            "bootstrap": bootstrap,
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": user,
+            "sasl_plain_password": password,
+        }
+
+    @staticmethod
+    def _out(channel: Channel) -> str:
+        return f"{channel.name}-out"
+
+    @staticmethod
+    def _group(channel: Channel) -> str:
+        return f"{channel.name}-group"
+
+    async def _admin(self, channel: Channel, use: Callable[[Any], Awaitable[T]]) -> T:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        async def run() -> T:
+            admin = AIOKafkaAdminClient(**self._client(channel))
+            await admin.start()
+            try:
+                return await use(admin)
+            finally:
+                await admin.close()
+
+        return await on_own_loop(run)
+
+    def _client(self, channel: Channel) -> dict[str, Any]:
+        return {"bootstrap_servers": self._connection(channel.url)["bootstrap"]}
+
+    async def create(self, channel: Channel) -> None:
+        from aiokafka.admin import NewTopic
+
+        topics = [NewTopic(name, 1, 1) for name in (channel.name, self._out(channel))]
+        await self._admin(channel, lambda admin: admin.create_topics(topics))
+
+    async def delete(self, channel: Channel) -> None:
+        async def delete(admin: Any) -> None:
+            with contextlib.suppress(Exception):  # a broker without deletes keeps them
+                await admin.delete_topics([channel.name, self._out(channel)])
+
+        await self._admin(channel, delete)
+
+    async def publish(self, channel: Channel, payloads: Sequence[bytes]) -> list[str]:
+        from aiokafka import AIOKafkaProducer
+
+        keys = [f"{channel.name}-{channel.published + n}" for n in range(len(payloads))]
+
+        async def publish() -> None:
+            producer = AIOKafkaProducer(**self._client(channel), acks="all")
+            await producer.start()
+            try:
+                for key, payload in zip(keys, payloads, strict=True):
+                    await producer.send(channel.name, payload, key=key.encode())
+                await producer.flush()
+            finally:
+                await producer.stop()
+
+        await on_own_loop(publish)
+        channel.published += len(payloads)
+        return keys
+
+    def source(
+        self, url: str, channel: Channel, *, worker: str = "a", **options: Any
+    ) -> AbstractAsyncContextManager[Any]:
+        from rxflow.connectors.kafka import kafka_source
+
+        connection = self._connection(url)
+        bootstrap = connection.pop("bootstrap")
+        options = {"client_id": f"{channel.name}-{worker}", **connection, **options}
+        return kafka_source(bootstrap, channel.name, self._group(channel), **options)
+
+    def sink(self, url: str, channel: Channel, **options: Any) -> AbstractAsyncContextManager[Any]:
+        from rxflow.connectors.kafka import kafka_sink
+
+        connection = self._connection(url)
+        bootstrap = connection.pop("bootstrap")
+        return kafka_sink(bootstrap, self._out(channel), **connection, **options)
+
+    async def written(self, channel: Channel, count: int) -> list[bytes]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        async def read() -> list[bytes]:
+            consumer = AIOKafkaConsumer(**self._client(channel), enable_auto_commit=False)
+            await consumer.start()
+            try:
+                partition = TopicPartition(self._out(channel), 0)
+                consumer.assign([partition])
+                await consumer.seek_to_beginning(partition)
+                end = (await consumer.end_offsets([partition]))[partition]
+                payloads: list[bytes] = []
+                while len(payloads) < min(count, end):
+                    for records in (await consumer.getmany(timeout_ms=500)).values():
+                        payloads += [record.value for record in records]
+                return payloads[:count]
+            finally:
+                await consumer.stop()
+
+        return await on_own_loop(read)
+
+    async def held(self, channel: Channel) -> int:
+        # What the group has not committed: Kafka keeps every record; the group's
+        # committed offset says how far it is done (nothing committed: from the start).
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        partition = TopicPartition(channel.name, 0)
+
+        async def held() -> int:
+            consumer = AIOKafkaConsumer(**self._client(channel), enable_auto_commit=False)
+            admin = AIOKafkaAdminClient(**self._client(channel))
+            await consumer.start()
+            await admin.start()
+            try:
+                end = (await consumer.end_offsets([partition]))[partition]
+                start = (await consumer.beginning_offsets([partition]))[partition]
+                offsets = await admin.list_consumer_group_offsets(self._group(channel))
+            finally:
+                await consumer.stop()
+                await admin.close()
+            committed = offsets.get(partition)
+            done = start if committed is None or committed.offset < 0 else committed.offset
+            return int(end - max(start, done))
+
+        return await on_own_loop(held)
+
+    async def delivered(self, channel: Channel, source: Any) -> int:
+        # Kafka keeps no count of records handed to a consumer and not committed (a
+        # consumer only has a position): the source's own count of them.
+        return int(source.unsettled)
+
+
 SYSTEMS: list[System] = [
     JetStream(),
     RedisStreams(),
@@ -660,5 +820,6 @@ SYSTEMS: list[System] = [
     MQTT(),
     PostgresTable(),
     PostgresListen(),
+    Kafka(),
 ]
-"""Every system the contract runs against (Kafka joins here)."""
+"""Every system the contract runs against."""
