@@ -28,6 +28,7 @@ import attrs
 import pytest
 
 from tests.connectors.conftest import require_service
+from tests.connectors.kafka_broker import kafka_bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +49,7 @@ SERVICE_OF = {
     "rabbitmq_": "rabbitmq",
     "mqtt_": "mqtt",
     "jetstream_": "nats",
+    "kafka_": "kafka",  # the tests' broker; the block finds it in RXFLOW_KAFKA_BOOTSTRAP
 }
 
 
@@ -105,9 +107,11 @@ def _defines_tests(code: str) -> bool:
     )
 
 
-def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _run(
+    command: list[str], cwd: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), **(extra_env or {}))
     return subprocess.run(
         command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
     )
@@ -120,14 +124,16 @@ def test_block_runs(block: Block, tmp_path: Path) -> None:
     for marker, service in SERVICE_OF.items():
         if marker in block.code:
             require_service(service)
+    # A Kafka block reads where the tests' broker is (a user's runs at localhost:9092).
+    env = {"RXFLOW_KAFKA_BOOTSTRAP": kafka_bootstrap()} if "kafka_" in block.code else {}
     if _defines_tests(block.code):
         (tmp_path / "test_block.py").write_text(block.code)
-        done = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], tmp_path)
+        done = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], tmp_path, env)
         passed = done.returncode == 0 and re.search(r"\b\d+ passed\b", done.stdout)
         assert passed, f"{block.name}: its tests failed:\n{done.stdout}\n{done.stderr}"
     else:
         (tmp_path / "block.py").write_text(block.code)
-        done = _run([sys.executable, "block.py"], tmp_path)
+        done = _run([sys.executable, "block.py"], tmp_path, env)
         assert done.returncode == 0, f"{block.name} failed:\n{done.stdout}\n{done.stderr}"
 
 
