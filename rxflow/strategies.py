@@ -26,6 +26,7 @@ import attrs
 
 from rxflow._checks import check_count, check_fraction, check_seconds
 from rxflow._stage_metrics import StageMetrics
+from rxflow.errors import RecordsRefusedError
 
 __all__ = ["DeadLetter", "ErrorStrategy", "FailFast", "Failure", "Retry", "SinkFunction", "Skip"]
 
@@ -175,6 +176,11 @@ async def call_with_strategy(
     Returns the result, or :data:`SKIPPED` when the item failed and was skipped or
     dead-lettered. Raises the exception, with a note naming the stage and the item, when
     the strategy says to fail.
+
+    A batch that failed in part (:class:`~rxflow.errors.RecordsRefusedError`: the system
+    stored some records and refused others) is narrowed to the refused items: a retry sends
+    only those, and a skip or a dead letter is about only those. Such an error is worth
+    retrying when the cause of every refused record is one of ``Retry.on``.
     """
     attempt = 0
     while True:
@@ -186,10 +192,12 @@ async def call_with_strategy(
                 result = await result
         except Exception as error:
             metrics.errors += 1
+            if isinstance(error, RecordsRefusedError) and isinstance(item, list):
+                item = [refused for refused, _ in error.refused]  # the rest was stored
             if (
                 isinstance(strategy, Retry)
                 and attempt < strategy.attempts
-                and isinstance(error, strategy.on)
+                and _worth_retrying(error, strategy.on)
             ):
                 metrics.retries += 1
                 wait = strategy.delay(attempt)
@@ -204,6 +212,12 @@ async def call_with_strategy(
             return SKIPPED
         metrics.latency.observe(anyio.current_time() - started)
         return result
+
+
+def _worth_retrying(error: Exception, kinds: tuple[type[BaseException], ...]) -> bool:
+    if isinstance(error, RecordsRefusedError):
+        return all(isinstance(cause, kinds) for _, cause in error.refused)
+    return isinstance(error, kinds)
 
 
 async def handle_failure(
