@@ -19,6 +19,7 @@ from benchmarks import (
     chart,
     codecs,
     connectors_http,
+    connectors_kafka,
     connectors_mqtt,
     connectors_native,
     connectors_nats,
@@ -48,6 +49,7 @@ CASES: dict[str, Case] = {
     **connectors_mqtt.CASES,
     **connectors_rabbitmq.CASES,
     **connectors_postgres.CASES,
+    **connectors_kafka.CASES,
 }
 
 

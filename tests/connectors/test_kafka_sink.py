@@ -196,7 +196,7 @@ async def test_a_partition_function_places_each_record(topic: Topic) -> None:
     ]
 
 
-async def test_a_refused_record_fails_alone_and_the_list_keeps_only_it(topic: Topic) -> None:
+async def test_a_refused_record_fails_alone_and_the_error_names_it(topic: Topic) -> None:
     items = [b"a", b"b", b"bad", b"c"]
     async with kafka_sink(
         topic.bootstrap, topic.name, partition=lambda v: 99 if v == b"bad" else 0
@@ -205,18 +205,17 @@ async def test_a_refused_record_fails_alone_and_the_list_keeps_only_it(topic: To
             await sink.send_batch(items)
         assert sink.sent == 3
     error = raised.value
-    assert items == [b"bad"]
     assert [item for item, _ in error.refused] == [b"bad"]
     assert error.stored == 3
     assert "has no partition 99" in str(error.refused[0][1])
-    assert "refused 1 of 4 records (3 stored)" in str(error)
+    assert "1 of 4 records failed (3 stored)" in str(error)
     assert [r.value for r in await topic.stored(4)] == [b"a", b"b", b"c"]
 
 
 async def test_a_record_over_the_size_limit_is_refused_and_the_others_stored(topic: Topic) -> None:
     async with kafka_sink(topic.bootstrap, topic.name, max_batch_bytes=16 * 1024) as sink:
         big = b"x" * (2 * 1024 * 1024)
-        with pytest.raises(RecordsRefusedError, match="refused 1 of 3") as raised:
+        with pytest.raises(RecordsRefusedError, match="1 of 3 records failed") as raised:
             await sink.send_batch([b"a", big, b"b"])
     assert [item for item, _ in raised.value.refused] == [big]
     assert sorted(r.value for r in await topic.stored(3)) == [b"a", b"b"]
@@ -243,7 +242,7 @@ async def run_flow_into(sink: Any, values: list[bytes], **sink_options: Any) -> 
 async def test_a_flow_retry_sends_again_only_the_refused_records(topic: Topic) -> None:
     values = [b"%d" % n for n in range(10)]
     sink = kafka_sink(topic.bootstrap, topic.name, partition=flaky_partition({b"3", b"7"}))
-    retry = Retry(attempts=2, base=0.0, cap=0.0, on=(RecordsRefusedError,))
+    retry = Retry(attempts=2, base=0.0, cap=0.0, on=(ValueError,))
     await run_flow_into(sink, values, on_error=retry, batch_size=10)
     stored = await topic.stored(20)
     assert sorted(r.value for r in stored) == sorted(values)  # each once
@@ -262,8 +261,9 @@ async def test_a_flow_dead_letter_gets_only_the_refused_records(topic: Topic) ->
     failures: list[Failure] = []
     sink = kafka_sink(topic.bootstrap, topic.name, partition=flaky_partition({b"2", b"5"}))
     await run_flow_into(sink, values, on_error=DeadLetter(failures.append), batch_size=10)
-    assert [failure.item for failure in failures] == [[b"2", b"5"]]
-    assert isinstance(failures[0].error, RecordsRefusedError)
+    # The flow's batches are what the source gave at once: the two may come in one or two.
+    assert sorted(value for failure in failures for value in failure.item) == [b"2", b"5"]
+    assert all(isinstance(failure.error, RecordsRefusedError) for failure in failures)
     stored = await topic.stored(20)
     assert sorted(r.value for r in stored) == sorted(set(values) - {b"2", b"5"})
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Final, Literal, NamedTuple
 
 from rxflow._checks import check_count, check_name
@@ -54,14 +55,25 @@ class Written(NamedTuple):
     offset: int
 
 
-class _Record(NamedTuple):
-    """A record ready for ``producer.send``: everything computed on the caller's side."""
+_written: Callable[[tuple[int, int]], Written] = partial(tuple.__new__, Written)
+"""``Written(partition, offset)`` without NamedTuple's Python-level ``__new__`` (per record)."""
 
-    value: bytes
-    key: bytes | None
-    partition: int | None
-    headers: list[tuple[str, bytes]] | None
-    timestamp_ms: int | None
+
+class _Batch(NamedTuple):
+    """A batch ready for ``producer.send``, computed on the caller's side: the values, and
+    for each of key, partition, headers and timestamp one value per record, or ``None``
+    where every record has the sink's fixed one."""
+
+    values: list[bytes]
+    keys: list[bytes | None] | None
+    partitions: list[int | None] | None
+    headers: list[list[tuple[str, bytes]] | None] | None
+    timestamps: list[int | None] | None
+
+
+Outcome = tuple[list[Written | None], dict[int, BaseException]]
+"""Where each record of a batch was stored (``None`` for a failed one), and why each
+failed record failed, by its position in the batch."""
 
 
 def _key_bytes(where: str, key: object) -> bytes | None:
@@ -124,11 +136,10 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 
 class _Producing:
-    """The sink's :class:`~rxflow.connectors._kit.Publisher`: computes each record's key,
-    partition, headers and timestamp on the caller's side, then hands the whole batch to
+    """The sink's :class:`~rxflow.connectors._kit.Publisher`: computes the records' keys,
+    partitions, headers and timestamps on the caller's side, then hands the whole batch to
     the producer in one call on the client's loop, which appends every record to the
-    producer's batches before waiting for the broker's acknowledgements. It returns each
-    record's outcome: where it was stored, or why not."""
+    producer's batches before waiting for the broker's acknowledgements."""
 
     def __init__(
         self,
@@ -148,79 +159,138 @@ class _Producing:
             headers,
             timestamp,
         )
-        # The fixed parts, computed once.
+        # What every record gets, where it is not a function of the item.
         self._fixed_key = None if callable(key) else _key_bytes(where, key)
+        self._fixed_partition = None if callable(partition) else partition
         self._fixed_headers = None if callable(headers) else _header_list(where, headers)
 
-    def _record(self, value: bytes, item: Any) -> _Record:
-        where = self._where
-        key = _key_bytes(where, self._key(item)) if callable(self._key) else self._fixed_key
-        partition = self._partition(item) if callable(self._partition) else self._partition
+    def _partition_of(self, item: Any) -> int | None:
+        assert callable(self._partition)
+        partition = self._partition(item)
         if partition is not None and (
             not isinstance(partition, int) or isinstance(partition, bool) or partition < 0
         ):
             raise TypeError(
-                f"{where}: a partition must be an int >= 0 or None, got {partition!r:.60}"
+                f"{self._where}: a partition must be an int >= 0 or None, got {partition!r:.60}"
             )
-        if callable(self._headers):
-            headers = _header_list(where, self._headers(item))
-        else:
-            headers = self._fixed_headers
-        stamp = None if self._timestamp is None else _timestamp_ms(where, self._timestamp(item))
-        return _Record(value, key, partition, headers, stamp)
+        return partition
 
-    async def publish(self, records: Sequence[tuple[bytes, Any]]) -> list[Written | BaseException]:
-        if not records:
-            return []
-        record = self._record
-        prepared = [record(value, item) for value, item in records]
-        outcomes: list[Written | BaseException] = await self._host.call(self._send_all, prepared)
-        return outcomes
+    async def publish(self, records: Sequence[tuple[bytes, Any]]) -> Outcome:
+        return await self.produce([value for value, _ in records], [item for _, item in records])
 
-    async def _send_all(self, prepared: list[_Record]) -> list[Written | BaseException]:
+    async def produce(self, values: list[bytes], items: Sequence[Any]) -> Outcome:
+        """Produce ``values``, addressed by their ``items``; each record's outcome."""
+        if not values:
+            return [], {}
+        where = self._where
+        key, partition, headers, timestamp = (
+            self._key,
+            self._partition,
+            self._headers,
+            self._timestamp,
+        )
+        batch = _Batch(
+            values,
+            [_key_bytes(where, key(item)) for item in items] if callable(key) else None,
+            [self._partition_of(item) for item in items] if callable(partition) else None,
+            [_header_list(where, headers(item)) for item in items] if callable(headers) else None,
+            None if timestamp is None else [_timestamp_ms(where, timestamp(i)) for i in items],
+        )
+        outcome: Outcome = await self._host.call(self._send_all, batch)
+        return outcome
+
+    async def _send_all(self, batch: _Batch) -> Outcome:
         """On the client's loop: every record into the producer's batches (``send`` waits
         only when a partition's batch is full), then wait for every acknowledgement."""
-        producer, topic = self._producer, self._topic
-        partitions = await producer.partitions_for(topic)
-        sending: list[asyncio.Future[Any] | BaseException] = []
-        for value, key, partition, headers, stamp in prepared:
-            if partition is not None and partition not in partitions:
-                sending.append(
-                    ValueError(
-                        f"topic {topic!r} has no partition {partition} (it has "
-                        f"{len(partitions)}: 0 to {len(partitions) - 1})"
-                    )
-                )
-                continue
-            try:
-                future = await producer.send(
-                    topic, value, key=key, partition=partition, timestamp_ms=stamp, headers=headers
-                )
-            except aiokafka.errors.KafkaError as error:  # too large, buffer full
-                sending.append(error)
-            else:
-                sending.append(future)
-        futures = [future for future in sending if isinstance(future, asyncio.Future)]
+        known = await self._producer.partitions_for(self._topic)
+        failures: dict[int, BaseException] = {}
+        futures = await self._append_all(batch, known, failures)
         try:
-            if futures:
-                await asyncio.wait(futures)
+            for future in futures:
+                if future is not None and not future.done():
+                    # A partition's batch is acknowledged at once: most are done by now.
+                    await asyncio.wait((future,))
         except asyncio.CancelledError:
             for future in futures:  # sent all the same; nobody will look at them
-                future.add_done_callback(_retrieve)
+                if future is not None:
+                    future.add_done_callback(_retrieve)
             raise
-        outcomes: list[Written | BaseException] = []
-        for sent in sending:
-            if isinstance(sent, BaseException):
-                outcomes.append(sent)
-            elif (failure := sent.exception()) is not None:
-                outcomes.append(failure)
+        if not failures:
+            try:  # the usual case first: every record stored
+                stored = [future.result() for future in futures]  # type: ignore[union-attr]
+            except Exception:  # the loop below tells each record's outcome
+                pass
             else:
-                metadata = sent.result()
-                outcomes.append(Written(metadata.partition, metadata.offset))
-        return outcomes
+                return [_written((m.partition, m.offset)) for m in stored], failures
+        written: list[Written | None] = []
+        for future in futures:
+            if future is None:
+                written.append(None)
+                continue
+            try:
+                metadata = future.result()
+            except Exception as error:
+                failures[len(written)] = error
+                written.append(None)
+            else:
+                written.append(_written((metadata.partition, metadata.offset)))
+        return written, failures
+
+    async def _append_all(
+        self, batch: _Batch, known: set[int], failures: dict[int, BaseException]
+    ) -> list[asyncio.Future[Any] | None]:
+        """Every record of ``batch`` into the producer: each one's future, or ``None`` and
+        its error in ``failures``."""
+        topic, send = self._topic, self._producer.send
+        values, keys, partitions, headers, timestamps = batch
+        key, partition, header = self._fixed_key, self._fixed_partition, self._fixed_headers
+        futures: list[asyncio.Future[Any] | None] = []
+        varies = (keys, partitions, headers, timestamps) != (None, None, None, None)
+        if not varies and (partition is None or partition in known):  # the fast loop
+            for value in values:
+                try:
+                    futures.append(
+                        await send(topic, value, key=key, partition=partition, headers=header)
+                    )
+                except aiokafka.errors.KafkaError as error:  # too large, buffer full
+                    failures[len(futures)] = error
+                    futures.append(None)
+            return futures
+        stamp = None
+        for at, value in enumerate(values):
+            if keys is not None:
+                key = keys[at]
+            if partitions is not None:
+                partition = partitions[at]
+            if headers is not None:
+                header = headers[at]
+            if timestamps is not None:
+                stamp = timestamps[at]
+            if partition is not None and partition not in known:
+                failures[at] = ValueError(
+                    f"topic {topic!r} has no partition {partition} (it has {len(known)}: 0 to "
+                    f"{len(known) - 1})"
+                )
+                futures.append(None)
+                continue
+            try:
+                futures.append(
+                    await send(
+                        topic,
+                        value,
+                        key=key,
+                        partition=partition,
+                        timestamp_ms=stamp,
+                        headers=header,
+                    )
+                )
+            except aiokafka.errors.KafkaError as error:
+                failures[at] = error
+                futures.append(None)
+        return futures
 
 
-class KafkaSink(BrokerSink[Any, list[Written | BaseException]]):
+class KafkaSink(BrokerSink[Any, Outcome]):
     """What :func:`kafka_sink` yields: ``send``/``send_batch`` produce records to a topic
     and return once the broker acknowledged every one.
 
@@ -230,15 +300,17 @@ class KafkaSink(BrokerSink[Any, list[Written | BaseException]]):
 
     **Records the broker refuses.** Kafka stores or refuses each record on its own. When
     some records of a batch fail, the others are stored all the same, and ``send_batch``
-    raises once every record has its answer:
-    :class:`~rxflow.errors.ServiceUnavailableError` if a record failed because the cluster
-    could not be reached (a timeout, a lost connection), else
-    :class:`~rxflow.errors.RecordsRefusedError`, which lists each refused item with its
-    cause (``refused``). In both cases, a ``list`` passed to ``send_batch`` is narrowed in
-    place to the items that failed, so that a :class:`rxflow.Flow` sink's ``on_error``
-    acts on those only: ``Retry`` sends only them again, ``Skip`` leaves out only them,
-    ``DeadLetter`` hands over a :class:`~rxflow.strategies.Failure` whose ``item`` is the
-    list of them, and the stored records are neither sent twice nor lost.
+    raises once every record has its answer: :class:`~rxflow.errors.RecordsRefusedError`,
+    whose ``refused`` lists each failed item with its cause (a record that was not
+    confirmed because the cluster could not be reached has a
+    :class:`~rxflow.errors.ServiceUnavailableError` as its cause; one the broker refused,
+    aiokafka's error; one sent to a partition the topic lacks, a ``ValueError``). A
+    :class:`rxflow.Flow` sink's ``on_error`` then acts on the failed items only: ``Retry``
+    sends only them again (when every cause is one of its ``on``), ``Skip`` leaves out
+    only them, ``DeadLetter`` hands over a :class:`~rxflow.strategies.Failure` whose
+    ``item`` is the list of them; the stored records are neither sent twice nor lost.
+    When no record of the batch was confirmed because the cluster could not be reached,
+    ``send_batch`` raises :class:`~rxflow.errors.ServiceUnavailableError` itself.
 
     Attributes:
         batch_size: how many items a :class:`rxflow.Flow` hands to ``send_batch`` at once.
@@ -264,6 +336,7 @@ class KafkaSink(BrokerSink[Any, list[Written | BaseException]]):
         name: str,
     ) -> None:
         super().__init__(producing, encoder, batch_size=batch_size, name=name)
+        self._producing = producing
         self._options = options
         self.topic = topic
         self.sent = 0
@@ -275,31 +348,39 @@ class KafkaSink(BrokerSink[Any, list[Written | BaseException]]):
 
     async def send_batch(self, items: Sequence[Any]) -> list[Written]:  # type: ignore[override]
         """Produce one record per item; return where each was stored, once the broker
-        acknowledged all of them. On a failure, see the class's docstring: the stored
-        records stay stored, a list is narrowed to the failed items, and the error says why
-        each failed."""
+        acknowledged all of them. If some failed, the others are stored and the error says
+        which failed and why (see the class's docstring)."""
+        options = self._options
         try:
-            outcomes = await super().send_batch(items)
+            # The kit's send_batch, without its (payload, item) pairs: one list of each.
+            encode = self._encode
+            written, failures = await self._producing.produce([encode(i) for i in items], items)
         except CONNECTION_ERRORS as error:  # the whole batch: the topic's metadata
-            raise unavailable(self._options, error, "did not answer") from error
-        failed = [(at, o) for at, o in enumerate(outcomes) if isinstance(o, BaseException)]
-        self.sent += len(outcomes) - len(failed)
-        if not failed:
-            return outcomes  # type: ignore[return-value]  # every one is Written
-        refused = [(items[at], error) for at, error in failed]
-        if isinstance(items, list):
-            items[:] = [item for item, _ in refused]
-        stored = len(outcomes) - len(failed)
-        lost = [error for _, error in failed if isinstance(error, CONNECTION_ERRORS)]
-        if lost:
-            what = f"did not confirm {len(failed)} of {len(outcomes)} records"
-            raise unavailable(self._options, lost[0], what) from lost[0]
+            raise unavailable(options, error, "did not answer") from error
+        stored = len(written) - len(failures)
+        self.sent += stored
+        if not failures:
+            return written  # type: ignore[return-value]  # every one is Written
+        failed = sorted(failures.items())
+        if not stored and all(isinstance(error, CONNECTION_ERRORS) for _, error in failed):
+            what = f"did not confirm any of {len(written)} records"
+            raise unavailable(options, failed[0][1], what) from failed[0][1]
+        refused = [
+            (items[at], _cause(options, error, "did not confirm it")) for at, error in failed
+        ]
         raise RecordsRefusedError(
-            f"{self.name}: kafka refused {len(failed)} of {len(outcomes)} records ({stored} "
-            f"stored); the first: {failed[0][1]!r}",
+            f"{self.name}: {len(failed)} of {len(written)} records failed ({stored} stored); "
+            f"the first: {refused[0][1]!r}",
             refused=refused,
             stored=stored,
         ) from failed[0][1]
+
+
+def _cause(options: ClientOptions, error: BaseException, what: str) -> BaseException:
+    """A record's failure as the sink reports it: a lost cluster as ServiceUnavailableError."""
+    if isinstance(error, CONNECTION_ERRORS):
+        return unavailable(options, error, what)
+    return error
 
 
 @contextlib.asynccontextmanager
@@ -369,8 +450,9 @@ async def kafka_sink(
     a flow whose sink failed sends its batch again when it runs again, so a record may be
     stored twice (the idempotent producer is not used: it needs broker support that not
     every Kafka-protocol broker has). A record refused, or not confirmed, fails the batch
-    once every record has its answer (see :class:`KafkaSink`: ``on_error`` then acts on
-    the failed records only).
+    once every record has its answer, with
+    :class:`~rxflow.errors.RecordsRefusedError` naming the failed ones (see
+    :class:`KafkaSink`: a flow's ``on_error`` then acts on those only).
 
     Example:
         With a Kafka broker running::
