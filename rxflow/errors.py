@@ -25,6 +25,7 @@ __all__ = [
     "FramingError",
     "HttpResponseError",
     "InFlightLimitError",
+    "KeyedWindowsOnSharedWorkError",
     "MarbleMismatch",
     "MarbleSyntaxError",
     "MarbleTimeLimitError",
@@ -298,3 +299,29 @@ class RecordsRefusedError(RxflowError):
         super().__init__(message)
         self.refused = list(refused)
         self.stored = stored
+
+
+class KeyedWindowsOnSharedWorkError(RxflowError, RuntimeError):
+    """A flow runs a keyed window (a window with ``key=``, a session) over a source whose
+    broker hands each message to any of several workers (a JetStream durable consumer, a
+    Redis consumer group), and other workers are reading it too: each worker would see part
+    of every key's items and emit partial windows as if whole. The message names the
+    source, how many other workers were seen and the window stage, and what to do.
+
+    Attributes:
+        source: the source's name, as the flow's errors name it.
+        other_workers: how many other workers the source saw reading.
+        stage: the keyed window stage's name.
+
+    Example:
+        >>> error = KeyedWindowsOnSharedWorkError("...", source="redis:clicks",
+        ...                                       other_workers=2, stage="session")
+        >>> error.other_workers, isinstance(error, RxflowError)
+        (2, True)
+    """
+
+    def __init__(self, message: str, *, source: str, other_workers: int, stage: str) -> None:
+        super().__init__(message)
+        self.source = source
+        self.other_workers = other_workers
+        self.stage = stage

@@ -14,6 +14,7 @@ from rxflow._checks import check_seconds
 from rxflow._source_time import SourceTime
 from rxflow.flow._delivery import Acker, Delivery, SourceAccount, tag_outputs, tracked
 from rxflow.flow._fan import fan_out, merged_source
+from rxflow.flow._shared_work import SharedWorkWatch
 from rxflow.flow._stages import entered, source_name
 from rxflow.flow.metrics import FlowSnapshot
 from rxflow.partitions import per_partition
@@ -205,6 +206,10 @@ class FlowHandle:
     async def _run_pipe(self, sources: list[Any], delivery: Delivery) -> None:
         flow = self._flow
         async with anyio.create_task_group() as tg:
+            names = [account.name for account in self._accounts]
+            watch = SharedWorkWatch.of(flow.name, flow._operators, zip(names, sources, strict=True))
+            if watch is not None:  # keyed windows over a source other workers share
+                await watch.start(tg)
             merged = tracked(
                 delivery,
                 merged_source(

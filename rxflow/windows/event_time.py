@@ -134,6 +134,13 @@ class EventTimeWindows(WindowStage["_Run"], Generic[TimedT]):
         self.late_items: Subject[TimedT] = Subject()
         self.late_dropped = 0
 
+    @property
+    def keyed(self) -> bool:
+        """Whether windows are per key (``key=``, and every session): such windows are
+        only right when one worker sees all of a key's items (a :class:`rxflow.Flow` over
+        a source that shares work among workers checks it)."""
+        return self.key is not None
+
     def __call__(self, source: Observable[T]) -> Observable[Window[T]]:
         def subscribe(
             observer: abc.ObserverBase[Window[T]], scheduler: abc.SchedulerBase | None = None

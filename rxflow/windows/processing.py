@@ -106,12 +106,25 @@ class ProcessingTimeWindows(WindowStage[_Run]):
     """
 
     def __init__(
-        self, build: Build, scheduler: abc.SchedulerBase | None, sliding: bool, name: str
+        self,
+        build: Build,
+        scheduler: abc.SchedulerBase | None,
+        sliding: bool,
+        name: str,
+        key: Callable[[Any], Any] | None = None,
     ) -> None:
         super().__init__(name)
         self._build = build
         self._scheduler = scheduler
         self._sliding = sliding
+        self.key = key
+
+    @property
+    def keyed(self) -> bool:
+        """Whether windows are per key (``key=``, and every session): such windows are
+        only right when one worker sees all of a key's items (a :class:`rxflow.Flow` over
+        a source that shares work among workers checks it)."""
+        return self.key is not None
 
     def __call__(self, source: Observable[T]) -> Observable[Window[T]]:
         def subscribe(
@@ -294,7 +307,7 @@ def buffered_windows(
             emit_windows(holds, windows.metrics, overlapping=every is not None),
         )
 
-    windows = ProcessingTimeWindows(build, scheduler, every is not None, name)
+    windows = ProcessingTimeWindows(build, scheduler, every is not None, name, key)
     return windows
 
 
@@ -339,5 +352,5 @@ def sessions(
             emit_windows(holds, windows.metrics),
         )
 
-    windows = ProcessingTimeWindows(build, scheduler, False, name)
+    windows = ProcessingTimeWindows(build, scheduler, False, name, key)
     return windows

@@ -26,6 +26,7 @@ from rxflow.connectors.nats._client import (
     connected,
     ensure_stream,
 )
+from rxflow.connectors.nats._workers import RollCall
 from rxflow.errors import ServiceUnavailableError
 
 with requires_extra("nats"):
@@ -96,10 +97,12 @@ class _Reader:
         subscribed: _Subscribed,
         name: str,
         *,
+        roll_call: RollCall,
         fetch_timeout: float,
         confirm_acks: bool,
     ) -> None:
         self._host, self.subscription, self.name = host, subscribed.subscription, name
+        self.roll_call = roll_call
         self._fetch_timeout, self._confirm_acks = fetch_timeout, confirm_acks
         # The durable's max_ack_pending: JetStream delivers no more unacknowledged messages.
         self.in_flight_limit = subscribed.in_flight_limit
@@ -111,7 +114,9 @@ class _Reader:
         # nats-py's fetch() cannot put max_bytes in the pull request (nats.py issue 413):
         # the kit bounds the bytes by the count it asks for.
         try:
-            return await self._host.call(_fetch, self.subscription, count, self._fetch_timeout)
+            return await self._host.call(
+                _fetch, self.subscription, count, self._fetch_timeout, self.roll_call
+            )
         except nats.errors.ConnectionClosedError as error:
             raise ServiceUnavailableError(
                 f"{self.name}: the connection to nats was closed while reading"
@@ -138,13 +143,18 @@ class _Reader:
         return bool(info.num_pending) and limit > 0 and info.num_ack_pending >= limit
 
 
-async def _fetch(subscription: Any, count: int, poll_s: float) -> list[Incoming[Msg]]:
+async def _fetch(
+    subscription: Any, count: int, poll_s: float, roll_call: RollCall
+) -> list[Incoming[Msg]]:
     """The next messages, described for the kit on the client's loop (under trio, its
     thread parses the metadata while the caller's thread goes on); [] if none came."""
+    roll_call.fetching += 1  # a pull request of ours waits at the server meanwhile
     try:
         msgs = await subscription.fetch(count, poll_s)
     except TimeoutError:  # nats-py's timeouts subclass it: nothing came, ask again
         return []
+    finally:
+        roll_call.fetching -= 1
     return [_incoming(msg) for msg in msgs]
 
 
@@ -187,6 +197,11 @@ class JetStreamSource(BrokerSource[Any, Msg]):
             print((await orders.consumer_info()).num_pending, orders.in_flight_limit)
     """
 
+    shares_work: Final = True
+    """A durable consumer hands each message to any of its workers: a :class:`rxflow.Flow`
+    with keyed windows over this source refuses to run while :meth:`other_workers` sees
+    others."""
+
     def __init__(
         self, reader: _Reader, decoder: Decoder, *, connection: Any, **bounds: Any
     ) -> None:
@@ -194,6 +209,27 @@ class JetStreamSource(BrokerSource[Any, Msg]):
         self.host = reader._host
         self.connection = connection
         self._subscription = reader.subscription
+        self._roll_call = reader.roll_call
+
+    async def other_workers(self) -> int:
+        """How many other clients read the durable consumer now (best effort; it takes
+        about 0.3 s).
+
+        JetStream does not list a pull consumer's clients, so two signals count, and the
+        larger wins. Every open ``jetstream_source`` answers a roll call on the core NATS
+        subject ``_RXFLOW.WORKERS.<stream>.<durable>``: this sees every rxflow worker of
+        the durable, busy or idle (a user whose permissions forbid that subject gets no
+        answers, and only the second signal). And the consumer's ``num_waiting``, the pull
+        requests waiting at the server less this source's own: this sees any client, but
+        only while it waits for messages (a worker busy with what it fetched has no
+        request waiting), so a non-rxflow client may be missed while the stream is busy.
+
+        Example (needs a NATS server with JetStream)::
+
+            async with jetstream_source(url, "CLICKS", "clicks.>", "sessions") as clicks:
+                assert await clicks.other_workers() == 0, "this worker must run alone"
+        """
+        return await self.host.call(self._roll_call.others, self._subscription)
 
     async def consumer_info(self) -> Any:
         """The durable consumer's state as JetStream reports it (``num_ack_pending``,
@@ -305,10 +341,17 @@ async def jetstream_source(
         connected(host, url, connect_timeout, connect_options) as client,
     ):
         subscribed = await host.call(_subscribe, client, stream, subject, durable, config, create)
+        roll_call = RollCall(client, stream, durable)
         reader = _Reader(
-            host, subscribed, decoder.source, fetch_timeout=fetch_timeout, confirm_acks=confirm_acks
+            host,
+            subscribed,
+            decoder.source,
+            roll_call=roll_call,
+            fetch_timeout=fetch_timeout,
+            confirm_acks=confirm_acks,
         )
         try:
+            await host.call(roll_call.join)
             async with JetStreamSource(
                 reader,
                 decoder,
@@ -319,5 +362,7 @@ async def jetstream_source(
             ) as source:
                 yield source
         finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
-                await host.call(subscribed.subscription.unsubscribe)
+            with anyio.CancelScope(shield=True):
+                for leave in (roll_call.leave, subscribed.subscription.unsubscribe):
+                    with contextlib.suppress(nats.errors.Error):
+                        await host.call(leave)

@@ -30,6 +30,10 @@ takes them at once (see :meth:`GroupReader.release`); it never reads itself."""
 RELEASE_PAGE: Final = 1000
 RELEASE_TIMEOUT_S: Final = 5.0
 SIZE_SAMPLE: Final = 16  # the newest entries whose size sizes a source's first read
+WORKER_SEEN_MARGIN_MS: Final = 10_000
+"""Added to two ``block_ms`` for the shortest time within which a consumer that read counts
+as a worker (:meth:`GroupReader.other_workers`): a live consumer reads at least every
+``block_ms``, unless its flow's sinks hold it back."""
 
 EntryId = bytes
 Entry = tuple[EntryId, dict[bytes, bytes]]
@@ -254,9 +258,35 @@ class GroupReader:
     async def held_back(self) -> bool:
         return False  # Redis sets no in-flight limit on a group
 
+    @property
+    def seen_within_ms(self) -> int:
+        """How recently another consumer of the group must have read for
+        :meth:`other_workers` to count it: ``claim_idle_ms`` (the time after which the group
+        takes a silent consumer's entries for its work), and at least two ``block_ms`` plus
+        the read timeout's margin, however short ``claim_idle_ms`` is."""
+        floor = 2 * self._block_ms + WORKER_SEEN_MARGIN_MS
+        return max(self._claim_idle_ms or 0, floor)
+
+    async def other_workers(self) -> int:
+        """The other consumers of the group that read recently (``XINFO CONSUMERS``: their
+        ``idle`` time is below :attr:`seen_within_ms`), not counting this consumer and
+        :data:`RELEASED_CONSUMER`. Best effort: see :meth:`RedisStreamSource.other_workers`."""
+        consumers = await self._host.call(self._commands.xinfo_consumers, self.stream, self.group)
+        within = self.seen_within_ms
+        return sum(
+            1
+            for info in consumers
+            if _text(_as_bytes(info["name"])) not in (self.consumer, RELEASED_CONSUMER)
+            and int(info["idle"]) < within
+        )
+
 
 def _text(data: bytes) -> str:
     return data.decode(errors="backslashreplace")
+
+
+def _as_bytes(name: bytes | str) -> bytes:
+    return name if isinstance(name, bytes) else name.encode()
 
 
 def _size(fields: Mapping[bytes, bytes], field: bytes | None) -> int:

@@ -49,9 +49,36 @@ class RedisStreamSource(BrokerSource[Any, EntryId]):
                     await message.ack()
     """
 
+    shares_work: Final = True
+    """The group hands each entry to any of its consumers: a :class:`rxflow.Flow` with keyed
+    windows over this source refuses to run while :meth:`other_workers` sees others."""
+
     def __init__(self, reader: GroupReader, decoder: Decoder, **bounds: Any) -> None:
         super().__init__(reader, decoder, **bounds)
+        self._group = reader
         self.stream, self.group, self.consumer = reader.stream, reader.group, reader.consumer
+
+    async def other_workers(self) -> int:
+        """How many other consumers of the group read the stream now (best effort).
+
+        From ``XINFO CONSUMERS``: every consumer of the group but this one (and
+        :data:`~rxflow.connectors.redis.RELEASED_CONSUMER`) whose ``idle`` time, the time
+        since it last tried to read or claim, is below ``claim_idle_ms`` (or two
+        ``block_ms`` plus 10 s, if that is longer, or if nothing is claimed). A live
+        consumer reads at least every ``block_ms``, unless its flow's sinks hold it back,
+        and a consumer silent for ``claim_idle_ms`` is what the group already treats as
+        gone (its entries are claimed by the others): so a worker slowed down by its sinks
+        still counts, and a worker that stopped counts for ``claim_idle_ms`` after its
+        last read. Give each worker a consumer name that stays the same across restarts:
+        a restarted worker is then this consumer, not another one.
+
+        Example:
+            With a Redis server running::
+
+                async with redis_stream_source(url, "clicks", "sessions", "w1") as clicks:
+                    assert await clicks.other_workers() == 0, "w1 must run alone"
+        """
+        return await self._group.other_workers()
 
 
 @contextlib.asynccontextmanager
