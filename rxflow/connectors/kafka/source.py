@@ -272,13 +272,18 @@ async def kafka_source(
                 **options,
             )
             member.consumer = consumer
-            consumer.subscribe(list(names), listener=member.listener())
             return consumer
+
+        async def subscribe() -> None:
+            # After start: start() would wait for the group's first assignment, which may
+            # take a whole rebalance (the broker waits for the other members).
+            member.consumer.subscribe(list(names), listener=member.listener())
 
         async with (
             started(host, make_consumer, options, within=connect_timeout),
             background_tasks() as tasks,
         ):
+            await host.call(subscribe)
             try:
                 async with KafkaSource(
                     member,
@@ -297,3 +302,4 @@ async def kafka_source(
                 # leaves the group (bounded: a lost cluster cannot hold the close).
                 with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
                     await member.commit()
+                    await member.prepare_to_leave()
