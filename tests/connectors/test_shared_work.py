@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -34,8 +34,6 @@ pytestmark = pytest.mark.anyio
 
 GROUP = "sessions"
 USERS = ["ann", "bob", "cid"]
-
-Source = Callable[[str], AbstractAsyncContextManager[Any]]
 
 
 def user_of(message: Message[Any]) -> str:
@@ -72,10 +70,6 @@ class RedisGroup:
         except redis.ResponseError:  # no group yet
             return set()
         return {info["name"].decode() for info in infos}
-
-    def pending_on(self, worker: str) -> int:
-        rows = self.client.xpending_range(self.stream, GROUP, "-", "+", 1000, worker)
-        return len(rows)
 
     def close(self) -> None:
         self.client.delete(self.stream)
