@@ -13,6 +13,7 @@ executor threads.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
@@ -38,6 +39,7 @@ __all__ = [
     "ClientOptions",
     "client_options",
     "started",
+    "stop_client",
     "unavailable",
 ]
 
@@ -203,10 +205,33 @@ def unavailable(
     )
 
 
+async def stop_client(client: Any) -> None:
+    """``client.stop()`` (on the client's loop), to its end.
+
+    aiokafka's consumer stops its fetcher by cancelling the fetch requests in flight and
+    awaiting each: one that was retrying (the broker is gone) re-raises its cancellation
+    out of ``stop()``, which then never closes the client's connections. Such a
+    ``CancelledError`` (this task is not being cancelled) is taken for what it is, and the
+    rest of the stop is done here.
+    """
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # a real cancellation of this stop
+        fetcher = getattr(client, "_fetcher", None)
+        for pending in list(getattr(fetcher, "_pending_tasks", ())):
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+        await client._client.close()  # what stop() did not reach
+
+
 async def _start_there(client: Any, within: float) -> None:
     """``client.start()`` on the client's loop, within ``within`` s; a failed or
     cancelled start stops the half-started client (its tasks and sockets)."""
-    async with closed_on_failure(client.stop, close_timeout=CLOSE_TIMEOUT_S):
+    async with closed_on_failure(lambda: stop_client(client), close_timeout=CLOSE_TIMEOUT_S):
         with anyio.fail_after(within):
             await client.start()
 
@@ -235,7 +260,7 @@ async def started(
 
     async def stop(client: Any) -> None:  # started, and the caller was cancelled meanwhile
         with anyio.move_on_after(CLOSE_TIMEOUT_S):
-            await client.stop()
+            await stop_client(client)
 
     try:
         client = await host.call(make_and_start_there, close_if_cancelled=stop)
@@ -245,4 +270,4 @@ async def started(
         yield client
     finally:
         with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
-            await host.call(client.stop)
+            await host.call(stop_client, client)

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar
+
+import anyio
 
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._extras import requires_extra
@@ -44,6 +47,9 @@ T = TypeVar("T")
 KeyCodec = str  # "text" or "bytes"
 POLL_MS: Final = 500
 """How long one ``getmany`` waits for records before the kit asks again."""
+PROBE_EVERY_S: Final = 5.0
+"""After how long without records a fetch checks that the cluster is still there."""
+PROBE_TIMEOUT_S: Final = 5.0
 
 COMMIT_RETRIED: Final = (
     aiokafka.errors.CommitFailedError,  # the group rebalanced: the listener commits
@@ -127,6 +133,7 @@ class GroupMember:
         name: str,
         *,
         key_codec: KeyCodec,
+        reconnect_timeout: float,
         poll_ms: int = POLL_MS,
     ) -> None:
         self._host = host
@@ -134,6 +141,8 @@ class GroupMember:
         self.name = name
         self._text_keys = key_codec == "text"
         self._poll_ms = poll_ms
+        self._reconnect_timeout = reconnect_timeout
+        self._contact = time.monotonic()  # when the cluster last answered
         self.consumer: Any = None  # set by attach(), before the consumer starts
         # Kafka sets no limit on records delivered and not committed.
         self.in_flight_limit: InFlightLimit | None = None
@@ -162,6 +171,13 @@ class GroupMember:
             records = await self._host.call(self._fetch_there, count)
         except CONNECTION_ERRORS as error:
             raise unavailable(self._options, error, "was lost while reading") from error
+        if not records:
+            # aiokafka reconnects for ever, and a fetch without a cluster only comes back
+            # empty: so an empty fetch checks, now and then, that the cluster is there.
+            if time.monotonic() - self._contact >= PROBE_EVERY_S:
+                await self._probe()
+            return records
+        self._contact = time.monotonic()
         for incoming in records:  # the trackers learn what was fetched (caller's loop)
             assigned, offset = incoming.handle
             offsets = assigned.offsets
@@ -171,6 +187,23 @@ class GroupMember:
             assigned.next_offset = offset + 1
         return records
 
+    async def _probe(self) -> None:
+        """Ask the cluster for its metadata; raise ServiceUnavailableError if it has not
+        answered for ``reconnect_timeout`` seconds."""
+        try:
+            with anyio.fail_after(PROBE_TIMEOUT_S):
+                await self._host.call(self._consumer().topics)
+        except (*CONNECTION_ERRORS, aiokafka.errors.KafkaError) as error:
+            lost_for = time.monotonic() - self._contact
+            if lost_for >= self._reconnect_timeout:
+                raise unavailable(
+                    self._options,
+                    error,
+                    f"was lost, and did not answer again for {lost_for:.0f} s",
+                ) from error
+        else:
+            self._contact = time.monotonic()
+
     async def _fetch_there(self, count: int) -> list[Incoming[Handle]]:
         """On the client's loop: resume, one getmany, pause; the records as the kit's."""
         consumer = self._consumer()
@@ -178,8 +211,12 @@ class GroupMember:
         if tps:
             consumer.resume(*tps)
         self._fetching = True  # partitions assigned meanwhile are not paused
+        batches: dict[Any, list[Any]] = {}
         try:
-            batches = await consumer.getmany(timeout_ms=self._poll_ms, max_records=count)
+            # Bounded: a getmany during a rebalance waits for its end, which a lost
+            # cluster never brings.
+            with anyio.move_on_after(self._poll_ms / 1000 + 1):
+                batches = await consumer.getmany(timeout_ms=self._poll_ms, max_records=count)
         finally:
             self._fetching = False
             tps = consumer.assignment()

@@ -28,9 +28,10 @@ from rxflow.partitions import Partition
 with requires_extra("kafka"):
     import aiokafka  # type: ignore[import-untyped]
 
-__all__ = ["DEFAULT_BATCH", "KafkaSource", "kafka_source"]
+__all__ = ["DEFAULT_BATCH", "DEFAULT_RECONNECT_TIMEOUT_S", "KafkaSource", "kafka_source"]
 
 DEFAULT_BATCH: Final = 500
+DEFAULT_RECONNECT_TIMEOUT_S: Final = 30.0
 MAX_PARTITION_FETCH_BYTES: Final = 1024 * 1024  # aiokafka's default, capped by read-ahead
 OFFSET_RESETS: Final = ("earliest", "latest", "none")
 
@@ -139,6 +140,7 @@ async def kafka_source(
     heartbeat_interval_ms: int = 3_000,
     max_poll_interval_ms: int = 300_000,
     connect_timeout: float = CONNECT_TIMEOUT_S,
+    reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT_S,
     security_protocol: str = "PLAINTEXT",
     sasl_mechanism: str | None = None,
     sasl_plain_username: str | None = None,
@@ -190,6 +192,9 @@ async def kafka_source(
             membership's timing (Kafka's consumer settings of those names): a member
             silent for ``session_timeout_ms`` loses its partitions.
         connect_timeout: seconds to reach the cluster at start.
+        reconnect_timeout: seconds the source goes on without an answer from the cluster
+            (the client reconnects meanwhile, and reading goes on where it stopped)
+            before it raises ServiceUnavailableError.
         security_protocol: ``"PLAINTEXT"``, ``"SSL"``, ``"SASL_PLAINTEXT"`` or ``"SASL_SSL"``.
         sasl_mechanism, sasl_plain_username, sasl_plain_password: SASL credentials
             (``"PLAIN"``, ``"SCRAM-SHA-256"`` or ``"SCRAM-SHA-512"``); never shown in errors.
@@ -205,8 +210,9 @@ async def kafka_source(
 
     Raises:
         ServiceUnavailableError: the cluster cannot be reached at start (within
-            ``connect_timeout``) or refuses the credentials; or the connection was lost
-            for good while reading. It names the bootstrap servers, never credentials.
+            ``connect_timeout``) or refuses the credentials; or it was lost while reading
+            and did not answer again within ``reconnect_timeout``. It names the bootstrap
+            servers, never credentials.
         ValueError, TypeError: a bad argument.
 
     Example (needs a Kafka broker)::
@@ -232,6 +238,7 @@ async def kafka_source(
         check_count(where, name, count)
     check_seconds(where, "commit_interval", commit_interval)
     check_seconds(where, "connect_timeout", connect_timeout)
+    check_seconds(where, "reconnect_timeout", reconnect_timeout)
     if key_codec not in ("text", "bytes"):
         raise ValueError(f"{where}: key_codec must be 'text' or 'bytes', not {key_codec!r}")
     if auto_offset_reset not in OFFSET_RESETS:
@@ -256,7 +263,13 @@ async def kafka_source(
         source=f"kafka:{','.join(names)}",
     )
     async with AsyncioHost() as host:
-        member = GroupMember(host, options, decoder.source, key_codec=key_codec)
+        member = GroupMember(
+            host,
+            options,
+            decoder.source,
+            key_codec=key_codec,
+            reconnect_timeout=reconnect_timeout,
+        )
 
         def make_consumer() -> Any:
             consumer = aiokafka.AIOKafkaConsumer(
