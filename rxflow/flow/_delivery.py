@@ -114,12 +114,15 @@ class Delivery(AckHolds):
         self._on_settled = on_settled
         self._source_time = source_time
         self._entries: dict[int, _Entry] = {}
-        # Unsettled messages by (account, identity): a redelivery of one is recognised.
-        self._by_identity: dict[tuple[int, Hashable], int] = {}
+        # Unsettled messages by (account, identity, partition): a redelivery of one is
+        # recognised. The partition is the assignment it was read in (None for systems
+        # without partitions): a partition revoked and assigned here again brings its
+        # records again for a new chain of operators, not as redeliveries of the old one's.
+        self._by_identity: dict[tuple[int, Hashable, object], int] = {}
         # Settled messages whose ack is not sent yet, by id(message): a copy that comes
         # meanwhile is acknowledged too, not pushed. See forget().
-        self._acking: dict[int, tuple[int, Hashable]] = {}
-        self._acking_keys: set[tuple[int, Hashable]] = set()
+        self._acking: dict[int, tuple[int, Hashable, object]] = {}
+        self._acking_keys: set[tuple[int, Hashable, object]] = set()
         self._next = 0
         self._pushing: int | None = None  # the message being pushed through the operators
         self._attached: tuple[int, ...] = ()  # what a holder's output being emitted carries
@@ -142,7 +145,7 @@ class Delivery(AckHolds):
         is acknowledged together with the first copy)."""
         identity = getattr(message, "identity", None)
         if identity is not None:
-            key = (id(account), identity)
+            key = (id(account), identity, getattr(message, "partition", None))
             first = self._by_identity.get(key)
             if first is not None or key in self._acking_keys:
                 account.redelivered += 1
@@ -257,6 +260,12 @@ class Delivery(AckHolds):
         for sequence in tags:
             self._release(sequence)
 
+    def _let_go_revoked(self) -> None:
+        for entry in list(self._entries.values()):
+            partition = getattr(entry.message, "partition", None)
+            if partition is not None and partition.revoked:
+                self.let_go(partition)
+
     def let_go(self, partition: object) -> None:
         """A revoked partition's operators were dropped without emitting: settle its
         messages now (their source ignores acknowledgements of a revoked partition; the new
@@ -295,7 +304,7 @@ class Delivery(AckHolds):
         message = entry.message
         identity = getattr(message, "identity", None)
         if identity is not None:
-            key = (id(account), identity)
+            key = (id(account), identity, getattr(message, "partition", None))
             del self._by_identity[key]
             self._acking[id(message)] = key
             self._acking_keys.add(key)
