@@ -223,6 +223,7 @@ class GroupMember:
             if tps:
                 consumer.pause(*tps)
         fetched: list[Incoming[Handle]] = []
+        text_keys, no_value = self._text_keys, Decoded(None)
         for tp, records in batches.items():
             assigned = self._client_side.get(tp)
             if assigned is None:
@@ -230,29 +231,33 @@ class GroupMember:
                 # once it has, as records of that assignment.
                 consumer.seek(tp, records[0].offset)
                 continue
-            fetched += map(self._incoming, records, [assigned] * len(records))
+            topic, index, partition = tp.topic, tp.partition, assigned.partition
+            # One loop, locals only: this runs for every record.
+            for record in records:
+                key, value, headers, offset = (
+                    record.key,
+                    record.value,
+                    record.headers,
+                    record.offset,
+                )
+                if key is not None and text_keys:
+                    key = key.decode(errors="backslashreplace")
+                fetched.append(
+                    Incoming(
+                        # A tombstone (no value) is handed out as None, without the codec.
+                        value if value is not None else no_value,
+                        (assigned, offset),  # handle
+                        key,
+                        {n: _text(v) for n, v in headers} if headers else NO_HEADERS,
+                        record.timestamp / 1000,
+                        (topic, index, offset),  # identity
+                        len(value) if value is not None else 0,  # size
+                        None,  # redelivered: Kafka does not say
+                        partition,
+                        offset,
+                    )
+                )
         return fetched
-
-    def _incoming(self, record: Any, assigned: _Assigned) -> Incoming[Handle]:
-        key = record.key
-        if key is not None and self._text_keys:
-            key = key.decode(errors="backslashreplace")
-        headers = record.headers
-        value = record.value
-        offset = record.offset
-        return Incoming(
-            # A tombstone (no value) is handed out as None, without the codec.
-            value if value is not None else Decoded(None),
-            (assigned, offset),
-            key,
-            {name: _text(data) for name, data in headers} if headers else NO_HEADERS,
-            record.timestamp / 1000,
-            (record.topic, record.partition, offset),  # identity
-            len(value) if value is not None else 0,  # size
-            None,  # redelivered: Kafka does not say
-            assigned.partition,
-            offset,
-        )
 
     # -- settling ------------------------------------------------------------------------
 
