@@ -785,25 +785,32 @@ class Kafka(System):
         # What the group has not committed: Kafka keeps every record; the group's
         # committed offset says how far it is done (nothing committed: from the start).
         from aiokafka import AIOKafkaConsumer, TopicPartition
-        from aiokafka.admin import AIOKafkaAdminClient
 
         partition = TopicPartition(channel.name, 0)
 
         async def held() -> int:
-            consumer = AIOKafkaConsumer(**self._client(channel), enable_auto_commit=False)
-            admin = AIOKafkaAdminClient(**self._client(channel))
+            # A member of the group that never joins it: it asks for the committed offset
+            # (OffsetFetch through the group's coordinator), then fetches from there for the
+            # partition's high watermark (tansu's ListOffsets answers the last batch's first
+            # offset + 1 for "latest", not the high watermark: end_offsets() is wrong there).
+            consumer = AIOKafkaConsumer(
+                **self._client(channel),
+                group_id=self._group(channel),
+                enable_auto_commit=False,
+                fetch_max_wait_ms=100,
+            )
             await consumer.start()
-            await admin.start()
             try:
-                end = (await consumer.end_offsets([partition]))[partition]
                 start = (await consumer.beginning_offsets([partition]))[partition]
-                offsets = await admin.list_consumer_group_offsets(self._group(channel))
+                committed = await consumer.committed(partition)
+                done = start if committed is None else max(start, committed)
+                consumer.assign([partition])
+                consumer.seek(partition, done)
+                await consumer.getmany(partition, timeout_ms=300, max_records=1)
+                end = consumer.highwater(partition)
             finally:
                 await consumer.stop()
-                await admin.close()
-            committed = offsets.get(partition)
-            done = start if committed is None or committed.offset < 0 else committed.offset
-            return int(end - max(start, done))
+            return 0 if end is None else int(end - done)
 
         return await on_own_loop(held)
 
