@@ -18,10 +18,19 @@ events: the same windows with the same contents, some of them written twice (tho
 killed worker wrote and had not committed), and never a window written with different
 contents.
 
-Input: events with increasing times and some disorder, less than the windows'
-``out_of_orderness``, so no event is late; at the end, one "flush" event per partition far
-in the future, which closes every window (its own never closes, so it is never written).
-The run is over when every partition's committed offset reached its flush event.
+Why the result is deterministic: the events' times increase with some disorder, less
+than the windows' ``out_of_orderness``, so no event is late in any partition's order, and a
+partition's windows depend only on its events, whichever worker reads them from whichever
+committed offset. At the end, one "flush" event per partition, far in the future, closes
+every window while the workers run (its own windows never close, so they are never
+written, and its offset is never committed). The run is over when every partition's
+committed offset reached its flush event: then every window was written by someone. The
+workers are then stopped gracefully; a drained flow emits its open windows, and by then
+only the flush events' are open.
+
+Workers alternate between asyncio and trio. Each logs, one line each, the windows it
+wrote (``window kind user start end event-ids partition:offsets``), the partitions it
+holds, its commits, and how many records its flow took for redeliveries of records it held.
 
 Run::
 
@@ -63,8 +72,8 @@ from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.scheduler import ImmediateScheduler
 
-from rxflow import Flow, Window, session, tumbling
-from rxflow.connectors.kafka import kafka_sink, kafka_source
+from rxflow import Flow, FlowHandle, Window, session, tumbling
+from rxflow.connectors.kafka import KafkaSource, kafka_sink, kafka_source
 from rxflow.windows import LatePolicy
 
 PARTITIONS = 6
@@ -180,19 +189,28 @@ async def worker(bootstrap: str, topic: str, group: str, log_path: str) -> None:
         ):
             flow = Flow("scale-out").source(events, name="events").pipe(windows())
             handle = flow.sink(write, batch_size=100).start(tg)
-            tg.start_soon(log_assignment, events, handle, log)
-            with anyio.open_signal_receiver(signal.SIGTERM) as signals:
-                async for _ in signals:
-                    handle.stop()  # drain: only the flush events' windows are open by now
-                    break
-            await handle.wait()
+            tg.start_soon(log_progress, events, handle, log)
+            tg.start_soon(stop_on_sigterm, handle)
+            await handle.wait()  # a failed flow raises here: its traceback goes to stderr
             tg.cancel_scope.cancel()
     finally:
         os.close(log)
 
 
-async def log_assignment(events: Any, handle: Any, log: int) -> None:
-    """Write the partitions this worker holds whenever they change."""
+async def stop_on_sigterm(handle: FlowHandle) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            # A drained flow emits its open windows (the rule at a stream's end): here only
+            # the flush events' are open, as the parent stops the workers once every
+            # partition was committed up to its flush event. (A worker stopped this way
+            # midway would write its open windows as they are, cut short.)
+            handle.stop()
+            return
+
+
+async def log_progress(events: KafkaSource, handle: FlowHandle, log: int) -> None:
+    """Write the partitions this worker holds, its commits and how many records its flow
+    took for redeliveries of records it held, whenever they change."""
     held: list[int] | None = None
     commits: dict[Any, int] = {}
     again = 0
@@ -259,6 +277,7 @@ class Report:
     redelivered_while_held: int  # records the flows took for copies of ones they held
     seconds: float
     sample: tuple[Emitted, ...]  # one user's windows, as the workers wrote them
+    details: str  # the windows that differ: the reference's contents and every log's
 
     @property
     def ok(self) -> bool:
@@ -496,16 +515,19 @@ def check(
         for wid, ids, _ in log.windows:
             contents[wid].add(ids)
             times[wid] += 1
+    missing = set(expected) - set(contents)
+    unexpected = set(contents) - set(expected)
+    different = {w for w in set(expected) & set(contents) if contents[w] != {expected[w]}}
+    conflicts = {w for w, seen in contents.items() if len(seen) > 1}
     return Report(
         events=events,
         expected=len(expected),
         distinct=len(contents),
-        missing=tuple(sorted(set(expected) - set(contents))),
-        unexpected=tuple(sorted(set(contents) - set(expected))),
-        different=tuple(
-            sorted(w for w in set(expected) & set(contents) if contents[w] != {expected[w]})
-        ),
-        conflicts=tuple(sorted(w for w, seen in contents.items() if len(seen) > 1)),
+        missing=tuple(sorted(missing)),
+        unexpected=tuple(sorted(unexpected)),
+        different=tuple(sorted(different)),
+        conflicts=tuple(sorted(conflicts)),
+        details=explain(sorted(missing | unexpected | different | conflicts), expected, logs),
         duplicates=sum(times.values()) - len(times),
         per_worker=tuple(len(log.windows) for log in logs),
         killed=min(crew.killed) if crew.killed else None,
@@ -515,6 +537,19 @@ def check(
             sorted({(w, ids, "") for log in logs for w, ids, _ in log.windows if w[1] == "u00"})
         ),
     )
+
+
+def explain(
+    windows: list[WindowId], expected: dict[WindowId, tuple[int, ...]], logs: list[WorkerLog]
+) -> str:
+    """The first windows that differ, each with the reference's event ids and every write
+    of it (worker, event ids, partition:offsets)."""
+    lines: list[str] = []
+    for wid in windows[:6]:
+        lines.append(f"{wid}: single-process run {expected.get(wid, 'none')}")
+        for n, log in enumerate(logs):
+            lines += [f"  worker {n}: {ids} {where}" for w, ids, where in log.windows if w == wid]
+    return "\n".join(lines)
 
 
 # -- a broker for the example, unless one is named -----------------------------------------
@@ -571,7 +606,7 @@ async def parent(args: argparse.Namespace, bootstrap: str, log_dir: Path) -> Non
     )
     if not report.ok:
         raise SystemExit(
-            "the workers' windows differ from the single-process run "
+            f"the workers' windows differ from the single-process run:\n{report.details}\n"
             f"({report.redelivered_while_held} records were taken for redeliveries)"
         )
 
