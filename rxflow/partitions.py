@@ -68,14 +68,25 @@ class Partition:
             _revocations += 1
 
 
-def per_partition(*operators: Operator) -> Operator:
+def per_partition(
+    *operators: Operator, flush_at_end: bool | Callable[[], bool] = True
+) -> Operator:
     """Run ``operators`` once per partition of the items' ``partition`` attribute (items
     without one share a chain): Kafka Streams' task per partition.
 
     Each partition's chain is subscribed when its first item comes, and has state of its own
-    (windows, ``scan``, ``group_by``). When the source completes, every chain completes
-    (windows are flushed). A chain whose :class:`Partition` was revoked is disposed without
-    completing: its open windows are dropped, not emitted, and its items are let go.
+    (windows, ``scan``, ``group_by``). A chain whose :class:`Partition` was revoked is
+    disposed without completing: its open windows are dropped, not emitted, and its items
+    are let go.
+
+    Args:
+        operators: the operators to run per partition.
+        flush_at_end: when the source completes, complete every chain (open windows are
+            emitted). ``False`` disposes them instead, as a revocation does, but without
+            letting their items go: what they hold stays unacknowledged, for whoever reads
+            the partition next to build whole. A function is asked when the source
+            completes (a :class:`rxflow.Flow` over a partitioned source flushes when the
+            source ended by itself, not at a graceful stop).
 
     Example:
         >>> import reactivex
@@ -101,7 +112,7 @@ def per_partition(*operators: Operator) -> Operator:
         def subscribe(
             observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            return _PartitionedRun(operators, observer, scheduler).start(source)
+            return _PartitionedRun(operators, flush_at_end, observer, scheduler).start(source)
 
         return Observable(subscribe)
 
@@ -125,10 +136,12 @@ class _PartitionedRun:
     def __init__(
         self,
         operators: tuple[Operator, ...],
+        flush_at_end: bool | Callable[[], bool],
         observer: abc.ObserverBase[Any],
         scheduler: abc.SchedulerBase | None,
     ) -> None:
         self._operators = operators
+        self._flush_at_end = flush_at_end
         self._observer = observer
         self._scheduler = scheduler
         # Invariant: a chain is in _chains from its first item until it completes or its
@@ -167,8 +180,13 @@ class _PartitionedRun:
     def _on_completed(self) -> None:
         self._drop_revoked()
         self._upstream_done = True
+        flush = self._flush_at_end() if callable(self._flush_at_end) else self._flush_at_end
         for chain in list(self._chains.values()):
-            chain.input.on_completed()  # flushes its windows; it leaves _chains when done
+            if flush:
+                chain.input.on_completed()  # flushes its windows; it leaves _chains when done
+            else:
+                del self._chains[chain.partition]
+                chain.subscription.dispose()  # what it holds stays unacknowledged
         self._complete_if_done()
 
     # -- the chains ----------------------------------------------------------------------
@@ -192,6 +210,12 @@ class _PartitionedRun:
         chain.subscription.disposable = self._context.copy().run(
             output.subscribe, on_next, self._fail, on_completed, scheduler=self._scheduler
         )
+        # An operator may subscribe through the scheduler ("now", not at once: merge's
+        # sources): a pipe's scheduler runs that here, before the first item is pushed,
+        # as it does for the whole pipeline before the source's first item.
+        run_due = getattr(self._scheduler, "run_due", None)
+        if run_due is not None:
+            run_due()
         return chain
 
     def _drop_revoked(self) -> None:

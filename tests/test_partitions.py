@@ -15,7 +15,7 @@ import reactivex
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 
-from rxflow import Flow, Partition, per_partition, tumbling
+from rxflow import Flow, Partition, open_pipe, per_partition, tumbling
 
 on_next, on_completed = ReactiveTest.on_next, ReactiveTest.on_completed
 
@@ -153,3 +153,66 @@ async def test_a_flow_lets_go_of_what_a_revoked_partition_held() -> None:
     # Nothing waits for claims that can never end: every message was let go or acked (the
     # source ignores acknowledgements of a revoked partition).
     assert all(record.acked for record in records)
+
+
+def test_flush_at_end_false_drops_open_windows_without_letting_go() -> None:
+    a = Partition("t", 0)
+    seen: list[Any] = []
+    reactivex.from_iterable([Record(1, a), Record(2, a)]).pipe(
+        per_partition(ops.to_list(), flush_at_end=False)
+    ).subscribe(seen.append, on_completed=lambda: seen.append("done"))
+    assert seen == ["done"]  # the open "window" (to_list) was not emitted
+
+
+@pytest.mark.anyio
+async def test_a_chain_that_subscribes_through_the_scheduler_gets_its_first_item() -> None:
+    # merge subscribes its sources through the pipe's scheduler ("now", not at once): a
+    # partition's chain, subscribed while its first item is pushed, must still get that item.
+    a, b = Partition("t", 0), Partition("t", 1)
+    records = [Record(n, a if n % 2 else b) for n in range(6)]
+
+    def both_ways(shared: reactivex.Observable[Record]) -> reactivex.Observable[Any]:
+        return reactivex.merge(
+            shared.pipe(ops.map(lambda r: r.value)), shared.pipe(ops.ignore_elements())
+        )
+
+    async with open_pipe(records, per_partition(ops.publish(both_ways))) as pipe:
+        values = [value async for value in pipe]
+    assert sorted(values) == list(range(6))
+
+
+@pytest.mark.anyio
+async def test_a_graceful_stop_drops_a_partitioned_sources_open_windows() -> None:
+    a = Partition("t", 0)
+    records = [Record(t, a) for t in (1.0, 2.0, 15.0)]  # 15.0 closes [0, 10); [10, 20) is open
+    windows: list[list[float]] = []
+    written = anyio.Event()
+
+    def write(window: Any) -> None:
+        windows.append([r.value for r in window.items])
+        written.set()
+
+    async def endless() -> AsyncIterator[Record]:
+        for record in records:
+            yield record
+        await anyio.sleep_forever()
+
+    class Endless(PartitionedSource):
+        def __aiter__(self) -> AsyncIterator[Record]:
+            return endless()
+
+    flow = (
+        Flow("stopped")
+        .source(Endless(records))
+        .pipe(tumbling(10.0, timestamp=lambda r: r.value))
+        .sink(write)
+    )
+    async with anyio.create_task_group() as tg:
+        handle = flow.start(tg)
+        with anyio.fail_after(5):
+            await written.wait()
+        handle.stop()
+    # [10, 20) was open at the stop: not emitted, its record not acknowledged, so the
+    # partition's next reader builds it whole.
+    assert windows == [[1.0, 2.0]]
+    assert [record.acked for record in records] == [True, True, False]

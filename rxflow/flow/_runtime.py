@@ -92,6 +92,10 @@ class FlowHandle:
         """Stop gracefully: read no more from the sources, flush the operators (open
         windows are emitted), let every sink drain and confirm, then end.
 
+        Over a partitioned source (Kafka), open windows are not emitted but dropped, as
+        when a partition is revoked: their records stay uncommitted, and whoever reads the
+        partition next (this service restarted, or another worker) builds them whole.
+
         With ``drain_timeout`` (seconds, from this call), a drain that takes longer aborts
         the flow instead: :attr:`drain_timed_out` becomes True and a WARNING says how many
         messages were left unacknowledged (their sources deliver them again). Call it from
@@ -122,6 +126,9 @@ class FlowHandle:
         self._sources_scope.cancel()
         if self._pipe is not None:
             self._pipe.stop()
+
+    def _not_stopping(self) -> bool:
+        return not self._stop_requested
 
     def abort(self) -> None:
         """Cancel everything now. Items in flight are not written; nothing keeps running."""
@@ -223,8 +230,10 @@ class FlowHandle:
             )
             operators = flow._operators
             if any(getattr(items, "partitioned", False) for items in sources):
-                # Keyed state per partition, dropped when the partition is revoked.
-                operators = [per_partition(*operators)]
+                # Keyed state per partition, dropped when the partition is revoked; and at
+                # a graceful stop too: the partition's next reader builds its open windows
+                # whole from the records left uncommitted, as after a rebalance.
+                operators = [per_partition(*operators, flush_at_end=self._not_stopping)]
             async with open_pipe(
                 merged,
                 *operators,
