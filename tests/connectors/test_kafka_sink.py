@@ -1,7 +1,8 @@
-"""The Kafka sink against the tests' broker (tansu, or ``RXFLOW_KAFKA_BOOTSTRAP``), on
-asyncio and trio: what it confirmed is stored, addressed by key, partition, headers and
-timestamp; a record the broker refuses fails only itself, and a flow's ``on_error`` acts on
-the failed records only.
+"""The Kafka sink and the re-keying helper against the tests' broker (tansu, or
+``RXFLOW_KAFKA_BOOTSTRAP``), on asyncio and trio: what the sink confirmed is stored,
+addressed by key, partition, headers and timestamp; a record the broker refuses fails only
+itself, and a flow's ``on_error`` acts on the failed records only; ``kafka_repartition``
+puts every record in the partition of its new key, at least once.
 
 The test side talks to Kafka with aiokafka on an asyncio loop of its own in a worker thread
 (the same under both backends).
@@ -10,9 +11,11 @@ The test side talks to Kafka with aiokafka on an asyncio loop of its own in a wo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -21,11 +24,13 @@ import pytest
 from reactivex import operators as ops
 
 from rxflow import Flow
+from rxflow.connectors import Message
+from rxflow.connectors.kafka import Repartition, kafka_repartition
 from rxflow.connectors.kafka.sink import KafkaSink, Written, kafka_sink
 from rxflow.errors import RecordsRefusedError, ServiceUnavailableError
 from rxflow.strategies import DeadLetter, Failure, Retry, Skip
 from tests.connectors.conftest import require_service
-from tests.connectors.support import refused_port
+from tests.connectors.support import refused_port, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -316,3 +321,165 @@ async def test_a_bad_key_from_the_key_function_fails_the_batch_before_sending(
         with pytest.raises(TypeError, match="key must be str, bytes or None, got int"):
             await sink.send_batch([b"a"])
     assert await topic.stored(1) == []
+
+
+# -- kafka_repartition ----------------------------------------------------------------------
+
+USERS = ["ada", "bob", "cy", "dee", "eve"]
+EVENT_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+async def publish_clicks(topic: Topic, first: int, count: int) -> None:
+    """Clicks ``first..first+count-1`` into ``topic``, keyed by click number (so a user's
+    clicks are spread over partitions), each with an event time and a header."""
+    from aiokafka import AIOKafkaProducer
+
+    async def publish() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=topic.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for n in range(first, first + count):
+                click = json.dumps({"user": USERS[n % len(USERS)], "n": n}).encode()
+                await producer.send(
+                    topic.name,
+                    click,
+                    key=b"%d" % n,
+                    timestamp_ms=EVENT_MS + n * 1000,
+                    headers=[("trace", b"t%d" % n)],
+                )
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    await on_own_loop(publish)
+
+
+@pytest.fixture
+async def rekeyed(topic: Topic) -> Any:
+    """The target topic of a re-keying, with another number of partitions."""
+    made = Topic(partitions=4)
+    await made.create()
+    try:
+        yield made
+    finally:
+        with anyio.CancelScope(shield=True):
+            await made.delete()
+
+
+async def rekey_until(repartition: Repartition, target: Topic, count: int) -> None:
+    """Run ``repartition`` until ``target`` holds ``count`` records, then stop it."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(repartition.run)
+        await wait_until(lambda: _holds(target, count))
+        repartition.stop()
+
+
+async def _holds(target: Topic, count: int) -> bool:
+    return len(await target.stored(count)) >= count
+
+
+def user_partition(user: str, partitions: int) -> int:
+    """The partition every Kafka client's default partitioner gives the key ``user``."""
+    from aiokafka.partitioner import murmur2
+
+    return (murmur2(user.encode()) & 0x7FFFFFFF) % partitions
+
+
+async def test_repartition_keys_every_record_by_the_new_key(topic: Topic, rekeyed: Topic) -> None:
+    await publish_clicks(topic, 0, 60)
+    group = f"rekey-{uuid.uuid4().hex[:8]}"
+    repartition = kafka_repartition(
+        topic.bootstrap, topic.name, rekeyed.name, lambda click: click["user"], group_id=group
+    )
+    await rekey_until(repartition, rekeyed, 60)
+    assert repartition.written == 60
+    stored = await rekeyed.stored(100)
+    clicks = [json.loads(record.value) for record in stored]
+    assert sorted(click["n"] for click in clicks) == list(range(60))  # each once
+    for record, click in zip(stored, clicks, strict=True):
+        # Every record of a user in the partition its key hashes to, as it was sent.
+        assert record.key == click["user"].encode()
+        assert record.partition == user_partition(click["user"], rekeyed.partitions)
+        assert record.timestamp_ms == EVENT_MS + click["n"] * 1000
+        assert dict(record.headers) == {"trace": b"t%d" % click["n"]}
+    # A user's clicks from one source partition keep their order (stored is in offset order).
+    for user in USERS:
+        for source_partition in range(topic.partitions):
+            numbers = [
+                c["n"]
+                for c in clicks
+                if c["user"] == user
+                and user_partition(str(c["n"]), topic.partitions) == source_partition
+            ]
+            assert numbers == sorted(numbers)
+
+
+async def test_a_stopped_repartition_resumes_where_it_committed(
+    topic: Topic, rekeyed: Topic
+) -> None:
+    await publish_clicks(topic, 0, 30)
+    group = f"rekey-{uuid.uuid4().hex[:8]}"
+
+    def repartition() -> Repartition:
+        return kafka_repartition(
+            topic.bootstrap, topic.name, rekeyed.name, lambda c: c["user"], group_id=group
+        )
+
+    await rekey_until(repartition(), rekeyed, 30)
+    await publish_clicks(topic, 30, 10)
+    again = repartition()
+    await rekey_until(again, rekeyed, 40)
+    # A graceful stop committed all it wrote: the second run wrote only the new ones.
+    assert again.written == 10
+    assert sorted(json.loads(r.value)["n"] for r in await rekeyed.stored(100)) == list(range(40))
+
+
+async def test_an_aborted_repartition_loses_nothing(topic: Topic, rekeyed: Topic) -> None:
+    await publish_clicks(topic, 0, 200)
+    group = f"rekey-{uuid.uuid4().hex[:8]}"
+
+    def repartition() -> Repartition:
+        return kafka_repartition(
+            topic.bootstrap, topic.name, rekeyed.name, lambda c: c["user"], group_id=group, batch=7
+        )
+
+    first = repartition()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first.run)
+        await wait_until(lambda: first.written >= 20)
+        tg.cancel_scope.cancel()  # abort: what was written and not committed comes again
+    await rekey_until(repartition(), rekeyed, 200)
+    numbers = {json.loads(r.value)["n"] for r in await rekeyed.stored(1000)}
+    assert numbers == set(range(200))  # at-least-once: some may be there twice
+
+
+async def test_repartition_re_keys_any_source(rekeyed: Topic) -> None:
+    async def clicks() -> AsyncIterator[Message[Any]]:
+        for n in range(10):
+            yield Message({"user": USERS[n % 3], "n": n}, timestamp=1_000.0 + n)
+
+    @contextlib.asynccontextmanager
+    async def source() -> AsyncIterator[AsyncIterator[Message[Any]]]:
+        yield clicks()
+
+    repartition = kafka_repartition(rekeyed.bootstrap, source(), rekeyed.name, lambda c: c["user"])
+    await repartition.run()  # the source ends: so does the re-keying
+    stored = await rekeyed.stored(10)
+    assert sorted(json.loads(r.value)["n"] for r in stored) == list(range(10))
+    assert {r.timestamp_ms for r in stored} == {1_000_000 + n * 1000 for n in range(10)}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "options", "error", "match"),
+    [
+        (("t", "u", "not a function"), {}, TypeError, "key must be a function"),
+        ((3, "u", str), {}, TypeError, "source must be a topic's name"),
+        (("t", "", str), {}, ValueError, "to_topic"),
+        (("t", "u", str), {"batch": 0}, ValueError, "batch"),
+    ],
+)
+def test_repartition_arguments_are_checked(
+    arguments: tuple[Any, ...], options: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        kafka_repartition("127.0.0.1:9", *arguments, **options)

@@ -22,7 +22,15 @@ every client call runs on an asyncio loop in a worker thread
 
 from __future__ import annotations
 
+from rxflow.connectors.kafka._repartition import Repartition, kafka_repartition
 from rxflow.connectors.kafka.sink import KafkaSink, kafka_sink
 from rxflow.connectors.kafka.source import KafkaSource, kafka_source
 
-__all__ = ["KafkaSink", "KafkaSource", "kafka_sink", "kafka_source"]
+__all__ = [
+    "KafkaSink",
+    "KafkaSource",
+    "Repartition",
+    "kafka_repartition",
+    "kafka_sink",
+    "kafka_source",
+]
