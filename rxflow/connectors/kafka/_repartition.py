@@ -181,8 +181,8 @@ def kafka_repartition(
         a :class:`Repartition`; nothing is opened until its :meth:`~Repartition.run`.
 
     Example:
-        Clicks arrive keyed by session; count them per user in 1-minute windows, on any
-        number of workers (with a Kafka broker running)::
+        Clicks arrive keyed by session; count them per user in 1-minute event-time windows,
+        on any number of workers (with a Kafka broker running)::
 
             rekey = kafka_repartition(
                 "localhost:9092", "clicks", "clicks-by-user", key=lambda c: c["user"]
@@ -191,13 +191,13 @@ def kafka_repartition(
                 Flow("clicks per user")
                 .source(kafka_source("localhost:9092", "clicks-by-user", "per-user",
                                      codec="json"))
-                .pipe(tumbling_event_time(60.0, timestamp=lambda m: m.timestamp,
-                                          key=lambda m: m.value["user"]))
+                .pipe(tumbling(60.0, key=lambda m: m.value["user"],
+                               timestamp=lambda m: m.timestamp))
                 .sink(store)
             )
             async with anyio.create_task_group() as tg:
-                tg.start_soon(rekey.run)  # flow 1: re-keys (one worker is enough)
-                per_user.start(tg)  # flow 2: keyed windows, on every worker
+                tg.start_soon(rekey.run)  # step 1: re-keys (one worker is enough)
+                per_user.start(tg)  # step 2: keyed windows, on every worker
     """
     where = "kafka_repartition()"
     check_name(where, "to_topic", to_topic)
