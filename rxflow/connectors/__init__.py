@@ -45,7 +45,7 @@ _LAZY = {
     "mqtt": ("mqtt_source", "mqtt_sink"),
     "rabbitmq": ("rabbitmq_source", "rabbitmq_sink"),
     "postgres": ("postgres_listen_source", "postgres_table_source", "postgres_sink"),
-    "kafka": ("kafka_source", "kafka_sink"),
+    "kafka": ("kafka_source", "kafka_sink", "kafka_repartition"),
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     # name imports its module on first use (below), so a missing extra fails only there.
     from rxflow.connectors.files import file_sink, follow_file, read_file
     from rxflow.connectors.http import http_post_sink, poll_source, sse_source
-    from rxflow.connectors.kafka import kafka_sink, kafka_source
+    from rxflow.connectors.kafka import kafka_repartition, kafka_sink, kafka_source
     from rxflow.connectors.mqtt import mqtt_sink, mqtt_source
     from rxflow.connectors.nats import jetstream_sink, jetstream_source
     from rxflow.connectors.postgres import (
@@ -92,6 +92,7 @@ __all__ = [
     "http_post_sink",
     "jetstream_sink",
     "jetstream_source",
+    "kafka_repartition",
     "kafka_sink",
     "kafka_source",
     "mqtt_sink",

@@ -12,7 +12,7 @@ import rxflow.connectors
 
 def test_every_exported_name_resolves_to_a_connector() -> None:
     connectors = [name for name in rxflow.connectors.__all__ if name.islower()]
-    assert len(connectors) == 27
+    assert len(connectors) == 28
     for name in connectors:
         assert callable(getattr(rxflow.connectors, name)), name
 
