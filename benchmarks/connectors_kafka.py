@@ -1,9 +1,10 @@
 """Kafka connector against raw aiokafka, on a Kafka-protocol broker.
 
 ``consume_commit``: records per second read as a consumer group member and committed,
-through ``open_pipe(kafka_source(...), ops.map(...))`` with every message acked (the source
-commits the acked offsets in batches), against the loop one writes with aiokafka
-(``getmany(max_records=BATCH)``, then ``commit()`` once per batch). Each run reads the same
+through ``open_pipe(kafka_source(...), ops.map(...))`` with every ``BATCH`` messages acked
+by one ``ack_many`` (the source commits the acked offsets every ``commit_interval`` and at
+close), against the loop one writes with aiokafka (``getmany(max_records=BATCH)``, then
+``commit()`` once per batch). Each run reads the same
 topic from the start with a fresh group; opening the source (joining the group) is not
 timed, its first fetch is.
 
@@ -30,12 +31,15 @@ from functools import partial
 from typing import Any
 
 import anyio
-from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from reactivex import operators as ops
 
 from benchmarks._connectors import seconds_to_send
 from benchmarks._measure import BACKENDS, row
-from rxflow.connectors.kafka import kafka_sink
+from rxflow import open_pipe
+from rxflow.connectors import Message
+from rxflow.connectors.kafka import kafka_sink, kafka_source
 
 BATCH = 500
 PAYLOAD = b'{"sensor": "s-1", "value": 21.5}'
@@ -140,7 +144,99 @@ def produce(quick: bool) -> Iterator[dict[str, Any]]:
         )
 
 
+# -- consume and commit -------------------------------------------------------------------
+
+
+async def _fill(bootstrap: str, topic: str, count: int) -> None:
+    async with kafka_sink(bootstrap, topic, encoder="bytes", batch_size=1000) as sink:
+        for first in range(0, count, 1000):
+            await sink.send_batch([PAYLOAD] * min(1000, count - first))
+
+
+def size(message: Message[bytes]) -> Message[int]:
+    return message.with_value(len(message.value))
+
+
+def new_group() -> str:
+    return f"bench-{uuid.uuid4().hex[:8]}"
+
+
+async def consume_rxflow(bootstrap: str, topic: str, count: int) -> float:
+    """Seconds from the first message to the last acked (``ack_many`` of every ``BATCH``
+    messages, as a flow acknowledges) and the source closed (its last commit made): the
+    group's join before the first fetch is not timed."""
+    source = kafka_source(bootstrap, topic, new_group(), batch=BATCH)
+    total = 0
+    async with source as records, open_pipe(records, ops.map(size)) as sizes:
+        messages = aiter(sizes)
+        first = await anext(messages)
+        started = time.perf_counter()
+        total += first.value
+        done, seen = [first], 1
+        async for message in messages:
+            total += message.value
+            done.append(message)
+            seen += 1
+            if len(done) == BATCH or seen == count:
+                await records.ack_many(done)
+                done.clear()
+            if seen == count:
+                break
+    elapsed = time.perf_counter() - started
+    if total != count * len(PAYLOAD):
+        raise AssertionError(f"kafka consume (rxflow): {total} bytes, not {count * len(PAYLOAD)}")
+    return elapsed
+
+
+async def consume_raw(bootstrap: str, topic: str, count: int) -> float:
+    """The same with aiokafka by hand: ``getmany`` of ``BATCH`` records, then ``commit()``
+    of what it returned, until ``count``; timed from the first batch to the consumer's
+    stop."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=new_group(),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    total = seen = 0
+    started: float | None = None
+    try:
+        while seen < count:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=BATCH)
+            if started is None and batches:
+                started = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    total += len(record.value)
+                seen += len(records)
+            if batches:
+                await consumer.commit()  # the positions after what getmany returned
+    finally:
+        await consumer.stop()
+    assert started is not None
+    elapsed = time.perf_counter() - started
+    if total != count * len(PAYLOAD):
+        raise AssertionError(f"kafka consume (raw): {total} bytes, not {count * len(PAYLOAD)}")
+    return elapsed
+
+
+def consume_commit(quick: bool) -> Iterator[dict[str, Any]]:
+    count = 20_000 if quick else 200_000
+    with broker() as bootstrap, scratch_topic(bootstrap) as topic:
+        asyncio.run(_fill(bootstrap, topic, count))
+        runs: dict[str, Callable[[], float]] = {
+            backend: partial(anyio.run, consume_rxflow, bootstrap, topic, count, backend=backend)
+            for backend in BACKENDS
+        }
+        runs["raw"] = lambda: asyncio.run(consume_raw(bootstrap, topic, count))
+        baseline = "raw_aiokafka_getmany_commit"
+        yield from compare("kafka_consume_commit", baseline, count, runs, 2 if quick else 3)
+
+
 CASES: dict[str, Callable[[bool], Iterable[dict[str, Any]]]] = {
+    "kafka_consume_commit": consume_commit,
     "kafka_produce": produce,
 }
 
