@@ -393,3 +393,18 @@ async def test_leaving_the_block_commits_and_later_acks_raise(
     with pytest.raises(SettledAfterCloseError):
         await messages[1].ack()
     assert await topic.committed() == {0: 1}
+
+
+async def test_a_commit_never_falls_inside_records_that_made_one_output(
+    make_topic: Callable[..., Awaitable[Topic]],
+) -> None:
+    """Records 2, 3 and 4 made one output (a window): with 3 unacked, committing 3 would
+    make the next reader rebuild the window without 2; the commit stays at 2."""
+    topic = await make_topic()
+    await topic.spread(10)
+    async with topic.source() as source:
+        messages = await take(aiter(source), 10)
+        source.link_many(messages[2:5])
+        for message in messages[:3] + messages[4:]:
+            await message.ack()
+    assert await topic.committed() == {0: 2}

@@ -47,6 +47,8 @@ CONNECT_TIMEOUT_S: Final = 10.0
 """How long a client may take to reach the cluster at start before ServiceUnavailableError."""
 CLOSE_TIMEOUT_S: Final = 5.0
 """How long a client's stop (leaving its group, closing its connections) may take at most."""
+STOP_GRACE_S: Final = 2.0
+"""How long a consumer's own stop may take before it is torn down (see :func:`stop_client`)."""
 
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -206,26 +208,53 @@ def unavailable(
 
 
 async def stop_client(client: Any) -> None:
-    """``client.stop()`` (on the client's loop), to its end.
+    """``client.stop()`` (on the client's loop), to its end, within
+    :data:`STOP_GRACE_S` for a consumer (then torn down).
 
-    aiokafka's consumer stops its fetcher by cancelling the fetch requests in flight and
-    awaiting each: one that was retrying (the broker is gone) re-raises its cancellation
-    out of ``stop()``, which then never closes the client's connections. Such a
-    ``CancelledError`` (this task is not being cancelled) is taken for what it is, and the
-    rest of the stop is done here.
+    Two things in aiokafka's consumer would leave tasks and sockets behind:
+
+    * its ``stop()`` waits for the group coordinator's routine, which may be in a JoinGroup
+      that the broker holds until the group's rebalance ends (seconds; tansu holds a
+      first join for half the session timeout). Past the grace time the routine is
+      cancelled and the rest of the stop done here (without a LeaveGroup: the group
+      finds out by the session timeout);
+    * its fetcher stops by cancelling the fetch requests in flight and awaiting each: one
+      that was retrying (the broker is gone) re-raises its cancellation out of ``stop()``,
+      which then never closes the connections. Such a ``CancelledError`` (this task is not
+      being cancelled) is taken for what it is.
     """
-    try:
+    if not hasattr(client, "_fetcher"):  # a producer
         await client.stop()
+        return
+    try:
+        with anyio.fail_after(STOP_GRACE_S):
+            await client.stop()
+    except TimeoutError:
+        await _tear_down_consumer(client)  # the coordinator waited for the broker
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise  # a real cancellation of this stop
-        fetcher = getattr(client, "_fetcher", None)
-        for pending in list(getattr(fetcher, "_pending_tasks", ())):
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pending
-        await client._client.close()  # what stop() did not reach
+        await _tear_down_consumer(client)
+
+
+async def _tear_down_consumer(client: Any) -> None:
+    """What ``stop()`` did not reach: the coordinator's tasks, the fetcher's, the
+    connections (aiokafka's own attributes, looked up with care)."""
+    coordinator = getattr(client, "_coordinator", None)
+    tasks = [
+        getattr(coordinator, name, None)
+        for name in ("_coordination_task", "_heartbeat_task", "_commit_refresh_task")
+    ]
+    fetcher = getattr(client, "_fetcher", None)
+    tasks.append(getattr(fetcher, "_fetch_task", None))
+    tasks += list(getattr(fetcher, "_pending_tasks", ()))
+    for task in tasks:
+        if isinstance(task, asyncio.Task) and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    await client._client.close()
 
 
 async def _start_there(client: Any, within: float) -> None:

@@ -168,7 +168,7 @@ class GroupMember:
 
     async def fetch(self, count: int, max_bytes: int) -> list[Incoming[Handle]]:
         try:
-            records = await self._host.call(self._fetch_there, count)
+            records = await self._host.call(self._fetch_there, count, max_bytes)
         except CONNECTION_ERRORS as error:
             raise unavailable(self._options, error, "was lost while reading") from error
         if not records:
@@ -204,8 +204,13 @@ class GroupMember:
         else:
             self._contact = time.monotonic()
 
-    async def _fetch_there(self, count: int) -> list[Incoming[Handle]]:
-        """On the client's loop: resume, one getmany, pause; the records as the kit's."""
+    async def _fetch_there(self, count: int, max_bytes: int) -> list[Incoming[Handle]]:
+        """On the client's loop: resume, one getmany, pause; the records as the kit's, at
+        most ``max_bytes`` of values (plus the record that reaches it).
+
+        Kafka bounds a fetch in bytes only by whole record batches (a producer's batch
+        can hold many records), so the bytes are bounded here: the partitions of what is
+        left out are sought back to it, to be read again by a later fetch."""
         consumer = self._consumer()
         tps = consumer.assignment()
         if tps:
@@ -224,16 +229,20 @@ class GroupMember:
                 consumer.pause(*tps)
         fetched: list[Incoming[Handle]] = []
         text_keys, no_value = self._text_keys, Decoded(None)
+        room = max_bytes
         for tp, records in batches.items():
             assigned = self._client_side.get(tp)
-            if assigned is None:
-                # Assigned a moment ago, and its listener has not run yet: read it again
-                # once it has, as records of that assignment.
+            if assigned is None or room <= 0:
+                # Assigned a moment ago, and its listener has not run yet (read it again
+                # once it has, as records of that assignment); or past the byte budget.
                 consumer.seek(tp, records[0].offset)
                 continue
             topic, index, partition = tp.topic, tp.partition, assigned.partition
             # One loop, locals only: this runs for every record.
             for record in records:
+                if room <= 0:
+                    consumer.seek(tp, record.offset)  # the rest of it comes again
+                    break
                 key, value, headers, offset = (
                     record.key,
                     record.value,
@@ -251,12 +260,13 @@ class GroupMember:
                         {n: _text(v) for n, v in headers} if headers else NO_HEADERS,
                         record.timestamp / 1000,
                         (topic, index, offset),  # identity
-                        len(value) if value is not None else 0,  # size
+                        size := len(value) if value is not None else 0,
                         None,  # redelivered: Kafka does not say
                         partition,
                         offset,
                     )
                 )
+                room -= size
         return fetched
 
     # -- settling ------------------------------------------------------------------------

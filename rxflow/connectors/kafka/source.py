@@ -182,8 +182,10 @@ async def kafka_source(
         dead_letter: the function given what fails to decode, with ``"dead_letter"``.
         batch: the most records one fetch takes, and held fetched and not handed out.
         read_ahead_bytes: at most this many value bytes fetched and not handed out, plus
-            one record; the client's own fetches (``fetch_max_bytes``) are bounded by it too,
-            and between fetches the partitions are paused, so it fetches nothing ahead.
+            one record. The client's own fetches (``fetch_max_bytes``) are bounded by it
+            too, as far as Kafka can (by whole record batches: what one brought past the
+            bound is read again later), and between fetches the partitions are paused, so
+            the client fetches nothing ahead.
         commit_interval: seconds between periodic commits.
         auto_offset_reset: where a partition without a committed offset starts:
             ``"earliest"``, ``"latest"``, or ``"none"`` (an error).
@@ -306,6 +308,9 @@ async def kafka_source(
                     host=host,
                     read_ahead=batch,
                     read_ahead_bytes=read_ahead_bytes,
+                    # The reader bounds each fetch's bytes itself (by read_ahead_bytes):
+                    # the first fetch may ask for a whole batch, as the later ones do.
+                    expected_size=max(1, read_ahead_bytes // batch),
                 ) as source:
                     tasks.start_soon(_commit_every, member, commit_interval)
                     yield source
