@@ -143,7 +143,7 @@ class GroupMember:
         self._poll_ms = poll_ms
         self._reconnect_timeout = reconnect_timeout
         self._contact = time.monotonic()  # when the cluster last answered
-        self.consumer: Any = None  # set by attach(), before the consumer starts
+        self.consumer: Any = None  # the aiokafka consumer, set as it is made
         # Kafka sets no limit on records delivered and not committed.
         self.in_flight_limit: InFlightLimit | None = None
         # A settlement is a tracker update on this loop: nothing to queue for a thread.
