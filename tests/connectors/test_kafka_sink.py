@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -483,3 +484,32 @@ def test_repartition_arguments_are_checked(
 ) -> None:
     with pytest.raises(error, match=match):
         kafka_repartition("127.0.0.1:9", *arguments, **options)
+
+
+async def test_a_broker_lost_fails_the_batch_as_unavailable_and_a_new_one_is_used(
+    anyio_backend: str,
+) -> None:
+    from tests.connectors.kafka_broker import TansuBroker
+
+    if os.environ.get("RXFLOW_KAFKA_BOOTSTRAP"):
+        pytest.skip("stops and starts a broker of its own (tansu)")
+    broker = TansuBroker().start()
+    try:
+        async with kafka_sink(broker.bootstrap, "lost", request_timeout_ms=1500) as sink:
+            await sink.send_batch([b"before"])
+            broker.stop()
+            with pytest.raises(ServiceUnavailableError, match=broker.bootstrap) as raised:
+                await sink.send_batch([b"a", b"b"])
+            assert "did not confirm any of 2 records" in str(raised.value)
+            broker = TansuBroker(broker.port).start()  # back, on the same address
+            await wait_until(lambda: _sends(sink, b"after"))
+    finally:
+        broker.stop()
+
+
+async def _sends(sink: KafkaSink, value: bytes) -> bool:
+    try:
+        await sink.send_batch([value])
+    except ServiceUnavailableError:
+        return False
+    return True

@@ -33,11 +33,15 @@ from rxflow.errors import RecordsRefusedError
 
 with requires_extra("kafka"):
     import aiokafka  # type: ignore[import-untyped]  # no py.typed
+    import aiokafka.errors  # type: ignore[import-untyped]
 
 __all__ = ["DEFAULT_SINK_BATCH", "KafkaSink", "Written", "kafka_sink"]
 
 DEFAULT_SINK_BATCH: Final = 500
 DEFAULT_MAX_BATCH_BYTES: Final = 1024 * 1024
+# A record whose broker could not be reached fails with one of these (NodeNotReadyError:
+# the producer had no connection to the partition's leader until the record expired).
+UNREACHABLE: Final = (*CONNECTION_ERRORS, aiokafka.errors.NodeNotReadyError)
 
 
 class KafkaSink(BrokerSink[Any, Outcome]):
@@ -105,14 +109,14 @@ class KafkaSink(BrokerSink[Any, Outcome]):
             # The kit's send_batch, without its (payload, item) pairs: one list of each.
             encode = self._encode
             written, failures = await self._producing.produce([encode(i) for i in items], items)
-        except CONNECTION_ERRORS as error:  # the whole batch: the topic's metadata
+        except UNREACHABLE as error:  # the whole batch: the topic's metadata
             raise unavailable(options, error, "did not answer") from error
         stored = len(written) - len(failures)
         self.sent += stored
         if not failures:
             return written  # type: ignore[return-value]  # every one is Written
         failed = sorted(failures.items())
-        if not stored and all(isinstance(error, CONNECTION_ERRORS) for _, error in failed):
+        if not stored and all(isinstance(error, UNREACHABLE) for _, error in failed):
             what = f"did not confirm any of {len(written)} records"
             raise unavailable(options, failed[0][1], what) from failed[0][1]
         refused = [
@@ -128,7 +132,7 @@ class KafkaSink(BrokerSink[Any, Outcome]):
 
 def _cause(options: ClientOptions, error: BaseException, what: str) -> BaseException:
     """A record's failure as the sink reports it: a lost cluster as ServiceUnavailableError."""
-    if isinstance(error, CONNECTION_ERRORS):
+    if isinstance(error, UNREACHABLE):
         return unavailable(options, error, what)
     return error
 
