@@ -45,6 +45,7 @@ log = logging.getLogger("rxflow.connectors.kafka")
 T = TypeVar("T")
 
 KeyCodec = str  # "text" or "bytes"
+_new_tuple = tuple.__new__
 POLL_MS: Final = 500
 """How long one ``getmany`` waits for records before the kit asks again."""
 PROBE_EVERY_S: Final = 5.0
@@ -252,18 +253,23 @@ class GroupMember:
                 if key is not None and text_keys:
                     key = key.decode(errors="backslashreplace")
                 fetched.append(
-                    Incoming(
-                        # A tombstone (no value) is handed out as None, without the codec.
-                        value if value is not None else no_value,
-                        (assigned, offset),  # handle
-                        key,
-                        {n: _text(v) for n, v in headers} if headers else NO_HEADERS,
-                        record.timestamp / 1000,
-                        (topic, index, offset),  # identity
-                        size := len(value) if value is not None else 0,
-                        None,  # redelivered: Kafka does not say
-                        partition,
-                        offset,
+                    # tuple.__new__: Incoming's own __new__ is a Python function, called
+                    # for every record.
+                    _new_tuple(
+                        Incoming,
+                        (
+                            # A tombstone (no value) is handed out as None, without codec.
+                            value if value is not None else no_value,
+                            (assigned, offset),  # handle
+                            key,
+                            {n: _text(v) for n, v in headers} if headers else NO_HEADERS,
+                            record.timestamp / 1000,
+                            (topic, index, offset),  # identity
+                            size := len(value) if value is not None else 0,
+                            None,  # redelivered: Kafka does not say
+                            partition,
+                            offset,
+                        ),
                     )
                 )
                 room -= size
