@@ -180,7 +180,7 @@ async def call_with_strategy(
     A batch that failed in part (:class:`~rxflow.errors.RecordsRefusedError`: the system
     stored some records and refused others) is narrowed to the refused items: a retry sends
     only those, and a skip or a dead letter is about only those. Such an error is worth
-    retrying when the cause of every refused record is one of ``Retry.on``.
+    retrying when it is one of ``Retry.on``, or the cause of every refused record is.
     """
     attempt = 0
     while True:
@@ -215,9 +215,11 @@ async def call_with_strategy(
 
 
 def _worth_retrying(error: Exception, kinds: tuple[type[BaseException], ...]) -> bool:
+    if isinstance(error, kinds):
+        return True  # Retry(on=(RecordsRefusedError,)) retries any refusal
     if isinstance(error, RecordsRefusedError):
         return all(isinstance(cause, kinds) for _, cause in error.refused)
-    return isinstance(error, kinds)
+    return False
 
 
 async def handle_failure(

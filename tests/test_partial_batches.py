@@ -66,3 +66,11 @@ async def test_a_skip_skips_only_the_refused_records() -> None:
     )
     assert sorted(sink.stored) == [0, 1, 3]
     assert snapshot["sink1"].skipped == 1
+
+
+@pytest.mark.anyio
+async def test_retry_on_the_refusal_itself_retries_whatever_the_causes() -> None:
+    sink = PickySink({2}, times=1, cause=ValueError)
+    retry = Retry(attempts=2, base=0.0, on=(RecordsRefusedError,))
+    await Flow("partial").source(range(4)).sink(sink, batch_size=4, on_error=retry).run()
+    assert times_given(sink) == {0: 1, 1: 1, 2: 2, 3: 1}
