@@ -194,7 +194,10 @@ class BrokerSource(Generic[T, H]):
                 await self._fill()
             run: list[Message[T]] = []
             while self._fetched:
-                try:
+                self._decode_at_once(run)
+                if not self._fetched:
+                    break
+                try:  # a record the quick loop left to the full path (or one that raises)
                     message = await self._next_buffered()
                 except Exception:
                     if run:
@@ -204,6 +207,50 @@ class BrokerSource(Generic[T, H]):
                     run.append(message)
             if run:
                 return run
+
+    def _decode_at_once(self, run: list[Message[T]]) -> None:
+        """Hand out buffered records into ``run`` while each decodes at once (bytes that
+        the codec takes without failing): one loop, no await per record. It stops at the
+        first record that needs the full path (:meth:`_next_buffered`): a decode failure,
+        a codec that must await, fields, a rejection, a revoked partition."""
+        decoder, fetched, name = self.decoder, self._fetched, self.name
+        if decoder is None:
+            return
+        codec = decoder.codec
+        decoded = size = 0
+        try:
+            while fetched:
+                incoming = fetched[0]
+                payload = incoming.payload
+                if type(payload) is not bytes or (
+                    incoming.partition is not None and incoming.partition.revoked
+                ):
+                    return
+                try:
+                    value = codec(payload)
+                except Exception:
+                    return  # the full path applies the decode policy to it
+                fetched.popleft()
+                decoded += 1
+                size += incoming.size
+                settlement = BrokerSettlement(
+                    self, incoming.handle, incoming.identity, incoming.redelivered
+                )
+                run.append(
+                    Message(
+                        value,
+                        incoming.key,
+                        incoming.headers,
+                        incoming.timestamp,
+                        name,
+                        settlement,
+                        incoming.partition,
+                        incoming.offset,
+                    )
+                )
+        finally:
+            decoder.decoded += decoded
+            self.buffered_bytes -= size
 
     async def _next_buffered(self) -> Message[T] | None:
         """Decode the record at the head; None if the decode policy set it aside."""
