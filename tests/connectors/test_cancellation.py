@@ -34,6 +34,8 @@ from rxflow.connectors import (
     http_post_sink,
     jetstream_sink,
     jetstream_source,
+    kafka_sink,
+    kafka_source,
     mqtt_sink,
     mqtt_source,
     poll_source,
@@ -146,6 +148,13 @@ CASES: dict[str, Case] = {
         lambda t: jetstream_sink(_nats(t), f"{t.name}.out", stream=t.name, create=True),
         b"x",
         service="nats",
+    ),
+    "kafka_source": _source_case(
+        lambda t: kafka_source(f"{t.host}:{t.port}", t.name, "group", session_timeout_ms=6000),
+        service="kafka",
+    ),
+    "kafka_sink": _sink_case(
+        lambda t: kafka_sink(f"{t.host}:{t.port}", t.name), b"x", service="kafka"
     ),
     "redis_stream_source": _source_case(
         lambda t: redis_stream_source(_redis(t), t.name, "group", "worker", block_ms=100),
@@ -292,9 +301,18 @@ async def real_server(case_name: str, case: Case) -> AsyncIterator[tuple[str, in
 
 
 async def _prepare(case_name: str, host: str, port: int, name: str) -> None:
-    """What a case needs on the real server: PostgreSQL tables, the sink's RabbitMQ queue
-    (the others create theirs)."""
-    if case_name in ("postgres_table_source", "postgres_sink"):
+    """What a case needs on the real server: PostgreSQL tables, the sink's RabbitMQ queue,
+    the Kafka topic (the others create theirs)."""
+    if case_name.startswith("kafka"):
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=f"{host}:{port}")
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, 1, 1)])
+        finally:
+            await admin.close()
+    elif case_name in ("postgres_table_source", "postgres_sink"):
         import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
         connection = await asyncpg.connect(f"postgresql://postgres@{host}:{port}/test")
@@ -323,6 +341,15 @@ async def _clean_up(case_name: str, host: str, port: int, name: str) -> None:
                 await client.jetstream().delete_stream(name)
         finally:
             await client.close()
+    elif case_name.startswith("kafka"):
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=f"{host}:{port}")
+        await admin.start()
+        try:
+            await admin.delete_topics([name])
+        finally:
+            await admin.close()
     elif case_name.startswith("redis"):
         import redis.asyncio
 
@@ -411,7 +438,7 @@ def test_every_connector_is_covered() -> None:
 
     factories = {n for n in connectors.__all__ if n.endswith(("_source", "_sink", "_file"))}
     assert factories - {"stdin_source", "stdout_sink"} == set(CASES)
-    assert {c.service for c in CASES.values()} - {None} == set(SERVICES)
+    assert {c.service for c in CASES.values()} - {None} == {*SERVICES, "kafka"}
 
 
 # -- the shared mechanism: calls on a hosted asyncio loop ----------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
@@ -27,6 +28,7 @@ from rxflow.errors import ServiceUnavailableError
 
 with requires_extra("kafka"):
     import aiokafka  # type: ignore[import-untyped]  # no py.typed
+    import aiokafka.client  # type: ignore[import-untyped]
     import aiokafka.errors  # type: ignore[import-untyped]
 
 __all__ = [
@@ -211,13 +213,17 @@ async def stop_client(client: Any) -> None:
     """``client.stop()`` (on the client's loop), to its end, within
     :data:`STOP_GRACE_S` for a consumer (then torn down).
 
-    Two things in aiokafka's consumer would leave tasks and sockets behind:
+    Three things in aiokafka's consumer would hold the stop or leave tasks and sockets
+    behind:
 
     * its ``stop()`` waits for the group coordinator's routine, which may be in a JoinGroup
       that the broker holds until the group's rebalance ends (seconds; tansu holds a
-      first join for half the session timeout). Past the grace time the routine is
-      cancelled and the rest of the stop done here (without a LeaveGroup: the group
-      finds out by the session timeout);
+      first join for half the session timeout), or looking for a coordinator that is not
+      there. The routine is cancelled first: with auto-commit off (the connectors commit
+      themselves) its last step has nothing to do, and ``stop()`` still sends LeaveGroup
+      for a member that joined. What is left of ``stop()`` (LeaveGroup, the fetcher, the
+      connections) waits only for an answer of a lost broker: past the grace time it is
+      torn down here (the group finds out by the session timeout);
     * its fetcher stops by cancelling the fetch requests in flight and awaiting each: one
       that was retrying (the broker is gone) re-raises its cancellation out of ``stop()``,
       which then never closes the connections. Such a ``CancelledError`` (this task is not
@@ -226,16 +232,26 @@ async def stop_client(client: Any) -> None:
     if not hasattr(client, "_fetcher"):  # a producer
         await client.stop()
         return
+    coordinator = getattr(client, "_coordinator", None)
+    await _cancelled(getattr(coordinator, "_coordination_task", None))
     try:
         with anyio.fail_after(STOP_GRACE_S):
             await client.stop()
     except TimeoutError:
-        await _tear_down_consumer(client)  # the coordinator waited for the broker
+        await _tear_down_consumer(client)  # a lost broker did not answer
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise  # a real cancellation of this stop
         await _tear_down_consumer(client)
+
+
+async def _cancelled(task: object) -> None:
+    """Cancel one of aiokafka's tasks (if it is one and runs) and wait for its end."""
+    if isinstance(task, asyncio.Task) and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 async def _tear_down_consumer(client: Any) -> None:
@@ -250,19 +266,64 @@ async def _tear_down_consumer(client: Any) -> None:
     tasks.append(getattr(fetcher, "_fetch_task", None))
     tasks += list(getattr(fetcher, "_pending_tasks", ()))
     for task in tasks:
-        if isinstance(task, asyncio.Task) and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _cancelled(task)
     await client._client.close()
+
+
+# The connections a client's start() opened, while it runs: (its task, the connections).
+_OPENING: contextvars.ContextVar[tuple[asyncio.Task[Any], list[Any]] | None] = (
+    contextvars.ContextVar("rxflow_kafka_opening", default=None)
+)
+
+
+def _track_connections() -> None:
+    """Have aiokafka's client tell :data:`_OPENING` of each connection it makes.
+
+    ``AIOKafkaClient.bootstrap()`` keeps its first connection in a local variable until the
+    cluster's metadata arrives: cancelled meanwhile, it never closes it (the connection is
+    found unclosed when collected, with its reader task still pending). A start records
+    the connections made in its own task, to close them when it fails. Outside a start,
+    and in the client's own tasks, the wrapper only passes the connection on.
+    """
+    module = aiokafka.client
+    original = module.create_conn
+    if getattr(original, "rxflow_tracked", False):
+        return
+
+    async def create_conn(*args: Any, **kwargs: Any) -> Any:
+        conn = await original(*args, **kwargs)
+        opening = _OPENING.get()
+        if opening is not None and opening[0] is asyncio.current_task():
+            opening[1].append(conn)
+        return conn
+
+    create_conn.rxflow_tracked = True  # type: ignore[attr-defined]
+    module.create_conn = create_conn
 
 
 async def _start_there(client: Any, within: float) -> None:
     """``client.start()`` on the client's loop, within ``within`` s; a failed or
-    cancelled start stops the half-started client (its tasks and sockets)."""
-    async with closed_on_failure(lambda: stop_client(client), close_timeout=CLOSE_TIMEOUT_S):
-        with anyio.fail_after(within):
-            await client.start()
+    cancelled start stops the half-started client (its tasks and sockets), and closes the
+    connections it opened that the client did not keep."""
+    _track_connections()
+    task = asyncio.current_task()
+    assert task is not None
+    opened: list[Any] = []
+
+    async def stop() -> None:
+        try:
+            await stop_client(client)
+        finally:
+            for conn in opened:
+                conn.close()  # again for one the client closed: that does nothing
+
+    token = _OPENING.set((task, opened))
+    try:
+        async with closed_on_failure(stop, close_timeout=CLOSE_TIMEOUT_S):
+            with anyio.fail_after(within):
+                await client.start()
+    finally:
+        _OPENING.reset(token)
 
 
 @contextlib.asynccontextmanager
