@@ -31,6 +31,7 @@ from tests.connectors.support import (
     black_hole,
     failure_of,
     leftovers_of,
+    nothing_printed,
     random_delays,
     refused_port,
     take,
@@ -248,7 +249,11 @@ async def test_repr_of_the_options_masks_the_password() -> None:
     assert PASSWORD not in str(options)
 
 
-async def test_cancelling_at_any_point_leaves_nothing_behind() -> None:
+async def test_cancelling_at_any_point_leaves_nothing_behind(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelled anywhere (connecting, joining, reading, acking, committing), the source
+    leaves no task, thread or socket, and nothing is printed or logged."""
     host, port = require_service("kafka")
     topic = Topic(f"{host}:{port}", partitions=2)
     await topic.create()
@@ -267,10 +272,12 @@ async def test_cancelling_at_any_point_leaves_nothing_behind() -> None:
                 await after(delay)
                 tg.cancel_scope.cancel()
 
-    leftovers = await leftovers_of(
-        cancels, random_delays(12, longest=4.0), within=120, ignore_tasks=()
-    )
+    with nothing_printed(capfd, caplog) as noise:
+        leftovers = await leftovers_of(
+            cancels, random_delays(12, longest=4.0), within=120, ignore_tasks=()
+        )
     assert leftovers.nothing, leftovers.describe("cancelling kafka_source")
+    assert noise == [], "cancelling kafka_source printed or reported:\n" + "\n".join(noise)
 
 
 async def test_what_a_cancelled_reader_acked_is_committed() -> None:
