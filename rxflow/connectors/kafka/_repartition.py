@@ -171,11 +171,16 @@ def kafka_repartition(
         codec: how a topic's values are decoded for ``key`` (:mod:`rxflow.connectors.codecs`).
         encoder: how values are written; default: as ``codec`` for ``"bytes"``, ``"text"``,
             ``"json"`` or a record class, else ``"auto"``.
-        on_decode_error, dead_letter: what a topic's record that fails to decode does
-            (``"raise"``, ``"skip"`` or ``"dead_letter"``), as for :func:`kafka_source`.
+        on_decode_error: what a topic's record that fails to decode does (``"raise"``,
+            ``"skip"`` or ``"dead_letter"``), as for :func:`kafka_source`.
+        dead_letter: the function given such records, with ``"dead_letter"``.
         batch: the most records read (and written) at once.
-        client_id, security_protocol, sasl_mechanism, sasl_plain_username,
-            sasl_plain_password, ssl_context: the connection, as for :func:`kafka_sink`.
+        client_id: the clients' name in the brokers' logs.
+        security_protocol: the connection's protocol, as for :func:`kafka_sink`.
+        sasl_mechanism: as for :func:`kafka_sink`.
+        sasl_plain_username: the SASL user.
+        sasl_plain_password: the SASL password (never shown in errors or logs).
+        ssl_context: as for :func:`kafka_sink`.
 
     Returns:
         a :class:`Repartition`; nothing is opened until its :meth:`~Repartition.run`.

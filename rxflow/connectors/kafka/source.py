@@ -190,16 +190,18 @@ async def kafka_source(
         auto_offset_reset: where a partition without a committed offset starts:
             ``"earliest"``, ``"latest"``, or ``"none"`` (an error).
         client_id: the client's name in the brokers' logs.
-        session_timeout_ms, heartbeat_interval_ms, max_poll_interval_ms: the group
-            membership's timing (Kafka's consumer settings of those names): a member
-            silent for ``session_timeout_ms`` loses its partitions.
+        session_timeout_ms: a member silent for this long loses its partitions (Kafka's
+            consumer setting of that name, as the next two).
+        heartbeat_interval_ms: how often the member tells the group it is alive.
+        max_poll_interval_ms: the longest a member may go between fetches and stay in.
         connect_timeout: seconds to reach the cluster at start.
         reconnect_timeout: seconds the source goes on without an answer from the cluster
             (the client reconnects meanwhile, and reading goes on where it stopped)
             before it raises ServiceUnavailableError.
         security_protocol: ``"PLAINTEXT"``, ``"SSL"``, ``"SASL_PLAINTEXT"`` or ``"SASL_SSL"``.
-        sasl_mechanism, sasl_plain_username, sasl_plain_password: SASL credentials
-            (``"PLAIN"``, ``"SCRAM-SHA-256"`` or ``"SCRAM-SHA-512"``); never shown in errors.
+        sasl_mechanism: ``"PLAIN"``, ``"SCRAM-SHA-256"`` or ``"SCRAM-SHA-512"``.
+        sasl_plain_username: the SASL user.
+        sasl_plain_password: the SASL password (never shown in errors or logs).
         ssl_context: an ``ssl.SSLContext`` for ``SSL``/``SASL_SSL`` (default: the
             system's trusted CAs).
 
