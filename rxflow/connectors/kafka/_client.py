@@ -270,60 +270,102 @@ async def _tear_down_consumer(client: Any) -> None:
     await client._client.close()
 
 
-# The connections a client's start() opened, while it runs: (its task, the connections).
-_OPENING: contextvars.ContextVar[tuple[asyncio.Task[Any], list[Any]] | None] = (
-    contextvars.ContextVar("rxflow_kafka_opening", default=None)
+class _Opened:
+    """What aiokafka's client made in a start's own task: connections and tasks."""
+
+    __slots__ = ("conns", "task", "tasks")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.conns: list[Any] = []
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def close(self) -> None:
+        """Close the connections (again for one the client closed: that does nothing) and
+        cancel the tasks (their outcome is taken when they end: none is logged)."""
+        for conn in self.conns:
+            conn.close()
+        for task in self.tasks:
+            task.cancel()
+            task.add_done_callback(_outcome_taken)
+
+
+def _outcome_taken(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+_OPENING: contextvars.ContextVar[_Opened | None] = contextvars.ContextVar(
+    "rxflow_kafka_opening", default=None
 )
+"""What the client's start running in this context (its task only) has made so far."""
 
 
-def _track_connections() -> None:
-    """Have aiokafka's client tell :data:`_OPENING` of each connection it makes.
+def _track_what_starts_make() -> None:
+    """Have aiokafka's client tell :data:`_OPENING` of each connection and task it makes.
 
-    ``AIOKafkaClient.bootstrap()`` keeps its first connection in a local variable until the
-    cluster's metadata arrives: cancelled meanwhile, it never closes it (the connection is
-    found unclosed when collected, with its reader task still pending). A start records
-    the connections made in its own task, to close them when it fails. Outside a start,
-    and in the client's own tasks, the wrapper only passes the connection on.
+    Cancelled in a start, ``AIOKafkaClient`` leaves things behind that nothing else
+    reaches: ``bootstrap()`` keeps its first connection in a local variable until the
+    cluster's metadata arrives, and never closes it when cancelled meanwhile (it is found
+    unclosed when collected, its reader task still pending); before 0.13, ``bootstrap()``
+    also probes the broker's version with requests in tasks of their own, which fail
+    unretrieved when the connection closes. A start records what is made in its own task,
+    to close it when the start fails. Outside a start, and in the client's other tasks,
+    the wrappers only pass things on.
     """
     module = aiokafka.client
-    original = module.create_conn
-    if getattr(original, "rxflow_tracked", False):
+    if getattr(module.create_conn, "rxflow_tracked", False):
         return
+    original_conn, original_task = module.create_conn, module.create_task
+
+    def opening() -> _Opened | None:
+        opened = _OPENING.get()
+        if opened is not None and opened.task is asyncio.current_task():
+            return opened
+        return None
 
     async def create_conn(*args: Any, **kwargs: Any) -> Any:
-        conn = await original(*args, **kwargs)
-        opening = _OPENING.get()
-        if opening is not None and opening[0] is asyncio.current_task():
-            opening[1].append(conn)
+        conn = await original_conn(*args, **kwargs)
+        if (opened := opening()) is not None:
+            opened.conns.append(conn)
         return conn
 
+    def create_task(*args: Any, **kwargs: Any) -> Any:
+        task = original_task(*args, **kwargs)
+        if (opened := opening()) is not None:
+            opened.tasks.append(task)
+        return task
+
     create_conn.rxflow_tracked = True  # type: ignore[attr-defined]
+    module.create_task = create_task
     module.create_conn = create_conn
 
 
 async def _start_there(client: Any, within: float) -> None:
     """``client.start()`` on the client's loop, within ``within`` s; a failed or
     cancelled start stops the half-started client (its tasks and sockets), and closes the
-    connections it opened that the client did not keep."""
-    _track_connections()
+    connections and tasks it made that the client did not keep."""
+    _track_what_starts_make()
     task = asyncio.current_task()
     assert task is not None
-    opened: list[Any] = []
+    opened = _Opened(task)
 
     async def stop() -> None:
         try:
             await stop_client(client)
         finally:
-            for conn in opened:
-                conn.close()  # again for one the client closed: that does nothing
+            opened.close()
 
-    token = _OPENING.set((task, opened))
+    token = _OPENING.set(opened)
     try:
         async with closed_on_failure(stop, close_timeout=CLOSE_TIMEOUT_S):
             with anyio.fail_after(within):
                 await client.start()
     finally:
         _OPENING.reset(token)
+    # Started: the client keeps what it needs. (Its tasks' contexts still name `opened`.)
+    opened.conns.clear()
+    opened.tasks.clear()
 
 
 @contextlib.asynccontextmanager
