@@ -69,6 +69,9 @@ AUTHENTICATION_ERRORS: Final = (
     aiokafka.errors.AuthenticationFailedError,
     aiokafka.errors.AuthenticationMethodNotSupported,
     aiokafka.errors.SaslAuthenticationFailed,
+    # The broker does not offer the mechanism (or SASL at all). From aiokafka 0.13 on,
+    # bootstrap() takes it for an unreachable broker; before, it comes out of start().
+    aiokafka.errors.UnsupportedSaslMechanismError,
 )
 
 Bootstrap = str | Sequence[str]
