@@ -216,7 +216,7 @@ async def stop_client(client: Any) -> None:
     """``client.stop()`` (on the client's loop), to its end, within
     :data:`STOP_GRACE_S` for a consumer (then torn down).
 
-    Three things in aiokafka's consumer would hold the stop or leave tasks and sockets
+    Two things in aiokafka's consumer would hold the stop or leave tasks and sockets
     behind:
 
     * its ``stop()`` waits for the group coordinator's routine, which may be in a JoinGroup
@@ -225,8 +225,10 @@ async def stop_client(client: Any) -> None:
       there. The routine is cancelled first: with auto-commit off (the connectors commit
       themselves) its last step has nothing to do, and ``stop()`` still sends LeaveGroup
       for a member that joined. What is left of ``stop()`` (LeaveGroup, the fetcher, the
-      connections) waits only for an answer of a lost broker: past the grace time it is
-      torn down here (the group finds out by the session timeout);
+      connections) waits only for a lost broker, or for a LeaveGroup sent behind a held
+      rejoin (a broker answers a connection's requests in order): past the grace time it
+      is torn down here (the group finds out by the session timeout). A member cancelled
+      in its first join has no generation, and leaves no LeaveGroup either;
     * its fetcher stops by cancelling the fetch requests in flight and awaiting each: one
       that was retrying (the broker is gone) re-raises its cancellation out of ``stop()``,
       which then never closes the connections. Such a ``CancelledError`` (this task is not
