@@ -68,9 +68,7 @@ class Partition:
             _revocations += 1
 
 
-def per_partition(
-    *operators: Operator, flush_at_end: bool | Callable[[], bool] = True
-) -> Operator:
+def per_partition(*operators: Operator, flush_at_end: bool | Callable[[], bool] = True) -> Operator:
     """Run ``operators`` once per partition of the items' ``partition`` attribute (items
     without one share a chain): Kafka Streams' task per partition.
 
