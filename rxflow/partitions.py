@@ -30,10 +30,9 @@ from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignme
 from reactivex.subject import Subject
 
 from rxflow._holds import current_holds
+from rxflow._pump import Operator
 
 __all__ = ["Partition", "per_partition"]
-
-Operator = Callable[[Observable[Any]], Observable[Any]]
 
 _revocations = 0  # partitions revoked so far, in this process: chains look when it changes
 
@@ -152,6 +151,7 @@ class _PartitionedRun:
         # Chains subscribe later, in whatever context pushes their first item: they get the
         # context of this subscription (the flow's ack holds and source time).
         self._context = contextvars.copy_context()
+        self._holds = current_holds()
 
     def start(self, source: Observable[Any]) -> abc.DisposableBase:
         self._upstream.disposable = source.subscribe(
@@ -228,8 +228,7 @@ class _PartitionedRun:
         if self._chains.get(chain.partition) is chain:
             del self._chains[chain.partition]
         chain.subscription.dispose()
-        current_holds_of_run = self._context.run(current_holds)
-        current_holds_of_run.let_go(chain.partition)
+        self._holds.let_go(chain.partition)
         self._complete_if_done()
 
     def _complete_if_done(self) -> None:

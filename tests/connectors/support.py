@@ -8,6 +8,7 @@ import asyncio
 import collections
 import contextlib
 import gc
+import importlib.util
 import inspect
 import logging
 import os
@@ -17,6 +18,8 @@ import sys
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import anyio
@@ -380,3 +383,17 @@ async def values_through_a_bounded_pipe(
             if len(values) == count:
                 break
     return values
+
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """``examples/<name>.py`` as a module (the scale-out tests drive the examples)."""
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # attrs resolves the module's annotations through it
+    spec.loader.exec_module(module)
+    return module

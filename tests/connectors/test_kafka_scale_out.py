@@ -14,11 +14,8 @@ partition's committed offset reached its flush event, when none is).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -26,24 +23,13 @@ import pytest
 from rxflow import Flow, Window, tumbling
 from rxflow.partitions import Partition
 from tests.connectors.conftest import require_service
-
-EXAMPLE = Path(__file__).parents[2] / "examples" / "scale_out_kafka.py"
-
-
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("scale_out_kafka", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # attrs resolves the module's annotations through it
-    spec.loader.exec_module(module)
-    return module
+from tests.connectors.support import load_example
 
 
 @pytest.mark.anyio
 async def test_a_killed_worker_changes_no_window(anyio_backend: str, tmp_path: Path) -> None:
     host, port = require_service("kafka")
-    example = load_example()
+    example = load_example("scale_out_kafka")
     backends = ("asyncio", "trio")  # worker n runs backends[n % 2]
     victim = backends.index(anyio_backend)  # the killed worker runs this test's backend
     report = await example.scale_out(

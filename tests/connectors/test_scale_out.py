@@ -4,32 +4,18 @@ killed with SIGKILL midway, and every order is still processed (examples/scale_o
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from tests.connectors.conftest import require_service
-
-EXAMPLE = Path(__file__).parents[2] / "examples" / "scale_out_jetstream.py"
-
-
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("scale_out_jetstream", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # attrs resolves the module's annotations through it
-    spec.loader.exec_module(module)
-    return module
+from tests.connectors.support import load_example
 
 
 @pytest.mark.anyio
 async def test_a_killed_worker_loses_no_order(anyio_backend: str, tmp_path: Path) -> None:
     host, port = require_service("nats")
-    example = load_example()
+    example = load_example("scale_out_jetstream")
     backends = ("asyncio", "trio")  # worker n runs backends[n % 2]
     victim = backends.index(anyio_backend)  # the killed worker runs this test's backend
     report = await example.scale_out(

@@ -28,6 +28,9 @@ __all__ = ["BrokerSource", "PushedSource"]
 H = TypeVar("H")
 T = TypeVar("T")
 
+LIMIT_CHECK_S = 0.5
+"""How often a source waiting at its in-flight limit checks that its connection is there."""
+
 
 class BrokerSource(Generic[T, H]):
     """A broker's records as :class:`~rxflow.connectors.Message` records: iterate it, or take
@@ -213,7 +216,7 @@ class BrokerSource(Generic[T, H]):
         the codec takes without failing): one loop, no await per record. It stops at the
         first record that needs the full path (:meth:`_next_buffered`): a decode failure,
         a codec that must await, fields, a rejection, a revoked partition."""
-        decoder, fetched, name = self.decoder, self._fetched, self.name
+        decoder, fetched = self.decoder, self._fetched
         if decoder is None:
             return
         codec = decoder.codec
@@ -233,21 +236,7 @@ class BrokerSource(Generic[T, H]):
                 fetched.popleft()
                 decoded += 1
                 size += incoming.size
-                settlement = BrokerSettlement(
-                    self, incoming.handle, incoming.identity, incoming.redelivered
-                )
-                run.append(
-                    Message(
-                        value,
-                        incoming.key,
-                        incoming.headers,
-                        incoming.timestamp,
-                        name,
-                        settlement,
-                        incoming.partition,
-                        incoming.offset,
-                    )
-                )
+                run.append(self._message(incoming, value))
         finally:
             decoder.decoded += decoded
             self.buffered_bytes -= size
@@ -276,12 +265,17 @@ class BrokerSource(Generic[T, H]):
         # Decoded (or set aside): no longer read ahead. A raise above left it at the head.
         self._fetched.popleft()
         self.buffered_bytes -= incoming.size
+        message = self._message(incoming, value)
+        if value is SKIPPED:
+            await message.ack()  # set aside by the decode policy: handled
+            return None
+        return message
+
+    def _message(self, incoming: Incoming[H], value: Any) -> Message[T]:
+        """The message of a record taken from the read-ahead buffer, with its settlement."""
         settlement = BrokerSettlement(
             self, incoming.handle, incoming.identity, incoming.redelivered
         )
-        if value is SKIPPED:
-            await settlement.ack()  # set aside by the decode policy: handled
-            return None
         return Message(
             value,
             incoming.key,
@@ -343,7 +337,7 @@ class BrokerSource(Generic[T, H]):
                         if source_time is not None and not held_back:
                             held_back = True
                             source_time.pause()
-                        await self._settler.wait_for_a_settlement()
+                        await self._wait_for_a_settlement()
                         continue
                     count = min(count, room)
                 records = await self.reader.fetch(count, self.read_ahead_bytes)
@@ -357,6 +351,18 @@ class BrokerSource(Generic[T, H]):
             if held_back:
                 assert source_time is not None
                 source_time.resume()
+
+    async def _wait_for_a_settlement(self) -> None:
+        """At the in-flight limit: wait until a record is settled. A pushing system's lost
+        connection would go unseen meanwhile (nothing is fetched), so it is checked now
+        and then: the source then fails instead of waiting for ever."""
+        check_open = getattr(self.reader, "check_open", None)
+        if check_open is None:
+            await self._settler.wait_for_a_settlement()
+            return
+        with anyio.move_on_after(LIMIT_CHECK_S):
+            await self._settler.wait_for_a_settlement()
+        check_open()
 
     # -- settling ----------------------------------------------------------------------
 
