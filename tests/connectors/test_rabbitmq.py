@@ -183,6 +183,26 @@ async def test_a_dropped_connection_loses_no_message(admin: Admin, queue: str) -
 
 
 @pytest.mark.anyio
+async def test_a_source_at_its_prefetch_limit_sees_a_dropped_connection(
+    admin: Admin, queue: str
+) -> None:
+    # Every delivery handed out and none settled: the source fetches nothing more, so only
+    # its check while it waits for a settlement can see the connection go.
+    await admin.publish(queue, *[b"%d" % n for n in range(10)])
+    async with tcp_proxy(5672) as proxy:
+        with pytest.raises(ServiceUnavailableError, match="delivered again"):
+            async with rabbitmq_source(
+                f"amqp://guest:guest@127.0.0.1:{proxy.port}/", queue, prefetch=3
+            ) as source:
+                held = await take(aiter(source), 3)
+                assert source.unsettled == 3
+                proxy.cut()
+                with anyio.fail_after(10):
+                    await anext(aiter(source))
+    assert len(held) == 3
+
+
+@pytest.mark.anyio
 async def test_the_sink_reports_a_dropped_connection_and_reconnects(
     admin: Admin, queue: str
 ) -> None:

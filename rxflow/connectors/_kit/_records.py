@@ -131,6 +131,11 @@ class HostedPushReader(ABC, Generic[H]):
     async def held_back(self) -> bool:
         return False  # the broker pushes: an empty fetch never happens
 
+    def check_open(self) -> None:
+        """Raise :class:`~rxflow.errors.ServiceUnavailableError` if the connection is
+        lost. A source at its in-flight limit fetches nothing, so it asks this while it
+        waits for a settlement (default: nothing known, nothing raised)."""
+
     @property
     @abstractmethod
     def unacked(self) -> int:

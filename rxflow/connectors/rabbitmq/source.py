@@ -91,16 +91,20 @@ class _Consumer:
         self.closed_by = error if isinstance(error, BaseException) else ConnectionError(error)
         self.wake.set()
 
+    def check_open(self) -> None:
+        """Raise if the channel closed (read from any thread: one attribute)."""
+        if self.closed_by is not None:
+            raise ServiceUnavailableError(
+                f"rabbitmq: the channel consuming {self.queue!r} at {address_of(self.url)} "
+                f"closed ({self.closed_by!r}); unacknowledged messages go back to the "
+                "queue and are delivered again when you reopen the source"
+            ) from self.closed_by
+
     async def take(self, count: int, max_bytes: int) -> list[AbstractIncomingMessage]:
         """Deliveries received so far (at least one, at most ``count`` and, past the first,
         ``max_bytes`` of bodies), waiting for one if there is none."""
         while not self.deliveries:
-            if self.closed_by is not None:
-                raise ServiceUnavailableError(
-                    f"rabbitmq: the channel consuming {self.queue!r} at {address_of(self.url)} "
-                    f"closed ({self.closed_by!r}); unacknowledged messages go back to the "
-                    "queue and are delivered again when you reopen the source"
-                ) from self.closed_by
+            self.check_open()
             self.wake.clear()
             await self.wake.wait()
         deliveries = self.deliveries
@@ -163,6 +167,9 @@ class _Reader(HostedPushReader[AbstractIncomingMessage]):
     @property
     def unacked(self) -> int:
         return self.consumer.unacked
+
+    def check_open(self) -> None:
+        self.consumer.check_open()
 
     async def settle(self, settlements: Sequence[Settle]) -> None:
         await self.host.call(self.consumer.settle, settlements)
