@@ -1,0 +1,484 @@
+"""The Kafka changelog store: :class:`KafkaChangelogStore` keeps each scope's state as a log
+in a Kafka topic, from which a partition's next owner restores it (the Kafka Streams and
+Faust model)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import anyio
+
+from rxflow._checks import check_count, check_seconds
+from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._extras import requires_extra
+from rxflow.connectors.kafka._client import (
+    CONNECT_TIMEOUT_S,
+    CONNECTION_ERRORS,
+    Bootstrap,
+    ClientOptions,
+    client_options,
+    started,
+    unavailable,
+)
+from rxflow.errors import RecordsRefusedError, ServiceUnavailableError
+from rxflow.state._kafka_records import (
+    ENTRY_HEADER,
+    MARKER_HEADER,
+    MAX_TOPIC_LENGTH,
+    Replay,
+    changelog_of,
+    commit_records,
+    topic_name,
+)
+from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store
+
+with requires_extra("kafka"):
+    import aiokafka  # type: ignore[import-untyped]  # no py.typed
+    import aiokafka.admin  # type: ignore[import-untyped]
+    import aiokafka.errors  # type: ignore[import-untyped]
+
+__all__ = ["DEFAULT_REQUEST_TIMEOUT_S", "KafkaChangelogStore"]
+
+TOPIC_CONFIGS: Final = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+"""Changelog topics keep every record (see :class:`KafkaChangelogStore` for why)."""
+MAX_BATCH_BYTES: Final = 1024 * 1024
+FETCH_PARTITION_BYTES: Final = 8 * 1024 * 1024
+TOPIC_ALREADY_EXISTS: Final = 36  # Kafka's error code
+DEFAULT_REQUEST_TIMEOUT_S: Final = 30.0
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class _Admin:
+    """aiokafka's admin client with the ``start``/``stop`` pair :func:`started` expects."""
+
+    def __init__(self, options: ClientOptions) -> None:
+        self.client = aiokafka.admin.AIOKafkaAdminClient(**options)
+
+    async def start(self) -> None:
+        await self.client.start()
+
+    async def stop(self) -> None:
+        await self.client.close()
+
+
+class KafkaChangelogStore(Store):
+    """State kept in Kafka changelog topics, from which a partition's next owner restores
+    it: the Kafka Streams and Faust model, for flows over Kafka sources.
+
+    **Where.** A scope ``"<topic>/<index>"`` (partition ``<index>`` of source topic
+    ``<topic>``) is kept in partition ``<index>`` of ``"<namespace>-<topic>-changelog"``:
+    one changelog topic per source topic, made (if missing) with as many partitions as the
+    source topic has (or ``partitions``), so a worker that takes over source partition 3
+    restores from changelog partition 3 alone. Scope ``""`` is kept in partition 0 of
+    ``"<namespace>-changelog"``. Names are made legal for Kafka (see :func:`changelog_of`).
+    Every record names its commit, and every commit marker its namespace and scope, so
+    scopes that share a partition (a fixed ``topic``, a changelog with fewer partitions than
+    its source topic gained since) stay apart: a restore then only reads more.
+
+    **Commits.** For each scope, :meth:`commit` produces a record per delete (a tombstone)
+    and per put (value: the expiry time, then the value; key: the table's name, then the
+    key), waits until the brokers acknowledged all of them (``acks="all"``), then produces
+    the scope's commit marker (its meta, the commit's id and number of records) and waits
+    for that too. :meth:`load` reads the partition from its beginning up to its end offset
+    when the load starts (a fetch of whole batches at a time, no consumer group) and
+    applies a commit's records only when its marker comes and every record it counts was
+    seen. So a commit cut short (a crash, a cancellation, a refused record) is left out
+    whatever follows it, and a record the producer sent twice counts once. Entries that
+    had expired are not loaded.
+
+    **Why log compaction is off.** Compaction keeps only the newest record of each key. A
+    committed value followed by a newer record of the same key from a commit that never
+    finished would be compacted away, and the unfinished commit's record ignored at load:
+    the key would be lost, or worse, brought back to an older value. Kafka Streams is safe
+    only with transactions (compaction respects aborted ones), which not every
+    Kafka-protocol broker offers. So changelog topics are made with
+    ``cleanup.policy=delete`` and no retention (``retention.ms=-1``,
+    ``retention.bytes=-1``): the default 7-day retention would delete the state of a key
+    not written for a week.
+
+    **What bounds the topic's size: nothing yet.** A changelog grows by every commit's
+    changes, and a restore reads all of it (on a laptop: ~? s per million records, see the
+    tests' timing). Keep checkpoints of a table with a high rate of updates to the same
+    keys infrequent, or use another store for it. (A periodic full snapshot of a scope,
+    after which the records before it are deleted with Kafka's DeleteRecords, is the way
+    to bound it; it is not built.)
+
+    **One writer per scope.** Kafka partition ownership gives each scope one writer at a
+    time; a worker that lost its partition and still commits (a zombie) can have its late
+    commit applied after the new owner's: fencing it needs Kafka transactions.
+
+    Args:
+        bootstrap: the cluster, ``"host:port"`` (several separated by commas, or a list).
+        topic: one changelog topic for every scope instead of the names above.
+        partitions: how many partitions a changelog topic of a source topic is made with;
+            default: as many as the source topic has in this cluster (give it when the
+            source topic is in another cluster).
+        replication_factor: the changelog topics' replication; default: the brokers'
+            ``default.replication.factor`` (Kafka 2.4 and later).
+        client_id: the clients' name in the brokers' logs.
+        connect_timeout: seconds to reach the cluster in :meth:`open`.
+        request_timeout: seconds a commit or a load may go without an answer from the
+            cluster before ServiceUnavailableError.
+        security_protocol: ``"PLAINTEXT"``, ``"SSL"``, ``"SASL_PLAINTEXT"`` or ``"SASL_SSL"``.
+        sasl_mechanism: ``"PLAIN"``, ``"SCRAM-SHA-256"`` or ``"SCRAM-SHA-512"``.
+        sasl_plain_username: the SASL user.
+        sasl_plain_password: the SASL password (never shown in errors or logs).
+        ssl_context: an ``ssl.SSLContext`` for ``SSL``/``SASL_SSL``.
+
+    Raises:
+        ServiceUnavailableError: the cluster cannot be reached, refuses the credentials, or
+            stopped answering; it names the bootstrap servers, never credentials.
+
+    Example (needs a Kafka broker)::
+
+        async with KafkaChangelogStore("localhost:9092") as store:
+            changes = ScopeChanges(
+                "orders/0", puts={"totals": {b"ann": StoredEntry(b"3")}}, deletes={},
+                meta=b"offsets",
+            )
+            await store.commit("billing", [changes])
+            snapshot = await store.load("billing", "orders/0")
+            assert snapshot.tables["totals"][b"ann"].value == b"3"
+    """
+
+    def __init__(
+        self,
+        bootstrap: Bootstrap,
+        *,
+        topic: str | None = None,
+        partitions: int | None = None,
+        replication_factor: int | None = None,
+        client_id: str | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+        security_protocol: str = "PLAINTEXT",
+        sasl_mechanism: str | None = None,
+        sasl_plain_username: str | None = None,
+        sasl_plain_password: str | None = None,
+        ssl_context: Any = None,
+    ) -> None:
+        where = "KafkaChangelogStore()"
+        if topic is not None and (
+            not isinstance(topic, str) or topic_name(topic) != topic or topic in (".", "..")
+        ):
+            raise ValueError(
+                f"{where}: topic must be a Kafka topic name (letters, digits, '.', '_', '-'; "
+                f"at most {MAX_TOPIC_LENGTH}), not {topic!r}"
+            )
+        self._topic = topic
+        self._partitions = check_count(where, "partitions", partitions, optional=True)
+        self._replication = check_count(
+            where, "replication_factor", replication_factor, optional=True
+        )
+        self._connect_timeout = check_seconds(where, "connect_timeout", connect_timeout)
+        self._request_timeout = check_seconds(where, "request_timeout", request_timeout)
+        self._options = client_options(
+            where,
+            bootstrap,
+            client_id=client_id,
+            security_protocol=security_protocol,
+            sasl_mechanism=sasl_mechanism,
+            sasl_plain_username=sasl_plain_username,
+            sasl_plain_password=sasl_plain_password,
+            ssl_context=ssl_context,
+        )
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._clients: _Clients | None = None
+        self._counts: dict[str, int] = {}  # changelog topic -> its number of partitions
+
+    @property
+    def description(self) -> str:
+        return f"kafka changelog at {self._options.address}"
+
+    def __repr__(self) -> str:
+        return f"<KafkaChangelogStore {self._options.address}>"
+
+    async def open(self) -> None:
+        if self._stack is not None:
+            raise RuntimeError(f"{self.description}: open() was called already")
+        options, within = self._options, self._connect_timeout
+        timeout_ms = round(self._request_timeout * 1000)
+
+        def producer() -> Any:
+            return aiokafka.AIOKafkaProducer(
+                **options,
+                acks="all",
+                linger_ms=0,
+                max_batch_size=MAX_BATCH_BYTES,
+                max_request_size=MAX_BATCH_BYTES,
+                request_timeout_ms=timeout_ms,
+                enable_idempotence=False,  # not every Kafka-protocol broker has it
+            )
+
+        def consumer() -> Any:
+            return aiokafka.AIOKafkaConsumer(
+                **options,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
+                request_timeout_ms=timeout_ms,
+            )
+
+        stack = contextlib.AsyncExitStack()
+        try:
+            host = await stack.enter_async_context(AsyncioHost())
+            self._clients = _Clients(
+                host,
+                await stack.enter_async_context(started(host, producer, options, within=within)),
+                await stack.enter_async_context(started(host, consumer, options, within=within)),
+                await stack.enter_async_context(
+                    started(host, lambda: _Admin(options), options, within=within)
+                ),
+            )
+        except BaseException:
+            self._clients = None
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def close(self) -> None:
+        stack, self._stack, self._clients = self._stack, None, None
+        if stack is not None:
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+
+    def _opened(self) -> _Clients:
+        if self._clients is None:
+            raise RuntimeError(
+                f"{self.description}: the store is not open; use it as "
+                "`async with KafkaChangelogStore(...) as store:` (or await store.open())"
+            )
+        return self._clients
+
+    # -- topics ------------------------------------------------------------------------
+
+    async def _place(self, namespace: str, scope: str) -> tuple[str, int]:
+        """The changelog topic and partition of a scope, the topic made if missing."""
+        clients = self._opened()
+        topic, source, index = changelog_of(namespace, scope, self._topic)
+        count = self._counts.get(topic)
+        if count is None:
+            async with clients.topics_lock:
+                count = self._counts.get(topic)
+                if count is None:
+                    count = await self._call(clients, self._ensure_there, topic, source, index)
+                    self._counts[topic] = count
+        return topic, index % count
+
+    async def _ensure_there(self, topic: str, source: str | None, index: int) -> int:
+        """On the clients' loop: the changelog topic's number of partitions, made first if
+        missing. (Only made topics are described: describing a missing topic makes it, on
+        brokers that make topics on first use, with their default partitions.)"""
+        admin = self._opened().admin.client
+        existing = set(await admin.list_topics())
+        if topic not in existing:
+            if self._partitions is not None:
+                count = self._partitions
+            elif source is None:
+                count = 1
+            elif source in existing:
+                count = await self._count_there(source)
+            else:
+                raise ValueError(
+                    f"{self.description}: source topic {source!r} is not in this cluster, so "
+                    f"the changelog topic {topic!r} cannot be made with as many partitions; "
+                    "give KafkaChangelogStore(partitions=<the source topic's partitions>)"
+                )
+            new = aiokafka.admin.NewTopic(
+                topic,
+                max(count, index + 1),
+                self._replication or 1,
+                topic_configs=dict(TOPIC_CONFIGS),
+            )
+            if self._replication is None:
+                # The brokers' default (CreateTopics v4+); aiokafka's NewTopic refuses -1.
+                new.replication_factor = -1
+            response = await admin.create_topics([new])
+            for _, code, message in response.topic_errors:
+                if code not in (0, TOPIC_ALREADY_EXISTS):  # made meanwhile by another worker
+                    raise ServiceUnavailableError(
+                        f"{self.description} could not make the changelog topic {topic!r} "
+                        f"(error {code}: {message}); make it yourself with cleanup.policy="
+                        "delete and retention.ms=-1, or check the client's permissions"
+                    )
+        return await self._count_there(topic)
+
+    async def _count_there(self, topic: str) -> int:
+        admin = self._opened().admin.client
+        (described,) = await admin.describe_topics([topic])
+        if described["error_code"] != 0 or not described["partitions"]:
+            raise ServiceUnavailableError(
+                f"{self.description} did not describe topic {topic!r} (error "
+                f"{described['error_code']}); check that it exists and the client may read it"
+            )
+        return len(described["partitions"])
+
+    async def _call(self, clients: _Clients, function: Any, *args: Any) -> Any:
+        """``function(*args)`` on the clients' loop; a lost cluster is ServiceUnavailableError."""
+        try:
+            return await clients.host.call(function, *args)
+        except CONNECTION_ERRORS as error:
+            raise unavailable(self._options, error, "did not answer") from error
+
+    # -- load ----------------------------------------------------------------------------
+
+    async def load(self, namespace: str, scope: str) -> ScopeSnapshot:
+        clients = self._opened()
+        topic, partition = await self._place(namespace, scope)
+        async with clients.load_lock:  # one consumer, assigned one partition at a time
+            replay: Replay = await self._call(
+                clients, self._replay_there, topic, partition, Replay(namespace, scope)
+            )
+        return replay.snapshot(time.time())
+
+    async def _replay_there(self, topic: str, partition: int, replay: Replay) -> Replay:
+        """On the clients' loop: every record of the partition up to its end offset now,
+        through ``replay``."""
+        consumer = self._opened().consumer
+        where = aiokafka.TopicPartition(topic, partition)
+        consumer.assign([where])
+        try:
+            await consumer.seek_to_beginning(where)
+            end = (await consumer.end_offsets([where]))[where]
+            position = await consumer.position(where)
+            loop = asyncio.get_running_loop()
+            answered = loop.time()
+            add = replay.add
+            while position < end:
+                fetched = await consumer.getmany(where, timeout_ms=500)
+                for record in fetched.get(where, ()):
+                    if record.offset >= end:
+                        break
+                    add(record.key, record.value, record.headers)
+                reached = await consumer.position(where)
+                if reached > position:
+                    position, answered = reached, loop.time()
+                elif loop.time() - answered > self._request_timeout:
+                    raise ServiceUnavailableError(
+                        f"{self.description} sent nothing of {topic!r} partition {partition} "
+                        f"for {self._request_timeout:g} s (at offset {position} of {end}); "
+                        "check that the cluster is up"
+                    )
+        finally:
+            consumer.unsubscribe()  # fetch nothing more of it meanwhile
+        return replay
+
+    # -- commit --------------------------------------------------------------------------
+
+    async def commit(self, namespace: str, changes: Sequence[ScopeChanges]) -> None:
+        clients = self._opened()
+        plans: list[_Plan] = []
+        for scope_changes in changes:
+            topic, partition = await self._place(namespace, scope_changes.scope)
+            entries, marker = commit_records(os.urandom(8), namespace, scope_changes)
+            plans.append(_Plan(scope_changes.scope, topic, partition, entries, marker))
+        if not plans:
+            return
+        failed: dict[str, BaseException] = await self._call(clients, self._commit_there, plans)
+        if not failed:
+            return
+        scope, error = next(iter(failed.items()))
+        if all(isinstance(e, CONNECTION_ERRORS) for e in failed.values()):
+            raise unavailable(self._options, error, "did not confirm the commit") from error
+        raise RecordsRefusedError(
+            f"{self.description}: the commit of {len(failed)} of {len(plans)} scopes failed "
+            f"and left them as they were (the others are committed); scope {scope!r}: "
+            f"{self._options.scrub(repr(error))}",
+            refused=list(failed.items()),
+            stored=len(plans) - len(failed),
+        ) from error
+
+    async def _commit_there(self, plans: list[_Plan]) -> dict[str, BaseException]:
+        """On the clients' loop: every scope's records, acknowledged, then the markers of
+        the scopes whose records all were; what failed, by scope."""
+        send = self._opened().producer.send
+        failed: dict[str, BaseException] = {}
+        sent: list[tuple[_Plan, list[asyncio.Future[Any]]]] = []
+        waiting: list[asyncio.Future[Any]] = []
+        try:
+            for plan in plans:
+                futures: list[asyncio.Future[Any]] = []
+                sent.append((plan, futures))
+                topic, partition = plan.topic, plan.partition
+                try:
+                    for key, value, header in plan.entries:
+                        futures.append(
+                            await send(
+                                topic,
+                                value,
+                                key=key,
+                                partition=partition,
+                                headers=[(ENTRY_HEADER, header)],
+                            )
+                        )
+                except aiokafka.errors.KafkaError as error:  # too large, buffer full
+                    failed[plan.scope] = error
+                waiting += futures
+            if waiting:
+                await asyncio.wait(waiting)
+            markers: list[tuple[str, asyncio.Future[Any]]] = []
+            waiting = []
+            for plan, futures in sent:
+                refused = next((f.exception() for f in futures if f.exception()), None)
+                if refused is not None:
+                    failed.setdefault(plan.scope, refused)
+                if plan.scope in failed:
+                    continue
+                meta, header = plan.marker
+                future = await send(
+                    plan.topic, meta, partition=plan.partition, headers=[(MARKER_HEADER, header)]
+                )
+                markers.append((plan.scope, future))
+                waiting.append(future)
+            if waiting:
+                await asyncio.wait(waiting)
+            for scope, future in markers:
+                if (refused := future.exception()) is not None:
+                    failed[scope] = refused
+        except asyncio.CancelledError:
+            for future in waiting:
+                future.add_done_callback(_retrieve)
+            for _, futures in sent:
+                for future in futures:
+                    future.add_done_callback(_retrieve)
+            raise
+        return failed
+
+
+class _Plan:
+    """One scope's part of a commit, ready to produce."""
+
+    __slots__ = ("entries", "marker", "partition", "scope", "topic")
+
+    def __init__(
+        self,
+        scope: str,
+        topic: str,
+        partition: int,
+        entries: list[tuple[bytes, bytes | None, bytes]],
+        marker: tuple[bytes, bytes],
+    ) -> None:
+        self.scope, self.topic, self.partition = scope, topic, partition
+        self.entries, self.marker = entries, marker
+
+
+class _Clients:
+    """An open store's clients, on ``host``'s loop, and the locks that order their use."""
+
+    __slots__ = ("admin", "consumer", "host", "load_lock", "producer", "topics_lock")
+
+    def __init__(self, host: AsyncioHost, producer: Any, consumer: Any, admin: _Admin) -> None:
+        self.host, self.producer, self.consumer, self.admin = host, producer, consumer, admin
+        self.load_lock = anyio.Lock()
+        self.topics_lock = anyio.Lock()

@@ -1,0 +1,190 @@
+"""The Kafka changelog's record format and naming: where a scope's records go
+(:func:`changelog_of`), how a commit becomes records (:func:`commit_records`), and how a
+scope is rebuilt from them (:class:`Replay`), with what makes a commit atomic."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import struct
+from collections.abc import Sequence
+from typing import Final
+
+from rxflow.state._store import ScopeChanges, ScopeSnapshot, StoredEntry
+
+__all__ = [
+    "ENTRY_HEADER",
+    "MARKER_HEADER",
+    "MAX_TOPIC_LENGTH",
+    "Replay",
+    "changelog_of",
+    "commit_records",
+    "topic_name",
+]
+
+ENTRY_HEADER: Final = "rxflow-entry"
+"""An entry record's header: its commit's id (8 bytes) and its place in the commit (u32)."""
+MARKER_HEADER: Final = "rxflow-commit"
+"""A commit marker's header: the commit's id, its number of entries (u32), the namespace
+(u16 length, UTF-8) and the scope (the rest, UTF-8)."""
+LEGAL_TOPIC: Final = re.compile(r"[^a-zA-Z0-9._-]")
+MAX_TOPIC_LENGTH: Final = 249
+
+_EXPIRY = struct.Struct(">d")
+_NEVER: Final = _EXPIRY.pack(math.nan)
+
+
+def topic_name(*parts: str) -> str:
+    """A legal Kafka topic name made of ``parts`` joined by ``-``: characters Kafka refuses
+    become ``_``, and a name over 249 characters keeps its start and a hash of the whole.
+    Two namespaces may come out the same (``"a b"``, ``"a_b"``): records name their
+    namespace, so they share the topic and stay apart."""
+    joined = "-".join(parts)
+    name = LEGAL_TOPIC.sub("_", joined)
+    if len(name) > MAX_TOPIC_LENGTH:
+        digest = hashlib.sha256(joined.encode()).hexdigest()[:16]
+        name = f"{name[: MAX_TOPIC_LENGTH - 17]}-{digest}"
+    return name
+
+
+def changelog_of(
+    namespace: str, scope: str, topic: str | None = None
+) -> tuple[str, str | None, int]:
+    """Where a scope's changelog is: ``(changelog topic, source topic or None, index)``;
+    the scope's records go to partition ``index`` of the changelog topic (modulo its
+    number of partitions).
+
+    * ``"<topic>/<index>"`` (a partition of a Kafka source topic): partition ``<index>``
+      of ``"<namespace>-<topic>-changelog"``, one changelog topic per source topic, with
+      as many partitions as the source topic, so that a worker that takes over source
+      partition 3 reads changelog partition 3 and nothing else;
+    * ``""`` (an unpartitioned flow), and any other scope: partition 0 of
+      ``"<namespace>-changelog"``;
+    * with ``topic`` given, every scope goes to that one topic (by the same index).
+
+    Example:
+        >>> changelog_of("totals", "orders/3")
+        ('totals-orders-changelog', 'orders', 3)
+        >>> changelog_of("clicks per user", "")
+        ('clicks_per_user-changelog', None, 0)
+        >>> changelog_of("totals", "orders/3", topic="state")
+        ('state', 'orders', 3)
+    """
+    source, slash, index = scope.rpartition("/")
+    if slash and source and index.isdigit():
+        return topic or topic_name(namespace, source, "changelog"), source, int(index)
+    return topic or topic_name(namespace, "changelog"), None, 0
+
+
+# -- records ----------------------------------------------------------------------------
+
+
+def entry_key(table: str, key: bytes) -> bytes:
+    name = table.encode()
+    return len(name).to_bytes(2, "big") + name + key
+
+
+def entry_value(entry: StoredEntry) -> bytes:
+    expires = _NEVER if entry.expires_at is None else _EXPIRY.pack(entry.expires_at)
+    return expires + entry.value
+
+
+def marker_header(commit_id: bytes, count: int, namespace: str, scope: str) -> bytes:
+    name = namespace.encode()
+    return (
+        commit_id + count.to_bytes(4, "big") + len(name).to_bytes(2, "big") + name + scope.encode()
+    )
+
+
+def commit_records(
+    commit_id: bytes, namespace: str, changes: ScopeChanges
+) -> tuple[list[tuple[bytes, bytes | None, bytes]], tuple[bytes, bytes]]:
+    """A scope's commit as records: ``(key, value or None for a tombstone, entry header)``
+    for each delete then each put, and the marker's ``(value, header)``."""
+    entries: list[tuple[bytes, bytes | None, bytes]] = []
+    for table, keys in changes.deletes.items():
+        for key in keys:
+            entries.append(
+                (entry_key(table, key), None, commit_id + len(entries).to_bytes(4, "big"))
+            )
+    for table, puts in changes.puts.items():
+        for key, entry in puts.items():
+            header = commit_id + len(entries).to_bytes(4, "big")
+            entries.append((entry_key(table, key), entry_value(entry), header))
+    marker = marker_header(commit_id, len(entries), namespace, changes.scope)
+    return entries, (changes.meta, marker)
+
+
+class Replay:
+    """A scope rebuilt from its changelog partition, record by record (:meth:`add`), in the
+    partition's order.
+
+    A commit's entries are held by commit id until its marker comes; the marker applies
+    them if it belongs to this namespace and scope and every entry of the commit (by its
+    place in it) was seen. So a commit whose marker never came (a crash while producing,
+    a cancelled commit, a refused record) is left out whether later commits follow it or
+    not, and a record the producer sent twice (a retry) counts once.
+    """
+
+    __slots__ = ("_names", "_pending", "_scope", "_tables", "meta")
+
+    def __init__(self, namespace: str, scope: str) -> None:
+        self._scope = (namespace, scope)
+        self._pending: dict[bytes, dict[int, tuple[bytes, bytes | None]]] = {}
+        self._tables: dict[str, dict[bytes, tuple[bytes, float | None]]] = {}
+        self._names: dict[bytes, str] = {}  # a table's name as records spell it
+        self.meta: bytes | None = None
+
+    def add(
+        self, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> None:
+        if not headers:
+            return  # not a record of this store
+        kind, data = headers[0]
+        if kind == ENTRY_HEADER:
+            self._pending.setdefault(data[:8], {})[int.from_bytes(data[8:12], "big")] = (
+                key or b"",
+                value,
+            )
+        elif kind == MARKER_HEADER:
+            self._marker(data, value)
+
+    def _marker(self, data: bytes, meta: bytes | None) -> None:
+        commit_id, count = data[:8], int.from_bytes(data[8:12], "big")
+        length = int.from_bytes(data[12:14], "big")
+        namespace = data[14 : 14 + length].decode()
+        entries = self._pending.pop(commit_id, {})
+        if (namespace, data[14 + length :].decode()) != self._scope:
+            return  # another scope's commit, in a partition they share
+        if len(entries) != count or any(place not in entries for place in range(count)):
+            return  # some entry of it was never stored: not committed
+        tables, names = self._tables, self._names
+        for place in range(count):
+            key, value = entries[place]
+            length = int.from_bytes(key[:2], "big")
+            raw = key[2 : 2 + length]
+            name = names.get(raw)
+            if name is None:
+                name = names[raw] = raw.decode()
+            table = tables.get(name)
+            if table is None:
+                table = tables[name] = {}
+            if value is None:
+                table.pop(key[2 + length :], None)
+            else:
+                (expires,) = _EXPIRY.unpack_from(value)
+                table[key[2 + length :]] = (value[8:], None if expires != expires else expires)
+        self.meta = meta or b""
+
+    def snapshot(self, now: float) -> ScopeSnapshot:
+        """What the last complete commit left, without the entries expired at ``now``."""
+        tables = {
+            name: {
+                key: StoredEntry(value, expires)
+                for key, (value, expires) in entries.items()
+                if expires is None or expires > now
+            }
+            for name, entries in self._tables.items()
+        }
+        return ScopeSnapshot(tables={n: t for n, t in tables.items() if t}, meta=self.meta)
