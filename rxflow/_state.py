@@ -96,7 +96,7 @@ class StateTable(Generic[K, V]):
         (1, None, 1)
     """
 
-    __slots__ = ("_changed", "_deadlines", "_expires", "_values", "clock", "name", "scope")
+    __slots__ = ("_changed", "_clock", "_deadlines", "_expires", "_values", "name", "scope")
 
     def __init__(
         self,
@@ -108,7 +108,7 @@ class StateTable(Generic[K, V]):
     ) -> None:
         self.name = name
         self.scope = scope
-        self.clock = clock
+        self._clock = clock
         self._values: dict[K, V] = {}
         # Keys with a TTL: when each expires, on `clock`. Invariant: a key is here only
         # while it is in _values.
@@ -121,6 +121,21 @@ class StateTable(Generic[K, V]):
         self._changed: set[K] | None = set() if durable else None
 
     @property
+    def clock(self) -> Callable[[], float]:
+        """The clock TTLs count on (seconds). An operator sets its scheduler's clock here
+        when it is subscribed; setting it keeps every entry's remaining time to live."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        if self._expires:  # rebase: each entry keeps the time it has left
+            shift = clock() - self._clock()
+            self._expires = {key: expires + shift for key, expires in self._expires.items()}
+            self._deadlines = [(expires, id(key), key) for key, expires in self._expires.items()]
+            heapq.heapify(self._deadlines)
+        self._clock = clock
+
+    @property
     def durable(self) -> bool:
         """Whether a checkpoint persists this table (it records changes)."""
         return self._changed is not None
@@ -130,7 +145,7 @@ class StateTable(Generic[K, V]):
         value = self._values.get(key, _MISSING)
         if value is _MISSING:
             return default
-        if self._expires and key in self._expires and self._expires[key] <= self.clock():
+        if self._expires and key in self._expires and self._expires[key] <= self._clock():
             self._remove(key)
             return default
         return value
@@ -147,7 +162,7 @@ class StateTable(Generic[K, V]):
         (on :attr:`clock`). Without ``ttl`` an earlier TTL of the key is cleared."""
         self._values[key] = value
         if ttl is not None:
-            expires = self.clock() + ttl
+            expires = self._clock() + ttl
             self._expires[key] = expires
             heapq.heappush(self._deadlines, (expires, id(key), key))
         elif self._expires:
@@ -177,7 +192,7 @@ class StateTable(Generic[K, V]):
         """Entries whose key starts with ``prefix``, in the order they were first put: a
         tuple prefix of tuple keys, a ``str`` or ``bytes`` prefix of such keys; ``None``
         scans every entry. Expired entries are left out."""
-        now = self.clock() if self._expires else 0.0
+        now = self._clock() if self._expires else 0.0
         expires = self._expires
         for key, value in list(self._values.items()):
             if prefix is not None and not _starts_with(key, prefix):
@@ -195,7 +210,7 @@ class StateTable(Generic[K, V]):
         deadlines = self._deadlines
         if not deadlines:
             return 0
-        now = self.clock()
+        now = self._clock()
         freed = 0
         while deadlines and deadlines[0][0] <= now:
             expires, _, key = heapq.heappop(deadlines)
@@ -227,7 +242,7 @@ class StateTable(Generic[K, V]):
         if not changed:
             return []
         self._changed = set()
-        now = self.clock() if self._expires else 0.0
+        now = self._clock() if self._expires else 0.0
         changes: list[TableChange] = []
         for key in changed:
             value = self._values.get(key, DELETED)
@@ -238,7 +253,7 @@ class StateTable(Generic[K, V]):
     def restore(self, entries: Iterable[tuple[K, V, float | None]]) -> None:
         """Load entries a checkpoint stored: ``(key, value, seconds until it expires or
         None)``. Restored entries are not changes."""
-        now = self.clock()
+        now = self._clock()
         for key, value, expires_in in entries:
             self._values[key] = value
             if expires_in is not None:

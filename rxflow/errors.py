@@ -41,6 +41,7 @@ __all__ = [
     "SettledAfterCloseError",
     "SourceNotRerunnableError",
     "SourceOverflowError",
+    "StateNameError",
     "UsageError",
     "WrongThreadError",
 ]
@@ -325,3 +326,14 @@ class KeyedWindowsOnSharedWorkError(RxflowError, RuntimeError):
         self.source = source
         self.other_workers = other_workers
         self.stage = stage
+
+
+class StateNameError(RxflowError, ValueError):
+    """Two stateful operators of one checkpointed flow keep their state under the same
+    name. State is stored by name, so each stateful operator (a window, ``aggregate``,
+    ``deduplicate``, a join) needs a ``name=`` of its own, the same across restarts.
+
+    Example:
+        >>> isinstance(StateNameError("two operators are named 'tumbling'"), ValueError)
+        True
+    """

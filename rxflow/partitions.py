@@ -31,6 +31,7 @@ from reactivex.subject import Subject
 
 from rxflow._holds import current_holds
 from rxflow._pump import Operator
+from rxflow._state import current_state, state_activated
 
 __all__ = ["Partition", "per_partition"]
 
@@ -152,6 +153,7 @@ class _PartitionedRun:
         # context of this subscription (the flow's ack holds and source time).
         self._context = contextvars.copy_context()
         self._holds = current_holds()
+        self._state = current_state()  # each chain gets its partition's scope of it
 
     def start(self, source: Observable[Any]) -> abc.DisposableBase:
         self._upstream.disposable = source.subscribe(
@@ -205,9 +207,13 @@ class _PartitionedRun:
                 del self._chains[partition]
                 self._complete_if_done()
 
-        chain.subscription.disposable = self._context.copy().run(
-            output.subscribe, on_next, self._fail, on_completed, scheduler=self._scheduler
-        )
+        def subscribe() -> abc.DisposableBase:
+            with state_activated(self._state.for_partition(partition)):
+                return output.subscribe(
+                    on_next, self._fail, on_completed, scheduler=self._scheduler
+                )
+
+        chain.subscription.disposable = self._context.copy().run(subscribe)
         # An operator may subscribe through the scheduler ("now", not at once: merge's
         # sources): a pipe's scheduler runs that here, before the first item is pushed,
         # as it does for the whole pipeline before the source's first item.

@@ -36,10 +36,10 @@ ONE_IDEA_OVER_MAX_LINES: dict[str, str] = {
 LAYERS = ("flow", "connectors", "testing", "state")
 MAY_IMPORT: dict[str, set[str]] = {
     "core": {"core"},
-    "flow": {"core", "flow"},
+    "flow": {"core", "flow", "state"},  # a checkpointed flow writes into a store
     "connectors": {"core", "connectors"},
     "testing": {"core", "testing"},
-    "state": {"core", "state"},
+    "state": {"core", "state", "connectors"},  # stores reuse the connectors' clients
 }
 FACE = {"rxflow", "rxflow.__main__", "rxflow.metrics", "rxflow.cli"}
 

@@ -26,9 +26,13 @@ from rxflow.flow._stages import (
 )
 from rxflow.flow.metrics import FlowSnapshot
 from rxflow.pipe import DEFAULT_MAX_BUFFER_SIZE, Operator
+from rxflow.state._store import Store
 from rxflow.strategies import FAIL_FAST, ErrorStrategy, check_strategy
 
 __all__ = ["Flow"]
+
+DEFAULT_CHECKPOINT_EVERY = 1.0
+"""Seconds between a checkpointed flow's checkpoints, unless ``every=`` says otherwise."""
 
 
 class Flow:
@@ -77,6 +81,8 @@ class Flow:
         self._operators: list[Operator] = []
         self._sinks: list[SinkStage] = []
         self._handle: FlowHandle | None = None
+        self._store: Store | None = None
+        self._checkpoint_every = DEFAULT_CHECKPOINT_EVERY
 
     # -- building ------------------------------------------------------------------------
 
@@ -175,6 +181,46 @@ class Flow:
                 overflow,
             )
         )
+        return self
+
+    def checkpoint(self, store: Store, *, every: float = DEFAULT_CHECKPOINT_EVERY) -> Flow:
+        """Keep the operators' state in ``store`` and acknowledge source messages when a
+        checkpoint that covers them is stored (see :doc:`state`).
+
+        Every ``every`` seconds (sooner when a source has half its in-flight limit
+        unacknowledged) the flow stores each stateful operator's changes (windows,
+        :func:`rxflow.state.aggregate`, joins...) together with which source messages they
+        cover, then acknowledges those messages. After a crash, a flow started again with
+        the same name and store continues from its last checkpoint: open windows and keyed
+        state come back, and only what came after that checkpoint is redone. A graceful
+        :meth:`FlowHandle.stop` stores a last checkpoint with the open windows instead of
+        emitting them cut short.
+
+        Args:
+            store: where state goes: :class:`rxflow.state.SQLiteStore` (a local file, no
+                server), ``RedisStore``, ``PostgresStore``, or ``KafkaChangelogStore``.
+            every: seconds between checkpoints (more than 0).
+
+        Example:
+            >>> import anyio
+            >>> from rxflow import Flow
+            >>> from rxflow.state import MemoryStore
+            >>> store = MemoryStore()
+            >>> flow = Flow("squares").source(range(3)).sink(print).checkpoint(store)
+            >>> _ = anyio.run(flow.run)
+            0
+            1
+            2
+        """
+        if not isinstance(store, Store):
+            raise TypeError(
+                f"Flow.checkpoint(): expected a store from rxflow.state (SQLiteStore, "
+                f"RedisStore, PostgresStore, KafkaChangelogStore), got {store!r}"
+            )
+        if self._store is not None:
+            raise FlowStateError(f"flow {self.name!r} has a checkpoint store already")
+        self._checkpoint_every = check_seconds("Flow.checkpoint()", "every", every)
+        self._store = store
         return self
 
     def _new_stage(self, name: str, kind: str) -> StageMetrics:

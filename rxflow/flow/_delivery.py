@@ -24,11 +24,9 @@ the outputs of its own push are confirmed. rxflow's windows and ``map_async`` do
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
-    Awaitable,
     Callable,
     Hashable,
     Iterable,
@@ -36,7 +34,6 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractContextManager, contextmanager
-from functools import partial
 from typing import Any
 
 import anyio
@@ -93,10 +90,11 @@ class SourceAccount:
 class _Entry:
     """A message admitted to a flow and not settled yet."""
 
-    __slots__ = ("account", "claims", "copies", "holds", "message")
+    __slots__ = ("account", "claims", "copies", "holds", "message", "sequence")
 
-    def __init__(self, message: Any, account: SourceAccount) -> None:
+    def __init__(self, message: Any, account: SourceAccount, sequence: int) -> None:
         self.message = message
+        self.sequence = sequence  # its place in admission order
         self.account = account
         self.claims = 1  # the push; the message settles when this reaches 0
         self.holds = 0  # of those claims, how many stateful operators have
@@ -109,11 +107,26 @@ class Delivery(AckHolds):
     :func:`rxflow._holds.current_holds` while :meth:`activated`."""
 
     def __init__(
-        self, on_settled: Callable[[Any], object], source_time: SourceTime | None = None
+        self,
+        on_settled: Callable[[Any], object],
+        source_time: SourceTime | None = None,
+        *,
+        acks_follow_checkpoints: bool = False,
     ) -> None:
         self._on_settled = on_settled
         self._source_time = source_time
+        # Unsettled messages by sequence. Invariant: in admission order, so the first key is
+        # the oldest unsettled message (a checkpoint's barrier waits on it).
         self._entries: dict[int, _Entry] = {}
+        # With checkpoints: settled messages that no stored checkpoint covers yet, by
+        # sequence; a checkpoint acknowledges those admitted before its barrier once it is
+        # stored (acknowledge()). Without checkpoints, settled messages are acked at once.
+        self._acks_follow_checkpoints = acks_follow_checkpoints
+        self._awaiting: dict[int, _Entry] = {}
+        self._settled_event: anyio.Event | None = None  # set on a settlement while awaited
+        # Called when a source's unacknowledged messages reach half its in-flight limit:
+        # with checkpoints, time for one, so that the limit is never what stops the source.
+        self.on_pressure: Callable[[], object] | None = None
         # Unsettled messages by (account, identity, partition): a redelivery of one is
         # recognised. The partition is the assignment it was read in (None for systems
         # without partitions): a partition revoked and assigned here again brings its
@@ -130,8 +143,9 @@ class Delivery(AckHolds):
 
     @property
     def unsettled(self) -> int:
-        """Messages admitted and not settled yet."""
-        return len(self._entries)
+        """Messages admitted and not acknowledged yet (with checkpoints: or settled and
+        waiting for the checkpoint that covers them)."""
+        return len(self._entries) + len(self._awaiting)
 
     def activated(self) -> AbstractContextManager[AckHolds]:
         """Make this the holds that operators subscribed in this context see."""
@@ -150,19 +164,23 @@ class Delivery(AckHolds):
             if first is not None or key in self._acking_keys:
                 account.redelivered += 1
                 logger.debug("%s delivered %r again while it was held", account.name, identity)
-                if first is not None:
-                    self._entries[first].copies.append(message)  # acked with the first
+                if first is not None:  # acked with the first
+                    (self._entries.get(first) or self._awaiting[first]).copies.append(message)
                 else:
                     self._on_settled(message)  # the first is being acked: ack this too
                 return False
             self._by_identity[key] = self._next
         sequence = self._next
         self._next += 1
-        self._entries[sequence] = _Entry(message, account)
+        self._entries[sequence] = _Entry(message, account, sequence)
         self._pushing = sequence
         account.unsettled += 1
-        if account.unsettled == account.limit and self._source_time is not None:
-            self._source_time.pause()  # the source cannot deliver until one settles
+        limit = account.limit
+        if limit is not None:
+            if account.unsettled == limit and self._source_time is not None:
+                self._source_time.pause()  # the source cannot deliver until one settles
+            if self.on_pressure is not None and account.unsettled * 2 >= limit:
+                self.on_pressure()
         return True
 
     def pushed(self) -> None:
@@ -297,6 +315,56 @@ class Delivery(AckHolds):
 
     def _settle(self, sequence: int, entry: _Entry) -> None:
         del self._entries[sequence]
+        if self._acks_follow_checkpoints:
+            self._awaiting[sequence] = entry  # acknowledged by the checkpoint that covers it
+            if self._settled_event is not None:
+                self._settled_event.set()
+            return
+        self._acknowledge(entry)
+
+    # -- checkpoints (acks follow checkpoints) --------------------------------------------
+
+    @property
+    def barrier(self) -> int:
+        """A checkpoint's barrier, taken now: every message admitted so far has a sequence
+        below it (and is not being pushed: the pump pushes synchronously)."""
+        return self._next
+
+    async def settled_before(self, barrier: int) -> None:
+        """Wait until every message admitted before ``barrier`` is settled: all its
+        outputs are confirmed by the sinks, and no operator that is not checkpointed holds
+        it (``map_async``). Then the state as it was at the barrier has reached the sinks."""
+        while self._entries and next(iter(self._entries)) < barrier:
+            self._settled_event = anyio.Event()
+            try:
+                await self._settled_event.wait()
+            finally:
+                self._settled_event = None
+
+    def covered_by(self, barrier: int) -> list[Any]:
+        """Take the settled messages admitted before ``barrier`` (after
+        :meth:`settled_before`: every message admitted before it); hand them to
+        :meth:`acknowledge` once the checkpoint is stored."""
+        covered = [sequence for sequence in self._awaiting if sequence < barrier]
+        return [self._awaiting.pop(sequence) for sequence in covered]
+
+    def uncover(self, entries: Iterable[Any]) -> None:
+        """A checkpoint that took these entries (:meth:`covered_by`) was not stored: the
+        next one covers them."""
+        for entry in entries:
+            self._awaiting[entry.sequence] = entry
+
+    def acknowledge(self, entries: Iterable[Any]) -> None:
+        """A stored checkpoint covers these entries (from :meth:`covered_by`): ack them."""
+        for entry in entries:
+            self._acknowledge(entry)
+
+    @staticmethod
+    def message_of(entry: Any) -> Any:
+        """The source message of an entry from :meth:`covered_by`."""
+        return entry.message
+
+    def _acknowledge(self, entry: _Entry) -> None:
         account = entry.account
         if account.unsettled == account.limit and self._source_time is not None:
             self._source_time.resume()  # room for one more: the source may deliver again
@@ -379,64 +447,3 @@ class Output:
 def tag_outputs(delivery: Delivery) -> Callable[[Observable[Any]], Observable[Output]]:
     """The last operator of a flow: each output takes its claims with it."""
     return ops.map(lambda value: Output(value, delivery.tag()))
-
-
-class Acker:
-    """Acknowledges settled messages in order, in a task of its own, so that settling
-    (a synchronous Rx callback) never waits for a broker."""
-
-    def __init__(self) -> None:
-        self._settled: deque[Any] = deque()
-        self._wake = anyio.Event()
-        self._closed = False
-        self.acked = 0
-        self.failed = 0
-        # Told of every message once its ack was sent or failed (Delivery.forget).
-        self.on_done: Callable[[list[Any]], object] = lambda messages: None
-
-    def put(self, message: Any) -> None:
-        self._settled.append(message)
-        self._wake.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            while self._settled:
-                await self._acknowledge_settled()
-            if self._closed:
-                return
-            self._wake = anyio.Event()
-            await self._wake.wait()
-
-    async def _acknowledge_settled(self) -> None:
-        # Everything settled so far, in one go: messages whose source acknowledges in
-        # batches (one XACK for many ids) share a round trip; the others go one by one.
-        settled, self._settled = self._settled, deque()
-        batches: dict[int, tuple[Any, list[Any]]] = {}
-        for message in settled:
-            acker = getattr(getattr(message, "settlement", None), "batch_acker", None)
-            if acker is None:
-                await self._acknowledge(message.ack, [message])
-            else:
-                batches.setdefault(id(acker), (acker, []))[1].append(message)
-        for acker, messages in batches.values():
-            await self._acknowledge(partial(acker.ack_many, messages), messages)
-
-    async def _acknowledge(self, ack: Callable[[], Awaitable[object]], messages: list[Any]) -> None:
-        try:
-            await self._send(ack, messages)
-        finally:
-            self.on_done(messages)
-
-    async def _send(self, ack: Callable[[], Awaitable[object]], messages: list[Any]) -> None:
-        try:
-            await ack()
-        except Exception:
-            # Not acknowledged means delivered again: at-least-once still holds.
-            self.failed += len(messages)
-            logger.warning("could not acknowledge %d message(s)", len(messages), exc_info=True)
-        else:
-            self.acked += len(messages)

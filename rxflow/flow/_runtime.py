@@ -12,7 +12,10 @@ import anyio
 
 from rxflow._checks import check_seconds
 from rxflow._source_time import SourceTime
-from rxflow.flow._delivery import Acker, Delivery, SourceAccount, tag_outputs, tracked
+from rxflow._state import IN_MEMORY, state_activated
+from rxflow.flow._acker import Acker
+from rxflow.flow._checkpoint import Checkpointer
+from rxflow.flow._delivery import Delivery, SourceAccount, tag_outputs, tracked
 from rxflow.flow._fan import fan_out, merged_source
 from rxflow.flow._shared_work import SharedWorkWatch
 from rxflow.flow._stages import entered, source_name
@@ -41,6 +44,7 @@ class FlowHandle:
         self._error: BaseException | None = None
         self._acker = Acker()
         self._delivery: Delivery | None = None
+        self._checkpointer: Checkpointer | None = None
         self._accounts: list[SourceAccount] = []
         self._started = False
         self._drain_timeout: float | None = None
@@ -185,10 +189,21 @@ class FlowHandle:
     async def _run_stages(self) -> None:
         # The pipe's source time, paused while a source is at its in-flight limit too.
         source_time = SourceTime()
-        self._delivery = delivery = Delivery(self._acker.put, source_time)
+        store = self._flow._store
+        self._delivery = delivery = Delivery(
+            self._acker.put, source_time, acks_follow_checkpoints=store is not None
+        )
         self._acker.on_done = delivery.forget
         # Sources open first and close last: their connections must outlive the final acks.
         async with AsyncExitStack() as open_sources:
+            checkpointer = None
+            if store is not None:  # entered first: the last checkpoint comes after the pipe
+                await open_sources.enter_async_context(store)
+                checkpointer = Checkpointer(
+                    store, self._flow.name, self._flow._checkpoint_every, delivery, self._acker
+                )
+                await checkpointer.prepare(None)  # the unpartitioned scope, before any push
+                self._checkpointer = checkpointer
             sources = [await entered(source.items, open_sources) for source in self._flow._sources]
             for source, items in zip(self._flow._sources, sources, strict=True):
                 source.decoder = getattr(items, "decoder", None)
@@ -205,34 +220,47 @@ class FlowHandle:
                 await sink.open(open_sources)
             async with anyio.create_task_group() as acks:
                 acks.start_soon(self._acker.run, name=f"rxflow flow {self._flow.name} acks")
-                # Operators subscribed in here find both.
-                with delivery.activated(), source_time.activated():
-                    await self._run_pipe(sources, delivery)
+                state = IN_MEMORY
+                if checkpointer is not None:
+                    acks.start_soon(checkpointer.run, name=f"rxflow flow {self._flow.name} state")
+                    state = checkpointer.view(None)
+                # Operators subscribed in here find all three.
+                with delivery.activated(), source_time.activated(), state_activated(state):
+                    await self._run_pipe(sources, delivery, checkpointer)
+                if checkpointer is not None:
+                    checkpointer.close()
+                    await checkpointer.checkpoint()  # the last: it covers what remains
                 self._acker.close()  # acknowledge what was settled, then end
 
-    async def _run_pipe(self, sources: list[Any], delivery: Delivery) -> None:
+    async def _run_pipe(
+        self, sources: list[Any], delivery: Delivery, checkpointer: Checkpointer | None
+    ) -> None:
         flow = self._flow
         async with anyio.create_task_group() as tg:
             names = [account.name for account in self._accounts]
             watch = SharedWorkWatch.of(flow.name, flow._operators, zip(names, sources, strict=True))
             if watch is not None:  # keyed windows over a source other workers share
                 await watch.start(tg)
-            merged = tracked(
-                delivery,
-                merged_source(
-                    tg,
-                    flow._sources,
-                    sources,
-                    self._accounts,
-                    self._sources_scope,
-                    flow.name,
-                ),
+            merged_sources = merged_source(
+                tg,
+                flow._sources,
+                sources,
+                self._accounts,
+                self._sources_scope,
+                flow.name,
             )
+            if checkpointer is not None:
+                merged_sources = checkpointer.restoring(merged_sources)
+            merged = tracked(delivery, merged_sources)
             operators = flow._operators
-            if any(getattr(items, "partitioned", False) for items in sources):
+            if checkpointer is not None or any(
+                getattr(items, "partitioned", False) for items in sources
+            ):
                 # Keyed state per partition, dropped when the partition is revoked; and at
-                # a graceful stop too: the partition's next reader builds its open windows
-                # whole from the records left uncommitted, as after a rebalance.
+                # a graceful stop not emitted either: over a partitioned source the
+                # partition's next reader builds its open windows whole from the records
+                # left uncommitted, as after a rebalance; with checkpoints, the last
+                # checkpoint stores them, and the next run goes on with them.
                 operators = [per_partition(*operators, flush_at_end=self._not_stopping)]
             async with open_pipe(
                 merged,

@@ -7,6 +7,7 @@ positions they cover, and a flow that starts again loads them back.
 """
 
 from rxflow._state import StateTable
+from rxflow.state._memory import MemoryStore
 from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store, StoredEntry
 
-__all__ = ["ScopeChanges", "ScopeSnapshot", "StateTable", "Store", "StoredEntry"]
+__all__ = ["MemoryStore", "ScopeChanges", "ScopeSnapshot", "StateTable", "Store", "StoredEntry"]
