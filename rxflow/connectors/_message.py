@@ -149,6 +149,28 @@ class Message(Generic[T]):
             self.offset,
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as a record (a checkpointed window's contents): the settlement is a handle
+        # on this process's connection, and the partition an assignment to this worker;
+        # neither means anything where the record is loaded. The identity and offset stay.
+        settlement = Settlement(self.settlement.identity)
+        return (
+            Message,
+            (
+                self.value,
+                self.key,
+                dict(self.headers),
+                self.timestamp,
+                self.source,
+                settlement,
+                None,
+                self.offset,
+            ),
+            None,
+            None,
+            None,
+        )
+
 
 def describe(message: Message[Any]) -> str:
     """A short name of a message for errors: its source and key."""

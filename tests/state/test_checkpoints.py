@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 import reactivex
 from reactivex import Observable, abc
@@ -172,3 +173,25 @@ def test_checkpoint_refuses_what_is_not_a_store() -> None:
         Flow("f").checkpoint("state.db")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="every"):
         Flow("f").checkpoint(MemoryStore(), every=0)
+
+
+def test_a_message_pickles_as_a_record_without_its_connection() -> None:
+    import pickle
+
+    from rxflow.partitions import Partition
+
+    message = Message(
+        {"n": 1},
+        key="k",
+        headers={"h": "v"},
+        timestamp=1.5,
+        source="redis:x",
+        settlement=Logged([], MemoryStore(), 7),
+        partition=Partition("orders", 3),
+        offset=5,
+    )
+    loaded = pickle.loads(pickle.dumps(message))
+    # value, key, headers, timestamp, source and offset; not the assignment
+    assert loaded == attrs.evolve(message, partition=None)
+    assert loaded.identity == 7
+    assert type(loaded.settlement) is Settlement
