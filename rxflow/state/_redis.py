@@ -1,0 +1,207 @@
+"""State in Redis (:class:`RedisStore`), through redis-py's asyncio client (hosted on an
+asyncio loop of its own under trio, as the Redis connectors do).
+
+Layout, per scope (``{...}`` is a hash tag: a scope's keys share one cluster slot, so that
+one transaction can write them all)::
+
+    <prefix>:{<namespace>:<scope>}:t:<table>   hash: key -> expiry header + value
+    <prefix>:{<namespace>:<scope>}:tables      set: the scope's table names
+    <prefix>:{<namespace>:<scope>}:meta        string: the meta of the last commit
+
+Namespaces and scopes are percent-encoded (``%3A`` for ``:``), so that no two (namespace,
+scope) pairs share a key. Redis 7.0 has no expiry per hash field: each value starts with a
+header that holds its expiry time, and :meth:`RedisStore.load` leaves expired entries out.
+They stay in the hash until a commit deletes them (a flow's table deletes what expires while
+it runs; what expires while no flow runs stays until a commit of its key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
+
+from rxflow._checks import check_name
+from rxflow.connectors._asyncio_host import AsyncioHost
+from rxflow.connectors._extras import requires_extra
+from rxflow.connectors._redact import mask_url
+from rxflow.connectors.redis._client import CONNECTION_ERRORS, connected
+from rxflow.errors import ServiceUnavailableError
+from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store, StoredEntry
+
+with requires_extra("redis", feature="RedisStore (rxflow.state)"):
+    from redis.connection import parse_url
+    from redis.exceptions import DataError
+
+__all__ = ["RedisStore"]
+
+T = TypeVar("T")
+
+# A value's header: b"\0" (never expires) or b"\1" and the expiry as a big-endian double.
+_NEVER: Final = b"\x00"
+_EXPIRES: Final = b"\x01"
+_TIME: Final = struct.Struct(">d")
+_LOAD_ATTEMPTS: Final = 10  # a load retried while commits keep adding tables to its scope
+
+
+class RedisStore(Store):
+    """State kept in Redis: a hash per table and scope, each commit of a scope one
+    ``MULTI``/``EXEC`` transaction.
+
+    Args:
+        url: the server, as redis-py takes it (``redis://[[user]:password@]host:port/db``,
+            ``rediss://`` for TLS, ``unix://``). The password never shows in errors nor in
+            :attr:`description`.
+        prefix: the first part of every key this store writes.
+
+    Example:
+        >>> store = RedisStore("redis://:s3cret@cache.local:6379/2")
+        >>> store.description
+        'redis://:***@cache.local:6379/2'
+    """
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "rxflow") -> None:
+        check_name("RedisStore", "url", url)
+        try:
+            parse_url(url)  # type: ignore[no-untyped-call]
+        except ValueError as error:
+            raise ValueError(
+                f"RedisStore: url {mask_url(url)!r} is not a Redis URL ({error}); pass "
+                "redis://host:port/db, rediss://... or unix:///path/to/socket"
+            ) from None
+        self._url = url
+        self._prefix = check_name("RedisStore", "prefix", prefix)
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._host: AsyncioHost | None = None
+        self._client: Any = None  # redis.asyncio.Redis, on the host's loop
+
+    @property
+    def description(self) -> str:
+        return mask_url(self._url)
+
+    async def open(self) -> None:
+        if self._stack is not None:
+            return
+        stack = contextlib.AsyncExitStack()
+        try:
+            host = await stack.enter_async_context(AsyncioHost())
+            self._client = await stack.enter_async_context(connected(host, self._url, retry=True))
+        except ServiceUnavailableError as error:
+            await stack.aclose()
+            raise ServiceUnavailableError(f"state store {self.description}: {error}") from error
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack, self._host = stack, host
+
+    async def close(self) -> None:
+        stack, self._stack, self._host, self._client = self._stack, None, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _keys(self, namespace: str, scope: str) -> str:
+        """The start of every key of the scope: ``<prefix>:{<namespace>:<scope>}``."""
+        return f"{self._prefix}:{{{quote(namespace, safe='')}:{quote(scope, safe='')}}}"
+
+    async def load(self, namespace: str, scope: str) -> ScopeSnapshot:
+        host, client = self._connected()
+        base = self._keys(namespace, scope)
+
+        async def read() -> tuple[list[Any], list[Any]]:
+            for _ in range(_LOAD_ATTEMPTS):
+                names = sorted(await client.smembers(f"{base}:tables"))
+                async with client.pipeline(transaction=True) as pipe:
+                    pipe.smembers(f"{base}:tables").get(f"{base}:meta")
+                    for name in names:
+                        pipe.hgetall(f"{base}:t:".encode() + name)
+                    replies: list[Any] = await pipe.execute()
+                # The same tables inside the transaction as before it: the replies are one
+                # commit's state. Otherwise a commit added a table in between: read again.
+                if sorted(replies[0]) == names:
+                    return names, replies
+            raise ServiceUnavailableError(
+                f"{self.description}: scope {scope!r} of {namespace!r} kept changing while "
+                f"it was loaded ({_LOAD_ATTEMPTS} tries); is another process committing it?"
+            )
+
+        names, replies = await self._run(host, read)
+        now = time.time()
+        tables: dict[str, dict[bytes, StoredEntry]] = {}
+        for name, fields in zip(names, replies[2:], strict=True):
+            entries = {}
+            for key, stored in fields.items():
+                if stored[:1] == _EXPIRES:
+                    (expires_at,) = _TIME.unpack_from(stored, 1)
+                    if expires_at > now:
+                        entries[key] = StoredEntry(stored[9:], expires_at)
+                else:
+                    entries[key] = StoredEntry(stored[1:])
+            if entries:
+                tables[name.decode()] = entries
+        return ScopeSnapshot(tables, replies[1])
+
+    async def commit(self, namespace: str, changes: Sequence[ScopeChanges]) -> None:
+        host, client = self._connected()
+        for change in changes:
+            puts = {table: _encoded(entries) for table, entries in change.puts.items() if entries}
+            base = self._keys(namespace, change.scope)
+            await self._run(host, _write_scope, client, base, change, puts)
+
+    def _connected(self) -> tuple[AsyncioHost, Any]:
+        if self._host is None:
+            raise RuntimeError(
+                f"{self.description} is not open: use the store as an async context manager "
+                "(async with store: ...) or await store.open() first"
+            )
+        return self._host, self._client
+
+    async def _run(self, host: AsyncioHost, work: Callable[..., Awaitable[T]], *args: Any) -> T:
+        try:
+            return await host.call(work, *args)
+        except CONNECTION_ERRORS as error:
+            raise ServiceUnavailableError(
+                f"state store {self.description}: the connection failed ({error}); is Redis "
+                "running?"
+            ) from error
+
+
+async def _write_scope(
+    client: Any, base: str, change: ScopeChanges, puts: Mapping[str, Mapping[bytes, bytes]]
+) -> None:
+    """One scope's changes in one MULTI/EXEC (on the client's loop)."""
+    async with client.pipeline(transaction=True) as pipe:
+        for table, keys in change.deletes.items():
+            if keys:
+                pipe.hdel(f"{base}:t:{table}", *keys)
+        for table, fields in puts.items():
+            pipe.hset(f"{base}:t:{table}", mapping=fields)
+        if puts:
+            pipe.sadd(f"{base}:tables", *puts)
+        pipe.set(f"{base}:meta", change.meta)
+        try:
+            await pipe.execute()
+        except DataError as error:  # raised as the commands were packed: nothing was sent
+            raise TypeError(
+                f"RedisStore.commit: the keys and values of scope {change.scope!r} must be "
+                f"bytes ({error}); nothing of the scope's changes was written"
+            ) from None
+
+
+def _encoded(entries: Mapping[bytes, StoredEntry]) -> dict[bytes, bytes]:
+    """Each entry's value behind its expiry header."""
+    encoded = {}
+    for key, entry in entries.items():
+        value = entry.value
+        if not isinstance(value, bytes):  # would be concatenated wrongly, or not at all
+            raise TypeError(
+                f"RedisStore.commit: the value of key {key!r} must be bytes, got "
+                f"{type(value).__name__}; nothing of the scope's changes was written"
+            )
+        expires_at = entry.expires_at
+        encoded[key] = (
+            _NEVER + value if expires_at is None else _EXPIRES + _TIME.pack(expires_at) + value
+        )
+    return encoded

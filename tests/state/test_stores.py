@@ -1,0 +1,329 @@
+"""The contract every durable store keeps (rxflow.state.Store), checked on each store against
+its real engine: SQLite on a temporary file, the local Redis and PostgreSQL; both backends.
+
+Each test writes in namespaces of its own (and, on the servers, under a key or table prefix
+of its own that is removed afterwards), so runs never see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from rxflow.errors import ServiceUnavailableError
+from rxflow.state._postgres import PostgresStore
+from rxflow.state._redis import RedisStore
+from rxflow.state._sqlite import SQLiteStore
+from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store, StoredEntry
+from tests.connectors.conftest import require_service
+from tests.connectors.support import (
+    PASSWORD,
+    after,
+    leftover_threads,
+    random_delays,
+    refused_port,
+    texts_of,
+)
+
+pytestmark = pytest.mark.anyio
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+KINDS = ("sqlite", "redis", "postgres")
+
+MakeStore = Callable[[], Store]
+
+
+@pytest.fixture(params=KINDS)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
+    """Makes store objects over the same data (each one as another process would)."""
+    kind = request.param
+    tag = uuid.uuid4().hex[:10]
+    if kind == "sqlite":
+        yield lambda: SQLiteStore(tmp_path / "state.db")
+    elif kind == "redis":
+        require_service("redis")
+        prefix = f"rxflow-test-{tag}"
+        yield lambda: RedisStore(REDIS_URL, prefix=prefix)
+        asyncio.run(_drop_redis_keys(prefix))
+    else:
+        require_service("postgresql")
+        prefix = f"rxflow_test_{tag}"
+        yield lambda: PostgresStore(POSTGRES_DSN, table_prefix=prefix)
+        asyncio.run(_drop_postgres_tables(prefix))
+
+
+async def _drop_redis_keys(prefix: str) -> None:
+    import redis.asyncio
+
+    client = redis.asyncio.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def _drop_postgres_tables(prefix: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        await connection.execute(f'DROP TABLE IF EXISTS "{prefix}_entries", "{prefix}_meta"')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"flow-{uuid.uuid4().hex}"
+
+
+def entries(count: int, tag: bytes, *, size: int = 100) -> dict[bytes, StoredEntry]:
+    """``count`` entries, keys ``k0``..., values of ``size`` bytes that start with ``tag``."""
+    return {b"k%d" % n: StoredEntry((tag + b":%d:" % n).ljust(size, b".")) for n in range(count)}
+
+
+def values_of(snapshot: ScopeSnapshot) -> dict[str, dict[bytes, bytes]]:
+    return {
+        table: {key: entry.value for key, entry in content.items()}
+        for table, content in snapshot.tables.items()
+    }
+
+
+def plain(table: dict[bytes, StoredEntry]) -> dict[bytes, bytes]:
+    return {key: entry.value for key, entry in table.items()}
+
+
+# -- what a commit leaves ---------------------------------------------------------------
+
+
+async def test_puts_deletes_and_meta_round_trip(make_store: MakeStore, namespace: str) -> None:
+    expires = time.time() + 3600
+    async with make_store() as store:
+        assert await store.load(namespace, "") == ScopeSnapshot({}, None)
+        first = {
+            "totals": {b"ann": StoredEntry(b"3"), b"bob": StoredEntry(b"4", expires)},
+            "seen": {b"\x00\xff": StoredEntry(b"")},
+        }
+        await store.commit(namespace, [ScopeChanges("", first, {}, b"offsets 1")])
+        assert await store.load(namespace, "") == ScopeSnapshot(first, b"offsets 1")
+
+        puts = {"totals": {b"ann": StoredEntry(b"5"), b"cid": StoredEntry(b"1")}}
+        deletes = {"totals": [b"bob", b"never-there"], "seen": [b"\x00\xff"]}
+        await store.commit(namespace, [ScopeChanges("", puts, deletes, b"offsets 2")])
+        snapshot = await store.load(namespace, "")
+    assert values_of(snapshot) == {"totals": {b"ann": b"5", b"cid": b"1"}}
+    assert snapshot.meta == b"offsets 2"
+
+
+async def test_scopes_and_namespaces_are_independent(make_store: MakeStore, namespace: str) -> None:
+    other = namespace + ":other"
+    async with make_store() as store:
+        await store.commit(
+            namespace,
+            [
+                ScopeChanges("", {"t": entries(3, b"root")}, {}, b"m-root"),
+                ScopeChanges("orders/0", {"t": entries(2, b"p0")}, {}, b"m-p0"),
+                ScopeChanges("orders/1", {"u": entries(1, b"p1")}, {}, b"m-p1"),
+            ],
+        )
+        await store.commit(other, [ScopeChanges("orders/0", {"t": entries(5, b"x")}, {}, b"m-x")])
+        # Deleting every key of one scope touches no other.
+        await store.commit(
+            namespace, [ScopeChanges("orders/1", {}, {"u": [b"k0"], "t": [b"k0"]}, b"m-p1b")]
+        )
+        loaded = {
+            (ns, scope): await store.load(ns, scope)
+            for ns, scope in [
+                (namespace, ""),
+                (namespace, "orders/0"),
+                (namespace, "orders/1"),
+                (other, "orders/0"),
+                (other, ""),
+            ]
+        }
+    assert loaded == {
+        (namespace, ""): ScopeSnapshot({"t": entries(3, b"root")}, b"m-root"),
+        (namespace, "orders/0"): ScopeSnapshot({"t": entries(2, b"p0")}, b"m-p0"),
+        (namespace, "orders/1"): ScopeSnapshot({}, b"m-p1b"),
+        (other, "orders/0"): ScopeSnapshot({"t": entries(5, b"x")}, b"m-x"),
+        (other, ""): ScopeSnapshot({}, None),
+    }
+
+
+async def test_names_with_separators_do_not_collide(make_store: MakeStore, namespace: str) -> None:
+    async with make_store() as store:
+        await store.commit(f"{namespace}:a", [ScopeChanges("b", {"t": entries(1, b"1")}, {}, b"1")])
+        await store.commit(namespace, [ScopeChanges("a:b", {"t": entries(1, b"2")}, {}, b"2")])
+        assert (await store.load(f"{namespace}:a", "b")).meta == b"1"
+        assert (await store.load(namespace, "a:b")).meta == b"2"
+
+
+async def test_expired_entries_are_not_loaded(make_store: MakeStore, namespace: str) -> None:
+    now = time.time()
+    live = {b"live": StoredEntry(b"1", now + 3600), b"forever": StoredEntry(b"2")}
+    gone = {b"gone": StoredEntry(b"3", now - 1.0)}
+    async with make_store() as store:
+        await store.commit(namespace, [ScopeChanges("", {"t": live | gone}, {}, b"m")])
+        snapshot = await store.load(namespace, "")
+        # A later commit of the scope (which may purge what expired) changes nothing more.
+        await store.commit(namespace, [ScopeChanges("", {}, {}, b"m2")])
+        again = await store.load(namespace, "")
+    assert snapshot.tables == {"t": live}
+    assert again == ScopeSnapshot({"t": live}, b"m2")
+
+
+async def test_a_new_store_object_sees_what_was_committed(
+    make_store: MakeStore, namespace: str
+) -> None:
+    async with make_store() as writer:
+        await writer.commit(namespace, [ScopeChanges("p/3", {"t": entries(50, b"w")}, {}, b"m")])
+        async with make_store() as reader:  # while the writer is still open
+            assert await reader.load(namespace, "p/3") == ScopeSnapshot(
+                {"t": entries(50, b"w")}, b"m"
+            )
+    async with make_store() as reader:  # after it closed
+        assert (await reader.load(namespace, "p/3")).meta == b"m"
+
+
+async def test_a_large_commit_round_trips(make_store: MakeStore, namespace: str) -> None:
+    big = entries(10_000, b"big")
+    async with make_store() as store:
+        await store.commit(namespace, [ScopeChanges("", {"t": big}, {}, b"m")])
+        deletes = {"t": [b"k%d" % n for n in range(0, 10_000, 2)]}
+        await store.commit(namespace, [ScopeChanges("", {}, deletes, b"m2")])
+        snapshot = await store.load(namespace, "")
+    assert plain(snapshot.tables["t"]) == {
+        key: entry.value for n, (key, entry) in enumerate(big.items()) if n % 2
+    }
+
+
+async def test_an_empty_commit_changes_nothing(make_store: MakeStore, namespace: str) -> None:
+    async with make_store() as store:
+        await store.commit(namespace, [ScopeChanges("", {"t": entries(2, b"e")}, {}, b"m")])
+        await store.commit(namespace, [])
+        assert await store.load(namespace, "") == ScopeSnapshot({"t": entries(2, b"e")}, b"m")
+        # A scope's commit with no entry changed still replaces its meta.
+        await store.commit(namespace, [ScopeChanges("", {"t": {}}, {"t": []}, b"m2")])
+        assert await store.load(namespace, "") == ScopeSnapshot({"t": entries(2, b"e")}, b"m2")
+
+
+# -- atomicity -----------------------------------------------------------------------------
+
+
+async def test_a_commit_that_fails_midway_leaves_the_scope_as_it_was(
+    make_store: MakeStore, namespace: str
+) -> None:
+    before = ScopeSnapshot({"a": entries(100, b"old"), "b": entries(10, b"old")}, b"m-old")
+    async with make_store() as store:
+        await store.commit(namespace, [ScopeChanges("s", before.tables, {}, b"m-old")])
+        # The engine refuses the last value, after it took the deletes and the first table.
+        bad = entries(10, b"new") | {b"z": StoredEntry({"not": "bytes"})}  # type: ignore[arg-type]
+        failing = ScopeChanges(
+            "s", {"a": entries(1000, b"new"), "b": bad}, {"a": [b"k1", b"k2"]}, b"m-new"
+        )
+        with pytest.raises(TypeError, match="must be bytes"):
+            await store.commit(namespace, [failing])
+        assert await store.load(namespace, "s") == before
+        # The store is still usable.
+        await store.commit(namespace, [ScopeChanges("s", {}, {"b": [b"k0"]}, b"m-3")])
+        assert (await store.load(namespace, "s")).meta == b"m-3"
+
+
+async def test_a_cancelled_commit_is_all_or_nothing_and_leaves_nothing_running(
+    make_store: MakeStore, namespace: str
+) -> None:
+    old, new = entries(10_000, b"old"), entries(10_000, b"new")
+    async with make_store() as store:
+        await store.commit(namespace, [ScopeChanges("", {"t": old}, {}, b"old")])
+        await store.load(namespace, "")  # the connection and its threads are made
+        threads = set(threading.enumerate())
+        tasks = len(anyio.get_running_tasks())
+        outcomes = set()
+        for n, delay in enumerate(random_delays(12, longest=0.05, seed=5)):
+            tag = b"old" if n % 2 else b"new"  # each commit changes every value
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(
+                        store.commit,
+                        namespace,
+                        [ScopeChanges("", {"t": entries(10_000, tag)}, {}, tag)],
+                    )
+                    await after(delay)
+                    scope.cancel()
+            snapshot = await store.load(namespace, "")
+            assert snapshot.meta in (b"old", b"new")
+            expected = old if snapshot.meta == b"old" else new
+            assert snapshot.tables == {"t": expected}, f"cancelled after {delay}: a mixed scope"
+            outcomes.add(snapshot.meta)
+        await anyio.wait_all_tasks_blocked()
+        assert len(anyio.get_running_tasks()) == tasks
+        assert leftover_threads(threads) == []
+        await store.commit(namespace, [ScopeChanges("", {}, {}, b"after")])
+        assert (await store.load(namespace, "")).meta == b"after"
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def unreachable(kind: str, tmp_path: Path) -> Store:
+    """A store of ``kind`` whose engine cannot be reached, with a password where one fits."""
+    if kind == "sqlite":
+        (tmp_path / "a-file").write_text("not a directory")
+        return SQLiteStore(tmp_path / "a-file" / "state.db")
+    if kind == "redis":
+        return RedisStore(f"redis://:{PASSWORD}@127.0.0.1:{refused_port()}/0")
+    return PostgresStore(f"postgresql://app:{PASSWORD}@127.0.0.1:{refused_port()}/test")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_unreachable_engine_is_service_unavailable_without_the_password(
+    kind: str, tmp_path: Path
+) -> None:
+    store = unreachable(kind, tmp_path)
+    assert PASSWORD not in store.description
+    with anyio.fail_after(20), pytest.raises(ServiceUnavailableError) as raised:
+        async with store:
+            pass
+    assert store.description in str(raised.value)
+    for text in texts_of(raised.value):
+        assert PASSWORD not in text
+    await store.close()  # again: nothing to do
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: SQLiteStore(":memory:"), "must be a file on disk"),
+        (lambda: SQLiteStore(42), "must be the database file's path"),
+        (lambda: SQLiteStore("x.db", synchronous="off"), "'normal' or 'full'"),
+        (lambda: RedisStore(f"http://:{PASSWORD}@host"), "is not a Redis URL"),
+        (lambda: RedisStore(prefix=""), "prefix must be a non-empty str"),
+        (lambda: PostgresStore(f"mysql://u:{PASSWORD}@db/x"), "must start with postgresql://"),
+        (lambda: PostgresStore(f"postgresql://u:{PASSWORD}@db:port/x"), "does not parse"),
+        (lambda: PostgresStore(POSTGRES_DSN, table_prefix="x" * 60), "too long"),
+    ],
+)
+def test_bad_arguments_are_refused_at_once(make: Callable[[], Store], message: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=message) as raised:
+        make()
+    assert PASSWORD not in str(raised.value)
+
+
+async def test_a_store_that_is_not_open_says_so(make_store: MakeStore, namespace: str) -> None:
+    store = make_store()
+    with pytest.raises(RuntimeError, match="is not open"):
+        await store.load(namespace, "")
+    with contextlib.suppress(Exception):
+        await store.close()
