@@ -28,6 +28,7 @@ from benchmarks import (
     connectors_redis,
     core,
     peers,
+    state_operators,
     windows,
 )
 
@@ -38,6 +39,8 @@ RESULTS = Path(__file__).parent / "results"
 CASES: dict[str, Case] = {
     **core.CASES,
     **windows.CASES,
+    # Keyed state: aggregate against a hand-written dict in the same pipe.
+    **state_operators.CASES,
     **peers.CASES,
     # The codec layer's JSON and typed records against the libraries called directly.
     **codecs.CASES,
