@@ -21,6 +21,7 @@ Kafka Streams' stream-table join does.
 from __future__ import annotations
 
 import bisect
+import decimal
 import heapq
 import itertools
 import math
@@ -286,7 +287,9 @@ class _IntervalRun:
             return
         kind = type(t)
         if (kind is not float and kind is not int) or t != t:  # t != t: NaN
-            if isinstance(t, bool) or not isinstance(t, numbers.Real) or math.isnan(t):
+            # Other real numbers (Fraction, Decimal, numpy floats) are timestamps too.
+            real = isinstance(t, numbers.Real | decimal.Decimal) and not isinstance(t, bool)
+            if not real or math.isnan(t):
                 self.on_error(
                     TypeError(
                         f"{spec.name}: the {side.name} timestamp function returned {t!r} for "
