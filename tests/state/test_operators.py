@@ -25,6 +25,8 @@ from reactivex.testing import TestScheduler
 
 from rxflow import Flow, open_pipe
 from rxflow._state import DELETED, StateTable, state_activated
+from rxflow.connectors import Message, Settlement
+from rxflow.state import MemoryStore
 from rxflow.state._operators import Keyed, aggregate, deduplicate, stateful_map
 from rxflow.testing import MarbleContext, virtual_anyio_backends
 from rxflow.windows.processing import clock_of
@@ -543,3 +545,53 @@ def test_observable_type_is_kept(marbles: MarbleContext) -> None:
     # The operators are plain reactivex operators: usable in .pipe of any Observable.
     source: Observable[Pair] = marbles.cold("a|", {"a": ("x", 1)})
     marbles.expect(source.pipe(deduplicate(first, 1.0), ops.map(first))).to_be("x|")
+
+
+# -- in a checkpointed Flow ------------------------------------------------------------------
+
+
+class Acked(Settlement):
+    async def _ack(self) -> None:
+        return None
+
+
+def orders(pairs: list[Pair], first: int = 0) -> list[Message[Pair]]:
+    return [Message(pair, settlement=Acked(first + n)) for n, pair in enumerate(pairs)]
+
+
+async def checkpointed(store: MemoryStore, items: list[Message[Pair]]) -> list[Any]:
+    """One run of a flow whose three stateful stages keep their state in ``store``."""
+
+    def value(message: Message[Pair]) -> Pair:
+        return message.value
+
+    def count(state: int | None, pair: Pair) -> tuple[int, tuple[str, int]]:
+        return (state or 0) + 1, (pair[0], (state or 0) + 1)
+
+    written: list[Any] = []
+    await (
+        Flow("orders")
+        .source(items)
+        .pipe(
+            ops.map(value),
+            deduplicate(lambda pair: pair, ttl=3600, name="once"),
+            stateful_map(first, count, name="numbered"),
+            aggregate(first, lambda total, numbered: total + numbered[1], int, name="totals"),
+        )
+        .sink(written.append)
+        .checkpoint(store)
+        .run()
+    )
+    return written
+
+
+@pytest.mark.anyio
+async def test_a_checkpointed_flow_goes_on_where_its_last_run_stopped() -> None:
+    pairs = [("a", 1), ("b", 1), ("a", 2), ("a", 1), ("b", 2), ("a", 3), ("b", 1), ("c", 1)]
+    whole = await checkpointed(MemoryStore(), orders(pairs))
+    store = MemoryStore()
+    before = await checkpointed(store, orders(pairs[:4]))
+    after = await checkpointed(store, orders(pairs[4:], first=4))
+    assert before + after == whole
+    # ("a", 1) and ("b", 1) came twice: the second run's deduplicate remembered ("b", 1).
+    assert [keyed.key for keyed in after] == ["b", "a", "c"]
