@@ -13,7 +13,9 @@ from importlib import metadata as _metadata
 from rxflow import errors
 from rxflow._overflow import OverflowPolicy
 from rxflow._runs import RunSource
+from rxflow._state import StateTable
 from rxflow.flow import Flow, FlowHandle
+from rxflow.flow._lineage import SourcePosition, Traced
 from rxflow.flow._serve import serve_health
 from rxflow.map_async import map_async
 from rxflow.partitions import Partition, per_partition
@@ -54,6 +56,9 @@ __all__ = [
     "Retry",
     "RunSource",
     "Skip",
+    "SourcePosition",
+    "StateTable",
+    "Traced",
     "Window",
     "__version__",
     "errors",

@@ -129,6 +129,7 @@ class Flow:
         batch_size: int | None = None,
         max_buffer_size: int | None = None,
         overflow: OverflowPolicy | None = None,
+        lineage: bool = False,
     ) -> Flow:
         """Add a sink; every sink gets every output of the operators.
 
@@ -150,6 +151,8 @@ class Flow:
                 the pace).
             overflow: let this sink fall behind instead: ``"drop_newest"``,
                 ``"drop_oldest"``, ``"latest"`` or ``"error"`` when its buffer is full.
+            lineage: hand the sink each output as a :class:`rxflow.Traced` record: the
+                value and the positions of the source messages it came from.
         """
         # Checked first: a context manager made by @asynccontextmanager is callable too.
         if is_context_manager(target) or isinstance(target, BatchSink):
@@ -179,6 +182,7 @@ class Flow:
                 batch_size,
                 1 if overflow == "latest" else max_buffer_size,
                 overflow,
+                lineage,
             )
         )
         return self

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -42,7 +42,13 @@ from rxflow.errors import StateNameError
 from rxflow.flow._acker import Acker
 from rxflow.flow._covered import Covered
 from rxflow.flow._delivery import Delivery, SourceAccount
-from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store, StoredEntry
+from rxflow.state._store import (
+    ScopeChanges,
+    ScopeSnapshot,
+    Store,
+    StoredEntry,
+    TransactionalSink,
+)
 
 __all__ = ["Checkpointer", "scope_of"]
 
@@ -123,8 +129,10 @@ class Checkpointer:
         every: float,
         delivery: Delivery,
         acker: Acker,
+        sinks: Sequence[TransactionalSink] = (),
     ) -> None:
         self._store = store
+        self._sinks = sinks  # exactly-once sinks: their staged outputs go into the commit
         self._namespace = namespace
         self._every = every
         self._delivery = delivery
@@ -138,6 +146,10 @@ class Checkpointer:
         self.last_duration = 0.0  # seconds the last stored checkpoint took, barrier to ack
         delivery.on_pressure = self._soon
         acker.on_failed = self._ack_failed
+
+    def add_sinks(self, sinks: Sequence[TransactionalSink]) -> None:
+        """Exactly-once sinks whose staged outputs each checkpoint writes."""
+        self._sinks = [*self._sinks, *sinks]
 
     # -- restoring -----------------------------------------------------------------------
 
@@ -233,25 +245,30 @@ class Checkpointer:
             started = anyio.current_time()
             delivery = self._delivery
             barrier = delivery.barrier
+            epoch = delivery.end_epoch()
             for partition, assignment in list(self._assignments.items()):
                 if assignment.revoked:  # its state is the partition's next owner's now
                     del self._assignments[partition]
             assignments = list(self._assignments.values())
             for assignment in assignments:
                 _take_changes(assignment)
-            await delivery.settled_before(barrier)
+            await delivery.settled_before(barrier, epoch)
             entries = delivery.covered_by(barrier)
+            writes = [(sink, sink.take(epoch)) for sink in self._sinks]
             try:
                 changes = self._changes(assignments, entries)
-                if changes:
-                    await self._store.commit(self._namespace, changes)
+                staged = [write for _, write in writes if write]
+                if changes or staged:
+                    await self._store.commit(self._namespace, changes, staged)
             except BaseException:
                 delivery.uncover(entries)  # the next checkpoint covers them
+                for sink, write in writes:
+                    sink.restage(write)
                 raise
             for assignment in assignments:
                 assignment.unstored = {}
             delivery.acknowledge(entries)
-            if changes:
+            if changes or staged:
                 self.stored += 1
                 self.last_duration = anyio.current_time() - started
 

@@ -44,6 +44,7 @@ from reactivex import operators as ops
 from rxflow._holds import AckHolds, holds_activated
 from rxflow._source_time import SourceTime
 from rxflow.errors import InFlightLimitError
+from rxflow.flow._lineage import SourcePosition
 
 logger = logging.getLogger("rxflow")
 
@@ -140,6 +141,13 @@ class Delivery(AckHolds):
         self._pushing: int | None = None  # the message being pushed through the operators
         self._attached: tuple[int, ...] = ()  # what a holder's output being emitted carries
         self.linking = False  # some source wants to know which messages made one output
+        # The checkpoint epoch that outputs emitted now belong to: each checkpoint's barrier
+        # ends one. A transactional sink writes an output with the checkpoint of its epoch.
+        self.epoch = 0
+        # Outputs emitted and not yet confirmed by every sink, per epoch (a checkpoint waits
+        # for those of its epoch: a window a timer closed claims no message, but the stored
+        # state says it was emitted).
+        self._outputs_by_epoch: dict[int, int] = {}
 
     @property
     def unsettled(self) -> int:
@@ -273,10 +281,42 @@ class Delivery(AckHolds):
             entries[sequence].claims += 1
         return tags
 
-    def confirm(self, tags: tuple[int, ...]) -> None:
-        """Every sink confirmed (or deliberately dropped) the output tagged ``tags``."""
-        for sequence in tags:
+    def sources_of(self, tags: tuple[int, ...]) -> tuple[SourcePosition, ...]:
+        """Where the messages of an unconfirmed output's ``tags`` came from (lineage)."""
+        positions = []
+        for sequence in dict.fromkeys(tags):  # once each, in order
+            entry = self._entries.get(sequence)
+            if entry is not None:
+                message = entry.message
+                partition = getattr(message, "partition", None)
+                positions.append(
+                    SourcePosition(
+                        entry.account.name,
+                        "" if partition is None else f"{partition.topic}/{partition.index}",
+                        getattr(message, "identity", None),
+                        getattr(message, "offset", None),
+                    )
+                )
+        return tuple(positions)
+
+    def output(self, value: Any) -> Output:
+        """``value``, emitted now by the operators, as an output with its claims."""
+        epoch = self.epoch
+        self._outputs_by_epoch[epoch] = self._outputs_by_epoch.get(epoch, 0) + 1
+        return Output(value, self.tag(), epoch)
+
+    def output_done(self, output: Output) -> None:
+        """Every sink confirmed (or deliberately dropped) ``output``."""
+        for sequence in output.tags:
             self._release(sequence)
+        epoch = output.epoch
+        left = self._outputs_by_epoch[epoch] - 1
+        if left:
+            self._outputs_by_epoch[epoch] = left
+        else:
+            del self._outputs_by_epoch[epoch]
+            if self._settled_event is not None:
+                self._settled_event.set()
 
     def _let_go_revoked(self) -> None:
         for entry in list(self._entries.values()):
@@ -330,11 +370,21 @@ class Delivery(AckHolds):
         below it (and is not being pushed: the pump pushes synchronously)."""
         return self._next
 
-    async def settled_before(self, barrier: int) -> None:
-        """Wait until every message admitted before ``barrier`` is settled: all its
-        outputs are confirmed by the sinks, and no operator that is not checkpointed holds
-        it (``map_async``). Then the state as it was at the barrier has reached the sinks."""
-        while self._entries and next(iter(self._entries)) < barrier:
+    def end_epoch(self) -> int:
+        """A checkpoint's barrier: end the epoch outputs are emitted in; return it."""
+        ended = self.epoch
+        self.epoch += 1
+        return ended
+
+    def _epoch_open(self, epoch: int) -> bool:
+        return any(emitted <= epoch for emitted in self._outputs_by_epoch)
+
+    async def settled_before(self, barrier: int, epoch: int) -> None:
+        """Wait until every message admitted before ``barrier`` is settled (all its outputs
+        are confirmed by the sinks, and no operator that is not checkpointed holds it, such
+        as ``map_async``) and every output of ``epoch`` and earlier is confirmed. Then
+        everything the state as it was at the barrier has emitted has reached the sinks."""
+        while (self._entries and next(iter(self._entries)) < barrier) or self._epoch_open(epoch):
             self._settled_event = anyio.Event()
             try:
                 await self._settled_event.wait()
@@ -436,14 +486,15 @@ class Output:
 
     value: Any
     tags: tuple[int, ...]
+    epoch: int = 0  # the checkpoint epoch it was emitted in (Delivery.epoch)
     unconfirmed: int = 0  # sinks that have not confirmed it yet
 
     def done_by_one_sink(self, delivery: Delivery) -> None:
         self.unconfirmed -= 1
-        if not self.unconfirmed and self.tags:
-            delivery.confirm(self.tags)
+        if not self.unconfirmed:
+            delivery.output_done(self)
 
 
 def tag_outputs(delivery: Delivery) -> Callable[[Observable[Any]], Observable[Output]]:
     """The last operator of a flow: each output takes its claims with it."""
-    return ops.map(lambda value: Output(value, delivery.tag()))
+    return ops.map(delivery.output)

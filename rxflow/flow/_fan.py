@@ -13,6 +13,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from rxflow._overflow import OverflowBuffer, OverflowPolicy
 from rxflow._stage_metrics import StageMetrics
 from rxflow.flow._delivery import Delivery, Output, SourceAccount
+from rxflow.flow._lineage import Traced
 from rxflow.flow._stages import SinkStage, SourceStage, writer
 from rxflow.pipe import Pipe
 from rxflow.strategies import SKIPPED, call_with_strategy
@@ -149,7 +150,18 @@ async def _drain_into(
                         outputs.append(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-            batch = output.value if sink.batch_size is None else [o.value for o in outputs]
+            if sink.transactional:  # written by the checkpoint that covers their epoch
+                stage = sink.target.stage  # type: ignore[union-attr]
+                stage([(o.epoch, _value_for(sink, o, delivery)) for o in outputs])
+                sink.metrics.emitted += len(outputs)
+                for done in outputs:
+                    done.done_by_one_sink(delivery)
+                continue
+            batch = (
+                _value_for(sink, output, delivery)
+                if sink.batch_size is None
+                else [_value_for(sink, o, delivery) for o in outputs]
+            )
             # Returning (written, skipped or dead-lettered by the sink's strategy) is what
             # confirms; an exception fails the flow and leaves the outputs unconfirmed.
             outcome = await call_with_strategy(write, batch, sink.on_error, sink.metrics)
@@ -157,6 +169,12 @@ async def _drain_into(
                 sink.metrics.emitted += len(outputs)
             for done in outputs:
                 done.done_by_one_sink(delivery)
+
+
+def _value_for(sink: SinkStage, output: Output, delivery: Delivery) -> Any:
+    if sink.lineage:
+        return Traced(output.value, delivery.sources_of(output.tags))
+    return output.value
 
 
 def _backlog_of(receive: MemoryObjectReceiveStream[Any]) -> Callable[[], int]:

@@ -13,6 +13,7 @@ import anyio
 from rxflow._checks import check_seconds
 from rxflow._source_time import SourceTime
 from rxflow._state import IN_MEMORY, state_activated
+from rxflow.errors import FlowStateError
 from rxflow.flow._acker import Acker
 from rxflow.flow._checkpoint import Checkpointer
 from rxflow.flow._delivery import Delivery, SourceAccount, tag_outputs, tracked
@@ -22,6 +23,7 @@ from rxflow.flow._stages import entered, source_name
 from rxflow.flow.metrics import FlowSnapshot
 from rxflow.partitions import per_partition
 from rxflow.pipe import Pipe, open_pipe
+from rxflow.state._store import Store, TransactionalSink
 
 if TYPE_CHECKING:
     from rxflow.flow._builder import Flow
@@ -218,6 +220,14 @@ class FlowHandle:
             delivery.linking = any(account.lineage for account in self._accounts)
             for sink in self._flow._sinks:
                 await sink.open(open_sources)
+            if checkpointer is not None:
+                checkpointer.add_sinks(self._transactional_sinks(store))
+            elif any(sink.transactional for sink in self._flow._sinks):
+                raise FlowStateError(
+                    f"flow {self._flow.name!r} has an exactly-once sink, which writes in the "
+                    "flow's checkpoints: add .checkpoint(PostgresStore(...)) on the sink's "
+                    "database"
+                )
             async with anyio.create_task_group() as acks:
                 acks.start_soon(self._acker.run, name=f"rxflow flow {self._flow.name} acks")
                 state = IN_MEMORY
@@ -231,6 +241,22 @@ class FlowHandle:
                     checkpointer.close()
                     await checkpointer.checkpoint()  # the last: it covers what remains
                 self._acker.close()  # acknowledge what was settled, then end
+
+    def _transactional_sinks(self, store: Store | None) -> list[TransactionalSink]:
+        sinks = []
+        for sink in self._flow._sinks:
+            if not sink.transactional:
+                continue
+            target: TransactionalSink = sink.target  # type: ignore[assignment]
+            if store is None or not store.can_write(target):
+                raise FlowStateError(
+                    f"flow {self._flow.name!r}: the exactly-once sink {sink.metrics.name!r} "
+                    "writes in the transaction of the flow's checkpoints, so the checkpoint "
+                    f"store must be a PostgresStore on the sink's database, not "
+                    f"{store.description if store is not None else 'none'}"
+                )
+            sinks.append(target)
+        return sinks
 
     async def _run_pipe(
         self, sources: list[Any], delivery: Delivery, checkpointer: Checkpointer | None

@@ -82,6 +82,13 @@ class SinkStage:
     batch_size: int | None
     max_buffer_size: int | None  # None: decided when the flow runs (see open)
     overflow: OverflowPolicy | None
+    lineage: bool = False  # hand it Traced(value, sources) records
+
+    @property
+    def transactional(self) -> bool:
+        """Whether the sink writes its outputs in the flow's checkpoints (exactly once):
+        it stages them, and the checkpoint's store writes them in its own transaction."""
+        return bool(getattr(self.target, "transactional", False))
 
     async def open(self, stack: AsyncExitStack) -> None:
         """Enter a context-manager target, and size batches and buffer for what it is."""

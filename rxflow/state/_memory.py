@@ -60,7 +60,9 @@ class MemoryStore(Store):
         }
         return ScopeSnapshot(tables, self._meta.get((namespace, scope)))
 
-    async def commit(self, namespace: str, changes: Sequence[ScopeChanges]) -> None:
+    async def commit(
+        self, namespace: str, changes: Sequence[ScopeChanges], writes: Sequence[object] = ()
+    ) -> None:
         # Nothing here awaits, so each commit is applied whole: atomic, as the ABC asks.
         for change in changes:
             tables = self._tables.setdefault((namespace, change.scope), {})

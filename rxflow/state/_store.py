@@ -22,11 +22,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Protocol, Self
 
 import attrs
 
-__all__ = ["ScopeChanges", "ScopeSnapshot", "Store", "StoredEntry"]
+__all__ = ["ScopeChanges", "ScopeSnapshot", "Store", "StoredEntry", "TransactionalSink"]
 
 
 @attrs.frozen
@@ -59,6 +59,30 @@ class ScopeChanges:
     """Table name → keys to remove (a key absent from the store is no error)."""
     meta: bytes
     """Replaces the scope's meta."""
+
+
+class TransactionalSink(Protocol):
+    """A sink that writes exactly once by writing in the flow's checkpoints: what a flow
+    asks of a sink whose ``transactional`` attribute is True (``postgres_sink(...,
+    exactly_once=True)``). The flow hands it outputs as they come; a checkpoint takes those
+    of its epoch and earlier and its store writes them in the transaction that stores the
+    state and the source positions, so a row is written exactly when its inputs are
+    covered."""
+
+    transactional: bool
+
+    def stage(self, outputs: Sequence[tuple[int, Any]]) -> None:
+        """Keep ``(epoch, value)`` outputs for the checkpoint of their epoch."""
+        ...
+
+    def take(self, epoch: int) -> Any:
+        """Remove and return what was staged for ``epoch`` and earlier, as the write object
+        the store applies (falsy if nothing was staged)."""
+        ...
+
+    def restage(self, write: Any) -> None:
+        """A commit that had taken ``write`` failed: keep it for the next checkpoint."""
+        ...
 
 
 class Store(abc.ABC):
@@ -100,8 +124,17 @@ class Store(abc.ABC):
         """Everything the last commit of ``scope`` left."""
 
     @abc.abstractmethod
-    async def commit(self, namespace: str, changes: Sequence[ScopeChanges]) -> None:
-        """Apply each scope's puts, deletes and meta, each scope atomically."""
+    async def commit(
+        self, namespace: str, changes: Sequence[ScopeChanges], writes: Sequence[object] = ()
+    ) -> None:
+        """Apply each scope's puts, deletes and meta, each scope atomically; and ``writes``,
+        what exactly-once sinks staged for this checkpoint (only a store whose
+        :meth:`can_write` accepted those sinks gets any), in the same transaction."""
+
+    def can_write(self, sink: TransactionalSink) -> bool:
+        """Whether :meth:`commit` can apply ``sink``'s staged writes in its own transaction
+        (an exactly-once PostgreSQL sink into the database of a ``PostgresStore``)."""
+        return False
 
     @property
     @abc.abstractmethod

@@ -195,3 +195,38 @@ def test_a_message_pickles_as_a_record_without_its_connection() -> None:
     assert loaded == attrs.evolve(message, partition=None)
     assert loaded.identity == 7
     assert type(loaded.settlement) is Settlement
+
+
+async def test_a_lineage_sink_gets_the_positions_of_each_output() -> None:
+    from rxflow import SourcePosition, Traced
+
+    store, log = MemoryStore(), []
+    written: list[Traced[Any]] = []
+    await (
+        Flow("traced")
+        .source(messages(log, store, ["a", "b"]), name="letters")
+        .pipe(counting())
+        .sink(written.append, lineage=True)
+        .run()
+    )
+    assert [(traced.value, traced.sources) for traced in written] == [
+        (("a", 1), (SourcePosition("source 'letters'", "", 0),)),
+        (("b", 1), (SourcePosition("source 'letters'", "", 1),)),
+    ]
+
+
+async def test_an_exactly_once_sink_needs_a_checkpoint() -> None:
+    from rxflow.errors import FlowStateError
+
+    class Staging:
+        transactional = True
+
+        def __call__(self, item: object) -> None:
+            raise AssertionError("an exactly-once sink is never called directly")
+
+    flow = Flow("eo").source([1]).sink(Staging())
+    with pytest.raises(FlowStateError, match="checkpoint"):
+        await flow.run()
+    flow = Flow("eo2").source([1]).sink(Staging()).checkpoint(MemoryStore())
+    with pytest.raises(FlowStateError, match="PostgresStore on the sink's database, not memory"):
+        await flow.run()
