@@ -595,3 +595,57 @@ async def test_a_checkpointed_flow_goes_on_where_its_last_run_stopped() -> None:
     assert before + after == whole
     # ("a", 1) and ("b", 1) came twice: the second run's deduplicate remembered ("b", 1).
     assert [keyed.key for keyed in after] == ["b", "a", "c"]
+
+
+# -- against a reference model ---------------------------------------------------------------
+
+
+def model(events: Timed, ttl: float | None) -> tuple[list[Any], list[Any], list[Any]]:
+    """What aggregate (a running sum), stateful_map (a count, deleted at 3) and
+    deduplicate (by key) emit, written as plainly as possible: a key is live until ``ttl``
+    after its last update (deduplicate: after its pass)."""
+    sums: dict[str, tuple[int, float]] = {}
+    counts: dict[str, tuple[int, float]] = {}
+    passed: dict[str, float] = {}
+    aggregated, mapped, deduplicated = [], [], []
+
+    def live(entry: tuple[int, float] | None, at: float) -> int | None:
+        if entry is None or (ttl is not None and at >= entry[1] + ttl):
+            return None
+        return entry[0]
+
+    for at, (key, amount) in events:
+        total = (live(sums.get(key), at) or 0) + amount
+        sums[key] = (total, at)
+        aggregated.append(Keyed(key, total))
+        count = (live(counts.get(key), at) or 0) + 1
+        if count == 3:
+            counts.pop(key, None)
+        else:
+            counts[key] = (count, at)
+        mapped.append(count)
+        dedup_ttl = ttl if ttl is not None else 1e9
+        if key not in passed or at >= passed[key] + dedup_ttl:
+            passed[key] = at
+            deduplicated.append((key, amount))
+    return aggregated, mapped, deduplicated
+
+
+def count_to_three(state: int | None, pair: Pair) -> tuple[int | None, int]:
+    count = (state or 0) + 1
+    return (None if count == 3 else count), count
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=timed_events, ttl=st.sampled_from([None, 0.5, 1.0, 2.5, 6.0]))
+def test_the_operators_agree_with_a_plain_model(events: Timed, ttl: float | None) -> None:
+    dedup_ttl = ttl if ttl is not None else 1e9
+    operators = [
+        aggregate(first, add, int, ttl=ttl),
+        stateful_map(first, count_to_three, ttl=ttl),
+        deduplicate(first, ttl=dedup_ttl),
+    ]
+    outputs = [
+        run([operator], events, DurableScope(), TestScheduler())[0] for operator in operators
+    ]
+    assert outputs == list(model(events, ttl))
