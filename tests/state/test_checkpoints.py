@@ -230,3 +230,34 @@ async def test_an_exactly_once_sink_needs_a_checkpoint() -> None:
     flow = Flow("eo2").source([1]).sink(Staging()).checkpoint(MemoryStore())
     with pytest.raises(FlowStateError, match="PostgresStore on the sink's database, not memory"):
         await flow.run()
+
+
+class Redelivering:
+    """A source that, like every broker connector, delivers unacknowledged messages again
+    (it says so by linking outputs: ``link_many``)."""
+
+    name = "broker:clicks"
+
+    def __init__(self, items: list[Message[Any]]) -> None:
+        self.items = items
+
+    def link_many(self, messages: object) -> None:
+        return None
+
+    async def __aiter__(self) -> Any:
+        for item in self.items:
+            yield item
+
+
+async def test_sliding_event_time_windows_over_redelivery_need_checkpoints() -> None:
+    from rxflow import sliding
+    from rxflow.errors import FlowStateError
+
+    store, log = MemoryStore(), []
+    windows = sliding(10.0, 5.0, timestamp=lambda message: float(message.identity or 0))
+    flow = Flow("slides").source(Redelivering(messages(log, store, ["a"]))).pipe(windows)
+    with pytest.raises(FlowStateError, match=r"sliding.*\.checkpoint\(store\)"):
+        await flow.sink(lambda window: None).run()
+    windows = sliding(10.0, 5.0, timestamp=lambda message: float(message.identity or 0))
+    flow = Flow("slides").source(Redelivering(messages(log, store, ["a"]))).pipe(windows)
+    await flow.sink(lambda window: None).checkpoint(store).run()  # with checkpoints: runs
