@@ -649,3 +649,16 @@ def test_the_operators_agree_with_a_plain_model(events: Timed, ttl: float | None
         run([operator], events, DurableScope(), TestScheduler())[0] for operator in operators
     ]
     assert outputs == list(model(events, ttl))
+
+
+@pytest.mark.anyio
+async def test_leaving_a_pipe_early_lets_the_state_go() -> None:
+    events = [(float(n), (f"k{n}", 1)) for n in range(100)]
+    totals = aggregate(first, add, int, ttl=3600.0)
+    async with open_pipe(at_times(events), totals) as pipe:
+        async for keyed in pipe:
+            if keyed.key == "k9":
+                assert totals.state_size() == 10
+                break
+    assert totals.state_size() == 0
+    assert totals.metrics.received == 10
