@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from typing import Any, Generic
 
@@ -84,7 +85,7 @@ def _seconds_clock(scheduler: abc.SchedulerBase | None) -> Callable[[], float]:
 OnNext = Callable[[Any], None]
 
 
-class KeyedStage:
+class KeyedStage(ABC):
     """What the keyed stateful operators share: a name, ``metrics``, a TTL, and the tables
     of the subscriptions alive now (for :meth:`state_size`).
 
@@ -132,8 +133,10 @@ class KeyedStage:
         if table in self._tables:
             self._tables.remove(table)
 
+    @abstractmethod
     def _on_next(self, table: StateTable[Any, Any], observer: abc.ObserverBase[Any]) -> OnNext:
-        raise NotImplementedError
+        """The ``on_next`` of one subscription: what an item does to ``table`` and what
+        it sends ``observer``."""
 
     def _failed(self, observer: abc.ObserverBase[Any], error: Exception) -> None:
         self.metrics.errors += 1
