@@ -50,6 +50,9 @@ MAX_BATCH_BYTES: Final = 1024 * 1024
 FETCH_PARTITION_BYTES: Final = 8 * 1024 * 1024
 TOPIC_ALREADY_EXISTS: Final = 36  # Kafka's error code
 DEFAULT_REQUEST_TIMEOUT_S: Final = 30.0
+UNREACHABLE: Final = (*CONNECTION_ERRORS, aiokafka.errors.NodeNotReadyError)
+"""What a record fails with when the cluster could not be reached (NodeNotReadyError: no
+connection to the partition's leader until the record expired)."""
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -328,7 +331,7 @@ class KafkaChangelogStore(Store):
         """``function(*args)`` on the clients' loop; a lost cluster is ServiceUnavailableError."""
         try:
             return await clients.host.call(function, *args)
-        except CONNECTION_ERRORS as error:
+        except UNREACHABLE as error:
             raise unavailable(self._options, error, "did not answer") from error
 
     # -- load ----------------------------------------------------------------------------
@@ -376,7 +379,9 @@ class KafkaChangelogStore(Store):
 
     # -- commit --------------------------------------------------------------------------
 
-    async def commit(self, namespace: str, changes: Sequence[ScopeChanges]) -> None:
+    async def commit(
+        self, namespace: str, changes: Sequence[ScopeChanges], writes: Sequence[object] = ()
+    ) -> None:
         clients = self._opened()
         plans: list[_Plan] = []
         for scope_changes in changes:
@@ -389,7 +394,7 @@ class KafkaChangelogStore(Store):
         if not failed:
             return
         scope, error = next(iter(failed.items()))
-        if all(isinstance(e, CONNECTION_ERRORS) for e in failed.values()):
+        if all(isinstance(e, UNREACHABLE) for e in failed.values()):
             raise unavailable(self._options, error, "did not confirm the commit") from error
         raise RecordsRefusedError(
             f"{self.description}: the commit of {len(failed)} of {len(plans)} scopes failed "
