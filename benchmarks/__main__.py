@@ -29,6 +29,7 @@ from benchmarks import (
     core,
     peers,
     state_operators,
+    state_stores,
     windows,
 )
 
@@ -41,6 +42,8 @@ CASES: dict[str, Case] = {
     **windows.CASES,
     # Keyed state: aggregate against a hand-written dict in the same pipe.
     **state_operators.CASES,
+    # The embedded state store (SQLite) against RocksDB (rocksdict) and a dict.
+    **state_stores.CASES,
     **peers.CASES,
     # The codec layer's JSON and typed records against the libraries called directly.
     **codecs.CASES,

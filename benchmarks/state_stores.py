@@ -1,0 +1,258 @@
+"""The embedded state store, chosen by measurement: SQLite against RocksDB (rocksdict).
+
+``state_store_commit``: keys per second written by checkpoints of ``CHANGED`` changed keys
+(100-byte values, a meta record each) into a scope that already holds them, through
+``SQLiteStore.commit`` on each backend, against a RocksDB ``WriteBatch`` of the same puts
+(rocksdict, raw bytes, the WAL on and not synced: what survives a killed process, as SQLite's
+``synchronous=NORMAL``). Extra figures: raw ``sqlite3`` (the same SQL, no store around it),
+SQLiteStore with ``synchronous="full"``, and a plain dict (``dict.update``).
+
+``state_store_load``: keys per second of loading a scope of ``LOADED`` keys with
+``SQLiteStore.load``, against a RocksDB prefix scan that builds the same dict of
+:class:`~rxflow.state.StoredEntry`; extra: raw ``sqlite3`` and copying a dict.
+
+Both sides store the expiry with each entry and filter it at load. rocksdict is not a
+dependency of rxflow: without it installed, the RocksDB figures are left out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from benchmarks._measure import BACKENDS, best_rate, row
+from rxflow.state._sqlite import SQLiteStore
+from rxflow.state._store import ScopeChanges, StoredEntry
+
+NAMESPACE = "bench"
+_NEVER = b"\x00"
+_TIME = struct.Struct(">d")
+
+
+def checkpoint(changed: int, round_: int) -> ScopeChanges:
+    """One checkpoint: every key of the scope changed, values of 100 bytes."""
+    puts = {
+        b"key-%08d" % n: StoredEntry((b"%d:%d:" % (round_, n)).ljust(100, b"."))
+        for n in range(changed)
+    }
+    return ScopeChanges("", {"totals": puts}, {}, b"offsets %d" % round_)
+
+
+# -- SQLiteStore ---------------------------------------------------------------------------
+
+
+async def store_commits(path: Path, checkpoints: list[ScopeChanges], synchronous: Any) -> None:
+    async with SQLiteStore(path, synchronous=synchronous) as store:
+        for changes in checkpoints:
+            await store.commit(NAMESPACE, [changes])
+
+
+async def store_load(path: Path, expected: int) -> None:
+    async with SQLiteStore(path) as store:
+        snapshot = await store.load(NAMESPACE, "")
+    if len(snapshot.tables["totals"]) != expected:
+        raise AssertionError(f"SQLiteStore loaded {len(snapshot.tables['totals'])} keys")
+
+
+# -- raw sqlite3: the same SQL, without the store ---------------------------------------------
+
+
+def raw_sqlite_commits(path: Path, checkpoints: list[ScopeChanges]) -> None:
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS entries (namespace TEXT, scope TEXT, tbl TEXT, key BLOB, "
+        "value BLOB, expires_at REAL, PRIMARY KEY (namespace, scope, tbl, key)) WITHOUT ROWID"
+    )
+    for changes in checkpoints:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany(
+            "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (NAMESPACE, "", "totals", key, entry.value, entry.expires_at)
+                for key, entry in changes.puts["totals"].items()
+            ],
+        )
+        connection.execute("COMMIT")
+    connection.close()
+
+
+def raw_sqlite_load(path: Path, expected: int) -> None:
+    connection = sqlite3.connect(path)
+    rows = connection.execute(
+        "SELECT tbl, key, value, expires_at FROM entries WHERE namespace = ? AND scope = ? "
+        "AND (expires_at IS NULL OR expires_at > ?)",
+        (NAMESPACE, "", time.time()),
+    ).fetchall()
+    loaded = {key: StoredEntry(value, expires_at) for _, key, value, expires_at in rows}
+    connection.close()
+    if len(loaded) != expected:
+        raise AssertionError(f"raw sqlite3 loaded {len(loaded)} keys")
+
+
+# -- RocksDB through rocksdict -------------------------------------------------------------
+
+
+def rocks_prefix() -> bytes:
+    return f"{NAMESPACE}\x00\x00totals\x00".encode()
+
+
+def rocks_commits(path: Path, checkpoints: list[ScopeChanges]) -> None:
+    from rocksdict import Options, Rdict, WriteBatch
+
+    db = Rdict(str(path), Options(raw_mode=True))
+    prefix = rocks_prefix()
+    for changes in checkpoints:
+        batch = WriteBatch(raw_mode=True)
+        for key, entry in changes.puts["totals"].items():
+            header = _NEVER if entry.expires_at is None else b"\x01" + _TIME.pack(entry.expires_at)
+            batch.put(prefix + key, header + entry.value)
+        batch.put(f"{NAMESPACE}\x00\x00\x01meta".encode(), changes.meta)
+        db.write(batch)
+    db.close()
+
+
+def rocks_load(path: Path, expected: int) -> None:
+    from rocksdict import Options, Rdict
+
+    db = Rdict(str(path), Options(raw_mode=True))
+    prefix, start, now = rocks_prefix(), len(rocks_prefix()), time.time()
+    loaded = {}
+    for key, stored in db.items(from_key=prefix):
+        if not key.startswith(prefix):
+            break
+        if stored[:1] == _NEVER:
+            loaded[key[start:]] = StoredEntry(stored[1:])
+        else:
+            (expires_at,) = _TIME.unpack_from(stored, 1)
+            if expires_at > now:
+                loaded[key[start:]] = StoredEntry(stored[9:], expires_at)
+    db.close()
+    if len(loaded) != expected:
+        raise AssertionError(f"rocksdict loaded {len(loaded)} keys")
+
+
+def has_rocksdict() -> bool:
+    try:
+        import rocksdict  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- the cases -------------------------------------------------------------------------------
+
+
+_RUNS = itertools.count()
+
+
+def fresh(directory: str, name: str) -> Path:
+    """A path no earlier run used (each timed run writes a database of its own)."""
+    return Path(directory) / f"{name}-{next(_RUNS)}"
+
+
+def commit(quick: bool) -> Iterator[dict[str, Any]]:
+    changed, rounds = 10_000, (4 if quick else 20)
+    repeats = 2 if quick else 3
+    # The first checkpoint fills the scope; the timed ones change every key of it.
+    checkpoints = [checkpoint(changed, n) for n in range(rounds + 1)]
+    items = changed * rounds
+
+    with tempfile.TemporaryDirectory() as directory:
+
+        def timed(write: Callable[[Path, list[ScopeChanges]], None], name: str) -> float:
+            def once() -> float:
+                path = fresh(directory, name)
+                write(path, checkpoints[:1])  # fills the scope, not timed
+                started = time.perf_counter()
+                write(path, checkpoints[1:])
+                return time.perf_counter() - started
+
+            return items / min(once() for _ in range(repeats))
+
+        def dict_updates(_: Path, some: list[ScopeChanges]) -> None:
+            table: dict[bytes, StoredEntry] = {}
+            for changes in some:
+                table.update(changes.puts["totals"])
+
+        extra = {
+            "dict_per_s": round(timed(dict_updates, "dict")),
+            "raw_sqlite3_per_s": round(timed(raw_sqlite_commits, "raw")),
+        }
+        rocks = timed(rocks_commits, "rocks") if has_rocksdict() else None
+        for backend in BACKENDS:
+
+            def store_writes(path: Path, some: list[ScopeChanges], sync: str = "normal") -> None:
+                anyio.run(store_commits, path, some, sync, backend=backend)
+
+            full = timed(partial(store_writes, sync="full"), "full")
+            rate = timed(store_writes, "store")
+            yield _row("state_store_commit", backend, items, rate, rocks, extra, full=full)
+
+
+def load(quick: bool) -> Iterator[dict[str, Any]]:
+    loaded = 20_000 if quick else 100_000
+    repeats = 2 if quick else 3
+    filled = [checkpoint(loaded, 0)]
+    with tempfile.TemporaryDirectory() as directory:
+        sqlite_path, rocks_path = Path(directory) / "sqlite.db", Path(directory) / "rocks"
+        anyio.run(store_commits, sqlite_path, filled, "normal")
+        table = dict(filled[0].puts["totals"])
+        extra = {
+            "dict_per_s": round(best_rate(loaded, lambda: dict(table), repeats)),
+            "raw_sqlite3_per_s": round(
+                best_rate(loaded, partial(raw_sqlite_load, sqlite_path, loaded), repeats)
+            ),
+        }
+        rocks = None
+        if has_rocksdict():
+            rocks_commits(rocks_path, filled)
+            rocks = best_rate(loaded, partial(rocks_load, rocks_path, loaded), repeats)
+        for backend in BACKENDS:
+            run = partial(anyio.run, store_load, sqlite_path, loaded, backend=backend)
+            rate = best_rate(loaded, run, repeats)
+            yield _row("state_store_load", backend, loaded, rate, rocks, extra)
+
+
+def _row(
+    name: str,
+    backend: str,
+    items: int,
+    rate: float,
+    rocks: float | None,
+    extra: dict[str, Any],
+    *,
+    full: float | None = None,
+) -> dict[str, Any]:
+    more = dict(extra)
+    if full is not None:
+        more["sqlite_store_sync_full_per_s"] = round(full)
+    if rocks is None:
+        more["note"] = "rocksdict not installed: baseline is the dict"
+        return row(name, backend, items, rate, "dict", more.pop("dict_per_s"), **more)
+    return row(name, backend, items, rate, "rocksdict", rocks, **more)
+
+
+CASES: dict[str, Callable[[bool], Iterable[dict[str, Any]]]] = {
+    "state_store_commit": commit,
+    "state_store_load": load,
+}
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    for case in sys.argv[1:] or list(CASES):
+        for result in CASES[case](os.environ.get("QUICK") == "1"):
+            print(json.dumps(result), flush=True)
