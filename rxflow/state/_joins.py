@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import bisect
 import decimal
-import heapq
-import itertools
 import math
 import numbers
 from collections.abc import Callable, Hashable
@@ -33,12 +31,16 @@ from typing import Any, Generic, TypeVar
 import attrs
 import reactivex
 from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, Disposable
+from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
+from reactivex.scheduler import TimeoutScheduler
 
 from rxflow._checks import check_function, check_name, check_seconds
-from rxflow._holds import NO_HOLDS, AckHolds, Hold, current_holds
+from rxflow._holds import NO_HOLDS, AckHolds, current_holds
+from rxflow._source_time import current_source_time
 from rxflow._stage_metrics import StageMetrics
 from rxflow._state import StateTable, current_state
+from rxflow.scheduler import AnyioScheduler
+from rxflow.state._join_buffer import Side, timestamp_of
 from rxflow.state._lookup_join import (
     MISSING_POLICIES,
     Enriched,
@@ -47,6 +49,7 @@ from rxflow.state._lookup_join import (
     Tombstone,
     lookup_join,
 )
+from rxflow.windows.processing import clock_of
 
 __all__ = [
     "MISSING_POLICIES",
@@ -97,6 +100,8 @@ class IntervalJoin(Generic[L, R]):
         lower: float,
         upper: float,
         out_of_orderness: float,
+        idle_timeout: float | None,
+        scheduler: abc.SchedulerBase | None,
         name: str,
     ) -> None:
         self.other = other
@@ -107,6 +112,8 @@ class IntervalJoin(Generic[L, R]):
         self.lower = lower
         self.upper = upper
         self.out_of_orderness = out_of_orderness
+        self.idle_timeout = idle_timeout
+        self.scheduler = scheduler
         self.name = name
         self.late_dropped = 0
         self.metrics = StageMetrics(name, "join", backlog=self.state_size)
@@ -126,119 +133,33 @@ class IntervalJoin(Generic[L, R]):
         def subscribe(
             observer: abc.ObserverBase[Joined[L, R]], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            run = _IntervalRun(self, observer)
+            clock = None
+            if self.idle_timeout is not None:
+                clock = self.scheduler or scheduler or TimeoutScheduler.singleton()
+            run = _IntervalRun(self, observer, clock)
             self._runs.add(run)
             left = source.subscribe(
                 run.on_left, run.on_error, run.on_left_completed, scheduler=scheduler
             )
             if run.ended:  # the left side failed at once: the right is not needed
-                return CompositeDisposable(left, Disposable(run.dispose))
+                return CompositeDisposable(left, run.idle_timer, Disposable(run.dispose))
             right = self.other.subscribe(
                 run.on_right, run.on_error, run.on_right_completed, scheduler=scheduler
             )
-            return CompositeDisposable(left, right, Disposable(run.dispose))
+            return CompositeDisposable(left, right, run.idle_timer, Disposable(run.dispose))
 
         return reactivex.create(subscribe)
-
-
-def _timestamp_of(entry: tuple[float, Any, Hold]) -> float:
-    return entry[0]
-
-
-class _Side:
-    """One side's buffer in one subscription: a table of key -> the side's items of that
-    key as ``(timestamp, item, hold)``, sorted by timestamp (equal ones in arrival order),
-    and a heap that says which keys to look at as the watermark passes.
-
-    An item at ``t`` is kept while ``t + keep_for`` is not below the watermark (left:
-    ``upper``; right: ``-lower``); items of the other side match it when their timestamp
-    ``s`` has ``t`` in ``[s + low, s + high]`` (seen from this side: ``low``/``high``
-    are what an arriving item of this side searches in the other side's buffer).
-    """
-
-    def __init__(
-        self,
-        table: StateTable[Hashable, list[tuple[float, Any, Hold]]],
-        *,
-        key: Callable[[Any], Hashable],
-        timestamp: Callable[[Any], float],
-        low: float,
-        high: float,
-        is_left: bool,
-    ) -> None:
-        self.table = table
-        self.key = key
-        self.timestamp = timestamp
-        self.low = low
-        self.high = high
-        self.keep_for = high
-        self.is_left = is_left
-        self.name = "left" if is_left else "right"
-        self.done = False
-        self.max_seen = -math.inf
-        # (time from which the key's first item may go, tie-breaker, key). Invariant: every
-        # key of the table has an entry here at its first item's time (entries for items
-        # freed or displaced since are stale and looked at for nothing). Derived from the
-        # table, so rebuilt after a restore rather than stored.
-        self.due: list[tuple[float, int, Hashable]] = []
-        self.order = itertools.count()
-        self.held = 0
-        for key_, bucket in table.scan():
-            self.held += len(bucket)
-            self._due(bucket[0][0], key_)
-
-    def _due(self, t: float, key: Hashable) -> None:
-        heapq.heappush(self.due, (t + self.keep_for, next(self.order), key))
-
-    def add(self, key: Hashable, t: float, item: Any, hold: Hold) -> None:
-        entry = (t, item, hold)
-        table = self.table
-        bucket = table.get(key)
-        if bucket is None:
-            table.put(key, [entry])
-            self._due(t, key)
-        else:
-            at = bisect.bisect_right(bucket, t, key=_timestamp_of)
-            bucket.insert(at, entry)
-            table.touch(key)
-            if at == 0:
-                self._due(t, key)
-        self.held += 1
-
-    def free_before(self, watermark: float, holds: AckHolds) -> None:
-        """Drop the items that no item of the other side at ``watermark`` or later can
-        match."""
-        due, table, keep_for = self.due, self.table, self.keep_for
-        while due and due[0][0] < watermark:
-            _, _, key = heapq.heappop(due)
-            bucket = table.get(key)
-            if bucket is None:
-                continue
-            count = 0
-            while count < len(bucket) and bucket[count][0] + keep_for < watermark:
-                count += 1
-            if not count:
-                continue  # stale: the key's first item is due later, and has its entry
-            released = [hold for _, _, hold in bucket[:count] if hold is not None]
-            if count == len(bucket):
-                table.delete(key)  # an idle key costs nothing
-            else:
-                del bucket[:count]
-                table.touch(key)
-                self._due(bucket[0][0], key)
-            self.held -= count
-            if released:
-                holds.release(released)
-
-    def release_all(self, holds: AckHolds) -> None:
-        released = [hold for _, bucket in self.table.scan() for _, _, hold in bucket]
-        holds.release(hold for hold in released if hold is not None)
 
 
 class _IntervalRun:
     """One subscription of an interval join: both sides' buffers and the watermark."""
 
-    def __init__(self, spec: IntervalJoin[Any, Any], observer: abc.ObserverBase[Any]) -> None:
+    def __init__(
+        self,
+        spec: IntervalJoin[Any, Any],
+        observer: abc.ObserverBase[Any],
+        clock: abc.SchedulerBase | None,
+    ) -> None:
         self.spec = spec
         self.observer = observer
         self.ended = False
@@ -249,7 +170,7 @@ class _IntervalRun:
         # unacknowledged until it can match nothing more.
         self.holds: AckHolds = NO_HOLDS if scope.durable else current_holds()
         self.time: StateTable[str, float] = scope.table(f"{name}.time", owner=spec)
-        self.left = _Side(
+        self.left = Side(
             scope.table(f"{name}.left", owner=spec),
             key=spec.key,
             timestamp=spec.timestamp,
@@ -257,7 +178,7 @@ class _IntervalRun:
             high=spec.upper,
             is_left=True,
         )
-        self.right = _Side(
+        self.right = Side(
             scope.table(f"{name}.right", owner=spec),
             key=spec.other_key,
             timestamp=spec.other_timestamp,
@@ -268,6 +189,25 @@ class _IntervalRun:
         self.left.max_seen = self.time.get("left", -math.inf)
         self.right.max_seen = self.time.get("right", -math.inf)
         self.watermark: float = self.time.get("watermark", -math.inf)
+        self.idle_timer = SerialDisposable()
+        if clock is not None:
+            self._watch_idleness(clock)
+
+    def _watch_idleness(self, clock: abc.SchedulerBase) -> None:
+        timeout = self.spec.idle_timeout
+        assert timeout is not None  # a clock is given only with an idle timeout
+        self.clock = clock
+        # As for event-time windows: quiet counts only time in which the pipe's source was
+        # free to deliver (waiting data is not late data), on the pipe's own scheduler.
+        source_time = current_source_time()
+        self.quiet_clock = (
+            source_time.now
+            if source_time is not None and isinstance(clock, AnyioScheduler)
+            else clock_of(clock)
+        )
+        # A side that never sends goes idle too, counted from the subscription.
+        self.left.last_arrival = self.right.last_arrival = self.quiet_clock()
+        self._arm_idle_timer(timeout)
 
     def on_left(self, item: Any) -> None:
         self._on_item(self.left, self.right, item)
@@ -275,7 +215,7 @@ class _IntervalRun:
     def on_right(self, item: Any) -> None:
         self._on_item(self.right, self.left, item)
 
-    def _on_item(self, side: _Side, other: _Side, item: Any) -> None:
+    def _on_item(self, side: Side, other: Side, item: Any) -> None:
         if self.ended:
             return
         spec = self.spec
@@ -299,14 +239,19 @@ class _IntervalRun:
                 return
             t = float(t)
         spec.metrics.received += 1
+        if spec.idle_timeout is not None:
+            side.last_arrival = self.quiet_clock()
+            side.idle = False  # counts again; the watermark stays where it is
+            if self.idle_timer.disposable is None:
+                self._arm_idle_timer(spec.idle_timeout)
         if t < self.watermark:
             spec.late_dropped += 1
             spec.metrics.dropped += 1
             return
         bucket = other.table.get(key)
         if bucket:
-            first = bisect.bisect_left(bucket, t + side.low, key=_timestamp_of)
-            last = bisect.bisect_right(bucket, t + side.high, key=_timestamp_of)
+            first = bisect.bisect_left(bucket, t + side.low, key=timestamp_of)
+            last = bisect.bisect_right(bucket, t + side.high, key=timestamp_of)
             for _, match, hold in bucket[first:last]:
                 pair = Joined(item, match) if side.is_left else Joined(match, item)
                 spec.metrics.emitted += 1
@@ -316,7 +261,7 @@ class _IntervalRun:
                 if self.ended:
                     return  # disposed by what it emitted to
         # Kept only while an item of the other side may still come and match it.
-        if not other.done and t + side.keep_for >= self.watermark:
+        if not other.done and t + side.high >= self.watermark:
             side.add(key, t, item, self.holds.hold())
         if t > side.max_seen:
             side.max_seen = t
@@ -325,12 +270,14 @@ class _IntervalRun:
 
     def _advance(self) -> None:
         left, right = self.left, self.right
-        # A side that completed holds the watermark back no longer (Flink's end of input).
+        # A side that completed or went idle holds the watermark back no longer (Flink's end
+        # of input, and idleness).
         low = min(
-            math.inf if left.done else left.max_seen, math.inf if right.done else right.max_seen
+            math.inf if left.done or left.idle else left.max_seen,
+            math.inf if right.done or right.idle else right.max_seen,
         )
         if low == math.inf:
-            return  # both completed: the end, nothing more to free
+            return  # neither side sets the time now: it stays (and at the end, nothing to free)
         watermark = low - self.spec.out_of_orderness
         if watermark <= self.watermark:
             return
@@ -339,13 +286,39 @@ class _IntervalRun:
         left.free_before(watermark, self.holds)
         right.free_before(watermark, self.holds)
 
+    # -- idleness ------------------------------------------------------------------------
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        self.idle_timer.disposable = self.clock.schedule_relative(delay, self._on_idle_timer)
+
+    def _on_idle_timer(self, scheduler: abc.SchedulerBase, state: Any = None) -> None:
+        self.idle_timer.disposable = None
+        timeout = self.spec.idle_timeout
+        if self.ended or timeout is None:
+            return
+        now = self.quiet_clock()
+        wait = math.inf  # until the next side that still sends may go idle
+        for side in (self.left, self.right):
+            if side.done or side.idle:
+                continue
+            quiet_for = now - side.last_arrival
+            if quiet_for >= timeout:
+                side.idle = True
+            else:
+                wait = min(wait, timeout - quiet_for)
+        self._advance()
+        if wait < math.inf:
+            self._arm_idle_timer(wait)  # else the next item arms it
+
+    # -- the end -------------------------------------------------------------------------
+
     def on_left_completed(self) -> None:
         self._completed(self.left)
 
     def on_right_completed(self) -> None:
         self._completed(self.right)
 
-    def _completed(self, side: _Side) -> None:
+    def _completed(self, side: Side) -> None:
         if self.ended:
             return
         side.done = True
@@ -366,6 +339,7 @@ class _IntervalRun:
 
     def _finish(self) -> None:
         self.ended = True
+        self.idle_timer.dispose()
         self.spec._runs.discard(self)
 
     def dispose(self) -> None:
@@ -399,6 +373,8 @@ def interval_join(
     lower: float | timedelta,
     upper: float | timedelta,
     out_of_orderness: float | timedelta = 0.0,
+    idle_timeout: float | timedelta | None = None,
+    scheduler: abc.SchedulerBase | None = None,
     name: str = "interval_join",
 ) -> IntervalJoin[L, R]:
     """Join the stream (the left side) with ``other`` (the right side) in event time:
@@ -417,6 +393,12 @@ def interval_join(
         upper: the latest one (seconds, at least ``lower``).
         out_of_orderness: how far behind the largest timestamp seen an item may still come
             without being late (seconds, 0 or more).
+        idle_timeout: a side that sends nothing for this long (processing time; inside a
+            pipe, time in which its source was free to deliver) holds the watermark back no
+            longer, until it sends again; its items older than the watermark by then are
+            late. ``None`` (the default): a quiet side holds it back.
+        scheduler: the clock of ``idle_timeout`` (default: the subscription's scheduler,
+            inside a pipe the loop's clock).
         name: the stage's name in metrics, and its tables' names in a checkpointed flow
             (two joins in one flow need two names).
 
@@ -425,7 +407,8 @@ def interval_join(
     ``late_dropped``); a buffered item is freed once the watermark passes its last chance
     of a match (left: ``ts + upper``, right: ``ts - lower``), so state follows the
     watermark. A side that sends nothing holds the watermark, and so the other side's
-    buffer, back, as in Flink; a side that completes no longer does. The join completes
+    buffer, back, as in Flink, unless it is idle (``idle_timeout``) or completed; if both
+    are idle the watermark stays where it is. The join completes
     when both sides have; an error of either side (or of a function given here) is passed
     on, and disposes both subscriptions.
 
@@ -475,5 +458,7 @@ def interval_join(
         out_of_orderness=check_seconds(
             where, "out_of_orderness", out_of_orderness, allow_zero=True
         ),
+        idle_timeout=check_seconds(where, "idle_timeout", idle_timeout, optional=True),
+        scheduler=scheduler,
         name=check_name(where, "name", name),
     )

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reactivex import Observable
 from reactivex.subject import Subject
+from reactivex.testing import TestScheduler
 
 from rxflow import from_async_iterable, open_pipe
 from rxflow._holds import NoHolds, holds_activated
@@ -227,6 +228,50 @@ def test_a_side_that_completes_holds_the_watermark_back_no_longer() -> None:
     assert done == [True]
 
 
+def test_an_idle_side_holds_the_watermark_back_no_longer() -> None:
+    scheduler = TestScheduler()
+    for idle_timeout in (None, 5.0):
+        scope = Scope(durable=False)
+        left: Subject[Event] = Subject()
+        right: Subject[Event] = Subject()
+        join = join_on(right, lower=0, upper=1, idle_timeout=idle_timeout, scheduler=scheduler)
+        out: list[Joined[Event, Event]] = []
+        with state_activated(scope):
+            subscription = left.pipe(join).subscribe(out.append)
+        start = scheduler.clock
+        right.on_next(("k", 0.0))
+        for t in (1.0, 2.0, 3.0):
+            scheduler.advance_by(1.0)
+            left.on_next(("k", t))
+        assert join.state_size() == 4  # the watermark is min(3, 0) = 0
+        scheduler.advance_to(start + 5.0)  # the right has sent nothing for 5 s
+        right.on_next(("k", 2.5))  # late once the idle right no longer holds it at 0
+        right.on_next(("k", 3.5))
+        if idle_timeout is None:
+            assert out == [Joined(("k", 2.0), ("k", 2.5)), Joined(("k", 3.0), ("k", 3.5))]
+            assert join.late_dropped == 0
+        else:
+            assert out == [Joined(("k", 3.0), ("k", 3.5))]
+            assert join.late_dropped == 1
+            assert scope.tables["interval_join.time"].get("watermark") == 3.0
+        subscription.dispose()
+
+
+def test_the_watermark_stays_while_both_sides_are_idle() -> None:
+    scheduler = TestScheduler()
+    left: Subject[Event] = Subject()
+    right: Subject[Event] = Subject()
+    join = join_on(right, lower=0, upper=1, idle_timeout=2.0, scheduler=scheduler)
+    out: list[Joined[Event, Event]] = []
+    left.pipe(join).subscribe(out.append)
+    left.on_next(("k", 10.0))
+    right.on_next(("k", 4.0))
+    scheduler.advance_by(100.0)  # both idle: neither sets the time, nothing is freed
+    assert join.state_size() == 2
+    right.on_next(("k", 10.5))  # not late: the watermark is still min(10, 4) = 4
+    assert out == [Joined(("k", 10.0), ("k", 10.5))]
+
+
 def test_a_timestamp_that_is_not_a_number_fails_the_join() -> None:
     errors: list[Exception] = []
     right: Subject[Any] = Subject()
@@ -415,6 +460,11 @@ NEVER: Observable[Any] = reactivex.never()
             "interval_join(): name must be a non-empty str",
         ),
         (
+            lambda: join_on(NEVER, lower=0, upper=1, idle_timeout=0),
+            ValueError,
+            "interval_join(): idle_timeout must be more than 0 seconds",
+        ),
+        (
             lambda: lookup_join([], key=key_of, table_key=key_of),
             TypeError,
             "lookup_join(): table must be an Observable",
@@ -573,6 +623,20 @@ async def test_an_interval_join_in_a_pipe() -> None:
     ]
     assert join.late_dropped == 0
     assert join.metrics.received == 7
+
+
+@pytest.mark.anyio
+async def test_idleness_counts_on_the_pipes_clock() -> None:
+    clicks = [(0.0, ("k", 100.0)), (20.0, ("k", 105.0))]
+    views = [(1.0, ("k", 100.5)), (2.0, ("k", 110.0)), (12.0, ("k", 120.0))]
+    join = join_on(from_async_iterable(at_times(views)), lower=0, upper=1, idle_timeout=5)
+    async with open_pipe(at_times(clicks), join) as pipe:
+        pairs = [pair async for pair in pipe]
+    assert pairs == [Joined(("k", 100.0), ("k", 100.5))]
+    # The clicks went quiet from 0 to 20: at 5 the views alone set the watermark (110,
+    # then 120), so the click at 105 came late. Without idle_timeout it would have been
+    # min(100, 120) = 100.
+    assert join.late_dropped == 1
 
 
 @pytest.mark.anyio
