@@ -141,7 +141,9 @@ class PostgresStore(Store):
 
         return await self._call(read)
 
-    async def commit(self, namespace: str, changes: Sequence[ScopeChanges]) -> None:
+    async def commit(
+        self, namespace: str, changes: Sequence[ScopeChanges], writes: Sequence[object] = ()
+    ) -> None:
         if not changes:
             return
         sql = self._sql

@@ -143,7 +143,9 @@ class RedisStore(Store):
                 tables[name.decode()] = entries
         return ScopeSnapshot(tables, replies[1])
 
-    async def commit(self, namespace: str, changes: Sequence[ScopeChanges]) -> None:
+    async def commit(
+        self, namespace: str, changes: Sequence[ScopeChanges], writes: Sequence[object] = ()
+    ) -> None:
         host, client = self._connected()
         for change in changes:
             puts = {table: _encoded(entries) for table, entries in change.puts.items() if entries}
