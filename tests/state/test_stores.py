@@ -31,6 +31,7 @@ from tests.connectors.support import (
     leftover_threads,
     random_delays,
     refused_port,
+    tcp_proxy,
     texts_of,
 )
 
@@ -265,6 +266,13 @@ async def test_a_cancelled_commit_is_all_or_nothing_and_leaves_nothing_running(
             assert snapshot.meta in (b"old", b"new")
             expected = old if snapshot.meta == b"old" else new
             assert snapshot.tables == {"t": expected}, f"cancelled after {delay}: a mixed scope"
+        # Loads, cancelled anywhere, change nothing and leave nothing either.
+        for delay in random_delays(6, longest=took, seed=6):
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(store.load, namespace, "")
+                    await after(delay)
+                    scope.cancel()
         await anyio.wait_all_tasks_blocked()
         assert len(anyio.get_running_tasks()) == tasks
         assert leftover_threads(threads) == []
@@ -298,6 +306,48 @@ async def test_an_unreachable_engine_is_service_unavailable_without_the_password
     for text in texts_of(raised.value):
         assert PASSWORD not in text
     await store.close()  # again: nothing to do
+
+
+@pytest.fixture
+def server_prefix() -> Iterator[str]:
+    """A key and table prefix of the test's own, removed afterwards from both servers."""
+    prefix = f"rxflow_test_{uuid.uuid4().hex[:10]}"
+    yield prefix
+    with contextlib.suppress(OSError):
+        asyncio.run(_drop_redis_keys(prefix))
+    with contextlib.suppress(OSError):
+        asyncio.run(_drop_postgres_tables(prefix))
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+async def test_a_lost_server_is_unavailable_and_one_that_returns_is_used_again(
+    kind: str, namespace: str, server_prefix: str
+) -> None:
+    _, port = require_service("redis" if kind == "redis" else "postgresql")
+    async with tcp_proxy(port) as proxy:
+        store: Store = (
+            RedisStore(f"redis://127.0.0.1:{proxy.port}/0", prefix=server_prefix)
+            if kind == "redis"
+            else PostgresStore(
+                f"postgresql://postgres@127.0.0.1:{proxy.port}/test", table_prefix=server_prefix
+            )
+        )
+        async with store:
+            await store.commit(namespace, [ScopeChanges("", {"t": entries(5, b"1")}, {}, b"1")])
+            proxy.drop()  # connections dropped, the server back at once
+            second = [ScopeChanges("", {"t": entries(5, b"2")}, {}, b"2")]
+            with anyio.fail_after(20):
+                try:
+                    await store.commit(namespace, second)
+                except ServiceUnavailableError:  # the call that found the connection lost
+                    await store.commit(namespace, second)  # connects again
+                assert await store.load(namespace, "") == ScopeSnapshot(
+                    {"t": entries(5, b"2")}, b"2"
+                )
+            proxy.cut()  # and now gone
+            with anyio.fail_after(20), pytest.raises(ServiceUnavailableError) as raised:
+                await store.commit(namespace, [ScopeChanges("", {}, {}, b"3")])
+            assert store.description in str(raised.value)
 
 
 @pytest.mark.parametrize(
