@@ -8,6 +8,7 @@ import bisect
 import heapq
 import itertools
 import math
+import operator
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -17,8 +18,8 @@ from rxflow._state import StateTable
 __all__ = ["Side", "timestamp_of"]
 
 
-def timestamp_of(entry: tuple[float, Any, Hold]) -> float:
-    return entry[0]
+timestamp_of: Callable[[tuple[float, Any, Hold]], float] = operator.itemgetter(0)
+"""An entry's timestamp: what a bucket is sorted by (in C, for bisect's key)."""
 
 
 class Side:
@@ -77,37 +78,40 @@ class Side:
             table.put(key, [entry])
             self._due(t, key)
         else:
-            at = bisect.bisect_right(bucket, t, key=timestamp_of)
-            bucket.insert(at, entry)
+            if t >= bucket[-1][0]:  # in order, the usual case
+                bucket.append(entry)
+            else:
+                at = bisect.bisect_right(bucket, t, key=timestamp_of)
+                bucket.insert(at, entry)
+                if at == 0:
+                    self._due(t, key)
             table.touch(key)
-            if at == 0:
-                self._due(t, key)
         self.held += 1
 
-    def free_before(self, watermark: float, holds: AckHolds) -> None:
+    def free_before(self, watermark: float, holds: AckHolds | None) -> None:
         """Drop the items that no item of the other side at ``watermark`` or later can
-        match."""
+        match, and release their holds (``holds``: None when nothing is held)."""
         due, table, high = self.due, self.table, self.high
         while due and due[0][0] < watermark:
-            _, _, key = heapq.heappop(due)
+            key = heapq.heappop(due)[2]
             bucket = table.get(key)
             if bucket is None:
                 continue
+            size = len(bucket)
             count = 0
-            while count < len(bucket) and bucket[count][0] + high < watermark:
+            while count < size and bucket[count][0] + high < watermark:
                 count += 1
             if not count:
                 continue  # stale: the key's first item is due later, and has its entry
-            released = [hold for _, _, hold in bucket[:count] if hold is not None]
-            if count == len(bucket):
+            if holds is not None:
+                holds.release([hold for _, _, hold in bucket[:count] if hold is not None])
+            if count == size:
                 table.delete(key)  # an idle key costs nothing
             else:
                 del bucket[:count]
                 table.touch(key)
                 self._due(bucket[0][0], key)
             self.held -= count
-            if released:
-                holds.release(released)
 
     def release_all(self, holds: AckHolds) -> None:
         """Let go of every buffered item's message (the join completed)."""

@@ -169,6 +169,7 @@ class _IntervalRun:
         # no holds (acks follow checkpoints); in memory, a held item keeps its message
         # unacknowledged until it can match nothing more.
         self.holds: AckHolds = NO_HOLDS if scope.durable else current_holds()
+        self.releasing = None if self.holds is NO_HOLDS else self.holds  # skip when None
         self.time: StateTable[str, float] = scope.table(f"{name}.time", owner=spec)
         self.left = Side(
             scope.table(f"{name}.left", owner=spec),
@@ -255,9 +256,12 @@ class _IntervalRun:
             for _, match, hold in bucket[first:last]:
                 pair = Joined(item, match) if side.is_left else Joined(match, item)
                 spec.metrics.emitted += 1
-                # The pair claims the buffered item's source message too.
-                with self.holds.attached((hold,)):
+                if hold is None:  # in a durable scope, or outside a flow
                     self.observer.on_next(pair)
+                else:
+                    # The pair claims the buffered item's source message too.
+                    with self.holds.attached((hold,)):
+                        self.observer.on_next(pair)
                 if self.ended:
                     return  # disposed by what it emitted to
         # Kept only while an item of the other side may still come and match it.
@@ -283,8 +287,10 @@ class _IntervalRun:
             return
         self.watermark = watermark
         self.time.put("watermark", watermark)
-        left.free_before(watermark, self.holds)
-        right.free_before(watermark, self.holds)
+        for side in (left, right):
+            due = side.due
+            if due and due[0][0] < watermark:  # the usual case per item: nothing is due
+                side.free_before(watermark, self.releasing)
 
     # -- idleness ------------------------------------------------------------------------
 
@@ -408,9 +414,14 @@ def interval_join(
     of a match (left: ``ts + upper``, right: ``ts - lower``), so state follows the
     watermark. A side that sends nothing holds the watermark, and so the other side's
     buffer, back, as in Flink, unless it is idle (``idle_timeout``) or completed; if both
-    are idle the watermark stays where it is. The join completes
-    when both sides have; an error of either side (or of a function given here) is passed
-    on, and disposes both subscriptions.
+    are idle the watermark stays where it is. The join completes when both sides have (an
+    endless ``other`` keeps it open after the left stream ends: bound it with
+    ``take_until`` if the join must end with the left); an error of either side (or of a
+    function given here) is passed on, and disposes both subscriptions.
+
+    Inside a checkpointed :class:`rxflow.Flow` the buffers, both sides' largest timestamps
+    and the watermark are state (tables ``<name>.left``, ``<name>.right``, ``<name>.time``)
+    and are restored after a restart; the items they hold then need no ack holds.
 
     Example:
         >>> from reactivex.subject import Subject

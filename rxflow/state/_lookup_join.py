@@ -90,10 +90,10 @@ class LookupJoin(Generic[T, V]):
 
     @property
     def keyed(self) -> bool:
-        """Always true: in a checkpointed flow over partitions, each partition keeps the
-        table it was given (the table stream should be partitioned as the stream is, or
-        be read whole by every partition's chain)."""
-        return True
+        """False: each subscription looks items up in the table its own table stream
+        built, so workers that share a source's work each need the whole table stream (or
+        the part of it for the keys they get), not the items of one key."""
+        return False
 
     def state_size(self) -> int:
         """Keys in the table now, over all subscriptions."""
