@@ -61,6 +61,9 @@ class _Deleted:
     def __repr__(self) -> str:
         return "DELETED"
 
+    def __reduce__(self) -> str:
+        return "DELETED"  # unpickled as the one DELETED of this module
+
 
 DELETED: Any = _Deleted()
 """Marks a deleted key in :meth:`StateTable.take_changes`."""
@@ -96,7 +99,16 @@ class StateTable(Generic[K, V]):
         (1, None, 1)
     """
 
-    __slots__ = ("_changed", "_clock", "_deadlines", "_expires", "_values", "name", "scope")
+    __slots__ = (
+        "_changed",
+        "_clock",
+        "_deadlines",
+        "_expires",
+        "_scheduled",
+        "_values",
+        "name",
+        "scope",
+    )
 
     def __init__(
         self,
@@ -113,9 +125,13 @@ class StateTable(Generic[K, V]):
         # Keys with a TTL: when each expires, on `clock`. Invariant: a key is here only
         # while it is in _values.
         self._expires: dict[K, float] = {}
-        # (expires, key) for every TTL ever set, oldest first; entries whose key was put
-        # again or deleted since are stale and skipped (their time != _expires[key]).
+        # A heap of (time, id, key): when to look at a key's TTL again. Invariant: each key
+        # with a TTL has one live entry, at its time in _scheduled, no later than when it
+        # expires (a TTL extended by a later put keeps its entry, which is pushed again for
+        # the rest when it comes due), so the heap grows with the keys, not with the puts.
+        # Entries whose time is not the key's _scheduled time are stale, and skipped.
         self._deadlines: list[tuple[float, int, K]] = []
+        self._scheduled: dict[K, float] = {}
         # Keys put or deleted since the last take_changes(); None when the table is not
         # durable, so that a table in memory records nothing.
         self._changed: set[K] | None = set() if durable else None
@@ -131,8 +147,7 @@ class StateTable(Generic[K, V]):
         if self._expires:  # rebase: each entry keeps the time it has left
             shift = clock() - self._clock()
             self._expires = {key: expires + shift for key, expires in self._expires.items()}
-            self._deadlines = [(expires, id(key), key) for key, expires in self._expires.items()]
-            heapq.heapify(self._deadlines)
+            self._reschedule()
         self._clock = clock
 
     @property
@@ -164,7 +179,9 @@ class StateTable(Generic[K, V]):
         if ttl is not None:
             expires = self._clock() + ttl
             self._expires[key] = expires
-            heapq.heappush(self._deadlines, (expires, id(key), key))
+            scheduled = self._scheduled.get(key)
+            if scheduled is None or expires < scheduled:
+                self._schedule(key, expires)
         elif self._expires:
             self._expires.pop(key, None)
         if self._changed is not None:
@@ -213,8 +230,8 @@ class StateTable(Generic[K, V]):
         now = self._clock()
         freed = 0
         while deadlines and deadlines[0][0] <= now:
-            expires, _, key = heapq.heappop(deadlines)
-            if self._expires.get(key) == expires:
+            key = self._due()
+            if key is not None and self._expires[key] <= now:
                 self._remove(key)
                 freed += 1
         return freed
@@ -222,9 +239,30 @@ class StateTable(Generic[K, V]):
     def next_expiry(self) -> float | None:
         """When (on :attr:`clock`) the next entry expires, or None if none has a TTL."""
         deadlines = self._deadlines
-        while deadlines and self._expires.get(deadlines[0][2]) != deadlines[0][0]:
-            heapq.heappop(deadlines)  # stale: put again or deleted since
-        return deadlines[0][0] if deadlines else None
+        while deadlines:
+            time, _, key = deadlines[0]
+            if self._scheduled.get(key) == time and self._expires.get(key) == time:
+                return time
+            self._due()  # stale, or due later than scheduled: look again
+        return None
+
+    def _schedule(self, key: K, time: float) -> None:
+        self._scheduled[key] = time
+        heapq.heappush(self._deadlines, (time, id(key), key))
+
+    def _due(self) -> K | None:
+        """Pop the heap's first entry: its key if its TTL is still set, else None. A key
+        whose TTL was extended meanwhile is scheduled again, at its expiry."""
+        time, _, key = heapq.heappop(self._deadlines)
+        if self._scheduled.get(key) != time:
+            return None  # stale: scheduled again earlier
+        del self._scheduled[key]
+        expires = self._expires.get(key)
+        if expires is None:
+            return None  # deleted, or put again without a TTL
+        if expires > time:
+            self._schedule(key, expires)
+        return key
 
     def _remove(self, key: K) -> None:
         del self._values[key]
@@ -257,9 +295,16 @@ class StateTable(Generic[K, V]):
         for key, value, expires_in in entries:
             self._values[key] = value
             if expires_in is not None:
-                expires = now + expires_in
-                self._expires[key] = expires
-                heapq.heappush(self._deadlines, (expires, id(key), key))
+                self._expires[key] = now + expires_in
+            else:
+                self._expires.pop(key, None)
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        """One heap entry per key with a TTL, at its expiry."""
+        self._scheduled = dict(self._expires)
+        self._deadlines = [(expires, id(key), key) for key, expires in self._expires.items()]
+        heapq.heapify(self._deadlines)
 
 
 def _starts_with(key: object, prefix: object) -> bool:
