@@ -24,7 +24,7 @@ from reactivex import Observable
 from reactivex.subject import Subject
 from reactivex.testing import TestScheduler
 
-from rxflow import from_async_iterable, open_pipe
+from rxflow import Flow, from_async_iterable, open_pipe
 from rxflow._holds import NoHolds, holds_activated
 from rxflow._state import DELETED, StateTable, TableChange, state_activated
 from rxflow.state._joins import (
@@ -657,6 +657,33 @@ async def test_a_lookup_join_in_a_pipe() -> None:
         Enriched(("ann", 2.0), "Lyon"),
         Enriched(("ann", 3.0), None),
     ]
+
+
+@pytest.mark.anyio
+async def test_joins_in_a_flow() -> None:
+    written: list[Any] = []
+
+    async def save(item: Any) -> None:
+        written.append(item)
+
+    # The payments come after the orders: the orders wait in the join (with the flow's holds).
+    payments = from_async_iterable(at_times([(1.0, ("o1", 5.0)), (2.0, ("o2", 50.0))]))
+    cities = reactivex.of(("o1", "Paris"))
+    with anyio.fail_after(60):  # virtual seconds
+        snapshot = await (
+            Flow("orders")
+            .source([("o1", 0.0), ("o2", 10.0)], name="orders")
+            .pipe(
+                join_on(payments, lower=0, upper=30, name="paid"),
+                lookup_join(cities, key=lambda pair: pair.left[0], table_key=key_of),
+            )
+            .sink(save, name="save")
+            .run()
+        )
+    assert written == [Enriched(Joined(("o1", 0.0), ("o1", 5.0)), ("o1", "Paris"))]
+    paid = snapshot["paid"]
+    assert (paid.kind, paid.received, paid.emitted, paid.dropped) == ("join", 4, 1, 0)
+    assert (snapshot["lookup_join"].received, snapshot["lookup_join"].emitted) == (1, 1)
 
 
 # -- durability: cut at a checkpoint, restore, continue ------------------------------------
