@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
 import uuid
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import anyio
 import anyio.lowlevel
+import attrs
 import pytest
 
 from rxflow.errors import ServiceUnavailableError
@@ -41,25 +43,41 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 KINDS = ("sqlite", "redis", "postgres")
 
+
+@attrs.frozen
+class StoreSpec:
+    """How to make a store of one kind over one test's data; calling it makes a new store
+    object (as another process would)."""
+
+    kind: str
+    where: str  # the file, URL or DSN
+    prefix: str  # the key or table prefix (servers)
+
+    def __call__(self) -> Store:
+        if self.kind == "sqlite":
+            return SQLiteStore(self.where)
+        if self.kind == "redis":
+            return RedisStore(self.where, prefix=self.prefix)
+        return PostgresStore(self.where, table_prefix=self.prefix)
+
+
 MakeStore = Callable[[], Store]
 
 
 @pytest.fixture(params=KINDS)
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreSpec]:
     """Makes store objects over the same data (each one as another process would)."""
     kind = request.param
-    tag = uuid.uuid4().hex[:10]
+    prefix = f"rxflow_test_{uuid.uuid4().hex[:10]}"
     if kind == "sqlite":
-        yield lambda: SQLiteStore(tmp_path / "state.db")
+        yield StoreSpec(kind, str(tmp_path / "state.db"), prefix)
     elif kind == "redis":
         require_service("redis")
-        prefix = f"rxflow-test-{tag}"
-        yield lambda: RedisStore(REDIS_URL, prefix=prefix)
+        yield StoreSpec(kind, REDIS_URL, prefix)
         asyncio.run(_drop_redis_keys(prefix))
     else:
         require_service("postgresql")
-        prefix = f"rxflow_test_{tag}"
-        yield lambda: PostgresStore(POSTGRES_DSN, table_prefix=prefix)
+        yield StoreSpec(kind, POSTGRES_DSN, prefix)
         asyncio.run(_drop_postgres_tables(prefix))
 
 
@@ -196,6 +214,45 @@ async def test_a_new_store_object_sees_what_was_committed(
             )
     async with make_store() as reader:  # after it closed
         assert (await reader.load(namespace, "p/3")).meta == b"m"
+
+
+# A process that commits, says so, and waits to be killed.
+COMMIT_THEN_WAIT = """
+import sys, anyio
+from rxflow.state._store import ScopeChanges, StoredEntry
+from tests.state.test_stores import StoreSpec
+
+async def main():
+    async with StoreSpec(*sys.argv[1:4])() as store:
+        puts = {"t": {b"k%d" % n: StoredEntry(b"v%d" % n) for n in range(1000)}}
+        await store.commit(sys.argv[4], [ScopeChanges("", puts, {}, b"killed")])
+        print("committed", flush=True)
+        await anyio.sleep(60)
+
+anyio.run(main)
+"""
+
+
+async def test_a_commit_survives_its_process_being_killed(
+    make_store: StoreSpec, namespace: str
+) -> None:
+    spec = make_store
+    argv = [sys.executable, "-c", COMMIT_THEN_WAIT, spec.kind, spec.where, spec.prefix, namespace]
+    with anyio.fail_after(60):
+        async with await anyio.open_process(argv, cwd=Path(__file__).parents[2]) as process:
+            assert process.stdout is not None
+            said = b""
+            async for chunk in process.stdout:
+                said += chunk
+                if b"committed" in said:
+                    break
+            process.kill()  # SIGKILL: no close, no clean-up
+            await process.wait()
+        assert b"committed" in said
+        async with spec() as store:
+            snapshot = await store.load(namespace, "")
+    assert snapshot.meta == b"killed"
+    assert len(snapshot.tables["t"]) == 1000
 
 
 async def test_a_large_commit_round_trips(make_store: MakeStore, namespace: str) -> None:
