@@ -877,3 +877,46 @@ def test_interval_join_matches_the_oracle(
         **options,
     )
     assert resumed == expected
+
+
+updates_and_items = st.lists(
+    st.one_of(
+        st.tuples(st.just("T"), st.tuples(st.sampled_from("ab"), st.sampled_from([None, 1, 2]))),
+        st.tuples(st.just("S"), st.tuples(st.sampled_from("abc"), st.integers(0, 9))),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=updates_and_items, missing=st.sampled_from(["drop", "emit"]), cut=st.integers(0, 30))
+def test_lookup_join_matches_a_dict(steps: list[tuple[str, Any]], missing: Any, cut: int) -> None:
+    table: dict[str, Any] = {}
+    expected: list[Enriched[Any, Any]] = []
+    for kind, (key, value) in steps:
+        if kind == "T":
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+        elif key in table or missing == "emit":
+            expected.append(Enriched((key, value), table.get(key)))
+
+    out: list[Enriched[Any, Any]] = []
+    stored: dict[str, dict[Any, Any]] = {}
+    restore: dict[str, list[Any]] = {}
+    cut = min(cut, len(steps))
+    for part in (steps[:cut], steps[cut:]):
+        scope = Scope(stored=restore)
+        updates: Subject[Any] = Subject()
+        items: Subject[Any] = Subject()
+        join = lookup_join(
+            updates, key=key_of, table_key=key_of, value=lambda r: r[1], missing=missing
+        )
+        with state_activated(scope):
+            subscription = items.pipe(join).subscribe(out.append)
+        for kind, record in part:
+            (updates if kind == "T" else items).on_next(record)
+        restore = checkpoint(scope, stored)
+        subscription.dispose()
+    assert out == expected
