@@ -1,15 +1,21 @@
 """The embedded state store, chosen by measurement: SQLite against RocksDB (rocksdict).
 
-``state_store_commit``: keys per second written by checkpoints of ``CHANGED`` changed keys
+``state_store_commit``: keys per second written by checkpoints of 10,000 changed keys
 (100-byte values, a meta record each) into a scope that already holds them, through
 ``SQLiteStore.commit`` on each backend, against a RocksDB ``WriteBatch`` of the same puts
 (rocksdict, raw bytes, the WAL on and not synced: what survives a killed process, as SQLite's
 ``synchronous=NORMAL``). Extra figures: raw ``sqlite3`` (the same SQL, no store around it),
 SQLiteStore with ``synchronous="full"``, and a plain dict (``dict.update``).
 
-``state_store_load``: keys per second of loading a scope of ``LOADED`` keys with
+``state_store_load``: keys per second of loading a scope of 100,000 keys with
 ``SQLiteStore.load``, against a RocksDB prefix scan that builds the same dict of
 :class:`~rxflow.state.StoredEntry`; extra: raw ``sqlite3`` and copying a dict.
+
+``state_store_redis`` / ``state_store_postgres``: the same commits (10,000 keys, 10
+checkpoints) and a load of 100,000 keys through RedisStore / PostgresStore on each
+backend, against the same commands written with the raw client on asyncio (a MULTI/EXEC of
+HSET and SET; an unnest upsert in a transaction). Needs the local servers
+(``RXFLOW_REDIS_URL``, ``RXFLOW_POSTGRES_DSN``).
 
 Both sides store the expiry with each entry and filter it at load. rocksdict is not a
 dependency of rxflow: without it installed, the RocksDB figures are left out.
@@ -17,12 +23,14 @@ dependency of rxflow: without it installed, the RocksDB figures are left out.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import sqlite3
 import struct
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
@@ -32,7 +40,7 @@ import anyio
 
 from benchmarks._measure import BACKENDS, best_rate, row
 from rxflow.state._sqlite import SQLiteStore
-from rxflow.state._store import ScopeChanges, StoredEntry
+from rxflow.state._store import ScopeChanges, Store, StoredEntry
 
 NAMESPACE = "bench"
 _NEVER = b"\x00"
@@ -244,9 +252,142 @@ def _row(
     return row(name, backend, items, rate, "rocksdict", rocks, **more)
 
 
+# -- the server stores against their raw clients ----------------------------------------------
+
+REDIS_URL = os.environ.get("RXFLOW_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_DSN = os.environ.get("RXFLOW_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def through_store(make: Callable[[], Store], checkpoints: list[ScopeChanges]) -> int:
+    """Commit ``checkpoints`` (if any) then load the scope; the number of keys loaded."""
+    async with make() as store:
+        for changes in checkpoints:
+            await store.commit(NAMESPACE, [changes])
+        if checkpoints:
+            return 0
+        return len((await store.load(NAMESPACE, "")).tables["totals"])
+
+
+async def raw_redis(prefix: str, checkpoints: list[ScopeChanges]) -> int:
+    """What RedisStore does, written with redis-py: a MULTI/EXEC of HSET and SET per
+    checkpoint; HGETALL and the expiry header undone per entry to load."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        for changes in checkpoints:
+            fields = {key: _NEVER + entry.value for key, entry in changes.puts["totals"].items()}
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hset(f"{prefix}:t", mapping=fields).set(f"{prefix}:meta", changes.meta)
+                await pipe.execute()
+        if checkpoints:
+            return 0
+        stored = await client.hgetall(f"{prefix}:t")
+        return len({key: StoredEntry(value[1:]) for key, value in stored.items()})
+    finally:
+        await client.aclose()
+
+
+_RAW_TABLE = """CREATE TABLE IF NOT EXISTS {table} (namespace text, scope text, tbl text,
+    key bytea, value bytea, expires_at double precision,
+    PRIMARY KEY (namespace, scope, tbl, key))"""
+_RAW_PUT = """INSERT INTO {table} SELECT $1, $2, $3, k, v, e
+    FROM unnest($4::bytea[], $5::bytea[], $6::double precision[]) AS u(k, v, e)
+    ON CONFLICT (namespace, scope, tbl, key)
+    DO UPDATE SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at"""
+
+
+async def raw_asyncpg(table: str, checkpoints: list[ScopeChanges]) -> int:
+    """What PostgresStore does, written with asyncpg: one unnest upsert per checkpoint in a
+    transaction; one SELECT to load."""
+    import asyncpg
+
+    connection = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        await connection.execute(_RAW_TABLE.format(table=table))
+        for changes in checkpoints:
+            entries = changes.puts["totals"]
+            async with connection.transaction():
+                await connection.execute(
+                    _RAW_PUT.format(table=table),
+                    NAMESPACE,
+                    "",
+                    "totals",
+                    list(entries),
+                    [entry.value for entry in entries.values()],
+                    [entry.expires_at for entry in entries.values()],
+                )
+        if checkpoints:
+            return 0
+        rows = await connection.fetch(
+            f"SELECT key, value, expires_at FROM {table} WHERE namespace = $1", NAMESPACE
+        )
+        return len({key: StoredEntry(value, expires_at) for key, value, expires_at in rows})
+    finally:
+        await connection.close()
+
+
+def server_store(quick: bool, kind: str) -> Iterator[dict[str, Any]]:
+    """Commit and load through RedisStore or PostgresStore against the raw client."""
+    from rxflow.state._postgres import PostgresStore
+    from rxflow.state._redis import RedisStore
+
+    changed, rounds, loaded = 10_000, (4 if quick else 10), (20_000 if quick else 100_000)
+    repeats = 2 if quick else 3
+    checkpoints = [checkpoint(changed, n) for n in range(rounds)]
+    filled = [checkpoint(loaded, 0)]
+    prefix = f"rxflow_bench_{uuid.uuid4().hex[:8]}"
+    make: Callable[[], Store]
+    if kind == "redis":
+        make = partial(RedisStore, REDIS_URL, prefix=prefix)
+        raw = partial(raw_redis, f"{prefix}-raw")
+    else:
+        make = partial(PostgresStore, POSTGRES_DSN, table_prefix=prefix)
+        raw = partial(raw_asyncpg, f"{prefix}_raw")
+    try:
+        for op, items, some in (("commit", changed * rounds, checkpoints), ("load", loaded, [])):
+            if op == "load":  # both hold the scope to load
+                anyio.run(through_store, make, filled)
+                asyncio.run(raw(filled))
+            expected = loaded if op == "load" else 0
+            if asyncio.run(raw(some)) != expected:
+                raise AssertionError(f"raw {kind} {op}: wrong count")
+            raw_rate = best_rate(items, lambda: asyncio.run(raw(some)), repeats)
+            for backend in BACKENDS:
+                run = partial(anyio.run, through_store, make, some, backend=backend)
+                if run() != expected:
+                    raise AssertionError(f"{kind} store {op} on {backend}: wrong count")
+                rate = best_rate(items, run, repeats)
+                baseline = "raw_redis_py" if kind == "redis" else "raw_asyncpg"
+                yield row(f"state_store_{kind}_{op}", backend, items, rate, baseline, raw_rate)
+    finally:
+        asyncio.run(_drop(kind, prefix))
+
+
+async def _drop(kind: str, prefix: str) -> None:
+    if kind == "redis":
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(REDIS_URL)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    else:
+        import asyncpg
+
+        connection = await asyncpg.connect(POSTGRES_DSN)
+        await connection.execute(
+            f"DROP TABLE IF EXISTS {prefix}_entries, {prefix}_meta, {prefix}_raw"
+        )
+        await connection.close()
+
+
 CASES: dict[str, Callable[[bool], Iterable[dict[str, Any]]]] = {
     "state_store_commit": commit,
     "state_store_load": load,
+    "state_store_redis": partial(server_store, kind="redis"),
+    "state_store_postgres": partial(server_store, kind="postgres"),
 }
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ FROM unnest(...)`` of arrays (one statement per table, however many keys).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -210,7 +210,7 @@ async def _put(
     namespace: str,
     scope: str,
     table: str,
-    entries: Any,
+    entries: Mapping[bytes, StoredEntry],
 ) -> None:
     keys, values, expiries = [], [], []
     for key, entry in entries.items():
