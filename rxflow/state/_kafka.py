@@ -48,6 +48,7 @@ TOPIC_CONFIGS: Final = {"cleanup.policy": "delete", "retention.ms": "-1", "reten
 """Changelog topics keep every record (see :class:`KafkaChangelogStore` for why)."""
 MAX_BATCH_BYTES: Final = 1024 * 1024
 FETCH_PARTITION_BYTES: Final = 8 * 1024 * 1024
+FETCH_WAIT_MS: Final = 20
 TOPIC_ALREADY_EXISTS: Final = 36  # Kafka's error code
 DEFAULT_REQUEST_TIMEOUT_S: Final = 30.0
 UNREACHABLE: Final = (*CONNECTION_ERRORS, aiokafka.errors.NodeNotReadyError)
@@ -229,6 +230,10 @@ class KafkaChangelogStore(Store):
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
+                # A load stops at the end offset it took at its start, so it never waits
+                # for records that are not there; a fetch in flight after it holds the
+                # connection (the next load's offset requests) no longer than this.
+                fetch_max_wait_ms=FETCH_WAIT_MS,
                 request_timeout_ms=timeout_ms,
             )
 
@@ -350,11 +355,15 @@ class KafkaChangelogStore(Store):
         through ``replay``."""
         consumer = self._opened().consumer
         where = aiokafka.TopicPartition(topic, partition)
+        # The offsets first: once a partition is assigned, the consumer fetches, and a
+        # broker answers a connection's requests in order (behind a fetch's wait).
+        position = (await consumer.beginning_offsets([where]))[where]
+        end = (await consumer.end_offsets([where]))[where]
+        if position >= end:
+            return replay  # nothing was ever committed there (or all of it was deleted)
         consumer.assign([where])
         try:
-            await consumer.seek_to_beginning(where)
-            end = (await consumer.end_offsets([where]))[where]
-            position = await consumer.position(where)
+            consumer.seek(where, position)
             loop = asyncio.get_running_loop()
             answered = loop.time()
             add = replay.add

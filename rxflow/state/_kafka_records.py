@@ -127,11 +127,14 @@ class Replay:
     not, and a record the producer sent twice (a retry) counts once.
     """
 
-    __slots__ = ("_names", "_pending", "_scope", "_tables", "meta")
+    __slots__ = ("_entries", "_id", "_names", "_pending", "_scope", "_tables", "meta")
 
     def __init__(self, namespace: str, scope: str) -> None:
         self._scope = (namespace, scope)
-        self._pending: dict[bytes, dict[int, tuple[bytes, bytes | None]]] = {}
+        # Commit id -> place in the commit (4 bytes, big-endian) -> (key, value).
+        self._pending: dict[bytes, dict[bytes, tuple[bytes, bytes | None]]] = {}
+        self._id = b""  # the commit the last entry was of
+        self._entries: dict[bytes, tuple[bytes, bytes | None]] = {}  # and its entries
         self._tables: dict[str, dict[bytes, tuple[bytes, float | None]]] = {}
         self._names: dict[bytes, str] = {}  # a table's name as records spell it
         self.meta: bytes | None = None
@@ -143,10 +146,10 @@ class Replay:
             return  # not a record of this store
         kind, data = headers[0]
         if kind == ENTRY_HEADER:
-            self._pending.setdefault(data[:8], {})[int.from_bytes(data[8:12], "big")] = (
-                key or b"",
-                value,
-            )
+            commit_id = data[:8]
+            if commit_id != self._id:  # (a commit's records come one after the other)
+                self._id, self._entries = commit_id, self._pending.setdefault(commit_id, {})
+            self._entries[data[8:12]] = (key or b"", value)
         elif kind == MARKER_HEADER:
             self._marker(data, value)
 
@@ -155,27 +158,38 @@ class Replay:
         length = int.from_bytes(data[12:14], "big")
         namespace = data[14 : 14 + length].decode()
         entries = self._pending.pop(commit_id, {})
+        self._id, self._entries = b"", {}
         if (namespace, data[14 + length :].decode()) != self._scope:
             return  # another scope's commit, in a partition they share
-        if len(entries) != count or any(place not in entries for place in range(count)):
+        # Places are 4 bytes big-endian: count of them, all below count, is every one.
+        if len(entries) != count or (count and max(entries) >= count.to_bytes(4, "big")):
             return  # some entry of it was never stored: not committed
-        tables, names = self._tables, self._names
-        for place in range(count):
-            key, value = entries[place]
-            length = int.from_bytes(key[:2], "big")
-            raw = key[2 : 2 + length]
-            name = names.get(raw)
-            if name is None:
-                name = names[raw] = raw.decode()
-            table = tables.get(name)
-            if table is None:
-                table = tables[name] = {}
+        puts = []
+        for key, value in entries.values():  # deletes first: a put of the commit wins
             if value is None:
-                table.pop(key[2 + length :], None)
+                name, rest = self._split(key)
+                self._tables.get(name, {}).pop(rest, None)
             else:
-                (expires,) = _EXPIRY.unpack_from(value)
-                table[key[2 + length :]] = (value[8:], None if expires != expires else expires)
+                puts.append((key, value))
+        unpack, tables = _EXPIRY.unpack_from, self._tables
+        raw, table = b"", {}  # the table of the last put (a commit's puts come by table)
+        for key, value in puts:
+            length = int.from_bytes(key[:2], "big")
+            if key[2 : 2 + length] != raw:
+                name, _ = self._split(key)
+                raw, table = key[2 : 2 + length], tables.setdefault(name, {})
+            (expires,) = unpack(value)
+            table[key[2 + length :]] = (value[8:], None if expires != expires else expires)
         self.meta = meta or b""
+
+    def _split(self, key: bytes) -> tuple[str, bytes]:
+        """A record key's table name and the entry's key."""
+        length = int.from_bytes(key[:2], "big")
+        raw = key[2 : 2 + length]
+        name = self._names.get(raw)
+        if name is None:
+            name = self._names[raw] = raw.decode()
+        return name, key[2 + length :]
 
     def snapshot(self, now: float) -> ScopeSnapshot:
         """What the last complete commit left, without the entries expired at ``now``."""
