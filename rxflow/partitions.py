@@ -68,6 +68,19 @@ class Partition:
             _revocations += 1
 
 
+def partition_of(item: object) -> Partition | None:
+    """The :class:`Partition` an item was read from (its ``partition`` attribute), or None:
+    an item without one, or whose ``partition`` is something else (``str.partition``).
+
+    Example:
+        >>> from types import SimpleNamespace as Record
+        >>> partition_of(Record(partition=Partition("clicks", 0))), partition_of("a str")
+        (Partition(topic='clicks', index=0, revoked=False), None)
+    """
+    partition = getattr(item, "partition", None)
+    return partition if isinstance(partition, Partition) else None
+
+
 def per_partition(*operators: Operator, flush_at_end: bool | Callable[[], bool] = True) -> Operator:
     """Run ``operators`` once per partition of the items' ``partition`` attribute (items
     without one share a chain): Kafka Streams' task per partition.
@@ -166,7 +179,7 @@ class _PartitionedRun:
     def _on_next(self, item: Any) -> None:
         if self._revocations_seen != _revocations:
             self._drop_revoked()
-        partition = getattr(item, "partition", None)
+        partition = partition_of(item)
         if partition is not None and partition.revoked:
             return  # a record of a partition given away: its new owner reads it again
         chain = self._chains.get(partition)

@@ -206,15 +206,25 @@ class Flow:
             every: seconds between checkpoints (more than 0).
 
         Example:
-            >>> import anyio
+            >>> import anyio, os, tempfile
             >>> from rxflow import Flow
-            >>> from rxflow.state import MemoryStore
-            >>> store = MemoryStore()
-            >>> flow = Flow("squares").source(range(3)).sink(print).checkpoint(store)
-            >>> _ = anyio.run(flow.run)
-            0
-            1
-            2
+            >>> from rxflow.state import SQLiteStore, aggregate
+            >>> path = os.path.join(tempfile.mkdtemp(), "state.db")
+            >>> async def count(words):
+            ...     totals = {}
+            ...     await (
+            ...         Flow("words")
+            ...         .source(words)
+            ...         .pipe(aggregate(lambda word: word, lambda n, word: n + 1, int))
+            ...         .sink(lambda update: totals.update({update.key: update.value}))
+            ...         .checkpoint(SQLiteStore(path))
+            ...         .run()
+            ...     )
+            ...     return totals
+            >>> anyio.run(count, ["a", "b", "a"])
+            {'a': 2, 'b': 1}
+            >>> anyio.run(count, ["a"])  # the next run goes on from the stored counts
+            {'a': 3}
         """
         if not isinstance(store, Store):
             raise TypeError(

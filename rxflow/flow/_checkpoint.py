@@ -42,6 +42,7 @@ from rxflow.errors import StateNameError
 from rxflow.flow._acker import Acker
 from rxflow.flow._covered import Covered
 from rxflow.flow._delivery import Delivery, SourceAccount
+from rxflow.partitions import partition_of
 from rxflow.state._store import (
     ScopeChanges,
     ScopeSnapshot,
@@ -211,7 +212,7 @@ class Checkpointer:
         of pushed again."""
         assignments = self._assignments
         async for account, item in items:
-            partition = getattr(item, "partition", None)
+            partition = partition_of(item)
             assignment = assignments.get(partition)
             if assignment is None:
                 await self.prepare(partition)
