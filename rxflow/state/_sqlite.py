@@ -77,7 +77,6 @@ _LOAD_META: Final = "SELECT meta FROM meta WHERE namespace = ? AND scope = ?"
 # (a few hundred rows written): a cancelled commit stops within microseconds, and the look
 # costs nothing measurable.
 _ABORT_CHECK_EVERY: Final = 20_000
-BUSY_TIMEOUT_S: Final = 10.0  # another process writing the same file: wait this long
 
 
 class _Aborted:
@@ -102,6 +101,8 @@ class SQLiteStore(Store):
             may share one file (each in its own namespace), also from several processes.
         synchronous: ``"normal"`` (commits survive the process being killed) or
             ``"full"`` (they also survive power loss: an fsync per commit).
+        lock_timeout: how many seconds a call waits while another process writes the same
+            file, before it fails with :class:`~rxflow.errors.ServiceUnavailableError`.
 
     Example:
         >>> import anyio, tempfile
@@ -123,6 +124,7 @@ class SQLiteStore(Store):
         path: str | os.PathLike[str],
         *,
         synchronous: Literal["normal", "full"] = "normal",
+        lock_timeout: float = 10.0,
     ) -> None:
         if not isinstance(path, str | os.PathLike) or not os.fspath(path):
             raise TypeError(
@@ -139,6 +141,13 @@ class SQLiteStore(Store):
             raise ValueError(
                 f"SQLiteStore: synchronous must be 'normal' or 'full', got {synchronous!r}"
             )
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, int | float):
+            raise TypeError(f"SQLiteStore: lock_timeout must be seconds, got {lock_timeout!r}")
+        if not lock_timeout >= 0:
+            raise ValueError(
+                f"SQLiteStore: lock_timeout must be 0 or more seconds, got {lock_timeout!r}"
+            )
+        self._lock_timeout = float(lock_timeout)
         self._path = Path(path).absolute()
         self._synchronous = synchronous
         # Invariant: the connection is used only by the one call holding _lock, in a worker
@@ -164,7 +173,7 @@ class SQLiteStore(Store):
             self._path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(
                 self._path,
-                timeout=BUSY_TIMEOUT_S,
+                timeout=self._lock_timeout,
                 isolation_level=None,  # transactions are begun and ended here, explicitly
                 check_same_thread=False,  # worker threads take turns under the store's lock
             )
@@ -248,6 +257,11 @@ class SQLiteStore(Store):
                 finally:
                     ended = True
                     watch.cancel_scope.cancel()
+        if isinstance(failure, sqlite3.OperationalError):  # locked, disk full, I/O error
+            raise ServiceUnavailableError(
+                f"{self.description}: {failure} (a commit that fails writes nothing; another "
+                "process may hold the database's write lock longer than lock_timeout)"
+            ) from failure
         if failure is not None:
             raise failure
         if outcome is _ABORTED:

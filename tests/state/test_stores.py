@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import sys
 import threading
 import time
@@ -365,6 +366,24 @@ async def test_an_unreachable_engine_is_service_unavailable_without_the_password
     await store.close()  # again: nothing to do
 
 
+async def test_sqlite_waits_for_another_writer_then_says_the_file_is_locked(
+    tmp_path: Path, namespace: str
+) -> None:
+    path = tmp_path / "state.db"
+    async with SQLiteStore(path, lock_timeout=0.2) as store:
+        await store.commit(namespace, [ScopeChanges("", {"t": entries(3, b"a")}, {}, b"a")])
+        other = sqlite3.connect(path, isolation_level=None)  # another process's writer
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(ServiceUnavailableError, match="database is locked") as raised:
+                await store.commit(namespace, [ScopeChanges("", {}, {"t": [b"k0"]}, b"b")])
+            assert store.description in str(raised.value)
+        finally:
+            other.rollback()
+            other.close()
+        assert await store.load(namespace, "") == ScopeSnapshot({"t": entries(3, b"a")}, b"a")
+
+
 @pytest.fixture
 def server_prefix() -> Iterator[str]:
     """A key and table prefix of the test's own, removed afterwards from both servers."""
@@ -413,6 +432,7 @@ async def test_a_lost_server_is_unavailable_and_one_that_returns_is_used_again(
         (lambda: SQLiteStore(":memory:"), "must be a file on disk"),
         (lambda: SQLiteStore(42), "must be the database file's path"),
         (lambda: SQLiteStore("x.db", synchronous="off"), "'normal' or 'full'"),
+        (lambda: SQLiteStore("x.db", lock_timeout=-1), "0 or more seconds"),
         (lambda: RedisStore(f"http://:{PASSWORD}@host"), "is not a Redis URL"),
         (lambda: RedisStore(prefix=""), "prefix must be a non-empty str"),
         (lambda: PostgresStore(f"mysql://u:{PASSWORD}@db/x"), "must start with postgresql://"),
