@@ -11,8 +11,10 @@ one transaction can write them all)::
 Namespaces and scopes are percent-encoded (``%3A`` for ``:``), so that no two (namespace,
 scope) pairs share a key. Redis 7.0 has no expiry per hash field: each value starts with a
 header that holds its expiry time, and :meth:`RedisStore.load` leaves expired entries out.
-They stay in the hash until a commit deletes them (a flow's table deletes what expires while
-it runs; what expires while no flow runs stays until a commit of its key).
+While a flow runs, its tables delete what expires (its checkpoints delete the keys); what
+expired while no flow ran is found by the next load, which removes it from the hash (a
+script that removes a field only if it still holds the expired value, so that a commit
+that wrote the key again in between keeps its value).
 """
 
 from __future__ import annotations
@@ -45,6 +47,17 @@ _NEVER: Final = b"\x00"
 _EXPIRES: Final = b"\x01"
 _TIME: Final = struct.Struct(">d")
 _LOAD_ATTEMPTS: Final = 10  # a load retried while commits keep adding tables to its scope
+_PURGE_BATCH: Final = 1_000  # expired fields removed per script call
+# Remove each field (ARGV[i]) that still holds the expired value the load read (ARGV[i+1]).
+_PURGE_SCRIPT: Final = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+    if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+        removed = removed + redis.call('HDEL', KEYS[1], ARGV[i])
+    end
+end
+return removed
+"""
 
 
 class RedisStore(Store):
@@ -130,6 +143,7 @@ class RedisStore(Store):
         names, replies = await self._run(host, read)
         now = time.time()
         tables: dict[str, dict[bytes, StoredEntry]] = {}
+        expired: dict[bytes, list[bytes]] = {}  # table key -> field, value, field, value...
         for name, fields in zip(names, replies[2:], strict=True):
             entries = {}
             for key, stored in fields.items():
@@ -137,10 +151,14 @@ class RedisStore(Store):
                     (expires_at,) = _TIME.unpack_from(stored, 1)
                     if expires_at > now:
                         entries[key] = StoredEntry(stored[9:], expires_at)
+                    else:
+                        expired.setdefault(f"{base}:t:".encode() + name, []).extend((key, stored))
                 else:
                     entries[key] = StoredEntry(stored[1:])
             if entries:
                 tables[name.decode()] = entries
+        if expired:
+            await self._run(host, _purge, client, expired)
         return ScopeSnapshot(tables, replies[1])
 
     async def commit(
@@ -190,6 +208,13 @@ async def _write_scope(
                 f"RedisStore.commit: the keys and values of scope {change.scope!r} must be "
                 f"bytes ({error}); nothing of the scope's changes was written"
             ) from None
+
+
+async def _purge(client: Any, expired: Mapping[bytes, Sequence[bytes]]) -> None:
+    """Remove the expired fields a load found (on the client's loop)."""
+    for table_key, pairs in expired.items():
+        for start in range(0, len(pairs), 2 * _PURGE_BATCH):
+            await client.eval(_PURGE_SCRIPT, 1, table_key, *pairs[start : start + 2 * _PURGE_BATCH])
 
 
 def _encoded(entries: Mapping[bytes, StoredEntry]) -> dict[bytes, bytes]:

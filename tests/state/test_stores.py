@@ -82,6 +82,17 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
         asyncio.run(_drop_postgres_tables(prefix))
 
 
+@pytest.fixture
+def server_prefix() -> Iterator[str]:
+    """A key and table prefix of the test's own, removed afterwards from both servers."""
+    prefix = f"rxflow_test_{uuid.uuid4().hex[:10]}"
+    yield prefix
+    with contextlib.suppress(OSError):
+        asyncio.run(_drop_redis_keys(prefix))
+    with contextlib.suppress(OSError):
+        asyncio.run(_drop_postgres_tables(prefix))
+
+
 async def _drop_redis_keys(prefix: str) -> None:
     import redis.asyncio
 
@@ -366,6 +377,23 @@ async def test_an_unreachable_engine_is_service_unavailable_without_the_password
     await store.close()  # again: nothing to do
 
 
+async def test_redis_removes_what_expired_while_no_flow_ran(
+    namespace: str, server_prefix: str
+) -> None:
+    require_service("redis")
+    import redis
+
+    now = time.time()
+    puts = {b"gone": StoredEntry(b"1", now - 1.0), b"live": StoredEntry(b"2", now + 3600)}
+    async with RedisStore(REDIS_URL, prefix=server_prefix) as store:
+        await store.commit(namespace, [ScopeChanges("", {"t": puts}, {}, b"m")])
+        assert (await store.load(namespace, "")).tables == {"t": {b"live": puts[b"live"]}}
+    with redis.Redis.from_url(REDIS_URL) as client:  # what is left in Redis itself
+        keys = list(client.scan_iter(match=f"{server_prefix}:*:t:t"))
+        assert len(keys) == 1
+        assert client.hkeys(keys[0]) == [b"live"]
+
+
 async def test_sqlite_waits_for_another_writer_then_says_the_file_is_locked(
     tmp_path: Path, namespace: str
 ) -> None:
@@ -382,17 +410,6 @@ async def test_sqlite_waits_for_another_writer_then_says_the_file_is_locked(
             other.rollback()
             other.close()
         assert await store.load(namespace, "") == ScopeSnapshot({"t": entries(3, b"a")}, b"a")
-
-
-@pytest.fixture
-def server_prefix() -> Iterator[str]:
-    """A key and table prefix of the test's own, removed afterwards from both servers."""
-    prefix = f"rxflow_test_{uuid.uuid4().hex[:10]}"
-    yield prefix
-    with contextlib.suppress(OSError):
-        asyncio.run(_drop_redis_keys(prefix))
-    with contextlib.suppress(OSError):
-        asyncio.run(_drop_postgres_tables(prefix))
 
 
 @pytest.mark.parametrize("kind", ["redis", "postgres"])
