@@ -35,6 +35,7 @@ from rxflow.state._kafka_records import (
     commit_records,
     topic_name,
 )
+from rxflow.state._kafka_topics import Changelog, Creation, changelog_partitions
 from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store
 
 with requires_extra("kafka"):
@@ -44,13 +45,9 @@ with requires_extra("kafka"):
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT_S", "KafkaChangelogStore"]
 
-TOPIC_CONFIGS: Final = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
-"""Changelog topics keep every record (see :class:`KafkaChangelogStore` for why)."""
 MAX_BATCH_BYTES: Final = 1024 * 1024
 FETCH_PARTITION_BYTES: Final = 8 * 1024 * 1024
 FETCH_WAIT_MS: Final = 20
-TOPIC_ALREADY_EXISTS: Final = 36  # Kafka's error code
-DEFAULT_REPLICATION: Final = 3
 DEFAULT_REQUEST_TIMEOUT_S: Final = 30.0
 UNREACHABLE: Final = (*CONNECTION_ERRORS, aiokafka.errors.NodeNotReadyError)
 """What a record fails with when the cluster could not be reached (NodeNotReadyError: no
@@ -203,6 +200,9 @@ class KafkaChangelogStore(Store):
         self._stack: contextlib.AsyncExitStack | None = None
         self._clients: _Clients | None = None
         self._counts: dict[str, int] = {}  # changelog topic -> its number of partitions
+        self._creation = Creation(
+            self.description, self._partitions, self._replication, self._request_timeout
+        )
 
     @property
     def description(self) -> str:
@@ -285,55 +285,15 @@ class KafkaChangelogStore(Store):
             async with clients.topics_lock:
                 count = self._counts.get(topic)
                 if count is None:
-                    count = await self._call(clients, self._ensure_there, topic, source, index)
+                    count = await self._call(
+                        clients,
+                        changelog_partitions,
+                        clients.admin.client,
+                        Changelog(topic, source, index),
+                        self._creation,
+                    )
                     self._counts[topic] = count
         return topic, index % count
-
-    async def _ensure_there(self, topic: str, source: str | None, index: int) -> int:
-        """On the clients' loop: the changelog topic's number of partitions, made first if
-        missing. (Only made topics are described: describing a missing topic makes it, on
-        brokers that make topics on first use, with their default partitions.)"""
-        admin = self._opened().admin.client
-        existing = set(await admin.list_topics())
-        if topic not in existing:
-            if self._partitions is not None:
-                count = self._partitions
-            elif source is None:
-                count = 1
-            elif source in existing:
-                count = await self._count_there(source)
-            else:
-                raise ValueError(
-                    f"{self.description}: source topic {source!r} is not in this cluster, so "
-                    f"the changelog topic {topic!r} cannot be made with as many partitions; "
-                    "give KafkaChangelogStore(partitions=<the source topic's partitions>)"
-                )
-            replication = self._replication
-            if replication is None:  # (-1, the brokers' default, needs CreateTopics v4+)
-                brokers = (await admin.describe_cluster())["brokers"]
-                replication = max(1, min(DEFAULT_REPLICATION, len(brokers)))
-            new = aiokafka.admin.NewTopic(
-                topic, max(count, index + 1), replication, topic_configs=dict(TOPIC_CONFIGS)
-            )
-            response = await admin.create_topics([new])
-            for _, code, message in response.topic_errors:
-                if code not in (0, TOPIC_ALREADY_EXISTS):  # made meanwhile by another worker
-                    raise ServiceUnavailableError(
-                        f"{self.description} could not make the changelog topic {topic!r} "
-                        f"(error {code}: {message}); make it yourself with cleanup.policy="
-                        "delete and retention.ms=-1, or check the client's permissions"
-                    )
-        return await self._count_there(topic)
-
-    async def _count_there(self, topic: str) -> int:
-        admin = self._opened().admin.client
-        (described,) = await admin.describe_topics([topic])
-        if described["error_code"] != 0 or not described["partitions"]:
-            raise ServiceUnavailableError(
-                f"{self.description} did not describe topic {topic!r} (error "
-                f"{described['error_code']}); check that it exists and the client may read it"
-            )
-        return len(described["partitions"])
 
     async def _call(self, clients: _Clients, function: Any, *args: Any) -> Any:
         """``function(*args)`` on the clients' loop; a lost cluster is ServiceUnavailableError."""
