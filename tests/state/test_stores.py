@@ -32,6 +32,7 @@ from tests.connectors.support import (
     PASSWORD,
     after,
     leftover_threads,
+    nothing_printed,
     random_delays,
     refused_port,
     tcp_proxy,
@@ -312,9 +313,23 @@ async def test_a_commit_that_fails_midway_leaves_the_scope_as_it_was(
 
 
 async def test_a_cancelled_commit_is_all_or_nothing_and_leaves_nothing_running(
-    make_store: MakeStore, namespace: str
+    make_store: MakeStore,
+    namespace: str,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     old, new = entries(10_000, b"old"), entries(10_000, b"new")
+    with nothing_printed(capfd, caplog) as noise:
+        await cancel_commits_and_loads(make_store, namespace, old, new)
+    assert noise == [], "cancelling printed or reported:\n" + "\n".join(noise)
+
+
+async def cancel_commits_and_loads(
+    make_store: MakeStore,
+    namespace: str,
+    old: dict[bytes, StoredEntry],
+    new: dict[bytes, StoredEntry],
+) -> None:
     async with make_store() as store:
         started = time.perf_counter()
         await store.commit(namespace, [ScopeChanges("", {"t": old}, {}, b"old")])
