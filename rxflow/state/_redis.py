@@ -29,7 +29,7 @@ from urllib.parse import quote
 from rxflow._checks import check_name
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors._extras import requires_extra
-from rxflow.connectors._redact import mask_url
+from rxflow.connectors._redact import mask_url, mask_urls_in
 from rxflow.connectors.redis._client import CONNECTION_ERRORS, connected
 from rxflow.errors import ServiceUnavailableError
 from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store, StoredEntry
@@ -82,7 +82,8 @@ class RedisStore(Store):
             parse_url(url)  # type: ignore[no-untyped-call]
         except ValueError as error:
             raise ValueError(
-                f"RedisStore: url {mask_url(url)!r} is not a Redis URL ({error}); pass "
+                f"RedisStore: url {mask_url(url)!r} is not a Redis URL "
+                f"({mask_urls_in(str(error))}); pass "
                 "redis://host:port/db, rediss://... or unix:///path/to/socket"
             ) from None
         self._url = url
