@@ -21,31 +21,36 @@ Sessions of one key merge when an item bridges them, as in Beam and Flink.
 On completion (and so on a pipe's graceful stop) every open window is emitted, oldest end
 first. On error the error is passed on at once and open windows are discarded: an
 incomplete window is never emitted as if it were whole.
+
+In a checkpointed :class:`rxflow.Flow` the operator keeps its state in the flow's state
+table named after the stage (``name=``; two window stages of one flow need distinct names):
+every open window with its items (a session with its first and last timestamps), the
+windows kept for updates (``late="update"``), the watermark and the largest timestamp seen.
+A flow restored from a checkpoint rebuilds exactly those, so that with the messages after
+the checkpoint delivered again the operator emits what an uninterrupted run would have
+emitted after it: windows emitted before the checkpoint are not emitted again, and none is
+emitted incomplete. Its items are then not held unacknowledged until their windows close:
+the checkpoint covers them. Only ``idle_timeout`` counts from the restart, since processing
+time does not carry over.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
-import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeVar
 
 import attrs
 import reactivex
 from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
+from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.scheduler import TimeoutScheduler
 from reactivex.subject import Subject
 
-from rxflow._holds import Hold, current_holds
-from rxflow._source_time import current_source_time
 from rxflow._typevars import TimedT
-from rxflow.scheduler import AnyioScheduler
+from rxflow.windows._durable import durable_table
+from rxflow.windows._event_run import EventTimeRun
 from rxflow.windows._stage import WindowStage
 from rxflow.windows._window import Window
-from rxflow.windows.processing import clock_of
 
 __all__ = ["LATE_POLICIES", "Aligned", "EventTimeWindows", "LatePolicy"]
 
@@ -76,25 +81,7 @@ class Aligned:
         return range(int((t - self.span) // every) + 1, int(t // every) + 1)
 
 
-@attrs.define(eq=False)
-class _Open:
-    """An open (or, for updates, recently closed) window's state."""
-
-    key: Any
-    start: float
-    end: float
-    items: list[Any]
-    order: int
-    emitted: bool = False
-    first: float = 0.0  # sessions: the earliest and latest timestamps in it
-    last: float = 0.0
-    index: int = 0  # aligned windows: start = index * every
-    # The holds on the items not emitted yet (in a flow, claims on their source messages:
-    # rxflow._holds), one per item placed in this window.
-    holds: list[Hold] = attrs.field(factory=list)
-
-
-class EventTimeWindows(WindowStage["_Run"], Generic[TimedT]):
+class EventTimeWindows(WindowStage[EventTimeRun], Generic[TimedT]):
     """The operator that :func:`rxflow.tumbling`, :func:`rxflow.sliding` and
     :func:`rxflow.session` return when given ``timestamp=``.
 
@@ -146,7 +133,7 @@ class EventTimeWindows(WindowStage["_Run"], Generic[TimedT]):
             observer: abc.ObserverBase[Window[T]], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             chosen = self.scheduler or scheduler or TimeoutScheduler.singleton()
-            run = _Run(self, observer, chosen)
+            run = EventTimeRun(self, observer, chosen, durable_table(self.metrics.name, self))
             self._runs.add(run)
             # Upstream gets the subscription's own scheduler: the fallback is only this
             # operator's clock, and would make a synchronous source push from timer threads.
@@ -156,337 +143,3 @@ class EventTimeWindows(WindowStage["_Run"], Generic[TimedT]):
             return CompositeDisposable(upstream, run.idle_timer, Disposable(run.dispose))
 
         return reactivex.create(subscribe)
-
-
-class _Run:
-    """One subscription: open windows, the watermark, and what closes windows."""
-
-    def __init__(
-        self,
-        spec: EventTimeWindows[Any],
-        observer: abc.ObserverBase[Window],
-        scheduler: abc.SchedulerBase,
-    ) -> None:
-        self.spec = spec
-        self.observer = observer
-        self.scheduler = scheduler
-        # Aligned windows by key, then by index (an int: cheaper to hash than a start time).
-        self.windows: dict[Any, dict[int, _Open]] = {}
-        self.sessions: dict[Any, list[_Open]] = {}  # sessions by key
-        self.closing: list[tuple[float, int, _Open]] = []  # (end, order, window) heap
-        self.forgetting: list[tuple[float, int, _Open]] = []  # closed, kept for updates
-        self.order = itertools.count()
-        self.max_seen = -math.inf
-        self.watermark = -math.inf
-        self.last_arrival = 0.0
-        self.held = 0
-        self.ended = False
-        self.idle_timer = SerialDisposable()
-        self.now = clock_of(scheduler)
-        # Idleness is measured on the pipe's source time, which stands still while the
-        # source is held back (a slow consumer, a broker at its in-flight limit): waiting
-        # data is not late data. It is the loop's clock, so only for the pipe's scheduler.
-        source_time = current_source_time()
-        self.quiet_clock = (
-            source_time.now
-            if source_time is not None and isinstance(scheduler, AnyioScheduler)
-            else self.now
-        )
-        self.holds = current_holds()
-        # Read once: on_next runs per item, and attribute chains cost there.
-        aligned = spec.aligned
-        self.tumbling_every = aligned.every if aligned is not None and not aligned.sliding else None
-
-    # -- items ---------------------------------------------------------------------------
-
-    def on_next(self, item: Any) -> None:
-        # The hot path of every event-time window: kept to plain local operations.
-        if self.ended:
-            return
-        spec = self.spec
-        t = spec.timestamp(item)
-        kind = type(t)
-        if (kind is not float and kind is not int) or t != t:  # t != t: NaN
-            self._check_timestamp(item, t)
-            if self.ended:
-                return
-        key = spec.key(item) if spec.key is not None else None
-        spec.metrics.received += 1
-        aligned = spec.aligned
-        if aligned is None:
-            missed_a_window = not self._place_in_session(item, key, t)
-        else:
-            missed_a_window = False
-            by_index = self.windows.get(key)
-            if by_index is None:
-                by_index = self.windows[key] = {}
-            # Tumbling windows (every == span): exactly one index, no range to build.
-            every = self.tumbling_every
-            indexes = aligned.windows_for(t) if every is None else (int(t // every),)
-            for index in indexes:
-                window = by_index.get(index)
-                if window is not None and not window.emitted:
-                    window.items.append(item)
-                    self.held += 1
-                    window.holds.append(self.holds.hold())
-                elif not self._place(item, key, index, window):
-                    missed_a_window = True
-        if missed_a_window and spec.late == "side":
-            spec.late_items.on_next(item)
-        if t > self.max_seen:
-            self.max_seen = t
-            watermark = t - spec.out_of_orderness
-            closing = self.closing
-            if (closing and closing[0][0] <= watermark) or self.forgetting:
-                self._advance(watermark)
-            elif watermark > self.watermark:
-                self.watermark = watermark  # nothing to close or forget yet
-        if spec.idle_timeout is not None:
-            self.last_arrival = self.quiet_clock()
-            if self.idle_timer.disposable is None:
-                self._arm_idle_timer(spec.idle_timeout)
-
-    def _check_timestamp(self, item: Any, t: Any) -> None:
-        """Refuse a timestamp that is not a number (ints and floats pass the fast check;
-        other real numbers, such as Decimal or numpy floats, are accepted here)."""
-        if isinstance(t, bool) or not isinstance(t, numbers.Real) or math.isnan(t):
-            self.on_error(
-                TypeError(
-                    f"the timestamp function returned {t!r} for item {item!r}; it must "
-                    "return a number (seconds, in the event's own time)"
-                )
-            )
-
-    def _place(self, item: Any, key: Any, index: int, window: _Open | None) -> bool:
-        """Put ``item`` in aligned window ``index`` of ``key`` (``window``, if it exists,
-        was emitted already); False if the item was late for it."""
-        aligned = self.spec.aligned
-        assert aligned is not None
-        start = index * aligned.every
-        end = start + aligned.span
-        if window is None:
-            if end <= self.watermark:
-                self._late_without_window(item, key, start, end)
-                return False
-            window = _Open(key, start, end, [], next(self.order), index=index)
-            self.windows[key][index] = window
-            heapq.heappush(self.closing, (end, window.order, window))
-            self._add(window, item)
-            return True
-        self._late_for(window, item)
-        return False
-
-    def _place_in_session(self, item: Any, key: Any, t: float) -> bool:
-        spec = self.spec
-        gap = spec.gap
-        assert gap is not None
-        sessions = self.sessions.setdefault(key, [])
-        if len(sessions) == 1:  # the usual case: the key's one session, open, and t in reach
-            only = sessions[0]
-            if not only.emitted and t < only.last + gap and only.first < t + gap:
-                return self._extend(only, item, t)
-        touching = [s for s in sessions if t < s.last + gap and s.first < t + gap]
-        if len(touching) == 1 and not touching[0].emitted:
-            return self._extend(touching[0], item, t)
-        open_ones = [s for s in touching if not s.emitted]
-        closed_ones = [s for s in touching if s.emitted]
-        if not open_ones and t + gap <= self.watermark:
-            if closed_ones:
-                self._late_for(closed_ones[0], item, t)
-            else:
-                self._late_without_window(item, key, t, t + gap)
-            return False
-        first = min([t, *(s.first for s in open_ones)])
-        last = max([t, *(s.last for s in open_ones)])
-        if spec.max_duration is not None and last + gap - first > spec.max_duration:
-            self._start_session(item, t)  # would run too long: a session of its own
-            return True
-        session = self._start_session(item, t, merging=open_ones)
-        session.first, session.last = first, last
-        session.start, session.end = first, last + gap
-        return True
-
-    def _start_session(self, item: Any, t: float, merging: Iterable[_Open] = ()) -> _Open:
-        """A new session holding ``item`` (after the items of the sessions it merges)."""
-        gap = self.spec.gap
-        assert gap is not None
-        key = self.spec.key(item) if self.spec.key is not None else None
-        sessions = self.sessions.setdefault(key, [])
-        session = _Open(key, t, t + gap, [], next(self.order), first=t, last=t)
-        for merged in sorted(merging, key=lambda s: s.order):
-            session.items.extend(merged.items)
-            session.holds.extend(merged.holds)
-            sessions.remove(merged)
-        self._add(session, item)
-        sessions.append(session)
-        heapq.heappush(self.closing, (session.end, session.order, session))
-        return session
-
-    def _extend(self, session: _Open, item: Any, t: float) -> bool:
-        """The common case: ``item`` falls in one open session, which grows in place. Its
-        entry in the closing heap keeps the old end; :meth:`_advance` pushes it again."""
-        gap = self.spec.gap
-        assert gap is not None
-        first, last = min(session.first, t), max(session.last, t)
-        max_duration = self.spec.max_duration
-        if max_duration is not None and last + gap - first > max_duration:
-            self._start_session(item, t)
-            return True
-        session.first, session.last = first, last
-        session.start, session.end = first, last + gap
-        self._add(session, item)
-        return True
-
-    def _add(self, window: _Open, item: Any) -> None:
-        window.items.append(item)
-        self.held += 1
-        window.holds.append(self.holds.hold())
-
-    # -- late items ----------------------------------------------------------------------
-
-    def _late_for(self, window: _Open, item: Any, t: float | None = None) -> None:
-        """``item`` belongs to ``window``, which was emitted already."""
-        if self.spec.late == "update" and window.end + self.spec.allowed_lateness > self.watermark:
-            self._add(window, item)
-            if t is not None:  # a session: it may grow at either end
-                window.first, window.last = min(window.first, t), max(window.last, t)
-                window.start, window.end = window.first, window.last + (self.spec.gap or 0.0)
-            self._emit(window, update=True)
-        elif self.spec.late != "side":  # a side output got the item already
-            self._count_late_drop()
-
-    def _late_without_window(self, item: Any, key: Any, start: float, end: float) -> None:
-        """``item`` belongs to a window that closed and is forgotten (or never held items)."""
-        if self.spec.late == "update" and end + self.spec.allowed_lateness > self.watermark:
-            window = _Open(key, start, end, [], next(self.order), first=start, last=start)
-            self._add(window, item)
-            self._keep_for_updates(window)
-            aligned = self.spec.aligned
-            if aligned is not None:
-                window.index = round(start / aligned.every)
-                self.windows.setdefault(key, {})[window.index] = window
-            else:
-                self.sessions.setdefault(key, []).append(window)
-            self._emit(window, update=True)
-        elif self.spec.late != "side":
-            self._count_late_drop()
-
-    def _count_late_drop(self) -> None:
-        self.spec.late_dropped += 1
-        self.spec.metrics.dropped += 1
-
-    # -- the watermark -------------------------------------------------------------------
-
-    def _advance(self, watermark: float) -> None:
-        if watermark <= self.watermark:
-            return
-        self.watermark = watermark
-        closing = self.closing
-        while closing and closing[0][0] <= watermark:
-            end, order, window = heapq.heappop(closing)
-            if window.emitted or not self._is_current(window):
-                continue  # merged into another session since this entry was pushed
-            if window.end > end:  # a session that grew: it closes later
-                heapq.heappush(closing, (window.end, order, window))
-                continue
-            self._emit(window, update=False)
-            self._keep_for_updates(window)
-        forgetting = self.forgetting
-        lateness = self.spec.allowed_lateness
-        while forgetting and forgetting[0][0] + lateness <= watermark:
-            _, _, window = heapq.heappop(forgetting)
-            self._forget(window)
-
-    def _is_current(self, window: _Open) -> bool:
-        if self.spec.aligned is not None:
-            by_index = self.windows.get(window.key)
-            return by_index is not None and by_index.get(window.index) is window
-        return window in self.sessions.get(window.key, ())
-
-    def _keep_for_updates(self, window: _Open) -> None:
-        window.emitted = True
-        if self.spec.late == "update" and self.spec.allowed_lateness > 0:
-            heapq.heappush(self.forgetting, (window.end, window.order, window))
-        else:
-            self._forget(window)
-
-    def _forget(self, window: _Open) -> None:
-        self.held -= len(window.items)
-        window.items = []
-        if self.spec.aligned is not None:
-            by_index = self.windows.get(window.key)
-            if by_index is not None and by_index.get(window.index) is window:
-                del by_index[window.index]
-                if not by_index:  # an idle key costs nothing
-                    del self.windows[window.key]
-        else:
-            sessions = self.sessions.get(window.key)
-            if sessions is not None and window in sessions:
-                sessions.remove(window)
-                if not sessions:
-                    del self.sessions[window.key]
-
-    def _emit(self, window: _Open, *, update: bool) -> None:
-        self.spec.metrics.emitted += 1
-        emitted = Window(window.key, window.start, window.end, tuple(window.items), update=update)
-        # The window's output now carries the claims on its items' source messages.
-        held, window.holds = window.holds, []
-        with self.holds.emitting(held):
-            self.observer.on_next(emitted)
-
-    # -- idleness ------------------------------------------------------------------------
-
-    def _arm_idle_timer(self, delay: float) -> None:
-        self.idle_timer.disposable = self.scheduler.schedule_relative(delay, self._on_idle_timer)
-
-    def _on_idle_timer(self, scheduler: abc.SchedulerBase, state: Any = None) -> None:
-        timeout = self.spec.idle_timeout
-        assert timeout is not None
-        self.idle_timer.disposable = None
-        if self.ended:
-            return
-        quiet_for = self.quiet_clock() - self.last_arrival
-        if quiet_for < timeout:
-            self._arm_idle_timer(timeout - quiet_for)
-            return
-        # Quiet long enough: let event time pass as fast as processing time since the
-        # last item, and wake again when that closes the next window.
-        self._advance(self.max_seen - self.spec.out_of_orderness + quiet_for)
-        if self.closing:
-            self._arm_idle_timer(max(self.closing[0][0] - self.watermark, 0.0))
-
-    # -- the end -------------------------------------------------------------------------
-
-    def on_completed(self) -> None:
-        if self.ended:
-            return
-        # Every open window, oldest end first; a session may have several heap entries.
-        pending = {id(entry[2]): entry[2] for entry in self.closing}.values()
-        for window in sorted(pending, key=lambda window: (window.end, window.order)):
-            if not window.emitted and self._is_current(window):
-                self._emit(window, update=False)
-                window.emitted = True
-        self._finish()
-        if self.spec.late == "side":
-            self.spec.late_items.on_completed()
-        self.observer.on_completed()
-
-    def on_error(self, error: Exception) -> None:
-        if self.ended:
-            return
-        self._finish()
-        self.observer.on_error(error)
-
-    def _finish(self) -> None:
-        self.ended = True
-        self.idle_timer.dispose()
-        self.windows.clear()
-        self.sessions.clear()
-        self.closing.clear()
-        self.forgetting.clear()
-        self.held = 0
-        self.spec._runs.discard(self)
-
-    def dispose(self) -> None:
-        if not self.ended:
-            self._finish()

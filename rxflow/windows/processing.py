@@ -10,6 +10,19 @@ Timers run on the scheduler's clock (the loop's, in a pipe: virtual under trio's
 ``MockClock``), but a window's ``start`` and ``end`` are given as wall-clock times, which is
 what a reader of them expects: the clock is read against ``time.time()`` once per
 subscription, so differences between bounds stay exactly those of the scheduler's clock.
+
+In a checkpointed :class:`rxflow.Flow` the operator keeps the items of its open windows (of
+each key's open session) in the flow's state table named after the stage (``name=``; two
+window stages of one flow need distinct names), and holds no acks on them: the checkpoint
+covers them. Processing time means nothing after a restart (the windows' times were the
+stopped process's clock), so a flow restored from a checkpoint does not rebuild the windows
+that were open: it puts their items into the first window that opens (tumbling, sliding:
+the window open at subscription) or into the first session of the same key (sessions: the
+items restored for a key open its session at the restart, as if they had just arrived, and
+the key's items in the next ``gap`` join them). So no item is lost, no window emitted before
+the checkpoint is emitted again, and the windows that were open at the crash are emitted
+once, as the windows of the restarted run, with their bounds on its clock. Session keys are
+stored, so they must be picklable.
 """
 
 from __future__ import annotations
@@ -24,8 +37,10 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.scheduler import TimeoutScheduler
 
-from rxflow._holds import AckHolds, Hold, current_holds
+from rxflow._holds import NO_HOLDS, AckHolds, Hold, current_holds
 from rxflow._stage_metrics import StageMetrics
+from rxflow._state import StateTable
+from rxflow.windows._durable import OpenItems, OpenSessions, durable_table
 from rxflow.windows._stage import WindowStage
 from rxflow.windows._window import Window
 
@@ -64,14 +79,20 @@ def wall_clock_of(scheduler: abc.SchedulerBase) -> Callable[[], float]:
 class _Run:
     """One subscription's clock and the count of items its open windows hold."""
 
-    __slots__ = ("arrivals", "held", "now")
+    __slots__ = ("arrivals", "held", "now", "table")
 
-    def __init__(self, scheduler: abc.SchedulerBase, sliding: bool) -> None:
+    def __init__(
+        self, scheduler: abc.SchedulerBase, sliding: bool, table: StateTable[Any, Any] | None
+    ) -> None:
         self.now = wall_clock_of(scheduler)
         self.held = 0
+        # In a checkpointed flow: where the items of open windows are kept (and no holds
+        # are taken on them, since the checkpoints cover them); None in memory.
+        self.table = table
         # Sliding windows overlap: an item is held until the last window holding it
-        # closes, which its arrival time tells (tumbling windows and sessions need none).
-        self.arrivals: deque[float] | None = deque() if sliding else None
+        # closes, which its arrival time tells (tumbling windows and sessions need none;
+        # in a durable scope OpenItems knows exactly which items are held).
+        self.arrivals: deque[float] | None = deque() if sliding and table is None else None
 
     def released(self, count: int, oldest_open: float) -> None:
         """``count`` items left with a window; the oldest window still open started at
@@ -134,7 +155,7 @@ class ProcessingTimeWindows(WindowStage[_Run]):
             # The chain is built at subscription, once the scheduler is known: the one
             # given, else the subscription's (the pipe's AnyioScheduler in a pipe).
             chosen = self._scheduler or subscription_scheduler or TimeoutScheduler.singleton()
-            run = _Run(chosen, self._sliding)
+            run = _Run(chosen, self._sliding, durable_table(self.metrics.name, self))
             self._runs.add(run)
             windows = self._build(source, chosen, run).pipe(
                 ops.finally_action(lambda: self._runs.discard(run))
@@ -246,6 +267,73 @@ def admit(
     return operator
 
 
+def readmit(
+    run: _Run,
+    metrics: StageMetrics,
+    restored: list[Any],
+    keep: Callable[[Any], None] | None = None,
+) -> Callable[[Observable[Any]], Observable[Any]]:
+    """:func:`admit` in a durable scope: count each item in and ``keep`` it where a
+    checkpoint finds it (no hold is taken: the checkpoint covers it). At subscription, once
+    the windows downstream are open, the items ``restored`` from the last checkpoint enter
+    first (not counted as received again: the stopped run received them)."""
+
+    def operator(source: Observable[Any]) -> Observable[Any]:
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            push = observer.on_next
+
+            def take(item: Any) -> None:
+                run.held += 1
+                if keep is not None:
+                    keep(item)
+                push(item)
+
+            def on_next(item: Any) -> None:
+                metrics.received += 1
+                take(item)
+
+            for item in restored:
+                take(item)
+            return source.subscribe(
+                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return reactivex.create(subscribe)
+
+    return operator
+
+
+def durable_buffers(
+    source: Observable[Any],
+    run: _Run,
+    table: StateTable[Any, Any],
+    metrics: StageMetrics,
+    windowing: Callable[[Observable[Any]], Observable[Observable[Any]]],
+) -> tuple[Observable[list[Any]], Callable[[int, float], None]]:
+    """``buffer_with_time`` (or ``_or_count``) in a durable scope, as ``windowing``
+    (``window_with_time``...) then each window to a list, keeping in :class:`OpenItems` the
+    items of the open windows; and the function that each closed buffer calls (in place of
+    :meth:`_Run.released`). Windows open and close in order, so their items are those since
+    the oldest open window opened: the number of items arrived is noted as each opens."""
+    restored = OpenItems.restored(table)
+    kept = OpenItems(table)
+    opened_at: deque[int] = deque()  # per open window, oldest first
+
+    def collect(window: Observable[Any]) -> Observable[list[Any]]:
+        opened_at.append(kept.arrived)
+        return window.pipe(ops.to_list())
+
+    def released(count: int, oldest_open: float) -> None:
+        opened_at.popleft()  # the window that closed
+        kept.keep_from(opened_at[0] if opened_at else kept.arrived)
+        run.held = len(kept)
+
+    admitted = source.pipe(readmit(run, metrics, restored, kept.add))
+    return admitted.pipe(windowing, ops.flat_map(collect)), released
+
+
 def split_by_key(
     holds: AckHolds,
     entries: list[Any],
@@ -284,7 +372,26 @@ def buffered_windows(
     def build(source: Observable[Any], chosen: abc.SchedulerBase, run: _Run) -> Observable[Any]:
         now = run.now
         opened = [now()]  # when the oldest window still open opened
-        holds = current_holds()
+        table = run.table
+        holds = current_holds() if table is None else NO_HOLDS
+        buffers: Observable[list[Any]]
+        released: Callable[[int, float], None]
+        if table is None:
+            entries = source.pipe(admit(holds, run, windows.metrics))
+            released = run.released
+            if max_count is not None:
+                buffers = entries.pipe(
+                    ops.buffer_with_time_or_count(span, max_count, scheduler=chosen)
+                )
+            else:
+                buffers = entries.pipe(ops.buffer_with_time(span, every, scheduler=chosen))
+        else:
+            windowing = (
+                ops.window_with_time(span, every, scheduler=chosen)
+                if max_count is None
+                else ops.window_with_time_or_count(span, max_count, scheduler=chosen)
+            )
+            buffers, released = durable_buffers(source, run, table, windows.metrics, windowing)
 
         def to_windows(entries: list[Any]) -> list[Entry]:
             # Windows close in the order they opened: back to back when tumbling (a full
@@ -292,16 +399,11 @@ def buffered_windows(
             end = now()
             start = opened[0]
             opened[0] = end if every is None else start + every
-            run.released(len(entries), opened[0])
+            released(len(entries), opened[0])
             if not entries:
                 return [(Window(None, start, end, ()), [])] if emit_empty else []
             return split_by_key(holds, entries, start, end, key)
 
-        entries = source.pipe(admit(holds, run, windows.metrics))
-        if max_count is not None:
-            buffers = entries.pipe(ops.buffer_with_time_or_count(span, max_count, scheduler=chosen))
-        else:
-            buffers = entries.pipe(ops.buffer_with_time(span, every, scheduler=chosen))
         return buffers.pipe(
             ops.map(to_windows),
             emit_windows(holds, windows.metrics, overlapping=every is not None),
@@ -322,12 +424,22 @@ def sessions(
 
     def build(source: Observable[Any], chosen: abc.SchedulerBase, run: _Run) -> Observable[Any]:
         now = run.now
-        holds = current_holds()
-
+        table = run.table
+        holds = current_holds() if table is None else NO_HOLDS
         item_of = holds.item_of
+        kept = None if table is None else OpenSessions(table)
 
         def key_of(entry: Any) -> Any:
             return key(item_of(entry))
+
+        if kept is not None:
+            # group_by_until asks each item's key once, as the item arrives: where a durable
+            # scope notes it in its key's open session (and a key function that fails
+            # reaches on_error, as it does in memory).
+            def key_of(entry: Any) -> Any:
+                k = key(entry)
+                kept.add(k, entry)
+                return k
 
         def until_quiet(group: Observable[Any]) -> Observable[Any]:
             quiet = group.pipe(ops.debounce(gap, scheduler=chosen))
@@ -340,13 +452,19 @@ def sessions(
 
             def close(entries: list[Any]) -> list[Entry]:
                 run.released(len(entries), 0.0)
+                if kept is not None:
+                    kept.closed(group.key)
                 return [window_of(holds, group.key, start, now(), entries)]
 
             closed: Observable[list[Entry]] = group.pipe(ops.to_list(), ops.map(close))
             return closed
 
-        return source.pipe(
-            admit(holds, run, windows.metrics),
+        admitted = (
+            source.pipe(admit(holds, run, windows.metrics))
+            if kept is None
+            else source.pipe(readmit(run, windows.metrics, kept.restored()))
+        )
+        return admitted.pipe(
             ops.group_by_until(key_of, None, until_quiet),
             ops.flat_map(to_window),
             emit_windows(holds, windows.metrics),
