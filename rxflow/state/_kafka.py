@@ -23,7 +23,6 @@ from rxflow.connectors.kafka._client import (
     ClientOptions,
     client_options,
     started,
-    unavailable,
 )
 from rxflow.errors import RecordsRefusedError, ServiceUnavailableError
 from rxflow.state._kafka_records import (
@@ -253,10 +252,12 @@ class KafkaChangelogStore(Store):
                     started(host, lambda: _Admin(options), options, within=within)
                 ),
             )
-        except BaseException:
+        except BaseException as error:
             self._clients = None
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
+            if isinstance(error, ServiceUnavailableError):  # it names the cluster
+                raise ServiceUnavailableError(f"{self.description}: {error}") from error
             raise
         self._stack = stack
 
@@ -265,6 +266,12 @@ class KafkaChangelogStore(Store):
         if stack is not None:
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
+
+    def _lost(self, error: BaseException, what: str) -> ServiceUnavailableError:
+        return ServiceUnavailableError(
+            f"{self.description} {what} ({self._options.scrub(repr(error))}); check that "
+            "the cluster is up and reachable"
+        )
 
     def _opened(self) -> _Clients:
         if self._clients is None:
@@ -300,7 +307,7 @@ class KafkaChangelogStore(Store):
         try:
             return await clients.host.call(function, *args)
         except UNREACHABLE as error:
-            raise unavailable(self._options, error, "did not answer") from error
+            raise self._lost(error, "did not answer") from error
 
     # -- load ----------------------------------------------------------------------------
 
@@ -367,7 +374,7 @@ class KafkaChangelogStore(Store):
             return
         scope, error = next(iter(failed.items()))
         if all(isinstance(e, UNREACHABLE) for e in failed.values()):
-            raise unavailable(self._options, error, "did not confirm the commit") from error
+            raise self._lost(error, "did not confirm the commit") from error
         raise RecordsRefusedError(
             f"{self.description}: the commit of {len(failed)} of {len(plans)} scopes failed "
             f"and left them as they were (the others are committed); scope {scope!r}: "

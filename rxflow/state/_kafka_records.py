@@ -81,13 +81,25 @@ def changelog_of(
 
 
 def entry_key(table: str, key: bytes) -> bytes:
+    if not isinstance(key, bytes):
+        raise TypeError(
+            f"KafkaChangelogStore.commit: a key of table {table!r} must be bytes, got "
+            f"{type(key).__name__} {key!r:.60}; nothing of the scope's changes was written"
+        )
     name = table.encode()
     return len(name).to_bytes(2, "big") + name + key
 
 
-def entry_value(entry: StoredEntry) -> bytes:
+def entry_value(table: str, key: bytes, entry: StoredEntry) -> bytes:
+    value = entry.value
+    if not isinstance(value, bytes):  # would be concatenated wrongly, or not at all
+        raise TypeError(
+            f"KafkaChangelogStore.commit: the value of key {key!r:.60} of table {table!r} "
+            f"must be bytes, got {type(value).__name__}; nothing of the scope's changes "
+            "was written"
+        )
     expires = _NEVER if entry.expires_at is None else _EXPIRY.pack(entry.expires_at)
-    return expires + entry.value
+    return expires + value
 
 
 def marker_header(commit_id: bytes, count: int, namespace: str, scope: str) -> bytes:
@@ -111,7 +123,12 @@ def commit_records(
     for table, puts in changes.puts.items():
         for key, entry in puts.items():
             header = commit_id + len(entries).to_bytes(4, "big")
-            entries.append((entry_key(table, key), entry_value(entry), header))
+            entries.append((entry_key(table, key), entry_value(table, key, entry), header))
+    if not isinstance(changes.meta, bytes):
+        raise TypeError(
+            f"KafkaChangelogStore.commit: the meta of scope {changes.scope!r} must be bytes, "
+            f"got {type(changes.meta).__name__}; nothing of the scope's changes was written"
+        )
     marker = marker_header(commit_id, len(entries), namespace, changes.scope)
     return entries, (changes.meta, marker)
 

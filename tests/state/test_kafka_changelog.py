@@ -293,6 +293,45 @@ async def test_a_refused_record_leaves_its_scope_as_it_was_and_commits_the_other
     assert (values(other), other.meta) == ({"t": {b"a": b"ok"}}, b"yes")
 
 
+async def test_a_value_that_is_not_bytes_refuses_the_whole_commit_before_anything_is_sent() -> None:
+    namespace = unique("ns")
+    async with store(partitions=1) as kept:
+        await kept.commit(namespace, [change("", {"t": {b"a": b"1"}}, meta=b"before")])
+        bad = StoredEntry({"not": "bytes"})  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="must be bytes"):
+            await kept.commit(
+                namespace,
+                [change("p/0", {"t": {b"fine": b"2"}}), change("", {"t": {b"a": b"2", b"b": bad}})],
+            )
+        loaded = await kept.load(namespace, "")
+        untouched = await kept.load(namespace, "p/0")
+    assert (values(loaded), loaded.meta) == ({"t": {b"a": b"1"}}, b"before")
+    assert untouched == ScopeSnapshot(tables={}, meta=None)
+    assert await partition_counts(f"{namespace}-changelog") == [2]
+
+
+async def test_loads_of_several_scopes_at_once_each_get_their_own() -> None:
+    """A worker given several partitions at once restores them concurrently."""
+    source, namespace = unique("orders"), unique("ns")
+    await create_topic(source, 4)
+    async with store() as kept:
+        await kept.commit(
+            namespace,
+            [change(f"{source}/{n}", {"t": {b"n": b"%d" % n}}, meta=b"%d" % n) for n in range(4)],
+        )
+        loaded: dict[int, ScopeSnapshot] = {}
+
+        async def load(n: int) -> None:
+            loaded[n] = await kept.load(namespace, f"{source}/{n}")
+
+        async with anyio.create_task_group() as tg:
+            for n in range(4):
+                tg.start_soon(load, n)
+    assert {n: (values(s), s.meta) for n, s in loaded.items()} == {
+        n: ({"t": {b"n": b"%d" % n}}, b"%d" % n) for n in range(4)
+    }
+
+
 async def test_cancelled_commits_and_loads_are_all_or_nothing_and_leave_nothing_running(
     capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -431,6 +470,7 @@ async def test_an_unreachable_cluster_is_unavailable_without_credentials(
         with anyio.fail_after(20):
             async with secured:
                 pass  # pragma: no cover
+    assert secured.description in str(failed.value)
     assert_no_secret(failed.value, caplog)
     await secured.close()  # after a failed open: nothing to do
 
