@@ -30,6 +30,11 @@ class Acker:
         self.on_done: Callable[[list[Any]], object] = lambda messages: None
         # Told of messages whose ack failed (a checkpoint keeps them covered).
         self.on_failed: Callable[[list[Any]], object] = lambda messages: None
+        # Whether an ack is done only once the system will not deliver the message again,
+        # also where acks take effect later (Kafka commits offsets on a timer; a source
+        # with flush_acks() makes them take effect now). A checkpointed flow needs that: it
+        # forgets which messages a checkpoint covered once their acks are done.
+        self.durable_acks = False
 
     def put(self, message: Any) -> None:
         self._settled.append(message)
@@ -60,7 +65,13 @@ class Acker:
             else:
                 batches.setdefault(id(acker), (acker, []))[1].append(message)
         for acker, messages in batches.values():
-            await self._acknowledge(partial(acker.ack_many, messages), messages)
+            await self._acknowledge(partial(self._ack_many, acker, messages), messages)
+
+    async def _ack_many(self, acker: Any, messages: list[Any]) -> None:
+        await acker.ack_many(messages)
+        flush = getattr(acker, "flush_acks", None)
+        if self.durable_acks and flush is not None:
+            await flush()  # a Kafka commit: done means the system will not send them again
 
     async def _acknowledge(self, ack: Callable[[], Awaitable[object]], messages: list[Any]) -> None:
         try:

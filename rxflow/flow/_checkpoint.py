@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Hashable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -143,10 +143,23 @@ class Checkpointer:
         self._lock = anyio.Lock()  # one checkpoint at a time
         self._wake = anyio.Event()
         self._closing = False
+        # Messages a stored checkpoint covered whose acks are not done yet (handed to the
+        # acker, or sent and not yet durable in their system), by id: they may be delivered
+        # again, so every checkpoint's record keeps them covered until their acks are done.
+        self._unconfirmed: dict[int, tuple[_Assignment, Hashable]] = {}
         self.stored = 0  # checkpoints stored
         self.last_duration = 0.0  # seconds the last stored checkpoint took, barrier to ack
         delivery.on_pressure = self._soon
         acker.on_failed = self._ack_failed
+        acker.durable_acks = True
+        forget = acker.on_done
+
+        def acks_done(messages: list[Any]) -> None:
+            forget(messages)
+            for message in messages:
+                self._unconfirmed.pop(id(message), None)
+
+        acker.on_done = acks_done
 
     def add_sinks(self, sinks: Sequence[TransactionalSink]) -> None:
         """Exactly-once sinks whose staged outputs each checkpoint writes."""
@@ -268,6 +281,7 @@ class Checkpointer:
                 raise
             for assignment in assignments:
                 assignment.unstored = {}
+            self._track_acks(entries)
             delivery.acknowledge(entries)
             if changes or staged:
                 self.stored += 1
@@ -279,12 +293,17 @@ class Checkpointer:
         for entry in entries:
             message = Delivery.message_of(entry)
             identity = getattr(message, "identity", None)
-            assignment = by_partition.get(id(getattr(message, "partition", None)))
+            assignment = by_partition.get(id(partition_of(message)))
             if identity is not None and assignment is not None:
                 cut = cuts.get(id(assignment))
                 if cut is None:
                     cut = cuts[id(assignment)] = Covered()
                 cut.add(identity)
+        for assignment, identity in self._unconfirmed.values():
+            cut = cuts.get(id(assignment))
+            if cut is None:
+                cut = cuts[id(assignment)] = Covered()
+            cut.add(identity)
         now = time.monotonic()
         changes = []
         for assignment in assignments:
@@ -308,6 +327,15 @@ class Checkpointer:
             changes.append(ScopeChanges(assignment.scope, puts, deletes, _meta(covered)))
         return changes
 
+    def _track_acks(self, entries: list[Any]) -> None:
+        assignments = self._assignments
+        for entry in entries:
+            message = Delivery.message_of(entry)
+            identity = getattr(message, "identity", None)
+            assignment = assignments.get(partition_of(message))
+            if identity is not None and assignment is not None:
+                self._unconfirmed[id(message)] = (assignment, identity)
+
     def _soon(self) -> None:
         self._wake.set()
 
@@ -316,7 +344,7 @@ class Checkpointer:
         them then, and keep them in the next checkpoints' records for the horizon."""
         until = time.monotonic() + REDELIVERY_HORIZON
         for message in messages:
-            assignment = self._assignments.get(getattr(message, "partition", None))
+            assignment = self._assignments.get(partition_of(message))
             identity = getattr(message, "identity", None)
             if assignment is not None and identity is not None:
                 assignment.carried.add(identity)

@@ -23,6 +23,7 @@ from rxflow.connectors.kafka._client import (
     started,
 )
 from rxflow.connectors.kafka._reader import GroupMember, Handle
+from rxflow.errors import ServiceUnavailableError
 from rxflow.partitions import Partition
 
 with requires_extra("kafka"):
@@ -95,6 +96,19 @@ class KafkaSource(BrokerSource[Any, Handle]):
         """Commit now what is committable (the source also does every
         ``commit_interval`` seconds, on revocation and at close)."""
         await self.member.commit()
+
+    async def flush_acks(self) -> None:
+        """Commit now what is committable, and raise
+        :class:`~rxflow.errors.ServiceUnavailableError` if the group did not take the commit
+        (it is rebalancing): a checkpointed :class:`rxflow.Flow` calls this after its acks,
+        to know that the records a checkpoint covered will not be read again."""
+        failures = self.member.commit_failures
+        await self.member.commit()
+        if self.member.commit_failures != failures:
+            raise ServiceUnavailableError(
+                f"{self.name}: the consumer group did not take the offset commit (it is "
+                "rebalancing); the records stay uncommitted and the commit is tried again"
+            )
 
     async def committed_offsets(self) -> dict[tuple[str, int], int]:
         """The offsets this member committed so far, by (topic, partition index): where
