@@ -240,7 +240,10 @@ class KafkaChangelogStore(Store):
                 **options,
                 group_id=None,
                 enable_auto_commit=False,
-                auto_offset_reset="earliest",
+                # A load seeks to the offset it read; should records before the position
+                # be deleted meanwhile (a retention someone set), it fails, rather than
+                # skip them silently.
+                auto_offset_reset="none",
                 max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
                 # A load stops at the end offset it took at its start, so it never waits
                 # for records that are not there; a fetch in flight after it holds the
