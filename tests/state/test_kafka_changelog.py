@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -384,6 +387,61 @@ async def cancelled_after(
         await after(delay)
         tg.cancel_scope.cancel()
     return completed
+
+
+# A process that commits every key again and again, each commit its number, and says so.
+COMMIT_UNTIL_KILLED = """
+import sys, anyio
+from rxflow.state._kafka import KafkaChangelogStore
+from rxflow.state._store import ScopeChanges, StoredEntry
+
+async def main():
+    async with KafkaChangelogStore(sys.argv[1], partitions=1) as store:
+        for number in range(1, 10_000):
+            value = StoredEntry(b"%d" % number)
+            puts = {"t": {b"key-%d" % n: value for n in range(5000)}}
+            await store.commit(sys.argv[2], [ScopeChanges("", puts, {}, b"%d" % number)])
+            print(number, flush=True)
+
+anyio.run(main)
+"""
+
+
+async def test_a_process_killed_while_committing_leaves_its_last_whole_commit() -> None:
+    """SIGKILL at random points of a commit loop, until one kill has cut a commit short
+    (its records are in the changelog, its marker not): each time the next load has one
+    whole commit, the last one the process finished or the one it was in."""
+    namespace = unique("ns")
+    root = Path(__file__).parents[2]
+    rng = random.Random(14)
+    cut_short = False
+    for kill in range(12):
+        argv = [sys.executable, "-c", COMMIT_UNTIL_KILLED, bootstrap(), namespace]
+        with anyio.fail_after(60):
+            async with await anyio.open_process(argv, cwd=root) as process:
+                assert process.stdout is not None
+                said = b""
+                async for chunk in process.stdout:
+                    said += chunk
+                    if said.endswith(b"\n"):
+                        break  # one commit done: the next is under way
+                await anyio.sleep(rng.uniform(0.0, 0.2))
+                process.kill()  # SIGKILL: no close, maybe mid-commit
+                await process.wait()
+                async for chunk in process.stdout:
+                    said += chunk
+        finished = int(said.split()[-1])
+        async with store() as kept:
+            loaded = await kept.load(namespace, "")
+        assert loaded.meta is not None
+        assert int(loaded.meta) in (finished, finished + 1)
+        assert set(values(loaded)["t"].values()) == {loaded.meta}, "a commit half applied"
+        assert len(values(loaded)["t"]) == 5000
+        # A whole commit is 5,000 records and a marker.
+        cut_short = cut_short or (await partition_counts(f"{namespace}-changelog"))[0] % 5001 != 0
+        if cut_short and kill >= 2:
+            break
+    assert cut_short, "no kill landed inside a commit's records"
 
 
 async def test_expired_entries_are_not_loaded() -> None:
