@@ -4,7 +4,9 @@ of its own under trio, as the PostgreSQL connectors do).
 Two tables, made if missing: ``<prefix>_entries`` (namespace, scope, tbl, key, value,
 expires_at; the first four its primary key) and ``<prefix>_meta`` (namespace, scope, meta).
 A commit is one transaction for all its scopes, each table's puts one ``INSERT ... SELECT
-FROM unnest(...)`` of arrays (one statement per table, however many keys).
+FROM unnest(...)`` of arrays (one statement per table, however many keys), and the rows that
+exactly-once ``postgres_sink``s on the same database staged for the checkpoint
+(:class:`~rxflow.connectors.postgres.StagedRows`).
 """
 
 from __future__ import annotations
@@ -29,8 +31,15 @@ from rxflow.connectors.postgres._connection import (
     quote_ident,
     terminate,
 )
+from rxflow.connectors.postgres.sink import PostgresSink, StagedRows, database_of
 from rxflow.errors import ServiceUnavailableError
-from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store, StoredEntry
+from rxflow.state._store import (
+    ScopeChanges,
+    ScopeSnapshot,
+    Store,
+    StoredEntry,
+    TransactionalSink,
+)
 
 with requires_extra("postgres", feature="PostgresStore (rxflow.state)"):
     import asyncpg  # type: ignore[import-untyped,unused-ignore]
@@ -45,6 +54,12 @@ _LONGEST_SUFFIX: Final = len("_entries_expiry")
 
 class PostgresStore(Store):
     """State kept in PostgreSQL tables, each commit one transaction.
+
+    A flow checkpointed here may write exactly once into tables of the same database:
+    ``postgres_sink(..., exactly_once=True)`` with a DSN naming the same host, port and
+    database (:func:`~rxflow.connectors.postgres.database_of`). Each checkpoint's commit
+    then writes the sink's rows in the transaction that stores the state and the source
+    messages covered, after them.
 
     Args:
         dsn: the server, as asyncpg takes it (``postgresql://user:password@host:port/db``
@@ -82,6 +97,7 @@ class PostgresStore(Store):
                 f"{MAX_IDENTIFIER_BYTES - _LONGEST_SUFFIX} bytes"
             )
         self._dsn = dsn
+        self._database = database_of(dsn)
         self._prefix = table_prefix
         entries, meta = quote_ident(f"{table_prefix}_entries"), quote_ident(f"{table_prefix}_meta")
         self._sql = _Statements(entries, meta, quote_ident(f"{table_prefix}_entries_expiry"))
@@ -141,11 +157,21 @@ class PostgresStore(Store):
 
         return await self._call(read)
 
+    def can_write(self, sink: TransactionalSink) -> bool:
+        """True for an exactly-once ``postgres_sink`` whose DSN names this store's host,
+        port and database."""
+        return (
+            isinstance(sink, PostgresSink)
+            and sink.transactional
+            and sink.database == self._database
+        )
+
     async def commit(
         self, namespace: str, changes: Sequence[ScopeChanges], writes: Sequence[object] = ()
     ) -> None:
-        if not changes:
+        if not changes and not writes:
             return
+        rows = [self._writable(write) for write in writes]
         sql = self._sql
 
         async def write(connection: asyncpg.Connection) -> None:
@@ -163,8 +189,28 @@ class PostgresStore(Store):
                         if entries:
                             await _put(connection, sql.put, namespace, scope, table, entries)
                     await connection.execute(sql.put_meta, namespace, scope, change.meta)
+                for staged in rows:
+                    await staged.apply(connection)
 
         await self._call(write)
+        for staged in rows:
+            staged.committed()
+
+    def _writable(self, write: object) -> StagedRows:
+        if not isinstance(write, StagedRows):
+            raise TypeError(
+                f"PostgresStore.commit: writes must be the rows an exactly-once postgres_sink "
+                f"staged (StagedRows from its take()), got {type(write).__name__}; nothing of "
+                "this commit was written"
+            )
+        if not self.can_write(write.sink):
+            raise TypeError(
+                f"PostgresStore.commit: rows staged by {write.sink.name} for "
+                f"{write.sink.server} cannot be written in a transaction of {self.description}: "
+                "the sink must be exactly-once on the store's database; nothing of this "
+                "commit was written"
+            )
+        return write
 
     async def _call(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """``work(connection)`` on asyncpg's loop, one call at a time. A call cancelled or cut
