@@ -37,9 +37,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,7 +49,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,25 +112,26 @@ def orders_source(redis_url: str, stream: str) -> Any:
 
 
 class CrashAfterCommit(PostgresStore):
-    """A PostgresStore whose process SIGKILLs itself right after some commits that wrote
-    rows, before the flow acknowledges the entries they cover: the crash that would write
-    rows twice if rows and covered entries were not stored together."""
+    """A PostgresStore whose process SIGKILLs itself right after some commits, before the
+    flow acknowledges the entries they cover: the crash that would write rows twice if the
+    rows and the entries they came from were not stored together."""
 
-    def __init__(self, dsn: str, chance: float, seed: int) -> None:
+    def __init__(self, dsn: str, commits: int) -> None:
         super().__init__(dsn)
-        self._chance = chance
-        self._random = random.Random(seed)
+        self._left = commits  # commits to go before the kill; 0: never
 
     async def commit(self, namespace: str, changes: Any, writes: Sequence[object] = ()) -> None:
         await super().commit(namespace, changes, writes)
-        if writes and self._random.random() < self._chance:
-            print("killed after a commit", flush=True)
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self._left and (changes or writes):
+            self._left -= 1
+            if not self._left:
+                print("killed after a commit", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
 
 
 async def work(args: argparse.Namespace) -> None:
     """One worker: run the flow until SIGTERM stops it gracefully (or SIGKILL ends it)."""
-    store = CrashAfterCommit(args.dsn, args.crash_after_commit, args.seed)
+    store = CrashAfterCommit(args.dsn, args.crash_after_commit)
     exactly_once = args.mode == "exactly-once"
     sink = postgres_sink(args.dsn, args.table, COLUMNS, exactly_once=exactly_once)
     flow = totals_flow(args.flow, orders_source(args.redis, args.stream), sink, store, args.every)
@@ -155,6 +158,22 @@ async def _stop_on_sigterm(
 # -- the parent: produce, kill, restart, drain, compare ------------------------------------
 
 
+KILLS = ("timer", "self", "rows")
+"""How worker ``n`` dies: ``KILLS[n % 3]``. ``timer``: the parent SIGKILLs it at a random
+moment; ``self``: it SIGKILLs itself right after a checkpoint's commit, before the
+acknowledgements; ``rows``: the parent SIGKILLs it as soon as new rows appear."""
+
+
+@attrs.frozen
+class Death:
+    """A worker's end: how, on which backend, and what Redis and the table held then."""
+
+    kill: str  # one of KILLS
+    backend: str
+    pending: int  # entries delivered to the group and not acknowledged
+    rows: int  # rows in the table
+
+
 @attrs.frozen
 class Report:
     """What a chaos run found."""
@@ -165,30 +184,25 @@ class Report:
     duplicates: int  # rows beyond the first copy of each
     missing: int  # rows an uninterrupted run writes that the table lacks
     unexpected: int  # rows in the table that no uninterrupted run writes
-    killed: int  # workers the parent SIGKILLed
-    killed_after_commit: int  # workers that SIGKILLed themselves right after a commit
-    pending_at_deaths: tuple[int, ...]  # entries delivered and unacknowledged at each death
-    rows_at_deaths: tuple[int, ...]  # rows in the table at each death
-    backends: tuple[str, ...]  # each worker's
+    deaths: tuple[Death, ...]
     seconds: float
 
     def line(self) -> str:
+        deaths = ", ".join(
+            f"{d.kill}/{d.backend} (pending {d.pending}, rows {d.rows})" for d in self.deaths
+        )
         return (
             f"{self.mode}: {self.orders} orders, {self.rows} rows ({self.duplicates} "
-            f"duplicates, {self.missing} missing, {self.unexpected} unexpected); workers "
-            f"{len(self.backends)}: {self.killed} killed, {self.killed_after_commit} killed "
-            f"themselves after a commit; entries pending at each death "
-            f"{list(self.pending_at_deaths)}, rows {list(self.rows_at_deaths)}; "
-            f"{self.seconds:.1f} s"
+            f"duplicates, {self.missing} missing, {self.unexpected} unexpected) in "
+            f"{self.seconds:.1f} s; workers killed: {deaths}"
         )
 
 
-def make_orders(count: int, seed: int) -> list[dict[str, Any]]:
+def make_orders(seed: int) -> Iterator[dict[str, Any]]:
+    """Orders without end, the same for the same seed."""
     rng = random.Random(seed)
-    return [
-        {"id": n, "customer": f"c{rng.randrange(CUSTOMERS)}", "amount": rng.randint(1, 100)}
-        for n in range(count)
-    ]
+    for n in itertools.count():
+        yield {"id": n, "customer": f"c{rng.randrange(CUSTOMERS)}", "amount": rng.randint(1, 100)}
 
 
 def expected_rows(orders: Sequence[dict[str, Any]]) -> list[Row]:
@@ -230,7 +244,9 @@ class _Database:
 class _Worker:
     """A worker process, its output in files."""
 
-    def __init__(self, args: list[str], folder: Path, number: int) -> None:
+    def __init__(self, args: list[str], folder: Path, number: int, kill: str, backend: str) -> None:
+        self.kill = kill
+        self.backend = backend
         self.stdout = folder / f"worker-{number}.out"
         self.stderr = folder / f"worker-{number}.err"
         with self.stdout.open("wb") as out, self.stderr.open("wb") as err:
@@ -246,49 +262,47 @@ def run_chaos(
     redis_url: str = REDIS,
     *,
     mode: str = "exactly-once",
-    orders: int = 2000,
     kills: int = 6,
-    rate: float = 400.0,
+    rate: float = 300.0,
     every: float | None = None,
     seed: int = 7,
     keep: bool = False,
 ) -> Report:
-    """Produce ``orders`` at ``rate`` a second while workers are killed ``kills`` times and
-    started again, drain with a last worker, and compare the table with what an
-    uninterrupted run writes."""
+    """Produce orders at ``rate`` a second while ``kills`` workers are killed one after the
+    other (see :data:`KILLS`); then let a last worker drain the stream, and compare the
+    table with what an uninterrupted run writes."""
     if every is None:  # at-least-once: long enough that rows are written again after a kill
         every = 0.3 if mode == "exactly-once" else 1.0
     rng = random.Random(seed)
     name = f"eo_{uuid.uuid4().hex[:12]}"
-    all_orders = make_orders(orders, seed)
+    orders = make_orders(seed)
+    sent: list[dict[str, Any]] = []
     stream = redis.Redis.from_url(redis_url)
     database = _Database(dsn)
     database.execute(f'CREATE TABLE "{name}" (customer text, n int, total bigint, order_id int)')
     started = time.monotonic()
     workers: list[_Worker] = []
-    killed = killed_after_commit = 0
-    pending_at_deaths: list[int] = []
-    rows_at_deaths: list[int] = []
-    produced = 0
+    deaths: list[Death] = []
     folder = Path(tempfile.mkdtemp(prefix=f"{name}-"))
 
     def produce() -> None:  # the orders whose time has come
-        nonlocal produced
-        due = min(orders, int((time.monotonic() - started) * rate) + 1)
-        if due > produced:
+        due = int((time.monotonic() - started) * rate) + 1 - len(sent)
+        if due > 0:
             pipeline = stream.pipeline(transaction=False)
-            for order in all_orders[produced:due]:
+            for order in itertools.islice(orders, due):
                 pipeline.xadd(name, {"data": json.dumps(order)})
+                sent.append(order)
             pipeline.execute()
-            produced = due
 
-    def start(crash_after_commit: float) -> _Worker:
+    def start(kill: str) -> _Worker:
         number = len(workers)
+        backend = ("asyncio", "trio")[number % 2]
         command = [sys.executable, __file__, "worker", "--dsn", dsn, "--redis", redis_url]
         command += ["--stream", name, "--table", name, "--flow", name, "--mode", mode]
-        command += ["--every", str(every), "--backend", ("asyncio", "trio")[number % 2]]
-        command += ["--crash-after-commit", str(crash_after_commit), "--seed", str(seed + number)]
-        worker = _Worker(command, folder, number)
+        command += ["--every", str(every), "--backend", backend, "--seed", str(seed + number)]
+        commits = rng.randint(1, 3) if kill == "self" else 0
+        command += ["--crash-after-commit", str(commits)]
+        worker = _Worker(command, folder, number, kill, backend)
         workers.append(worker)
         return worker
 
@@ -298,54 +312,50 @@ def run_chaos(
         return 0
 
     def died(worker: _Worker) -> None:
-        nonlocal killed_after_commit
-        if worker.process.returncode != -signal.SIGKILL:
+        code = worker.process.returncode
+        if code != -signal.SIGKILL or (
+            worker.kill == "self" and "killed after a commit" not in worker.output()
+        ):
             raise RuntimeError(
-                f"worker {workers.index(worker)} ended with {worker.process.returncode}:\n"
-                + worker.output()
+                f"worker {workers.index(worker)} ended with {code}:\n{worker.output()}"
             )
-        if "killed after a commit" in worker.output():
-            killed_after_commit += 1
-        pending_at_deaths.append(pending())
-        rows_at_deaths.append(database.count(name))
+        deaths.append(Death(worker.kill, worker.backend, pending(), database.count(name)))
+
+    def kill_when_due(worker: _Worker) -> None:
+        """Produce until the worker's time to die has come, then make sure it is dead."""
+        ready_at: float | None = None
+        rows_at_ready = 0
+        patience = rng.uniform(0.1, 1.5)  # "timer": how long after it is ready
+        while worker.process.poll() is None:
+            produce()
+            now = time.monotonic()
+            if ready_at is None and "ready" in worker.output():
+                ready_at, rows_at_ready = now, database.count(name)
+            elif ready_at is not None:
+                due = {
+                    "timer": now > ready_at + patience,
+                    "rows": database.count(name) > rows_at_ready,
+                    "self": False,
+                }[worker.kill]
+                if due or now > ready_at + 10:  # "self" and "rows" have 10 s, then: killed
+                    worker.process.send_signal(signal.SIGKILL)
+            if now > worker.started + 60:
+                raise TimeoutError(f"worker was never ready:\n{worker.output()}")
+            time.sleep(0.005)
+        died(worker)
 
     try:
-        while killed + killed_after_commit < kills:
-            # Every other worker may kill itself after a commit; the parent kills the rest
-            # after a random time, or right after rows appeared in the table.
-            worker = start(0.3 if len(workers) % 2 else 0.0)
-            aim_at_rows = rng.random() < 0.5
-            kill_at = time.monotonic() + rng.uniform(1.2, 2.5)  # a worker starts in ~1 s
-            rows_before = database.count(name)
-            while worker.process.poll() is None:
-                produce()
-                now = time.monotonic()
-                grew = (
-                    aim_at_rows
-                    and now > worker.started + 1.0
-                    and database.count(name) > rows_before
-                )
-                if grew or now > kill_at + (2.0 if aim_at_rows else 0.0):
-                    worker.process.send_signal(signal.SIGKILL)
-                    worker.process.wait()
-                    killed += 1
-                    pending_at_deaths.append(pending())
-                    rows_at_deaths.append(database.count(name))
-                    break
-                time.sleep(0.005)
-            else:
-                died(worker)
-        last = start(0.0)
-        while True:
-            produce()
+        for number in range(kills):
+            kill_when_due(start(KILLS[number % len(KILLS)]))
+        last = start("none")
+        while True:  # no more orders: the last worker drains the stream
             info = {group["name"]: group for group in stream.xinfo_groups(name)}
             state = info.get(GROUP.encode()) or info.get(GROUP)
             drained = state and state["pending"] == 0 and state["lag"] == 0
-            if produced == orders and drained and "ready" in last.output():
+            if drained and "ready" in last.output():
                 break
             if last.process.poll() is not None:
-                died(last)
-                raise RuntimeError("the last worker died before the stream was drained")
+                raise RuntimeError(f"the last worker died before the end:\n{last.output()}")
             if time.monotonic() - started > 120:
                 raise TimeoutError("the stream was not drained within 120 s:\n" + last.output())
             time.sleep(0.02)
@@ -356,19 +366,15 @@ def run_chaos(
                 + last.output()
             )
         rows = Counter(database.rows(name))
-        expected = Counter(expected_rows(all_orders))
+        expected = Counter(expected_rows(sent))
         return Report(
             mode=mode,
-            orders=orders,
+            orders=len(sent),
             rows=sum(rows.values()),
             duplicates=sum(count - 1 for count in rows.values() if count > 1),
             missing=sum((expected - rows).values()),
             unexpected=sum(count for row, count in rows.items() if row not in expected),
-            killed=killed,
-            killed_after_commit=killed_after_commit,
-            pending_at_deaths=tuple(pending_at_deaths),
-            rows_at_deaths=tuple(rows_at_deaths),
-            backends=tuple(("asyncio", "trio")[n % 2] for n in range(len(workers))),
+            deaths=tuple(deaths),
             seconds=time.monotonic() - started,
         )
     finally:
@@ -384,6 +390,7 @@ def run_chaos(
                         f'DELETE FROM "{STATE_PREFIX}_{table}" WHERE namespace = $1', name
                     )
             stream.delete(name)
+            shutil.rmtree(folder, ignore_errors=True)
         database.close()
         stream.close()
 
@@ -395,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis", default=REDIS)
     parser.add_argument("--mode", default="exactly-once", choices=["exactly-once", "at-least-once"])
     parser.add_argument("--every", type=float, default=None, help="seconds between checkpoints")
-    parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=300.0, help="orders per second")
     parser.add_argument("--kills", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the stream, table and state")
@@ -404,7 +411,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table")
     parser.add_argument("--flow")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
-    parser.add_argument("--crash-after-commit", type=float, default=0.0)
+    parser.add_argument(
+        "--crash-after-commit", type=int, default=0, help="SIGKILL self after this many commits"
+    )
     args = parser.parse_args(argv)
     if args.role == "worker":
         anyio.run(work, args, backend=args.backend)
@@ -413,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         args.dsn,
         args.redis,
         mode=args.mode,
-        orders=args.orders,
+        rate=args.rate,
         kills=args.kills,
         every=args.every,
         seed=args.seed,
