@@ -37,14 +37,7 @@ from rxflow.errors import FlowStateError, ServiceUnavailableError
 with requires_extra("postgres"):
     import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
-__all__ = [
-    "OnConflict",
-    "PostgresSink",
-    "SinkMethod",
-    "StagedRows",
-    "database_of",
-    "postgres_sink",
-]
+__all__ = ["OnConflict", "PostgresSink", "SinkMethod", "StagedRows", "database_of", "postgres_sink"]
 
 SinkMethod = Literal["copy", "insert"]
 OnConflict = Literal["error", "ignore"]
@@ -158,7 +151,7 @@ class PostgresSink:
                 "on the same database), never through send_batch(); to write batches "
                 "yourself, open it without exactly_once=True"
             )
-        rows = self._rows(items)
+        rows = [self._row(index, item) for index, item in enumerate(items)]
         if not rows:
             return
         async with self._lock:
@@ -217,17 +210,14 @@ class PostgresSink:
     async def _write_staged(self, connection: asyncpg.Connection, rows: list[Any]) -> None:
         """Write ``rows`` with the caller's connection, inside its open transaction."""
         try:
-            # A savepoint: after a value that does not encode, the outer transaction can
-            # still ask the server which one it was.
+            # In a savepoint (_write's transaction, nested): after a value that does not
+            # encode, the caller's transaction can still ask the server which one it was.
             await self._write(connection, rows)
         except (TypeError, ValueError, OverflowError, asyncpg.DataError) as error:
             await self._raise_for_bad_value(connection, rows, error)
             raise
 
     # -- rows ------------------------------------------------------------------------------
-
-    def _rows(self, items: Sequence[Sequence[Any] | Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-        return [self._row(index, item) for index, item in enumerate(items)]
 
     def _row(self, index: int, item: object) -> tuple[Any, ...]:
         # A tuple of the right length is already a row: the common case, kept cheap.
