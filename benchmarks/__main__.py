@@ -28,6 +28,7 @@ from benchmarks import (
     connectors_redis,
     core,
     peers,
+    state_flow,
     state_operators,
     state_stores,
     windows,
@@ -42,6 +43,8 @@ CASES: dict[str, Case] = {
     **windows.CASES,
     # Keyed state: aggregate against a hand-written dict in the same pipe.
     **state_operators.CASES,
+    # Keyed state in a checkpointed Flow (SQLite) against a dict in a Flow without one.
+    **state_flow.CASES,
     # The embedded state store (SQLite) against RocksDB (rocksdict) and a dict.
     **state_stores.CASES,
     **peers.CASES,
