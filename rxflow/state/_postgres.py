@@ -6,7 +6,7 @@ expires_at; the first four its primary key) and ``<prefix>_meta`` (namespace, sc
 A commit is one transaction for all its scopes, each table's puts one ``INSERT ... SELECT
 FROM unnest(...)`` of arrays (one statement per table, however many keys), and the rows that
 exactly-once ``postgres_sink``s on the same database staged for the checkpoint
-(:class:`~rxflow.connectors.postgres.StagedRows`).
+(:class:`~rxflow.connectors.postgres.sink.StagedRows`).
 """
 
 from __future__ import annotations
@@ -57,14 +57,14 @@ class PostgresStore(Store):
 
     A flow checkpointed here may write exactly once into tables of the same database:
     ``postgres_sink(..., exactly_once=True)`` with a DSN naming the same host, port and
-    database (:func:`~rxflow.connectors.postgres.database_of`). Each checkpoint's commit
+    database (:func:`~rxflow.connectors.postgres.sink.database_of`). Each checkpoint's commit
     then writes the sink's rows in the transaction that stores the state and the source
     messages covered, after them.
 
     Args:
-        dsn: the server, as asyncpg takes it (``postgresql://user:password@host:port/db``
-            or ``host=... dbname=...``). The password never shows in errors nor in
-            :attr:`description`.
+        dsn: the server, as asyncpg takes it (``postgresql://user:password@host:port/db``;
+            asyncpg 0.32 refuses libpq's ``host=... dbname=...`` form). The password never
+            shows in errors nor in :attr:`description`.
         table_prefix: the names of the two tables (``<prefix>_entries``,
             ``<prefix>_meta``), made when the store opens if they are missing.
 

@@ -54,6 +54,7 @@ class PostgresSink:
             hands it its outputs with :meth:`stage` instead of :meth:`send_batch`, and
             its checkpoints write them (see :func:`postgres_sink`).
         database: ``(host, port, database)`` as the DSN names them (:func:`database_of`).
+        server: the server, for messages (``"PostgreSQL at host:port/db"``, no password).
 
     Example:
         ::
@@ -151,7 +152,11 @@ class PostgresSink:
                 "on the same database), never through send_batch(); to write batches "
                 "yourself, open it without exactly_once=True"
             )
-        rows = [self._row(index, item) for index, item in enumerate(items)]
+        width = len(self._columns)
+        rows = [  # a tuple of the right length is already a row: the common case, kept cheap
+            item if type(item) is tuple and len(item) == width else self._as_row(index, item)
+            for index, item in enumerate(items)
+        ]
         if not rows:
             return
         async with self._lock:
@@ -181,13 +186,14 @@ class PostgresSink:
     def stage(self, outputs: Sequence[tuple[int, Sequence[Any] | Mapping[str, Any]]]) -> None:
         """Keep a flow's ``(epoch, item)`` outputs as rows for the checkpoint of their
         epoch (an item that is no row of ``columns`` raises here, failing the flow)."""
-        staged = self._staged
+        staged, width = self._staged, len(self._columns)
         for index, (epoch, item) in enumerate(outputs):
-            row = self._row(index, item)
+            if type(item) is not tuple or len(item) != width:
+                item = self._as_row(index, item)
             if staged and staged[-1][0] == epoch:
-                staged[-1][1].append(row)
+                staged[-1][1].append(item)
             else:
-                staged.append((epoch, [row]))
+                staged.append((epoch, [item]))
 
     def take(self, epoch: int) -> StagedRows | None:
         """Remove and return the rows staged for ``epoch`` and earlier (None if none)."""
@@ -216,14 +222,6 @@ class PostgresSink:
         except (TypeError, ValueError, OverflowError, asyncpg.DataError) as error:
             await self._raise_for_bad_value(connection, rows, error)
             raise
-
-    # -- rows ------------------------------------------------------------------------------
-
-    def _row(self, index: int, item: object) -> tuple[Any, ...]:
-        # A tuple of the right length is already a row: the common case, kept cheap.
-        if type(item) is tuple and len(item) == len(self._columns):
-            return item
-        return self._as_row(index, item)
 
     def _as_row(self, index: int, item: object) -> tuple[Any, ...]:
         columns = self._columns
