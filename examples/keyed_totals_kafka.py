@@ -365,7 +365,8 @@ async def keyed_totals(
     seed: int = 11,
 ) -> Report:
     """Run ``workers`` workers over ``orders`` orders; SIGKILL worker ``kill`` a third of
-    the way in (once it acknowledged records and committed an offset) and start one more
+    the way in (once it acknowledged records and committed an offset, and then up to
+    ``every + commit_interval`` seconds later, drawn from ``seed``) and start one more
     (with one worker: the same worker started again); check what they wrote.
 
     Worker ``n`` runs on ``backends[n % len(backends)]``; a chunk of ``CHUNK`` orders is
@@ -398,28 +399,42 @@ async def keyed_totals(
             return held == list(range(PARTITIONS))
 
         await crew.wait_for(group_formed, "the group to share the partitions", patience)
-        async with kafka_sink(
-            bootstrap, topic, key=lambda order: order["customer"], encoder="json"
-        ) as sink:
-            for first in range(0, orders, CHUNK):
-                chunk = inputs[first : first + CHUNK]
-                for order, written in zip(chunk, await sink.send_batch(chunk), strict=True):
-                    by_customer[order["customer"]].append(order)
-                    partition_of[order["customer"]] = written.partition
-                    ends[written.partition] = max(ends[written.partition], written.offset + 1)
-                if kill is not None and killed_at is None and first + CHUNK >= orders // 3:
+        produced = 0
 
-                    def checkpointed_and_committed(victim: int = kill) -> bool:
-                        output = crew.read()[victim]
-                        return output.acked > 0 and any(o > 0 for o in output.committed.values())
+        async def produce() -> None:
+            nonlocal produced
+            async with kafka_sink(
+                bootstrap, topic, key=lambda order: order["customer"], encoder="json"
+            ) as sink:
+                for first in range(0, orders, CHUNK):
+                    chunk = inputs[first : first + CHUNK]
+                    for order, written in zip(chunk, await sink.send_batch(chunk), strict=True):
+                        by_customer[order["customer"]].append(order)
+                        partition_of[order["customer"]] = written.partition
+                        ends[written.partition] = max(ends[written.partition], written.offset + 1)
+                    produced += len(chunk)
+                    await anyio.sleep(pace)
 
-                    what = f"worker {kill} to store a checkpoint and commit an offset"
-                    await crew.wait_for(checkpointed_and_committed, what, patience)
-                    killed_held = crew.read()[kill].assigned
-                    crew.kill(kill)
-                    killed_at = time.monotonic_ns()
-                    await crew.start(backends[workers % len(backends)])
-                await anyio.sleep(pace)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            if kill is not None:
+
+                def due(victim: int = kill) -> bool:
+                    output = crew.read()[victim]
+                    return (
+                        produced >= orders // 3
+                        and output.acked > 0
+                        and any(offset > 0 for offset in output.committed.values())
+                    )
+
+                what = f"a third of the orders, and worker {kill} to commit an offset"
+                await crew.wait_for(due, what, patience)
+                # Then at any point of its checkpoint and commit cycles, while orders come.
+                await anyio.sleep(random.Random(seed).uniform(0, every + commit_interval))
+                killed_held = crew.read()[kill].assigned
+                crew.kill(kill)
+                killed_at = time.monotonic_ns()
+                await crew.start(backends[workers % len(backends)])
 
         async def all_committed() -> bool:
             offsets = await committed(bootstrap, topic, group)

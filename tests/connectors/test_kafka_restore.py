@@ -10,12 +10,14 @@ total, as one process reading every partition computes it. Updates written again
 kill (the killed worker's work after its last stored checkpoint) are allowed and counted.
 
 The last test states the same rule without Kafka, in one process: a checkpointed flow over
-a partitioned source, whose records are all read again from an older position (a Kafka
-consumer group's committed offset lags its acknowledgements by up to ``commit_interval``).
+a partitioned source whose acks take effect only when flushed (Kafka's offset commits),
+killed while the commit of its first checkpoint's acks is in flight and after its second
+checkpoint was stored: the next run reads every record again, and counts none twice.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 import anyio
 import pytest
 
-from rxflow import Flow, FlowHandle
+from rxflow import Flow
 from rxflow.connectors import Message, Settlement
 from rxflow.partitions import Partition
 from rxflow.state import MemoryStore
@@ -113,30 +115,62 @@ async def test_a_worker_killed_and_started_again_goes_on_from_its_changelog(
 # -- the same rule in one process, without Kafka -------------------------------------------
 
 
-class _ReadAgain:
-    """Partition 0 of ``orders``: 10 orders of one customer, read from offset 0. Before
-    offset 5 it waits for ``pause`` (the test's: until a checkpoint is stored), so that
-    two checkpoints cover the records: 0-4, then 5-9 (at the end)."""
+class _Group:
+    """A consumer group's view of partition 0 of ``orders``: acknowledged offsets take
+    effect (the committed offset moves) only when flushed, as kafka_source's commits.
+    ``hang`` makes a flush never finish: the process dies before its commit lands."""
+
+    def __init__(self) -> None:
+        self.acked: set[int] = set()
+        self.committed = 0
+        self.hang = False
+
+    async def ack_many(self, messages: Any) -> None:
+        self.acked.update(message.offset for message in messages)
+
+    async def flush_acks(self) -> None:
+        if self.hang:
+            await anyio.sleep_forever()
+        while self.committed in self.acked:
+            self.committed += 1
+
+
+class _Acked(Settlement):
+    def __init__(self, group: _Group, offset: int) -> None:
+        super().__init__(("orders", 0, offset))
+        self.group = group
+
+    @property
+    def batch_acker(self) -> _Group:
+        return self.group
+
+
+class _Partition0:
+    """Partition 0 of ``orders``: 10 orders of one customer, read from the committed
+    offset. With ``pause``, it waits for it before offset 5, and after offset 9 waits for
+    ever (a live topic)."""
 
     partitioned = True
 
-    def __init__(self, pause: Any = None) -> None:
+    def __init__(self, group: _Group, pause: Any = None) -> None:
         self.partition = Partition("orders", 0)
-        self.pause = pause
+        self.group, self.pause = group, pause
 
     async def __aiter__(self) -> AsyncIterator[Message[dict[str, Any]]]:
-        for offset in range(10):
+        for offset in range(self.group.committed, 10):
             if offset == 5 and self.pause is not None:
                 await self.pause()
             yield Message(
                 {"customer": "ann", "amount": 1},
                 partition=self.partition,
                 offset=offset,
-                settlement=Settlement(("orders", 0, offset)),
+                settlement=_Acked(self.group, offset),
             )
+        if self.pause is not None:
+            await anyio.sleep_forever()
 
 
-def _totals_flow(source: _ReadAgain, written: list[Keyed[str, int]]) -> Flow:
+def _totals_flow(source: _Partition0, written: list[Keyed[str, int]]) -> Flow:
     totals = aggregate(
         lambda m: m.value["customer"], lambda t, m: t + m.value["amount"], int, name="totals"
     )
@@ -145,24 +179,31 @@ def _totals_flow(source: _ReadAgain, written: list[Keyed[str, int]]) -> Flow:
 
 @pytest.mark.anyio
 async def test_records_an_earlier_checkpoint_covered_are_not_counted_again() -> None:
-    # A worker stored two checkpoints and acknowledged their records, but was killed
-    # before the consumer group's offset was committed (kafka_source commits acknowledged
-    # offsets every commit_interval seconds, on a timer of its own): the partition's next
-    # owner reads all ten records again, with the state that holds all ten.
-    store = MemoryStore()
-    handle: FlowHandle | None = None
+    # A worker stored two checkpoints, the first covering offsets 0-4 and the second 5-9,
+    # and died before the group's committed offset moved past any of them (the commit of
+    # the first checkpoint's acks was still in flight): the partition's next owner reads
+    # all ten records again, with the state that holds all ten.
+    store, group = MemoryStore(), _Group()
+    group.hang = True
 
-    async def until_a_checkpoint() -> None:
-        # Acks follow the checkpoint that covers them.
-        await wait_until(lambda: handle is not None and handle.acknowledged >= 5)
+    async def after_a_checkpoint() -> None:
+        await wait_until(lambda: store.commits >= 1)
 
     first: list[Keyed[str, int]] = []
-    flow = _totals_flow(_ReadAgain(until_a_checkpoint), first).checkpoint(store, every=0.01)
-    handle = flow.prepare()
-    with anyio.fail_after(10):
-        await handle.run()
+    flow = _totals_flow(_Partition0(group, after_a_checkpoint), first)
+    handle = flow.checkpoint(store, every=0.01).prepare()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(handle.run)
+        await wait_until(lambda: store.commits >= 2)  # the second covers offsets 5-9
+        # SIGKILL: what the store holds now is all the next owner gets (an abort still
+        # runs code: a checkpoint that was about to start can be stored after it).
+        stored = copy.deepcopy(store)
+        handle.abort()
     assert [update.value for update in first] == list(range(1, 11))
+    assert group.committed == 0  # the hung commit never landed
+    group.hang = False
     again: list[Keyed[str, int]] = []
-    await _totals_flow(_ReadAgain(), again).checkpoint(store).run()
+    await _totals_flow(_Partition0(group), again).checkpoint(stored).run()
     # Every record read again is covered by a stored checkpoint: none may count again.
     assert [update.value for update in again] == []
+    assert group.committed == 10  # and they were acknowledged
