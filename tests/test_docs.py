@@ -32,6 +32,7 @@ PUBLIC_MODULES = [
     "rxflow.strategies",
     "rxflow.flow",
     "rxflow.flow.metrics",
+    "rxflow.state",
 ]
 
 needs_mkdocs = pytest.mark.skipif(

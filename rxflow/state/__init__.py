@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from rxflow._state import StateTable
 from rxflow.state._joins import (
-    MISSING_POLICIES,
     Enriched,
     IntervalJoin,
     Joined,
@@ -58,7 +57,6 @@ if TYPE_CHECKING:
     from rxflow.state._redis import RedisStore
 
 __all__ = [
-    "MISSING_POLICIES",
     "Aggregate",
     "Deduplicate",
     "Enriched",
