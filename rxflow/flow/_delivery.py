@@ -445,9 +445,11 @@ def _in_flight_limit_reached(account: SourceAccount) -> InFlightLimitError:
         f"unacknowledged messages of {account.name}, and its {account.limit_setting}="
         f"{account.limit} lets no more be in flight: the source cannot deliver the messages "
         "that would close those windows, so the flow would stall (or, with idle_timeout, "
-        f"drop them as late). Raise {account.limit_setting} above the most messages your "
-        "windows hold at once (about the event rate times the window length, for every "
-        "window open at a time), or use shorter windows. Nothing that was not written was "
+        "drop them as late). Add .checkpoint(store) to the flow (rxflow.state.SQLiteStore "
+        "needs no server): windows then keep their contents in the checkpoint and hold no "
+        f"messages. Or raise {account.limit_setting} above the most messages your windows "
+        "hold at once (about the event rate times the window length, for every window open "
+        "at a time), or use shorter windows. Nothing that was not written was "
         "acknowledged: the held messages will be delivered again"
     )
 
