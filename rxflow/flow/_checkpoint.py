@@ -5,9 +5,12 @@ With ``Flow.checkpoint(store)``, every stateful operator keeps its state in dura
 :class:`~rxflow.StateTable` objects (:mod:`rxflow._state`), and a flow acknowledges a
 source message only once a stored checkpoint covers it, as Flink does. A checkpoint:
 
-1. takes a *barrier* between two pushes: every message admitted before it is covered by
-   this checkpoint, and the tables' changes so far are serialized at once (the operators go
-   on working while the checkpoint is stored);
+1. takes a *barrier* between two pushes: it admits nothing more until the operators that
+   are not checkpointed and hold messages (``map_async``'s calls in flight) have emitted
+   what they hold, so that every message admitted so far has reached the stateful
+   operators; then it serializes the tables' changes, and every message admitted before
+   the barrier is covered by this checkpoint (the operators go on working, and messages
+   are admitted again, while the checkpoint is stored);
 2. waits until every message admitted before the barrier is settled: its outputs have been
    confirmed by the sinks, so the stored state never says "emitted" about an output that a
    crash could still lose;
@@ -141,6 +144,11 @@ class Checkpointer:
         # Assignments by partition object (None: the scope of unpartitioned sources).
         self._assignments: dict[object, _Assignment] = {}
         self._lock = anyio.Lock()  # one checkpoint at a time
+        # While a checkpoint aligns (waits for operators that hold messages and are not
+        # checkpointed, such as map_async, to emit), no message is admitted; _aligned is
+        # set when it is done.
+        self._aligning = False
+        self._aligned = anyio.Event()
         self._wake = anyio.Event()
         self._closing = False
         # Messages a stored checkpoint covered whose acks are not done yet (handed to the
@@ -234,6 +242,8 @@ class Checkpointer:
                 account.redelivered += 1
                 self._acker.put(item)  # the stored state holds it already
                 continue
+            while self._aligning:  # a checkpoint admits nothing until its barrier is taken
+                await self._aligned.wait()
             yield account, item
 
     # -- checkpointing -------------------------------------------------------------------
@@ -258,14 +268,8 @@ class Checkpointer:
         async with self._lock:
             started = anyio.current_time()
             delivery = self._delivery
-            barrier = delivery.barrier
-            epoch = delivery.end_epoch()
-            for partition, assignment in list(self._assignments.items()):
-                if assignment.revoked:  # its state is the partition's next owner's now
-                    del self._assignments[partition]
+            barrier, epoch = await self._align()
             assignments = list(self._assignments.values())
-            for assignment in assignments:
-                _take_changes(assignment)
             await delivery.settled_before(barrier, epoch)
             entries = delivery.covered_by(barrier)
             writes = [(sink, sink.take(epoch)) for sink in self._sinks]
@@ -286,6 +290,26 @@ class Checkpointer:
             if changes or staged:
                 self.stored += 1
                 self.last_duration = anyio.current_time() - started
+
+    async def _align(self) -> tuple[int, int]:
+        """Take the barrier: admit nothing more, wait until no operator that is not
+        checkpointed holds a message (so every message admitted so far has reached the
+        stateful operators: a map_async call's result emitted after the barrier would
+        otherwise be in no checkpoint, although its message is covered), then serialize
+        the tables' changes and end the output epoch. Returns (barrier, epoch)."""
+        self._aligning = True
+        try:
+            await self._delivery.unheld()
+            for partition, assignment in list(self._assignments.items()):
+                if assignment.revoked:  # its state is the partition's next owner's now
+                    del self._assignments[partition]
+            for assignment in self._assignments.values():
+                _take_changes(assignment)
+            return self._delivery.barrier, self._delivery.end_epoch()
+        finally:
+            self._aligning = False
+            self._aligned.set()
+            self._aligned = anyio.Event()
 
     def _changes(self, assignments: list[_Assignment], entries: list[Any]) -> list[ScopeChanges]:
         by_partition = {id(a.partition): a for a in assignments}

@@ -125,6 +125,9 @@ class Delivery(AckHolds):
         self._acks_follow_checkpoints = acks_follow_checkpoints
         self._awaiting: dict[int, _Entry] = {}
         self._settled_event: anyio.Event | None = None  # set on a settlement while awaited
+        # Unsettled messages that some operator holds (entry.holds > 0): with checkpoints,
+        # only operators that are not checkpointed hold (map_async's calls in flight).
+        self._held_messages = 0
         # Called when a source's unacknowledged messages reach half its in-flight limit:
         # with checkpoints, time for one, so that the limit is never what stops the source.
         self.on_pressure: Callable[[], object] | None = None
@@ -213,6 +216,7 @@ class Delivery(AckHolds):
             entry.claims += 1
             entry.holds += 1
             if entry.holds == 1:
+                self._held_messages += 1
                 account = entry.account
                 account.held += 1
                 if account.held == account.limit:
@@ -266,6 +270,9 @@ class Delivery(AckHolds):
             entry.holds -= 1
             if not entry.holds:
                 entry.account.held -= 1
+                self._held_messages -= 1
+                if self._settled_event is not None:
+                    self._settled_event.set()
             self._release(sequence)
 
     # -- outputs -------------------------------------------------------------------------
@@ -332,6 +339,7 @@ class Delivery(AckHolds):
             if getattr(entry.message, "partition", None) is partition:
                 if entry.holds:
                     entry.account.held -= 1
+                    self._held_messages -= 1
                 self._settle(sequence, entry)
 
     def _link(self, held: tuple[int, ...]) -> None:
@@ -369,6 +377,17 @@ class Delivery(AckHolds):
         """A checkpoint's barrier, taken now: every message admitted so far has a sequence
         below it (and is not being pushed: the pump pushes synchronously)."""
         return self._next
+
+    async def unheld(self) -> None:
+        """Wait until no operator holds a message (``map_async``'s calls in flight have
+        emitted what they became): a checkpoint then stores state that every message
+        admitted so far has reached."""
+        while self._held_messages:
+            self._settled_event = anyio.Event()
+            try:
+                await self._settled_event.wait()
+            finally:
+                self._settled_event = None
 
     def end_epoch(self) -> int:
         """A checkpoint's barrier: end the epoch outputs are emitted in; return it."""

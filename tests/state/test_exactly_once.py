@@ -244,12 +244,6 @@ def test_killed_workers_write_each_row_once_with_exactly_once_and_twice_without(
     assert at_least.duplicates > 0, at_least.line()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flow side (rxflow/flow/_checkpoint.py, _delivery.py): an output emitted after a "
-    "checkpoint's barrier from a message admitted before it (map_async) belongs to the next "
-    "epoch, while this checkpoint covers and acknowledges the message",
-)
 @pytest.mark.anyio
 async def test_a_row_map_async_emits_after_the_barrier_is_written_with_its_message(
     name: str,
@@ -277,17 +271,19 @@ async def test_a_row_map_async_emits_after_the_barrier_is_written_with_its_messa
         async with anyio.create_task_group() as tg:
             handle = flow.start(tg)
             await entered.wait()
-            # A checkpoint whose barrier comes while the order is inside map_async (the
-            # handle's internals: the only way to place a barrier exactly).
-            epoch = handle._delivery.epoch
+            # A checkpoint that starts while the order is inside map_async (the handle's
+            # internals: the only way to place a checkpoint exactly). It takes its barrier
+            # only once map_async emitted the row: the row is in this checkpoint.
+            checkpointer = handle._checkpointer
+            assert checkpointer is not None
             checkpointed = anyio.Event()
 
             async def checkpoint() -> None:
-                await handle._checkpointer.checkpoint()
+                await checkpointer.checkpoint()
                 checkpointed.set()
 
             tg.start_soon(checkpoint)
-            await wait_until(lambda: handle._delivery.epoch > epoch)
+            await wait_until(lambda: checkpointer._aligning)
             release.set()
             await checkpointed.wait()
             await wait_until(lambda: pending(name) == 0)  # covered by it, so acknowledged
