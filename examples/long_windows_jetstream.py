@@ -16,12 +16,13 @@ or as soon as half the limit is unacknowledged, and the events a stored checkpoi
 are acknowledged: the limit bounds only what is not checkpointed yet.
 
 Once the publisher is done, ``idle_timeout`` lets event time pass so the last windows
-close; the flow is stopped when every published event is in a written window (or
-``--patience`` seconds later). Then it prints: events published, events in windows, lost,
-duplicated inside windows, windows, events dropped as late, the most unacknowledged
-messages seen (by the flow, and by JetStream), the longest time with messages
-unacknowledged and no ack made (a stall detector), the longest gap between window
-outputs, and the checkpoints stored (with their longest commit and bytes written).
+close; the flow is stopped when every published event is in a written window, or when it
+made no progress (no ack, no window) for ``--patience`` seconds: a stall. Then it prints:
+events published, events in windows, lost, duplicated inside windows, windows, events
+dropped as late, the most unacknowledged messages seen (by the flow, and by JetStream), the
+longest time with messages unacknowledged and no ack made (the stall detector), the longest
+gap between window outputs, the checkpoints stored (with their longest commit and the bytes
+written), and how far the flow was behind the publisher.
 
 Run (needs a NATS server with JetStream on localhost:4222)::
 
@@ -80,7 +81,7 @@ class Scenario:
     checkpoint_every: float = 1.0
     idle_timeout: float = 5.0
     real_time: bool = True
-    patience: float = 60.0  # after publishing ends, how long to wait for the last windows
+    patience: float = 60.0  # seconds without an ack or a window that count as a stall
     echo: bool = False  # print each window as it is written
 
     @property
@@ -115,6 +116,9 @@ class Report:
     longest_commit: float  # seconds, the slowest checkpoint commit to SQLite
     committed_bytes: int
     publish_lag: float  # real time: how far the publisher fell behind its schedule, at most
+    behind_at_publish_end: int  # events published and not yet acknowledged, then
+    catch_up: float  # seconds from the publisher's end to the last event written
+    stalled: bool  # stopped for want of progress, not because every event was written
     seconds: float  # from the flow's start to its end
 
 
@@ -175,26 +179,44 @@ class Tally:
 
 class Watch:
     """Samples the running flow: the most unacknowledged messages (the flow's count and
-    JetStream's), and the longest time with messages unacknowledged and no ack made."""
+    JetStream's), the longest time with messages unacknowledged and no ack made, and when
+    the flow last made progress (an ack or a window)."""
 
-    def __init__(self, handle: FlowHandle, source: JetStreamSource) -> None:
+    def __init__(self, handle: FlowHandle, source: JetStreamSource, tally: Tally) -> None:
         self.handle = handle
         self.source = source
+        self.tally = tally
         self.max_unacked_flow = 0
         self.max_unacked_broker = 0
         self.longest_ack_gap = 0.0
+        self.progressed = anyio.current_time()
 
     async def flow(self) -> None:
         handle = self.handle
-        acked, since = handle.acknowledged, anyio.current_time()
+        acked, since, windows = handle.acknowledged, anyio.current_time(), 0
         while True:
             await anyio.sleep(SAMPLE_S)
-            now, unacked = anyio.current_time(), handle.unacknowledged
+            now, unacked, acknowledged = (
+                anyio.current_time(),
+                handle.unacknowledged,
+                handle.acknowledged,
+            )
             self.max_unacked_flow = max(self.max_unacked_flow, unacked)
-            if handle.acknowledged != acked or unacked == 0:
-                acked, since = handle.acknowledged, now  # an ack came, or none was owed
+            if acknowledged != acked or len(self.tally.windows) != windows:
+                self.progressed = now
+            windows = len(self.tally.windows)
+            if acknowledged != acked or unacked == 0:
+                acked, since = acknowledged, now  # an ack came, or none was owed
             else:
                 self.longest_ack_gap = max(self.longest_ack_gap, now - since)
+
+    async def stalled(self, patience: float) -> None:
+        """Return once the flow made no progress for ``patience`` seconds."""
+        while True:
+            left = self.progressed + patience - anyio.current_time()
+            if left <= 0:
+                return
+            await anyio.sleep(left)  # then look again: it may have progressed meanwhile
 
     async def broker(self) -> None:
         while True:
@@ -232,6 +254,41 @@ async def publish_in_real_time(sink: JetStreamSink, scenario: Scenario) -> float
     return lag
 
 
+@attrs.define
+class Ending:
+    """How the run ended, as :func:`publish_then_stop` saw it."""
+
+    publish_lag: float = 0.0
+    behind: int = 0
+    catch_up: float = 0.0
+    stalled: bool = False
+
+
+async def publish_then_stop(
+    sink: JetStreamSink, scenario: Scenario, handle: FlowHandle, watch: Watch, ending: Ending
+) -> None:
+    """Publish (in real time), wait until every event is written or the flow stalls, then
+    stop the flow (a checkpointed flow's graceful stop stores open windows, if any)."""
+    if scenario.real_time:
+        ending.publish_lag = await publish_in_real_time(sink, scenario)
+    published = anyio.current_time()
+    ending.behind = scenario.events - handle.acknowledged
+    watch.tally.expected = scenario.events
+    watch.tally.check()
+    async with anyio.create_task_group() as tg:
+
+        async def stalled() -> None:
+            await watch.stalled(scenario.patience)
+            ending.stalled = True
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(stalled)
+        await watch.tally.all_written.wait()
+        ending.catch_up = anyio.current_time() - published
+        tg.cancel_scope.cancel()
+    handle.stop()
+
+
 def timestamp(message: Message[Any]) -> float:
     return float(message.value["t"])
 
@@ -249,7 +306,6 @@ async def long_windows(scenario: Scenario, *, url: str = URL, state_dir: Path) -
     subject = f"{stream.lower()}.events"
     store = MeteredStore(state_dir / f"{stream}.db")
     tally = Tally(scenario.echo)
-    publish_lag = 0.0
     try:
         async with jetstream_sink(url, subject, stream=stream, create=True) as sink:
             if not scenario.real_time:
@@ -278,24 +334,14 @@ async def long_windows(scenario: Scenario, *, url: str = URL, state_dir: Path) -
                 if scenario.checkpoints:
                     flow.checkpoint(store, every=scenario.checkpoint_every)
                 handle = flow.prepare()
-                watch = Watch(handle, source)
+                watch = Watch(handle, source, tally)
+                ending = Ending()
                 failure: Exception | None = None
                 started = anyio.current_time()
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(watch.flow)
                     tg.start_soon(watch.broker)
-
-                    async def publish_then_stop() -> None:
-                        nonlocal publish_lag
-                        if scenario.real_time:
-                            publish_lag = await publish_in_real_time(sink, scenario)
-                        tally.expected = scenario.events
-                        tally.check()
-                        with anyio.move_on_after(scenario.patience):
-                            await tally.all_written.wait()
-                        handle.stop()
-
-                    tg.start_soon(publish_then_stop)
+                    tg.start_soon(publish_then_stop, sink, scenario, handle, watch, ending)
                     try:
                         await handle.run()
                     except Exception as error:  # raised below, outside the task group
@@ -323,7 +369,10 @@ async def long_windows(scenario: Scenario, *, url: str = URL, state_dir: Path) -
         checkpoints=store.commits,
         longest_commit=store.longest_commit,
         committed_bytes=store.bytes,
-        publish_lag=publish_lag,
+        publish_lag=ending.publish_lag,
+        behind_at_publish_end=ending.behind,
+        catch_up=ending.catch_up,
+        stalled=ending.stalled,
         seconds=seconds,
     )
 
@@ -362,7 +411,15 @@ def print_report(scenario: Scenario, report: Report) -> None:
         f"{report.longest_commit * 1000:.0f} ms, {report.committed_bytes / 1e6:.1f} MB written)"
     )
     print(f"publisher's largest lag:      {report.publish_lag:.3f} s")
-    print(f"flow ran:                     {report.seconds:.1f} s")
+    print(f"unacked when publishing ended: {report.behind_at_publish_end}")
+    if report.stalled:
+        print(f"STALLED: no ack and no window for {scenario.patience:g} s; stopped")
+    else:
+        print(f"last event written:           {report.catch_up:.1f} s after publishing ended")
+    print(
+        f"flow ran:                     {report.seconds:.1f} s "
+        f"({report.acknowledged / report.seconds:.0f} events/s acknowledged)"
+    )
 
 
 async def run(args: argparse.Namespace) -> None:
