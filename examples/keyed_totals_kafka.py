@@ -8,11 +8,13 @@ in one partition (the record key is the customer), and the flow keeps keyed stat
 partition, so each partition's state is a scope of the changelog: partition ``p`` of the
 topic ``<group>-<topic>-changelog``. Every update is appended to the worker's output
 file; a checkpoint (every ``--every`` seconds) stores the changed totals with the offsets
-they cover, then acknowledges those records, and the source commits acknowledged offsets
-every ``--commit-interval`` seconds.
+they cover, then acknowledges those records (the source commits their offsets; it also
+commits acknowledged offsets every ``--commit-interval`` seconds). Until a commit has
+landed, every checkpoint's record still names the records it covers.
 
 Midway, the parent kills one worker with SIGKILL (after it stored a checkpoint and
-committed an offset) and starts another. Once the group notices (the killed member's
+committed an offset, at a random point of its checkpoint and commit cycles, while orders
+are produced) and starts another. Once the group notices (the killed member's
 session times out), the dead worker's partitions go to the others, which load their
 state from the changelog and read on from the committed offset; records that the
 restored checkpoint covers are acknowledged without being counted again. The parent
