@@ -19,7 +19,7 @@ from reactivex import operators as ops
 
 from benchmarks._measure import BACKENDS, best_rate, row
 from rxflow import open_pipe
-from rxflow.state._operators import aggregate
+from rxflow.state import aggregate
 
 ITEMS = 100_000
 KEYS = 10_000

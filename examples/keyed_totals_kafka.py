@@ -72,9 +72,7 @@ from rxflow import Flow, FlowHandle
 from rxflow.connectors import Message
 from rxflow.connectors.kafka import KafkaSource, kafka_sink, kafka_source
 
-# Not exported by rxflow.state yet: the modules that define them.
-from rxflow.state._kafka import KafkaChangelogStore
-from rxflow.state._operators import Keyed, aggregate
+from rxflow.state import KafkaChangelogStore, Keyed, aggregate
 
 PARTITIONS = 6
 CHUNK = 100  # orders produced at once

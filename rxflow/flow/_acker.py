@@ -74,10 +74,11 @@ class Acker:
             await flush()  # a Kafka commit: done means the system will not send them again
 
     async def _acknowledge(self, ack: Callable[[], Awaitable[object]], messages: list[Any]) -> None:
-        try:
-            await self._send(ack, messages)
-        finally:
-            self.on_done(messages)
+        # Done means sent or failed (_send takes every Exception). An ack cancelled on its
+        # way (the flow aborted) is not done: whether it reached its system is unknown, so a
+        # checkpoint must keep covering its messages.
+        await self._send(ack, messages)
+        self.on_done(messages)
 
     async def _send(self, ack: Callable[[], Awaitable[object]], messages: list[Any]) -> None:
         try:

@@ -28,8 +28,7 @@ import pytest
 from rxflow import Flow
 from rxflow.connectors import Message, Settlement
 from rxflow.partitions import Partition
-from rxflow.state import MemoryStore
-from rxflow.state._operators import Keyed, aggregate
+from rxflow.state import Keyed, MemoryStore, aggregate
 from tests.connectors.conftest import require_service
 from tests.connectors.support import load_example, wait_until
 
