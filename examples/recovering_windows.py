@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -202,10 +203,13 @@ def window_flow(
     *,
     every: float = 0.2,
     checkpoint: bool = True,
+    log_every: float | None = None,
 ) -> Flow:
     """The worker's flow: ``source`` through :func:`three_windows` into ``write`` (batches),
-    checkpointed every ``every`` seconds into the SQLite file ``store_path``."""
-    flow = Flow(name).source(source, name="events").pipe(three_windows())
+    checkpointed every ``every`` seconds into the SQLite file ``store_path`` (with
+    ``checkpoint=False``: not, to show what goes wrong without), logging progress every
+    ``log_every`` seconds."""
+    flow = Flow(name, log_every=log_every).source(source, name="events").pipe(three_windows())
     flow = flow.sink(write, batch_size=100, name="windows")
     return flow.checkpoint(SQLiteStore(store_path), every=every) if checkpoint else flow
 
@@ -346,11 +350,13 @@ async def _stop_on_sigterm(handle: FlowHandle) -> None:
 async def work(
     broker: str, url: str, name: str, store: str, output: str, every: float = 0.2
 ) -> None:
-    """Run the worker until SIGTERM (or its flow fails)."""
+    """Run the worker until SIGTERM (or its flow fails), logging its progress to stderr."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(message)s")
     write = JsonLines(output)
     try:
         async with open_source(broker, url, name) as source, anyio.create_task_group() as tg:
-            handle = window_flow(name, source, store, write, every=every).start(tg)
+            flow = window_flow(name, source, store, write, every=every, log_every=1.0)
+            handle = flow.start(tg)
             tg.start_soon(_stop_on_sigterm, handle)
             await handle.wait()  # a failed flow raises here: its traceback goes to stderr
             tg.cancel_scope.cancel()

@@ -490,16 +490,28 @@ async def test_without_checkpoints_the_checks_catch_incomplete_sliding_windows(
 ) -> None:
     # The same three windows with no checkpoint: the flow's guard does not see the sliding
     # stage inside three_windows() (it looks at top-level stages only), so it runs, and
-    # after aborts a sliding window comes out again with only part of its items.
+    # after aborts a window comes out again with only part of its items: the items acked
+    # once the window before it was written are not delivered again.
     url = url_of("redis")
 
     def unchecked(name: str, source: Any, store: Path, write: Any) -> Flow:
         return EXAMPLE.window_flow(name, source, store, write, checkpoint=False)
 
-    events = EXAMPLE.make_events(1000, keys=10, seed=6)
-    verdict = await abort_chaos(
-        "redis", url, tmp_path / "unused.db", events, ABORTS, flow_of=unchecked
-    )
+    # Whether an abort lands between a window and the next one over the same items is
+    # chance: rounds of aborts until one does (measured: most rounds of 12 show it).
+    rounds = []
+    for seed in range(6):
+        events = EXAMPLE.make_events(1000, keys=10, seed=seed)
+        verdict = await abort_chaos(
+            "redis", url, tmp_path / "unused.db", events, ABORTS, flow_of=unchecked
+        )
+        rounds.append(verdict)
+        if verdict.wrong:
+            break
+    print(f"\nredis {anyio_backend} no checkpoint: caught in round {len(rounds)}")
     print(summary(f"redis {anyio_backend} no checkpoint", 0, ABORTS, verdict, 0.0))
     assert verdict.wrong, "no incomplete window: the scenario no longer shows the failure"
-    assert all(kind == "sliding" for kind, *_ in verdict.wrong + verdict.differing)
+    assert verdict.lost == ()  # at-least-once still holds: what is wrong is the contents
+    # The sliding windows' overlap is the cause, but the other stages share the messages
+    # (a message is acked once every window holding it was written), so their windows may
+    # come out cut short too.
