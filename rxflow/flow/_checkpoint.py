@@ -42,9 +42,10 @@ import anyio
 
 from rxflow._state import DELETED, StateScope, StateTable
 from rxflow.errors import StateNameError
+from rxflow.flow._accounts import SourceAccount
 from rxflow.flow._acker import Acker
 from rxflow.flow._covered import Covered
-from rxflow.flow._delivery import Delivery, SourceAccount
+from rxflow.flow._delivery import Delivery
 from rxflow.partitions import partition_of
 from rxflow.state._store import (
     ScopeChanges,

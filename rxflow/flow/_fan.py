@@ -12,7 +12,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from rxflow._overflow import OverflowBuffer, OverflowPolicy
 from rxflow._stage_metrics import StageMetrics
-from rxflow.flow._delivery import Delivery, Output, SourceAccount
+from rxflow.flow._accounts import SourceAccount
+from rxflow.flow._delivery import Delivery, Output
 from rxflow.flow._lineage import Traced
 from rxflow.flow._stages import SinkStage, SourceStage, writer
 from rxflow.pipe import Pipe

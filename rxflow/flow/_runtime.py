@@ -14,9 +14,10 @@ from rxflow._checks import check_seconds
 from rxflow._source_time import SourceTime
 from rxflow._state import IN_MEMORY, state_activated
 from rxflow.errors import FlowStateError
+from rxflow.flow._accounts import SourceAccount
 from rxflow.flow._acker import Acker
 from rxflow.flow._checkpoint import Checkpointer
-from rxflow.flow._delivery import Delivery, SourceAccount, tag_outputs, tracked
+from rxflow.flow._delivery import Delivery, tag_outputs, tracked
 from rxflow.flow._fan import fan_out, merged_source
 from rxflow.flow._shared_work import SharedWorkWatch
 from rxflow.flow._stages import entered, source_name
