@@ -85,12 +85,15 @@ SLIDING = (10.0, 5.0)  # span, every
 SESSION_GAP = 3.0
 # Event time advances 0.05 s per input (plus up to 1 s of jitter): 30 s of allowed
 # out-of-orderness is 600 inputs, more than any broker here redelivers out of order
-# (in-flight limits of 100-200), so no input is ever late.
+# (in-flight limits of 100), so no input is ever late.
 OUT_OF_ORDERNESS = 30.0
 STEP = 0.05
 JITTER = 1.0
 END_KEY = "__end__"  # the closing event's key: its windows never close, and are ignored
-IN_FLIGHT = 200  # each source's in-flight limit (prefetch, receive maximum, max_ack_pending)
+# Each source's in-flight limit (prefetch, receive maximum, max_ack_pending). It bounds how
+# far out of order redelivered messages come (JetStream redelivers a killed worker's only
+# after ack_wait, and sends nothing new while they fill max_ack_pending).
+IN_FLIGHT = 100
 JETSTREAM_ACK_WAIT = 2.0  # a killed worker's unacked messages come again after this long
 KAFKA_SESSION_TIMEOUT_MS = 6_000  # a killed worker leaves the group after this long
 
