@@ -520,7 +520,8 @@ async def test_without_checkpoints_the_checks_catch_incomplete_sliding_windows(
     url = url_of("redis")
 
     def unchecked(name: str, source: Any, store: Path, write: Any) -> Flow:
-        return EXAMPLE.window_flow(name, source, store, write, checkpoint=False)
+        flow: Flow = EXAMPLE.window_flow(name, source, store, write, checkpoint=False)
+        return flow
 
     # Whether an abort lands between a window and the next one over the same items is
     # chance: rounds of aborts until one does (measured: most rounds of 12 show it).
