@@ -19,6 +19,8 @@ from typing import Any
 import anyio
 import pytest
 import reactivex
+import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reactivex.subject import Subject
@@ -358,7 +360,7 @@ def _nothing() -> Iterator[None]:
 def test_durable_windows_take_no_ack_holds(durable: bool) -> None:
     holds = RecordingHolds()
     scheduler = TestScheduler()
-    operators = [
+    operators: list[Any] = [
         tumbling(10, timestamp=time_of, name="event-time"),
         session(key_of, 5, timestamp=time_of, name="event-sessions"),
         sliding(10.0, 5.0, name="processing"),
@@ -441,7 +443,10 @@ def test_progress_made_by_idleness_and_late_items_is_stored() -> None:
 def test_idle_time_counts_from_the_restart() -> None:
     stored: Stored = {}
     scope = DurableScope()
-    make = lambda: tumbling(10, timestamp=time_of, idle_timeout=5.0)  # noqa: E731
+
+    def make() -> Any:
+        return tumbling(10, timestamp=time_of, idle_timeout=5.0)
+
     first_clock = TestScheduler()
     with state_activated(scope):
         first = make()
@@ -585,7 +590,10 @@ def test_processing_time_sessions_continue_with_the_keys_next_items() -> None:
     stored: Stored = {}
     scope = DurableScope()
     clock = TestScheduler()
-    make = lambda: session(lambda item: item[0], 5.0)  # noqa: E731
+
+    def make() -> Any:
+        return session(lambda item: item[0], 5.0)
+
     with state_activated(scope):
         _, first = run_on(clock, make(), [(1.0, ("a", 1)), (2.0, ("b", 2)), (3.0, ("a", 3))], None)
     clock.advance_to(4.0)
@@ -606,11 +614,14 @@ def test_processing_time_sessions_continue_with_the_keys_next_items() -> None:
 # -- in a pipe, on both backends ------------------------------------------------------------
 
 
-async def stopped_after(events: list[Event], reached: anyio.Event) -> AsyncIterator[Event]:
-    """``events``, then nothing more (as a source whose process is killed): ``reached``
-    is set once the last of them was pushed (the pump pulls after a push is done)."""
-    for event in events:
-        yield event
+async def timed(events: list[tuple[float, Any]], reached: anyio.Event) -> AsyncIterator[Any]:
+    """Each value at its (virtual) time from the first pull; then ``reached`` (the last
+    was pushed: the pump pulls after a push is done), and nothing more, as a source whose
+    process was killed."""
+    start = anyio.current_time()
+    for at, value in events:
+        await anyio.sleep(max(0.0, start + at - anyio.current_time()))
+        yield value
     reached.set()
     await anyio.sleep_forever()
 
@@ -629,7 +640,7 @@ async def test_a_pipe_restarted_from_a_checkpoint_emits_what_an_uninterrupted_on
     scope = DurableScope()
     reached = anyio.Event()
     with state_activated(scope):
-        source = stopped_after(events[:cut], reached)
+        source = timed([(0.0, event) for event in events[:cut]], reached)
         async with open_pipe(source, make()) as pipe, anyio.create_task_group() as tasks:
             tasks.start_soon(drain, pipe)
             await reached.wait()
@@ -649,3 +660,44 @@ async def test_a_pipe_restarted_from_a_checkpoint_emits_what_an_uninterrupted_on
 async def drain(pipe: Any) -> None:
     async for _ in pipe:
         pass
+
+
+@pytest.mark.anyio
+async def test_two_window_stages_with_one_name_fail_a_checkpointed_pipe() -> None:
+    with state_activated(DurableScope()), pytest.raises(ValueError, match="'tumbling'"):
+        async with open_pipe(
+            [("k", 1, 1)], tumbling(10, timestamp=time_of), tumbling(20, timestamp=time_of)
+        ) as pipe:
+            await drain(pipe)
+
+
+@pytest.mark.trio
+async def test_a_processing_time_pipe_restarted_puts_open_items_into_its_first_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stored: Stored = {}
+    scope = DurableScope()
+    reached = anyio.Event()
+    first: list[Window] = []
+
+    async def collect(pipe: Any) -> None:
+        async for window in pipe:
+            first.append(window)
+
+    with state_activated(scope):
+        source = timed([(0.5, "a"), (1.5, "b")], reached)
+        async with open_pipe(source, tumbling(1.0)) as pipe, anyio.create_task_group() as tasks:
+            tasks.start_soon(collect, pipe)
+            await reached.wait()
+            await anyio.sleep(0.2)  # [0, 1) closed at 1.0; b's window is open
+            checkpoint(scope, stored)
+            tasks.cancel_scope.cancel()
+    assert [w.items for w in first] == [("a",)]
+    started = anyio.current_time()
+    with state_activated(DurableScope(stored)):
+        async with open_pipe(timed([(0.5, "c")], anyio.Event()), tumbling(1.0)) as pipe:
+            window = await pipe.receive()
+    # The restarted pipe's first window, [start, start + 1), has b (restored) and c.
+    assert window.items == ("b", "c")
+    assert window.duration == 1.0
+    assert anyio.current_time() - started == pytest.approx(1.0)
