@@ -160,12 +160,11 @@ class OpenItems:
     def keep_from(self, arrival: int) -> None:
         """Forget the items that arrived before number ``arrival``: no open window has them."""
         items = self.items
-        if arrival <= self.base:
+        if self.base >= arrival:
             return
         while items and self.base < arrival:
             items.popleft()
             self.base += 1
-        self.base = max(self.base, arrival)
         self.table.touch(OPEN)
 
 
