@@ -30,6 +30,15 @@ Run (needs a NATS server with JetStream on localhost:4222)::
     python examples/long_windows_jetstream.py --minutes 1 --window 10 --backend trio
     python examples/long_windows_jetstream.py --minutes 0.5 --no-checkpoints
 
+Measured (2 cores, local nats-server, the defaults: 5 minutes at 1,000/s, 60 s windows by
+4 keys; asyncio / trio): 300,000 published, 300,000 in 24 windows, 0 lost, 0 duplicated,
+0 late; at most 1,000 unacknowledged (JetStream) and never more than 1.0 / 1.4 s without an
+ack. But the flow acknowledged only 479 / 545 events a second: it was 162,333 / 143,306
+events behind when publishing ended and wrote its last window 325 / 249 s later, after 780
+/ 803 checkpoints had written 2.9 / 3.2 GB. Each checkpoint stores every changed window
+whole, so its cost grows with the window, and at most ``max_ack_pending`` events can be
+read per checkpoint.
+
 tests/connectors/test_long_windows.py runs the same flow on 30 seconds of synthetic event
 time published at once (``Scenario(real_time=False)``), and asserts every window exact.
 """
@@ -54,6 +63,7 @@ import attrs
 from rxflow import Flow, FlowHandle, tumbling
 from rxflow.connectors import Message
 from rxflow.connectors.nats import JetStreamSink, JetStreamSource, jetstream_sink, jetstream_source
+from rxflow.errors import InFlightLimitError
 from rxflow.state import ScopeChanges, SQLiteStore
 from rxflow.windows import Window
 
@@ -306,8 +316,10 @@ async def long_windows(scenario: Scenario, *, url: str = URL, state_dir: Path) -
     subject = f"{stream.lower()}.events"
     store = MeteredStore(state_dir / f"{stream}.db")
     tally = Tally(scenario.echo)
+    created = False
     try:
         async with jetstream_sink(url, subject, stream=stream, create=True) as sink:
+            created = True
             if not scenario.real_time:
                 await publish_at_once(sink, scenario)
             async with jetstream_source(
@@ -351,8 +363,9 @@ async def long_windows(scenario: Scenario, *, url: str = URL, state_dir: Path) -
                 if failure is not None:
                     raise failure
     finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(asyncio.run, _delete_stream(url, stream))
+        if created:  # (a server that could not be reached has nothing to delete)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(asyncio.run, _delete_stream(url, stream))
     in_windows = sum(tally.counts.values())
     return Report(
         published=scenario.events,
@@ -383,8 +396,6 @@ async def _delete_stream(url: str, stream: str) -> None:
     client = await nats.connect(url)
     try:
         await client.jetstream().delete_stream(stream)
-    except nats.js.errors.NotFoundError:
-        pass  # never created: the sink could not connect
     finally:
         await client.close()
 
@@ -433,7 +444,11 @@ async def run(args: argparse.Namespace) -> None:
         echo=True,
     )
     with tempfile.TemporaryDirectory() as state_dir:
-        report = await long_windows(scenario, url=args.url, state_dir=Path(state_dir))
+        try:
+            report = await long_windows(scenario, url=args.url, state_dir=Path(state_dir))
+        except InFlightLimitError as error:
+            print(f"the flow failed: {error}")
+            raise SystemExit(1) from None
     print_report(scenario, report)
 
 
