@@ -367,7 +367,8 @@ class Collected:
 
     def __init__(self, expected: dict[WindowId, list[int]], kinds: Sequence[str]) -> None:
         self.lines: list[dict[str, Any]] = []
-        self.expected, self.kinds = expected, kinds
+        self.kinds = kinds
+        self.expected = {w: ns for w, ns in expected.items() if not kinds or w[0] in kinds}
         self.complete = anyio.Event()
 
     def __call__(self, batch: list[tuple[str, Window[Any]]]) -> None:
