@@ -71,7 +71,6 @@ from anyio.abc import Process
 from rxflow import Flow, FlowHandle
 from rxflow.connectors import Message
 from rxflow.connectors.kafka import KafkaSource, kafka_sink, kafka_source
-
 from rxflow.state import KafkaChangelogStore, Keyed, aggregate
 
 PARTITIONS = 6
