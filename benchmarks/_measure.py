@@ -60,3 +60,12 @@ def row(
         "ratio": round(rxflow_per_s / baseline_per_s, 3),
         **extra,
     }
+
+
+def measured(count: int, run: Callable[[], Any], expected: Any, repeats: int) -> float:
+    """Items per second of ``run`` (best of ``repeats``), after a first run, untimed, that
+    warms up and checks the output against ``expected``."""
+    result = run()
+    if result != expected:
+        raise AssertionError(f"{run}: output {result!r}, expected {expected!r}")
+    return best_rate(count, run, repeats)

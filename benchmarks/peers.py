@@ -1,7 +1,7 @@
 """rxflow against the tools a user would pick instead, on the same work, outputs checked equal.
 
-* ``chain``: map -> filter -> scan over N ints, from an async generator (a synchronous
-  ``range`` for plain reactivex, its best case, and for streamz, which is synchronous).
+The operator chain against them is in :mod:`benchmarks.core` (``chain``).
+
 * ``windows``: event-time tumbling (1 s) and sliding (5 s every 1 s) windows over N
   timestamped events, counted per window.
 * ``sessions``: event-time sessions (gap 30 s) over 10,000 keys, against bytewax's
@@ -23,9 +23,8 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 import anyio
@@ -33,7 +32,7 @@ import anyio.lowlevel
 import reactivex
 from reactivex import operators as ops
 
-from benchmarks._measure import BACKENDS, best_rate, in_subprocess, peak_rss_mb, row
+from benchmarks._measure import BACKENDS, in_subprocess, measured, peak_rss_mb, row
 from rxflow import open_pipe, session, sliding, tumbling
 
 
@@ -41,132 +40,9 @@ def triple(n: int) -> int:
     return n * 3
 
 
-def even(n: int) -> bool:
-    return n % 2 == 0
-
-
-def add(total: int, n: int) -> int:
-    return total + n
-
-
 async def numbers(count: int) -> AsyncIterator[int]:
     for n in range(count):
         yield n
-
-
-# -- the operator chain ----------------------------------------------------------------------
-
-
-async def chain_rxflow(count: int) -> int:
-    last = 0
-    async with open_pipe(numbers(count), ops.map(triple), ops.filter(even), ops.scan(add, 0)) as p:
-        async for last in p:
-            pass
-    return last
-
-
-def chain_reactivex(count: int) -> int:
-    out: list[int] = []
-    reactivex.from_iterable(range(count)).pipe(
-        ops.map(triple), ops.filter(even), ops.scan(add, 0), ops.last()
-    ).subscribe(out.append)
-    return out[0]
-
-
-async def chain_generators(count: int) -> int:
-    async def mapped(source: AsyncIterator[int]) -> AsyncIterator[int]:
-        async for n in source:
-            yield triple(n)
-
-    async def filtered(source: AsyncIterator[int]) -> AsyncIterator[int]:
-        async for n in source:
-            if even(n):
-                yield n
-
-    async def scanned(source: AsyncIterator[int]) -> AsyncIterator[int]:
-        total = 0
-        async for n in source:
-            total = add(total, n)
-            yield total
-
-    last = 0
-    async for last in scanned(filtered(mapped(numbers(count)))):
-        pass
-    return last
-
-
-async def chain_raw_stream(count: int) -> int:
-    send, receive = anyio.create_memory_object_stream[int](128)
-
-    async def pump() -> None:
-        async with send:
-            total = 0
-            async for n in numbers(count):
-                n = triple(n)
-                if even(n):
-                    total = add(total, n)
-                    await send.send(total)
-
-    last = 0
-    async with anyio.create_task_group() as tg, receive:
-        tg.start_soon(pump)
-        async for last in receive:
-            pass
-    return last
-
-
-async def chain_aiostream(count: int) -> int:
-    from aiostream import pipe, stream
-
-    last = 0
-    source = stream.iterate(numbers(count)) | pipe.map(triple) | pipe.filter(even)
-    async with (source | pipe.accumulate(add, 0)).stream() as items:
-        async for last in items:
-            pass
-    return last
-
-
-def chain_streamz(count: int) -> int:
-    from streamz import Stream
-
-    source = Stream()
-    out: list[int] = []
-    source.map(triple).filter(even).accumulate(add, start=0).sink(out.append)
-    for n in range(count):
-        source.emit(n)
-    return out[-1]
-
-
-def chain(quick: bool) -> Iterator[dict[str, Any]]:
-    count = 100_000 if quick else 1_000_000
-    repeats = 2 if quick else 3
-    expected = chain_reactivex(count)
-    for backend in BACKENDS:
-        runner = partial(anyio.run, backend=backend)
-        rxflow = measured(count, lambda: runner(chain_rxflow, count), expected, repeats)
-        peers: dict[str, Callable[[], Any]] = {
-            "reactivex_sync": lambda: chain_reactivex(count),
-            "async_generators": lambda: runner(chain_generators, count),
-            "raw_memory_stream_pump": lambda: runner(chain_raw_stream, count),
-            "streamz_sync": lambda: chain_streamz(count),
-        }
-        if backend == "asyncio":  # aiostream runs on asyncio only
-            peers["aiostream"] = lambda: anyio.run(chain_aiostream, count)
-        for name, run in peers.items():
-            try:
-                rate = measured(count, run, expected, repeats)
-            except ImportError as missing:
-                yield {"name": "chain_map_filter_scan", "backend": backend, "baseline": name,
-                       "skipped": f"not installed: {missing.name}"}  # fmt: skip
-                continue
-            yield row("chain_map_filter_scan", backend, count, rxflow, name, rate)
-
-
-def measured(count: int, run: Callable[[], Any], expected: Any, repeats: int) -> float:
-    result = run()
-    if result != expected:
-        raise AssertionError(f"{run}: output {result!r}, expected {expected!r}")
-    return best_rate(count, run, repeats)
 
 
 # -- windows ----------------------------------------------------------------------------------
@@ -494,7 +370,6 @@ def latency_case(quick: bool) -> Iterator[dict[str, Any]]:
 
 
 CASES = {
-    "chain": chain,
     "windows_vs_peers": windows_case,
     "sessions_vs_peers": sessions_case,
     "memory_vs_peers": memory_case,
