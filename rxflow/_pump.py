@@ -23,6 +23,8 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from reactivex import Observable, abc
 
+from rxflow._fusion import PipeStage, fuse
+from rxflow._fusion_steps import curried_name
 from rxflow._handoff import PipeProducer
 from rxflow._inlet import Inlet, can_be_read_again, describe_source
 from rxflow._loop_thread import LoopThread
@@ -78,7 +80,8 @@ class Pump(Generic[T]):
         self.inlet.on_rerun_after_stop = self._end_after_stop
         self.inlet.on_abandon = self._abandon_run
         self._run_scope: anyio.CancelScope | None = None  # the current run's reading
-        self._chain: Observable[T] = _chained(self.inlet, operators)
+        self._chain: Observable[T]
+        self._chain, self.plan = _chained(self.inlet, operators)
         self._scope: anyio.CancelScope | None = None
         self._pull_scope: anyio.CancelScope | None = None
         self._stop_requested = False
@@ -392,11 +395,15 @@ class Pump(Generic[T]):
         self._on_chain_error(error)
 
 
-def _chained(head: Observable[Any], operators: tuple[Operator, ...]) -> Observable[Any]:
-    """``head.pipe(*operators)``, refusing at once a stage that does not return an
-    Observable (``ops.to_future()`` ends a chain; a pipe reads observables only)."""
+def _chained(
+    head: Observable[Any], operators: tuple[Operator, ...]
+) -> tuple[Observable[Any], tuple[PipeStage, ...]]:
+    """``head.pipe(*operators)`` with runs of simple operators fused (:mod:`rxflow._fusion`),
+    and the plan saying which; a stage that does not return an Observable is refused at once
+    (``ops.to_future()`` ends a chain; a pipe reads observables only)."""
+    applied, plan = fuse(operators, name_of=_name_of)
     chain = head
-    for position, operator in enumerate(operators, start=1):
+    for position, operator in applied:  # the position the user wrote it at, for errors
         try:
             result = operator(chain)
         except Exception as error:
@@ -413,11 +420,14 @@ def _chained(head: Observable[Any], operators: tuple[Operator, ...]) -> Observab
                 "in open_pipe: read the pipe instead (async for, or receive())"
             )
         chain = result
-    return chain
+    return chain, plan
 
 
 def _name_of(operator: object) -> str:
     """An operator's name for errors: ``ops.to_future`` for ``ops.to_future()``'s closure."""
+    curried = curried_name(operator)  # reactivex's curry_flip operators share one closure
+    if curried is not None:
+        return curried
     qualname = getattr(operator, "__qualname__", None) or repr(operator)
     module = getattr(operator, "__module__", "") or ""
     name = qualname.rsplit(".", 1)[-1]

@@ -18,6 +18,7 @@ import attrs
 from anyio.abc import ObjectReceiveStream
 from reactivex import Observable
 
+from rxflow._fusion import PipeStage
 from rxflow._handoff import PipeProducer, PipeState
 from rxflow._overflow import OVERFLOW_POLICIES, OverflowPolicy
 from rxflow._pump import Operator, Pump, Readable, SourceFactory, is_context_manager
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_MAX_BUFFER_SIZE",
     "Operator",
     "Pipe",
+    "PipeStage",
     "PipeStats",
     "Source",
     "SourceFactory",
@@ -172,6 +174,32 @@ class Pipe(ObjectReceiveStream[T]):
             buffered=len(state.items),
             dropped=state.dropped,
         )
+
+    def plan(self) -> tuple[PipeStage, ...]:
+        """The stages this pipe's operators run as, in order, saying which were fused.
+
+        Consecutive simple operators (``map``, ``filter``, ``scan``, ``take``, ``skip``,
+        ``take_while``, ``skip_while``, ``distinct_until_changed``, ``pluck``,
+        ``pluck_attr``, ``starmap``) run as one fused stage: one function per item instead
+        of one observer per operator, with the same behaviour. Any other operator is a stage
+        of its own, run by reactivex as it is. ``RXFLOW_FUSION=0`` in the environment turns
+        fusion off.
+
+        Example:
+            >>> import anyio
+            >>> from reactivex import operators as ops
+            >>> from rxflow import open_pipe
+            >>> def double(n):
+            ...     return n * 2
+            >>> async def main():
+            ...     async with open_pipe(
+            ...         range(3), ops.map(double), ops.filter(bool), ops.delay(0.0)
+            ...     ) as pipe:
+            ...         print([str(stage) for stage in pipe.plan()])
+            >>> anyio.run(main)
+            ['fused(map(double) -> filter(bool))', 'ops.delay']
+        """
+        return self._pump.plan
 
     async def aclose(self) -> None:
         """Stop reading: buffered outputs are discarded and the pipe's work is cancelled."""

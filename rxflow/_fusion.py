@@ -1,0 +1,282 @@
+"""Fused operators: consecutive simple reactivex steps run as one function per item.
+
+A chain such as ``ops.map(f), ops.filter(p), ops.scan(g, 0)`` is, in reactivex, three
+observers, each wrapped in an ``AutoDetachObserver``: five Python calls per item before the
+item leaves the chain. :func:`fuse` replaces each run of consecutive recognised operators
+(:mod:`rxflow._fusion_steps` says which and how) by one operator whose observer does every
+step in one ``on_next``: a function generated once per combination of step kinds (with
+``exec``, as ``dataclasses`` does, because a generated body with local variables runs
+faster than a loop over step functions; see the figures in ``tests/test_fusion.py``).
+
+Behaviour is reactivex's, step by step: a function that raises sends ``on_error``
+downstream and nothing more comes (the upstream subscription is disposed by the
+downstream ``AutoDetachObserver``, as in reactivex); ``take`` and ``take_while`` complete
+after the item that ends them has gone through the later steps; state (``scan``'s
+accumulation, ``take``'s count) is per subscription and is updated before the item goes
+downstream, so an ``on_next`` that synchronously pushes another item sees it updated; an
+exception raised downstream propagates to the source untouched. ``take_while`` does not
+take reactivex's per-source lock: the Rx grammar already forbids concurrent ``on_next``
+calls, and a pipe's chain runs on its event loop's thread.
+
+``RXFLOW_FUSION=0`` in the environment turns fusion off (every operator is reactivex's
+own), for debugging and for the equivalence tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from reactivex import Observable, abc
+from reactivex.internal.utils import NotSet
+
+from rxflow._fusion_steps import FUSABLE, Step, recognise
+
+__all__ = ["FUSABLE", "FusedOperator", "PipeStage", "fuse", "fusion_enabled"]
+
+Operator = Callable[[Observable[Any]], Observable[Any]]
+
+# The shape of a step, for the code cache: its kind and the variant of its body.
+Shape = tuple[tuple[str, str], ...]
+
+_OFF = {"0", "false", "no", "off"}
+
+
+def fusion_enabled() -> bool:
+    """False when ``RXFLOW_FUSION`` is set to 0, false, no or off."""
+    return os.environ.get("RXFLOW_FUSION", "1").strip().lower() not in _OFF
+
+
+@attrs.frozen
+class PipeStage:
+    """One stage of a pipe's operator chain, as :meth:`rxflow.Pipe.plan` reports it.
+
+    Attributes:
+        operators: the operators the stage runs, in order, as written
+            (``"map(triple)"``, ``"ops.delay"``).
+        fused: True when rxflow runs them as one fused function, False for a reactivex
+            operator run as it is.
+
+    Example:
+        >>> from reactivex import operators as ops
+        >>> from rxflow._fusion import fuse
+        >>> _, plan = fuse((ops.map(abs), ops.filter(bool)), enabled=True)
+        >>> [str(stage) for stage in plan]
+        ['fused(map(abs) -> filter(bool))']
+    """
+
+    operators: tuple[str, ...]
+    fused: bool
+
+    def __str__(self) -> str:
+        if self.fused:
+            return f"fused({' -> '.join(self.operators)})"
+        return self.operators[0]
+
+
+class FusedOperator:
+    """An operator that runs consecutive recognised steps in one ``on_next`` per item."""
+
+    def __init__(self, steps: Sequence[Step]) -> None:
+        self.steps = tuple(steps)
+        shape, self._arguments = _shape(self.steps)
+        self._build = _builder(shape)
+
+    def __call__(self, source: Observable[Any]) -> Observable[Any]:
+        build, arguments = self._build, self._arguments
+
+        def subscribe(
+            observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            # Fresh state per subscription, as each reactivex operator keeps its own.
+            on_next = build(observer, arguments)
+            return source.subscribe(
+                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return Observable(subscribe)
+
+    def __repr__(self) -> str:
+        return f"<fused {' -> '.join(step.label for step in self.steps)}>"
+
+
+def fuse(
+    operators: Sequence[Operator],
+    *,
+    enabled: bool | None = None,
+    name_of: Callable[[Operator], str] = repr,
+) -> tuple[list[tuple[int, Operator]], tuple[PipeStage, ...]]:
+    """The operators to apply instead of ``operators`` (each with the position, from 1, of
+    the first operator it stands for), and the plan that says what fused.
+
+    Each run of consecutive operators that :func:`~rxflow._fusion_steps.recognise` knows
+    becomes one :class:`FusedOperator` (a single one too: it still saves an observer);
+    the others stay as they are. ``enabled`` (default: :func:`fusion_enabled`) False keeps
+    every operator as it is.
+    """
+    if enabled is None:
+        enabled = fusion_enabled()
+    applied: list[tuple[int, Operator]] = []
+    plan: list[PipeStage] = []
+    pending: list[Step] = []
+    first = 0  # the position of pending's first operator
+
+    def flush() -> None:
+        if pending:
+            applied.append((first, FusedOperator(pending)))
+            plan.append(PipeStage(tuple(step.label for step in pending), True))
+            pending.clear()
+
+    for position, operator in enumerate(operators, start=1):
+        steps = recognise(operator) if enabled else None
+        if steps is None:
+            flush()
+            applied.append((position, operator))
+            plan.append(PipeStage((name_of(operator),), False))
+        else:
+            if not pending:
+                first = position
+            pending.extend(steps)
+    flush()
+    return applied, tuple(plan)
+
+
+# -- code generation ------------------------------------------------------------------------
+
+
+def _shape(steps: Sequence[Step]) -> tuple[Shape, tuple[tuple[Any, ...], ...]]:
+    """Each step's kind and body variant (what the generated code depends on), and the
+    values it is given (what it does not)."""
+    shape: list[tuple[str, str]] = []
+    for step in steps:
+        variant = ""
+        if step.kind == "map" and step.args[0] is None:
+            variant = "identity"
+        elif step.kind == "scan":
+            variant = "seed" if step.args[1] is not NotSet else "no_seed"
+        elif step.kind == "take_while":
+            variant = "inclusive" if step.args[1] else ""
+        elif step.kind == "distinct_until_changed":
+            variant = ("key" if step.args[0] is not None else "") + (
+                "+comparer" if step.args[1] is not None else ""
+            )
+        shape.append((step.kind, variant))
+    return tuple(shape), tuple(step.args for step in steps)
+
+
+_BUILDERS: dict[Shape, Callable[[abc.ObserverBase[Any], Any], Callable[[Any], None]]] = {}
+
+
+def _builder(shape: Shape) -> Callable[[abc.ObserverBase[Any], Any], Callable[[Any], None]]:
+    build = _BUILDERS.get(shape)
+    if build is None:
+        namespace: dict[str, Any] = {}
+        exec(compile(_source(shape), f"<rxflow fused {shape}>", "exec"), namespace)
+        build = _BUILDERS[shape] = namespace["build"]
+    return build
+
+
+def _source(shape: Shape) -> str:
+    """The Python source of ``build(observer, arguments) -> on_next`` for ``shape``."""
+    setup = [
+        "def build(observer, arguments):",
+        "    emit = observer.on_next",
+        "    fail = observer.on_error",
+        "    complete = observer.on_completed",
+    ]
+    state: list[str] = []
+    body: list[str] = []
+    completes = False  # a take or take_while came earlier: dropping an item must end too
+
+    def drop() -> list[str]:
+        return ["if done:", "    complete()", "return"] if completes else ["return"]
+
+    def guarded(*lines: str) -> list[str]:
+        return ["try:", *(f"    {line}" for line in lines), "except Exception as error:",
+                "    fail(error)", "    return"]  # fmt: skip
+
+    for i, (kind, variant) in enumerate(shape):
+        setup.append(f"    a{i} = arguments[{i}]")
+        if kind == "map":
+            if variant != "identity":
+                setup.append(f"    f{i} = a{i}[0]")
+                body += guarded(f"value = f{i}(value)")
+        elif kind == "starmap":
+            setup.append(f"    f{i} = a{i}[0]")
+            body += guarded(f"value = f{i}(*value)")
+        elif kind == "pluck":
+            setup.append(f"    k{i} = a{i}[0]")
+            body += guarded(f"value = value[k{i}]")
+        elif kind == "pluck_attr":
+            setup.append(f"    k{i} = a{i}[0]")
+            body += guarded(f"value = getattr(value, k{i})")
+        elif kind == "filter":
+            setup.append(f"    f{i} = a{i}[0]")
+            body += guarded(f"keep = f{i}(value)")
+            body += ["if not keep:", *(f"    {line}" for line in drop())]
+        elif kind == "scan":
+            setup += [f"    f{i} = a{i}[0]", f"    seed{i} = a{i}[1]", f"    s{i} = None",
+                      f"    h{i} = False"]  # fmt: skip
+            state += [f"s{i}", f"h{i}"]
+            if variant == "seed":
+                body += guarded(f"if h{i}:", f"    s{i} = f{i}(s{i}, value)", "else:",
+                                f"    s{i} = f{i}(seed{i}, value)", f"    h{i} = True")  # fmt: skip
+            else:
+                body += [
+                    f"if h{i}:",
+                    *(f"    {line}" for line in guarded(f"s{i} = f{i}(s{i}, value)")),
+                ]
+                body += ["else:", f"    s{i} = value", f"    h{i} = True"]
+            body.append(f"value = s{i}")
+        elif kind == "take":
+            setup.append(f"    s{i} = a{i}[0]")
+            state.append(f"s{i}")
+            body += [f"if s{i} > 0:", f"    s{i} -= 1", f"    if not s{i}:", "        done = True",
+                     "else:", *(f"    {line}" for line in drop())]  # fmt: skip
+            completes = True
+        elif kind == "skip":
+            setup.append(f"    s{i} = a{i}[0]")
+            state.append(f"s{i}")
+            body += [f"if s{i} > 0:", f"    s{i} -= 1", *(f"    {line}" for line in drop())]
+        elif kind == "take_while":
+            setup += [f"    f{i} = a{i}[0]", f"    r{i} = True"]
+            state.append(f"r{i}")
+            body += [f"if not r{i}:", *(f"    {line}" for line in drop())]
+            body += guarded(f"r{i} = f{i}(value)")
+            if variant == "inclusive":
+                body += [f"if not r{i}:", "    done = True"]
+            else:
+                body += [f"if not r{i}:", "    complete()", "    return"]
+            completes = True
+        elif kind == "skip_while":
+            setup += [f"    f{i} = a{i}[0]", f"    r{i} = False"]
+            state.append(f"r{i}")
+            body += [
+                f"if not r{i}:",
+                *(f"    {line}" for line in guarded(f"r{i} = not f{i}(value)")),
+            ]
+            body += [f"    if not r{i}:", *(f"        {line}" for line in drop())]
+        elif kind == "distinct_until_changed":
+            setup += [f"    k{i} = a{i}[0]", f"    c{i} = a{i}[1]", f"    s{i} = None",
+                      f"    h{i} = False"]  # fmt: skip
+            state += [f"s{i}", f"h{i}"]
+            body += guarded(f"key = k{i}(value)") if "key" in variant else ["key = value"]
+            compare = f"c{i}(s{i}, key)" if "comparer" in variant else f"s{i} == key"
+            body += [f"if h{i}:", *(f"    {line}" for line in guarded(f"equal = {compare}"))]
+            body += ["    if equal:", *(f"        {line}" for line in drop())]
+            body += [f"h{i} = True", f"s{i} = key"]
+        else:  # pragma: no cover - FUSABLE and this function change together
+            raise AssertionError(f"no fused code for {kind!r} (one of {FUSABLE})")
+    lines = [*setup, "    def on_next(value):"]
+    if state:
+        lines.append(f"        nonlocal {', '.join(state)}")
+    if completes:
+        lines.append("        done = False")
+    lines += [f"        {line}" for line in body]
+    lines.append("        emit(value)")
+    if completes:
+        lines += ["        if done:", "            complete()"]
+    lines.append("    return on_next")
+    return "\n".join(lines) + "\n"
