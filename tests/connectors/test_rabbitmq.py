@@ -16,7 +16,7 @@ from rxflow import open_pipe
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors.rabbitmq import RabbitMQSettlement, rabbitmq_sink, rabbitmq_source
 from rxflow.connectors.rabbitmq._client import close as close_connection
-from rxflow.errors import ServiceUnavailableError
+from rxflow.errors import DecodeError, RecordRejected, ServiceUnavailableError
 from tests.connectors.conftest import require_service
 from tests.connectors.support import (
     take,
@@ -53,18 +53,69 @@ class Admin:
         return result
 
     async def publish(
-        self, queue: str, *bodies: bytes, headers: dict[str, Any] | None = None
+        self,
+        queue: str,
+        *bodies: bytes,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
     ) -> None:
         async def publish(channel: Any) -> None:
             await channel.declare_queue(queue, durable=True)
             for body in bodies:
-                message = aio_pika.Message(body, headers=headers)
+                message = aio_pika.Message(body, headers=headers, message_id=message_id)
                 await channel.default_exchange.publish(message, routing_key=queue)
 
         await self._on_channel(publish)
 
     async def delete(self, queue: str) -> None:
         await self._on_channel(lambda channel: channel.queue_delete(queue))
+
+
+async def publish_with_no_message_id(queue: str, body: bytes) -> None:
+    """Publish as clients that set no ``message_id`` do (aio-pika always sets one): AMQP
+    0-9-1 frames written by hand, in confirm mode, over a socket (asyncio or trio)."""
+    from pamqp import body as amqp_body
+    from pamqp import commands, frame, header
+
+    async with await anyio.connect_tcp("127.0.0.1", 5672) as stream:
+        pending = b""
+
+        async def expect(kind: type[Any]) -> None:
+            nonlocal pending
+            with anyio.fail_after(10):
+                while True:
+                    try:
+                        used, _, received = frame.unmarshal(pending)
+                    except Exception:  # pamqp: not a whole frame yet
+                        pending += await stream.receive()
+                        continue
+                    pending = pending[used:]
+                    if isinstance(received, kind):
+                        return
+
+        async def send(*frames: Any, channel: int = 0) -> None:
+            await stream.send(b"".join(frame.marshal(each, channel) for each in frames))
+
+        await stream.send(header.ProtocolHeader().marshal())
+        await expect(commands.Connection.Start)
+        await send(commands.Connection.StartOk(response="\0guest\0guest"))
+        await expect(commands.Connection.Tune)
+        await send(commands.Connection.TuneOk(2047, 131072, 0), commands.Connection.Open("/"))
+        await expect(commands.Connection.OpenOk)
+        await send(commands.Channel.Open(), channel=1)
+        await expect(commands.Channel.OpenOk)
+        await send(commands.Confirm.Select(), channel=1)
+        await expect(commands.Confirm.SelectOk)
+        properties = commands.Basic.Properties(delivery_mode=2)
+        await send(
+            commands.Basic.Publish(exchange="", routing_key=queue, mandatory=True),
+            header.ContentHeader(0, len(body), properties),
+            amqp_body.ContentBody(body),
+            channel=1,
+        )
+        await expect(commands.Basic.Ack)  # the broker has it, routed
+        await send(commands.Connection.Close(200, "done", 0, 0))
+        await expect(commands.Connection.CloseOk)
 
 
 @pytest.fixture
@@ -247,3 +298,104 @@ async def test_bad_arguments_say_what_to_pass(admin: Admin, queue: str) -> None:
     with pytest.raises(ServiceUnavailableError, match=r"cannot connect to 127\.0\.0\.1:1 "):
         async with rabbitmq_source("amqp://guest:guest@127.0.0.1:1/", "q"):
             pass
+
+
+# -- identity: what names a message across redeliveries ------------------------------------
+
+
+@pytest.mark.anyio
+async def test_identity_is_the_message_id_and_the_same_when_redelivered(
+    admin: Admin, queue: str
+) -> None:
+    await admin.publish(queue)  # declares the queue, so the mandatory publish is routed
+    async with rabbitmq_sink(URL, routing_key=queue, encoder="json") as sink:
+        await sink.send_batch([{"n": 0}, {"n": 1}])  # message_id: a random UUID each
+    async with rabbitmq_sink(
+        URL, routing_key=queue, encoder="json", message_id=lambda item: f"order-{item['n']}"
+    ) as sink:
+        await sink.send({"n": 2})
+    await publish_with_no_message_id(queue, b'{"n": 3}')
+    await admin.publish(queue, b'{"n": 4}', message_id="from-elsewhere")
+    async with rabbitmq_source(URL, queue, codec="json") as source:
+        first = await take(aiter(source), 5)  # never settled: all come again
+    async with rabbitmq_source(URL, queue, codec="json") as source:
+        again = await take(aiter(source), 5)
+        await source.ack_many(again)
+    identities = [message.identity for message in first]
+    assert [message.value["n"] for message in first] == [0, 1, 2, 3, 4]
+    assert all(isinstance(uuid.UUID(str(name)), uuid.UUID) for name in identities[:2])
+    assert identities[0] != identities[1]
+    assert identities[2:] == ["order-2", None, "from-elsewhere"]
+    assert all(message.settlement.redelivered for message in again)  # type: ignore[attr-defined]
+    assert [message.identity for message in again] == identities
+    assert await admin.counts(queue) == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_identity_from_a_function_of_the_message(admin: Admin, queue: str) -> None:
+    await admin.publish(queue, b'{"id": "a-1"}', headers={"event-id": "h-1"}, message_id="m-1")
+    await admin.publish(queue, b'{"id": "a-2"}', message_id="m-2")
+    by_header = lambda message: message.headers.get("event-id")  # noqa: E731
+    async with rabbitmq_source(URL, queue, codec="json", identity=by_header) as source:
+        headed = await take(aiter(source), 2)  # in place of message_id; None without
+    async with rabbitmq_source(
+        URL, queue, codec="json", identity=lambda message: ("orders", message.value["id"])
+    ) as source:
+        fielded = await take(aiter(source), 2)
+        await source.ack_many(fielded)
+    assert [message.identity for message in headed] == ["h-1", None]
+    assert [message.identity for message in fielded] == [("orders", "a-1"), ("orders", "a-2")]
+
+
+@pytest.mark.anyio
+async def test_a_failing_identity_function_stops_at_its_message_and_loses_none(
+    admin: Admin, queue: str
+) -> None:
+    for body in (b'{"id": 1}', b'{"id": 2}', b"{}", b'{"id": 4}'):
+        await admin.publish(queue, body)
+
+    def order_id(message: Any) -> Any:
+        return message.value["id"]
+
+    got: list[Any] = []
+    async with rabbitmq_source(URL, queue, codec="json", identity=order_id) as source:
+        with anyio.fail_after(10), pytest.raises(DecodeError) as raised:
+            while True:  # the runs that come before the failing message, whole
+                got += await source.next_run()
+        assert [message.identity for message in got] == [1, 2]
+        await source.ack_many(got)
+        with pytest.raises(DecodeError):  # still at the head: raised again, not dropped
+            await anext(source)
+    error = raised.value
+    assert "identity=order_id raised KeyError('id') on it" in str(error)
+    assert "on_decode_error='skip'" in str(error)
+    assert isinstance(error.__cause__, RecordRejected)
+    assert isinstance(error.__cause__.__cause__, KeyError)
+    # With "skip", the message it fails on is set aside (acked) and the others go on.
+    async with rabbitmq_source(
+        URL, queue, codec="json", identity=order_id, on_decode_error="skip"
+    ) as source:
+        (rest,) = await take(aiter(source), 1)
+        await rest.ack()
+        assert rest.identity == 4
+        assert source.decoder.skipped == 1
+    assert await admin.counts(queue) == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_an_identity_that_cannot_be_one_is_refused(admin: Admin, queue: str) -> None:
+    await admin.publish(queue, b'{"ids": [1, 2]}')
+    async with rabbitmq_source(
+        URL, queue, codec="json", identity=lambda message: message.value["ids"]
+    ) as source:
+        with pytest.raises(DecodeError, match=r"returned \[1, 2\], which is not hashable"):
+            await anext(source)
+    with pytest.raises(TypeError, match="identity must be a function of the message"):
+        async with rabbitmq_source(URL, queue, identity="message_id"):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(TypeError, match="message_id must be a function of the item"):
+        async with rabbitmq_sink(URL, routing_key=queue, message_id="id"):  # type: ignore[arg-type]
+            pass
+    async with rabbitmq_sink(URL, routing_key=queue, message_id=lambda item: 7) as sink:  # type: ignore[arg-type,return-value,unused-ignore]
+        with pytest.raises(TypeError, match="an AMQP message_id is a string"):
+            await sink.send(b"x")

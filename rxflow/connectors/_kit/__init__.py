@@ -46,7 +46,7 @@ from rxflow.connectors._kit._records import (
 )
 from rxflow.connectors._kit._settle import BrokerSettlement
 from rxflow.connectors._kit._sink import Address, AddressedPublisher, BrokerSink, Publisher
-from rxflow.connectors._kit._source import BrokerSource, PushedSource
+from rxflow.connectors._kit._source import BrokerSource, IdentityOf, PushedSource
 
 __all__ = [
     "DEFAULT_READ_AHEAD_BYTES",
@@ -58,6 +58,7 @@ __all__ = [
     "BrokerSource",
     "Decoded",
     "HostedPushReader",
+    "IdentityOf",
     "Incoming",
     "Payload",
     "Publisher",

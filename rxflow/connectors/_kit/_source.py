@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import reprlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import anyio
@@ -23,7 +24,10 @@ from rxflow.connectors._kit._settle import BrokerSettlement, Settler
 from rxflow.connectors._message import Message, describe
 from rxflow.connectors.codecs import SKIPPED, Decoder, RecordRejected
 
-__all__ = ["BrokerSource", "PushedSource"]
+__all__ = ["BrokerSource", "IdentityOf", "PushedSource"]
+
+IdentityOf = Callable[[Message[Any]], Hashable | None]
+"""A user's function naming a message across redeliveries (a header, a payload field)."""
 
 H = TypeVar("H")
 T = TypeVar("T")
@@ -52,6 +56,9 @@ class BrokerSource(Generic[T, H]):
             first fetch (None if unknown); it sizes fetches until records were seen.
         fetches: fetches that returned records so far.
         released: records fetched, never handed out, and given back when the source closed.
+        identity_of: the user's function that names each decoded message (its
+            ``identity``, in place of the system's), or None. A message it fails on goes to
+            the decode policy, as one the codec rejected.
 
     Example (the kit's loop over an in-memory reader; a broker module's reader calls its
     client instead)::
@@ -93,8 +100,10 @@ class BrokerSource(Generic[T, H]):
         read_ahead: int = 100,
         read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES,
         expected_size: int | None = None,
+        identity_of: IdentityOf | None = None,
     ) -> None:
         self.reader = reader
+        self.identity_of = identity_of
         self.decoder = decoder
         self.name = reader.name
         self.in_flight_limit = reader.in_flight_limit
@@ -231,12 +240,13 @@ class BrokerSource(Generic[T, H]):
                     return
                 try:
                     value = codec(payload)
+                    message = self._message(incoming, value)
                 except Exception:
                     return  # the full path applies the decode policy to it
                 fetched.popleft()
                 decoded += 1
                 size += incoming.size
-                run.append(self._message(incoming, value))
+                run.append(message)
         finally:
             decoder.decoded += decoded
             self.buffered_bytes -= size
@@ -262,21 +272,37 @@ class BrokerSource(Generic[T, H]):
             value = await decoder.reject(b"", payload, key=incoming.key)
         else:
             value = await self._decode_fields(decoder, payload, incoming.key)
+        if value is SKIPPED:
+            message = self._message(incoming, value, identify=False)
+        else:
+            try:
+                message = self._message(incoming, value)
+            except RecordRejected as rejected:  # by identity_of: the decode policy decides
+                if decoder is None:
+                    raise
+                data = payload if isinstance(payload, bytes) else b""
+                if isinstance(payload, bytes):
+                    decoder.decoded -= 1  # counted by decode(): it is rejected after all
+                value = await decoder.reject(data, rejected, key=incoming.key)
+                message = self._message(incoming, value, identify=False)
         # Decoded (or set aside): no longer read ahead. A raise above left it at the head.
         self._fetched.popleft()
         self.buffered_bytes -= incoming.size
-        message = self._message(incoming, value)
         if value is SKIPPED:
             await message.ack()  # set aside by the decode policy: handled
             return None
         return message
 
-    def _message(self, incoming: Incoming[H], value: Any) -> Message[T]:
-        """The message of a record taken from the read-ahead buffer, with its settlement."""
+    def _message(self, incoming: Incoming[H], value: Any, *, identify: bool = True) -> Message[T]:
+        """The message of a record taken from the read-ahead buffer, with its settlement.
+
+        With ``identity_of`` (and ``identify``), its identity is what that function says;
+        if it fails, this raises an error that says so (its ``__cause__`` is the
+        function's), and the record stays at the head of the buffer."""
         settlement = BrokerSettlement(
             self, incoming.handle, incoming.identity, incoming.redelivered
         )
-        return Message(
+        message: Message[T] = Message(
             value,
             incoming.key,
             incoming.headers,
@@ -286,6 +312,28 @@ class BrokerSource(Generic[T, H]):
             incoming.partition,
             incoming.offset,
         )
+        if self.identity_of is not None and identify:
+            settlement.identity = self._identify(message)
+        return message
+
+    def _identify(self, message: Message[T]) -> Hashable | None:
+        assert self.identity_of is not None
+        function = getattr(self.identity_of, "__name__", repr(self.identity_of))
+        try:
+            identity = self.identity_of(message)
+        except Exception as error:
+            raise RecordRejected(
+                f"identity={function} raised {error!r} on it; make it return None for a "
+                "message that has no id, or fix the publisher"
+            ) from error
+        try:
+            hash(identity)  # a checkpoint keeps identities in a set
+        except TypeError as error:
+            raise RecordRejected(
+                f"identity={function} returned {reprlib.repr(identity)}, which is not "
+                "hashable; return a str, int, bytes or a tuple of them"
+            ) from error
+        return identity
 
     async def _decode_fields(
         self, decoder: Decoder, fields: Mapping[str, bytes], key: str | bytes | None
@@ -421,8 +469,15 @@ class PushedSource(BrokerSource[T, H]):
     """A :class:`BrokerSource` over a system that pushes deliveries into the client
     (a :class:`~rxflow.connectors._kit.HostedPushReader`)."""
 
-    def __init__(self, reader: HostedPushReader[H], decoder: Decoder, **bounds: int) -> None:
-        super().__init__(reader, decoder, **bounds)
+    def __init__(
+        self,
+        reader: HostedPushReader[H],
+        decoder: Decoder,
+        *,
+        identity_of: IdentityOf | None = None,
+        **bounds: int,
+    ) -> None:
+        super().__init__(reader, decoder, identity_of=identity_of, **bounds)
         self._pushing = reader
 
     @property

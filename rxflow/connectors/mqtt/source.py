@@ -15,6 +15,7 @@ from rxflow.connectors._kit import (
     DEFAULT_READ_AHEAD_BYTES,
     BrokerSettlement,
     HostedPushReader,
+    IdentityOf,
     Incoming,
     PushedSource,
     Verb,
@@ -276,6 +277,7 @@ async def mqtt_source(
     password: str | None = None,
     keepalive: int = 60,
     tls_context: ssl.SSLContext | None = None,
+    identity: IdentityOf | None = None,
 ) -> AsyncIterator[MQTTSource]:
     """Subscribe to an MQTT topic (wildcards allowed) with manual acks; yield its messages.
 
@@ -312,6 +314,15 @@ async def mqtt_source(
             messages come again); raise it if a full window can stay unacked that long.
         tls_context: the ``ssl.SSLContext`` of an ``mqtts://`` connection (a private CA,
             client certificates); default: ``ssl.create_default_context()``.
+        identity: a function of each decoded message that returns what names it across
+            redeliveries, set by the publisher: a payload field (``lambda m:
+            m.value["id"]``) or an MQTT 5 user property (``lambda m:
+            m.headers.get("message-id")``); None for a message without one. MQTT has no
+            message id of its own (the packet id is reused), so without this function
+            ``message.identity`` is None, and a checkpointed :class:`rxflow.Flow` cannot
+            recognise a redelivered message it has counted already. It must be unique
+            across the flow's sources. A message the function fails on goes to
+            ``on_decode_error``.
 
     Each message's ``key`` is its topic and ``headers`` its MQTT 5 user properties. Ack each
     with ``await message.ack()``; MQTT has no negative ack, so ``nack()`` leaves it for the
@@ -344,6 +355,11 @@ async def mqtt_source(
     check_count(where, "read_ahead_bytes", read_ahead_bytes)
     check_int_range(where, "session_expiry", session_expiry, 0, 2**32 - 1)
     check_int_range(where, "keepalive", keepalive, 1, 65535)
+    if identity is not None and not callable(identity):
+        raise TypeError(
+            f"{where}: identity must be a function of the message, such as "
+            f"lambda m: m.value['id'], got {identity!r}"
+        )
     decoder = Decoder(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"mqtt:{topic}"
     )
@@ -360,6 +376,10 @@ async def mqtt_source(
     async with open_on_host(subscriber, close_timeout=CLOSE_TIMEOUT) as asyncio_host:
         reader = _Reader(asyncio_host, subscriber, decoder.source)
         async with MQTTSource(
-            reader, decoder, read_ahead=receive_maximum, read_ahead_bytes=read_ahead_bytes
+            reader,
+            decoder,
+            identity_of=identity,
+            read_ahead=receive_maximum,
+            read_ahead_bytes=read_ahead_bytes,
         ) as source:
             yield source

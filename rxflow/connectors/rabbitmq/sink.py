@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rxflow._checks import check_count
-from rxflow.connectors._asyncio_host import open_on_host
+from rxflow.connectors._asyncio_host import AsyncioHost, open_on_host
 from rxflow.connectors._extras import requires_extra
-from rxflow.connectors._kit import AddressedPublisher, BrokerSink
+from rxflow.connectors._kit import Address, BrokerSink
 from rxflow.connectors.codecs import EncoderSpec, sink_encoder
 from rxflow.connectors.rabbitmq._client import (
     CHANNEL_LOST,
@@ -28,6 +28,8 @@ with requires_extra("rabbitmq"):
     from aio_pika.abc import AbstractConnection
 
 __all__ = ["RabbitMQSink", "rabbitmq_sink"]
+
+Outgoing = tuple[bytes, str, str | None]  # body, routing key, message_id (None: a random one)
 
 
 class _Publisher:
@@ -51,7 +53,7 @@ class _Publisher:
         else:
             self.exchange = channel.default_exchange
 
-    async def publish(self, bodies: Sequence[tuple[bytes, str]]) -> None:
+    async def publish(self, bodies: Sequence[Outgoing]) -> None:
         """Publish all, then wait for every confirm: one round trip per batch, not per message."""
         if self.exchange is None:  # the last connection was lost
             await self.close()
@@ -63,11 +65,13 @@ class _Publisher:
         outcomes = await asyncio.gather(
             *(
                 exchange.publish(
-                    aio_pika.Message(body, delivery_mode=persistent, timestamp=now),
+                    aio_pika.Message(
+                        body, delivery_mode=persistent, timestamp=now, message_id=message_id
+                    ),
                     routing_key=key,
                     mandatory=True,
                 )
-                for body, key in bodies
+                for body, key, message_id in bodies
             ),
             return_exceptions=True,  # every publish finished, whatever the first failure
         )
@@ -86,6 +90,35 @@ class _Publisher:
         connection, self.connection, self.exchange = self.connection, None, None
         if connection is not None:
             await close(connection)
+
+
+class _Addressing:
+    """The sink's publisher: each item's routing key and ``message_id``, then the whole batch
+    in one call on the client's loop."""
+
+    def __init__(
+        self,
+        host: AsyncioHost,
+        publisher: _Publisher,
+        routing_key: Address,
+        message_id: Callable[[Any], str] | None,
+    ) -> None:
+        self._host, self._publisher = host, publisher
+        self._key, self._id = routing_key, message_id
+
+    async def publish(self, records: Sequence[tuple[bytes, Any]]) -> None:
+        key, name = self._key, self._id
+        outgoing: list[Outgoing] = []
+        for body, item in records:
+            message_id = None if name is None else name(item)
+            if message_id is not None and not isinstance(message_id, str):
+                raise TypeError(
+                    f"rabbitmq_sink: message_id= returned {message_id!r} for an item; an AMQP "
+                    "message_id is a string: return str(...) of it"
+                )
+            outgoing.append((body, key(item) if callable(key) else key, message_id))
+        if outgoing:
+            await self._host.call(self._publisher.publish, outgoing)
 
 
 class RabbitMQSink(BrokerSink[Any, None]):
@@ -110,6 +143,7 @@ async def rabbitmq_sink(
     encoder: EncoderSpec | None = None,
     batch_size: int = 100,
     encode: EncoderSpec | None = None,
+    message_id: Callable[[Any], str] | None = None,
 ) -> AsyncIterator[RabbitMQSink]:
     """Publish items to a RabbitMQ exchange with publisher confirms.
 
@@ -123,6 +157,13 @@ async def rabbitmq_sink(
             JSON; or ``"bytes"``, ``"text"``, ``"json"``, a record class, a function.
         batch_size: how many items a :class:`rxflow.Flow` hands to ``send_batch`` at once.
         encode: the old name of ``encoder`` (deprecated, works for one more release).
+        message_id: a function of the item that returns its AMQP ``message_id``, its own
+            id (``lambda order: str(order["id"])``: the same if the item is sent again);
+            unique among the messages of one batch. By default each message gets a random
+            UUID (the AMQP client, aio-pika, sets one to match returned messages).
+            :func:`rabbitmq_source` gives a message's ``message_id`` as its ``identity``,
+            by which a checkpointed :class:`rxflow.Flow` recognises a redelivery of a
+            message it has counted already.
 
     Messages are persistent, stamped with the time they were sent, and published
     ``mandatory``: one that no queue takes is an error, not a silent drop. If the connection
@@ -140,11 +181,16 @@ async def rabbitmq_sink(
     encode_item = sink_encoder(where, encoder, encode=encode)
     if not callable(routing_key) and not isinstance(routing_key, str):
         raise TypeError(f"{where}: routing_key must be a string or a function, got {routing_key!r}")
+    if message_id is not None and not callable(message_id):
+        raise TypeError(
+            f"{where}: message_id must be a function of the item that returns a string, "
+            f"such as lambda order: str(order['id']), got {message_id!r}"
+        )
     if not exchange and not routing_key:
         raise ValueError(
             f"{where}: the default exchange routes by queue name; pass routing_key=<queue>"
         )
     publisher = _Publisher(url, exchange)
     async with open_on_host(publisher, close_timeout=CLOSE_TIMEOUT) as host:
-        publishing = AddressedPublisher(host, publisher.publish, routing_key)
+        publishing = _Addressing(host, publisher, routing_key, message_id)
         yield RabbitMQSink(publishing, encode_item, batch_size=batch_size, name=where)

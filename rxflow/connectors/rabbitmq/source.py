@@ -15,6 +15,7 @@ from rxflow.connectors._kit import (
     DEFAULT_READ_AHEAD_BYTES,
     BrokerSettlement,
     HostedPushReader,
+    IdentityOf,
     Incoming,
     PushedSource,
     Verb,
@@ -158,6 +159,8 @@ class _Reader(HostedPushReader[AbstractIncomingMessage]):
                 key=delivery.routing_key,
                 headers=headers_of(delivery.headers),
                 timestamp=timestamp_of(delivery.timestamp),
+                # The publisher's id, the same on every redelivery (None if it set none).
+                identity=delivery.message_id or None,
                 size=len(delivery.body),
                 redelivered=bool(delivery.redelivered),
             )
@@ -200,6 +203,7 @@ async def rabbitmq_source(
     read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES,
     declare: bool = True,
     durable: bool = True,
+    identity: IdentityOf | None = None,
 ) -> AsyncIterator[RabbitMQSource]:
     """Consume a RabbitMQ queue with manual acks; yield its messages as :class:`Message`.
 
@@ -220,9 +224,17 @@ async def rabbitmq_source(
             not handed out yet, plus one message.
         declare: declare the queue (idempotent) before consuming; with ``False`` it must exist.
         durable: declare it durable (survives a broker restart).
+        identity: a function of each decoded message that returns what names it across
+            redeliveries (``lambda m: m.value["order_id"]``, ``lambda m:
+            m.headers.get("event-id")``), or None for a message without one. By default a
+            message's identity is its AMQP ``message_id`` property, if the publisher set it
+            (:func:`rabbitmq_sink` does). A checkpointed :class:`rxflow.Flow` needs it to
+            recognise a redelivered message it has counted already; it must be unique across
+            the flow's sources. A message the function fails on goes to ``on_decode_error``.
 
     Each message's ``key`` is its routing key; ``headers`` and ``timestamp`` are the AMQP
-    properties; ``message.settlement.redelivered`` is the broker's redelivery flag. Settle
+    properties; ``message.identity`` is its ``message_id`` (or what ``identity`` returns);
+    ``message.settlement.redelivered`` is the broker's redelivery flag. Settle
     each with ``await message.ack()`` or ``await message.nack(requeue=...)``; unsettled ones
     return to the queue when the source closes. A lost connection ends the iteration with
     :class:`~rxflow.errors.ServiceUnavailableError`.
@@ -239,6 +251,11 @@ async def rabbitmq_source(
     check_name(where, "queue", queue)
     check_count(where, "prefetch", prefetch)
     check_count(where, "read_ahead_bytes", read_ahead_bytes)
+    if identity is not None and not callable(identity):
+        raise TypeError(
+            f"{where}: identity must be a function of the message, such as "
+            f"lambda m: m.headers['event-id'], got {identity!r}"
+        )
     decoder = Decoder(
         codec, on_decode_error=on_decode_error, dead_letter=dead_letter, source=f"rabbitmq:{queue}"
     )
@@ -246,6 +263,10 @@ async def rabbitmq_source(
     async with open_on_host(consumer, close_timeout=CLOSE_TIMEOUT) as host:
         reader = _Reader(host, consumer, decoder.source)
         async with RabbitMQSource(
-            reader, decoder, read_ahead=prefetch, read_ahead_bytes=read_ahead_bytes
+            reader,
+            decoder,
+            identity_of=identity,
+            read_ahead=prefetch,
+            read_ahead_bytes=read_ahead_bytes,
         ) as source:
             yield source
