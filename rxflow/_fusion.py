@@ -34,7 +34,7 @@ from reactivex.internal.utils import NotSet
 
 from rxflow._fusion_steps import FUSABLE, Step, recognise
 
-__all__ = ["FUSABLE", "FusedOperator", "PipeStage", "fuse", "fusion_enabled"]
+__all__ = ["FUSABLE", "DirectSink", "FusedOperator", "PipeStage", "fuse", "fusion_enabled"]
 
 Operator = Callable[[Observable[Any]], Observable[Any]]
 
@@ -83,6 +83,21 @@ class FusedOperator:
         self.steps = tuple(steps)
         shape, self._arguments = _shape(self.steps)
         self._build = _builder(shape)
+        self._direct = _builder((*shape, ("direct", "")))
+
+    def build(self, observer: Any, direct: Any = None) -> Callable[[Any], None]:
+        """The ``on_next`` of one subscription, with fresh state, sending to ``observer``
+        (anything with ``on_next``, ``on_error`` and ``on_completed``).
+
+        ``direct`` is ``(counter, state)`` for a pipe whose pump calls the function itself
+        (see ``Pump._subscribe_direct``): it adds 1 to ``counter.admitted`` for each item,
+        as the pipe's inlet would, and appends its outputs to ``state.items`` as
+        ``observer.on_next`` (the buffer's ``put``) would, calling ``observer.on_next`` only
+        when ``put`` would not simply append (the pipe ended, the consumer closed).
+        """
+        if direct is None:
+            return self._build(observer, self._arguments)
+        return self._direct(observer, self._arguments, *direct)
 
     def __call__(self, source: Observable[Any]) -> Observable[Any]:
         build, arguments = self._build, self._arguments
@@ -143,6 +158,49 @@ def fuse(
     return applied, tuple(plan)
 
 
+class DirectSink:
+    """The end of a chain that is one fused stage, as reactivex's ``AutoDetachObserver``
+    would be there: nothing after the first error or completion, and either disposes the
+    subscription. Its ``on_next`` is the buffer's ``put``, which ignores items once the
+    pipe ended."""
+
+    __slots__ = ("_on_completed", "_on_error", "is_stopped", "on_next", "upstream")
+
+    def __init__(
+        self,
+        put: Callable[[Any], None],
+        on_error: Callable[[Exception], None],
+        on_completed: Callable[[], None],
+    ) -> None:
+        self.on_next = put
+        self._on_error = on_error
+        self._on_completed = on_completed
+        self.is_stopped = False
+        self.upstream: abc.DisposableBase | None = None
+
+    def on_error(self, error: Exception) -> None:
+        if self.is_stopped:
+            return
+        self.is_stopped = True
+        try:
+            self._on_error(error)
+        finally:
+            self._dispose()
+
+    def on_completed(self) -> None:
+        if self.is_stopped:
+            return
+        self.is_stopped = True
+        try:
+            self._on_completed()
+        finally:
+            self._dispose()
+
+    def _dispose(self) -> None:
+        if self.upstream is not None:
+            self.upstream.dispose()
+
+
 # -- code generation ------------------------------------------------------------------------
 
 
@@ -166,10 +224,12 @@ def _shape(steps: Sequence[Step]) -> tuple[Shape, tuple[tuple[Any, ...], ...]]:
     return tuple(shape), tuple(step.args for step in steps)
 
 
-_BUILDERS: dict[Shape, Callable[[abc.ObserverBase[Any], Any], Callable[[Any], None]]] = {}
+Builder = Callable[..., Callable[[Any], None]]
+
+_BUILDERS: dict[Shape, Builder] = {}
 
 
-def _builder(shape: Shape) -> Callable[[abc.ObserverBase[Any], Any], Callable[[Any], None]]:
+def _builder(shape: Shape) -> Builder:
     build = _BUILDERS.get(shape)
     if build is None:
         namespace: dict[str, Any] = {}
@@ -179,13 +239,20 @@ def _builder(shape: Shape) -> Callable[[abc.ObserverBase[Any], Any], Callable[[A
 
 
 def _source(shape: Shape) -> str:
-    """The Python source of ``build(observer, arguments) -> on_next`` for ``shape``."""
+    """The Python source of ``build(observer, arguments) -> on_next`` for ``shape``; a
+    last step ``("direct", "")`` makes ``build(observer, arguments, counter, state)`` (see
+    :meth:`FusedOperator.build`)."""
+    direct = bool(shape) and shape[-1][0] == "direct"
+    if direct:
+        shape = shape[:-1]
     setup = [
-        "def build(observer, arguments):",
+        f"def build(observer, arguments{', counter, state' if direct else ''}):",
         "    emit = observer.on_next",
         "    fail = observer.on_error",
         "    complete = observer.on_completed",
     ]
+    if direct:
+        setup.append("    items = state.items")
     state: list[str] = []
     body: list[str] = []
     completes = False  # a take or take_while came earlier: dropping an item must end too
@@ -272,10 +339,18 @@ def _source(shape: Shape) -> str:
     lines = [*setup, "    def on_next(value):"]
     if state:
         lines.append(f"        nonlocal {', '.join(state)}")
+    if direct:
+        lines.append("        counter.admitted += 1")
     if completes:
         lines.append("        done = False")
     lines += [f"        {line}" for line in body]
-    lines.append("        emit(value)")
+    if direct:  # PipeProducer.put, inlined: while below capacity, append and wake
+        lines += ["        if len(items) < state.capacity:", "            items.append(value)",
+                  "            if state.consumer_waiting is not None:",
+                  "                state.wake_consumer()", "        else:",
+                  "            emit(value)"]  # fmt: skip
+    else:
+        lines.append("        emit(value)")
     if completes:
         lines += ["        if done:", "            complete()"]
     lines.append("    return on_next")

@@ -23,8 +23,8 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from reactivex import Observable, abc
 
-from rxflow._fusion import PipeStage, fuse
-from rxflow._fusion_steps import curried_name
+from rxflow._chain import chained
+from rxflow._fusion import DirectSink, FusedOperator
 from rxflow._handoff import PipeProducer
 from rxflow._inlet import Inlet, can_be_read_again, describe_source
 from rxflow._loop_thread import LoopThread
@@ -81,7 +81,12 @@ class Pump(Generic[T]):
         self.inlet.on_abandon = self._abandon_run
         self._run_scope: anyio.CancelScope | None = None  # the current run's reading
         self._chain: Observable[T]
-        self._chain, self.plan = _chained(self.inlet, operators)
+        self._chain, self.plan, fused = chained(self.inlet, operators)
+        # A pulled source whose whole chain is one fused stage: the pump calls the fused
+        # function itself, which puts its outputs straight into the buffer (_subscribe_direct).
+        self._direct = None if isinstance(source, Observable) else fused
+        # What the pump calls with each item it pulls (set when the chain is subscribed).
+        self._emit: Callable[[Any], None] = self.inlet.on_next
         self._scope: anyio.CancelScope | None = None
         self._pull_scope: anyio.CancelScope | None = None
         self._stop_requested = False
@@ -135,12 +140,15 @@ class Pump(Generic[T]):
                 )
                 self.inlet.scheduler = scheduler
                 with self._source_time.activated():  # event-time windows read it
-                    self._subscription = self._chain.subscribe(
-                        self._outputs_from_any_thread(),
-                        self._from_any_thread(self._on_chain_error),
-                        self._from_any_thread(self._on_chain_completed),
-                        scheduler=scheduler,
-                    )
+                    if self._direct is not None:
+                        self._subscribe_direct(self._direct, scheduler)
+                    else:
+                        self._subscription = self._chain.subscribe(
+                            self._outputs_from_any_thread(),
+                            self._from_any_thread(self._on_chain_error),
+                            self._from_any_thread(self._on_chain_completed),
+                            scheduler=scheduler,
+                        )
                 if not isinstance(self._source, Observable):
                     task_group.start_soon(self._pump, name="rxflow pipe pump")
                 task_status.started()
@@ -150,6 +158,26 @@ class Pump(Generic[T]):
         finally:
             if self._subscription is not None:
                 self._subscription.dispose()
+
+    def _subscribe_direct(self, fused: FusedOperator, scheduler: AnyioScheduler) -> None:
+        """Subscribe a chain that is one fused stage, so that the pump skips the observers
+        between itself and the fused function, and the function puts into the buffer.
+
+        It is what subscribing ``self._chain`` does, with two calls fewer per item: the
+        inlet's dispatch (its only observer is the fused stage: no operator in the chain
+        subscribes again) and the thread check of the outputs (the pump calls the function
+        on the loop's thread). The end works as through reactivex's observers: the sink
+        stops at the first error or completion and disposes the subscription.
+        """
+        inlet = self.inlet
+        sink = DirectSink(self._producer.put, self._on_chain_error, self._on_chain_completed)
+        # The pump calls the fused function instead of the inlet's on_next, so it counts
+        # what is admitted, as the inlet would. The inlet's observer is the same function
+        # (one state), which only the source's end reaches through the inlet.
+        self._emit = on_next = fused.build(sink, direct=(inlet, self._state))
+        self._subscription = sink.upstream = inlet.subscribe(
+            on_next, sink.on_error, sink.on_completed, scheduler=scheduler
+        )
 
     def _outputs_from_any_thread(self) -> Callable[[T], None]:
         """The chain's ``on_next``: ``put`` on the loop's thread; from another thread
@@ -271,7 +299,7 @@ class Pump(Generic[T]):
     # pipe ended while pumping or the source failed (its error was passed on).
 
     async def _pump_async(self, pull: Callable[[], Awaitable[Any]]) -> bool:
-        emit, state = self.inlet.on_next, self._state
+        emit, state = self._emit, self._state
         items, limit = state.items, state.limit
         scheduler = self.inlet.scheduler
         assert scheduler is not None  # set before the pump starts
@@ -306,7 +334,7 @@ class Pump(Generic[T]):
                 await anyio.lowlevel.checkpoint()
 
     async def _pump_sync(self, pull: Callable[[], Any]) -> bool:
-        emit, state = self.inlet.on_next, self._state
+        emit, state = self._emit, self._state
         items, limit = state.items, state.limit
         scheduler = self.inlet.scheduler
         assert scheduler is not None  # set before the pump starts
@@ -393,49 +421,6 @@ class Pump(Generic[T]):
         """An exception escaped the Rx chain (a scheduled action, an observer) or the
         overflow policy failed the pipe: end it."""
         self._on_chain_error(error)
-
-
-def _chained(
-    head: Observable[Any], operators: tuple[Operator, ...]
-) -> tuple[Observable[Any], tuple[PipeStage, ...]]:
-    """``head.pipe(*operators)`` with runs of simple operators fused (:mod:`rxflow._fusion`),
-    and the plan saying which; a stage that does not return an Observable is refused at once
-    (``ops.to_future()`` ends a chain; a pipe reads observables only)."""
-    applied, plan = fuse(operators, name_of=_name_of)
-    chain = head
-    for position, operator in applied:  # the position the user wrote it at, for errors
-        try:
-            result = operator(chain)
-        except Exception as error:
-            error.add_note(
-                f"rxflow: raised by operator {position} ({_name_of(operator)}) of open_pipe() "
-                "while the chain was built"
-            )
-            raise
-        if not isinstance(result, Observable):
-            raise TypeError(
-                f"open_pipe(): operator {position} ({_name_of(operator)}) returned a value "
-                f"of type {type(result).__name__}, not an Observable, so nothing can follow it in "
-                "a pipe. Operators that end a chain (such as ops.to_future()) have no place "
-                "in open_pipe: read the pipe instead (async for, or receive())"
-            )
-        chain = result
-    return chain, plan
-
-
-def _name_of(operator: object) -> str:
-    """An operator's name for errors: ``ops.to_future`` for ``ops.to_future()``'s closure."""
-    curried = curried_name(operator)  # reactivex's curry_flip operators share one closure
-    if curried is not None:
-        return curried
-    qualname = getattr(operator, "__qualname__", None) or repr(operator)
-    module = getattr(operator, "__module__", "") or ""
-    name = qualname.rsplit(".", 1)[-1]
-    if not module.startswith("reactivex.operators."):
-        return qualname
-    if name.startswith("_"):  # a curried wrapper: the module says which operator
-        name = module.rsplit(".", 1)[-1].lstrip("_")
-    return f"ops.{name}"
 
 
 def _is_readable(

@@ -350,6 +350,8 @@ async def read(chain: list[Operator]) -> tuple[list[Any], str | None, list[str]]
                 got.append(item)
         except Boom as error:
             return got, repr(error), plan
+        stats = pipe.stats()
+        got.append(("admitted", stats.admitted, "delivered", stats.delivered))
     return got, None, plan
 
 
@@ -365,6 +367,35 @@ async def test_pipes_same_with_and_without_fusion(
     plain_got, plain_error, plain_plan = await read(chain)
     assert not any(stage.startswith("fused(") for stage in plain_plan)
     assert (got, error) == (plain_got, plain_error)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fusion", ["1", "0"])
+async def test_leaving_a_fused_pipe_early(fusion: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RXFLOW_FUSION", fusion)
+    closed = []
+
+    async def endless() -> Any:
+        n = 0
+        try:
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.append(n)
+
+    async with open_pipe(endless(), ops.map(lambda n: n * 2), ops.skip(1)) as pipe:
+        got = [item async for item in _first(pipe, 3)]
+    assert got == [2, 4, 6]
+    assert closed  # the source was closed when the pipe was left
+
+
+async def _first(pipe: Any, count: int) -> Any:
+    async for item in pipe:
+        yield item
+        count -= 1
+        if not count:
+            return
 
 
 @pytest.mark.anyio
