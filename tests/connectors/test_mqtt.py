@@ -18,7 +18,7 @@ from rxflow.connectors import Message
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors.mqtt import MQTTSource, mqtt_sink, mqtt_source
 from rxflow.connectors.rabbitmq import rabbitmq_source
-from rxflow.errors import ServiceUnavailableError
+from rxflow.errors import DecodeError, RecordRejected, ServiceUnavailableError
 from tests.connectors.conftest import require_service
 from tests.connectors.support import take, tcp_proxy, wait_until
 from tests.connectors.test_rabbitmq import URL, Admin
@@ -229,3 +229,100 @@ async def test_a_flow_from_a_rabbitmq_queue_to_mqtt_acks_once_published(topic: s
             assert await admin.counts(queue) == (0, 0)  # every message acked, once published
         finally:
             await admin.delete(queue)
+
+
+# -- identity: what names a message across redeliveries ------------------------------------
+
+
+async def publish_with_user_property(topic: str, payload: bytes, **pairs: str) -> None:
+    async def run() -> None:
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.UserProperty = list(pairs.items())
+        async with aiomqtt.Client(HOST, PORT, protocol=aiomqtt.ProtocolVersion.V5) as client:
+            await client.publish(topic, payload, qos=1, properties=properties)
+
+    async with AsyncioHost() as host:
+        await host.call(run)
+
+
+def event_id(message: Message[Any]) -> Any:
+    return message.value["id"]
+
+
+@pytest.mark.anyio
+async def test_identity_from_a_payload_field_the_same_when_redelivered(
+    topic: str, client_id: str
+) -> None:
+    async with mqtt_source(BROKER, topic, client_id=client_id, codec="json") as source:
+        await publish(topic, b'{"id": 7}', b'{"id": "e-8"}')
+        plain = await take(aiter(source), 2)  # without identity=: none; never acked
+    async with mqtt_source(
+        BROKER, topic, client_id=client_id, codec="json", identity=event_id
+    ) as source:
+        again = await take(aiter(source), 2)
+        await source.ack_many(again)
+        await wait_until(lambda: all_acked(source))
+    assert [message.identity for message in plain] == [None, None]
+    assert [message.identity for message in again] == [7, "e-8"]
+
+
+@pytest.mark.anyio
+async def test_identity_from_a_user_property(topic: str) -> None:
+    by_property = lambda message: message.headers.get("message-id")  # noqa: E731
+    async with mqtt_source(BROKER, topic, identity=by_property) as source:
+        await publish_with_user_property(topic, b"a", **{"message-id": "m-1"})
+        await publish(topic, b"b")  # no such property: None
+        messages = await take(aiter(source), 2)
+        await source.ack_many(messages)
+        await wait_until(lambda: all_acked(source))
+    assert [(message.value, message.identity) for message in messages] == [
+        (b"a", "m-1"),
+        (b"b", None),
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_failing_identity_function_stops_at_its_message_and_loses_none(
+    topic: str, client_id: str
+) -> None:
+    got: list[Any] = []
+    async with mqtt_source(
+        BROKER, topic, client_id=client_id, codec="json", identity=event_id
+    ) as source:
+        await publish(topic, b'{"id": 1}', b'{"id": 2}', b"{}", b'{"id": 4}')
+        with anyio.fail_after(10), pytest.raises(DecodeError) as raised:
+            while True:  # the runs that come before the failing message, whole
+                got += await source.next_run()
+        await source.ack_many(got)
+        with pytest.raises(DecodeError):  # still at the head: raised again, not dropped
+            await anext(source)
+        await wait_until(lambda: all_acked_but(source, 2))
+    assert [message.identity for message in got] == [1, 2]
+    assert "identity=event_id raised KeyError('id') on it" in str(raised.value)
+    assert isinstance(raised.value.__cause__, RecordRejected)
+    assert isinstance(raised.value.__cause__.__cause__, KeyError)
+    # The session delivers the other two again; with "skip" the failing one is set aside.
+    async with mqtt_source(
+        BROKER,
+        topic,
+        client_id=client_id,
+        codec="json",
+        identity=event_id,
+        on_decode_error="skip",
+    ) as source:
+        (rest,) = await take(aiter(source), 1)
+        await rest.ack()
+        await wait_until(lambda: all_acked(source))
+        assert rest.identity == 4
+        assert source.decoder.skipped == 1
+
+
+async def all_acked_but(source: MQTTSource, count: int) -> bool:
+    return source.unacked == count
+
+
+@pytest.mark.anyio
+async def test_identity_must_be_a_function(topic: str) -> None:
+    with pytest.raises(TypeError, match="identity must be a function of the message"):
+        async with mqtt_source(BROKER, topic, identity="id"):  # type: ignore[arg-type]
+            pass
