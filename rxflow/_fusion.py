@@ -85,19 +85,27 @@ class FusedOperator:
         self._build = _builder(shape)
         self._direct = _builder((*shape, ("direct", "")))
 
-    def build(self, observer: Any, direct: Any = None) -> Callable[[Any], None]:
+    def build(self, observer: Any) -> Callable[[Any], None]:
         """The ``on_next`` of one subscription, with fresh state, sending to ``observer``
-        (anything with ``on_next``, ``on_error`` and ``on_completed``).
+        (anything with ``on_next``, ``on_error`` and ``on_completed``)."""
+        on_next: Callable[[Any], None] = self._build(observer, self._arguments)
+        return on_next
 
-        ``direct`` is ``(counter, state)`` for a pipe whose pump calls the function itself
-        (see ``Pump._subscribe_direct``): it adds 1 to ``counter.admitted`` for each item,
-        as the pipe's inlet would, and appends its outputs to ``state.items`` as
-        ``observer.on_next`` (the buffer's ``put``) would, calling ``observer.on_next`` only
-        when ``put`` would not simply append (the pipe ended, the consumer closed).
+    def build_direct(
+        self, observer: Any, counter: Any, state: Any
+    ) -> tuple[Callable[[Any], None], Callable[[Sequence[Any]], None]]:
+        """``on_next`` and ``on_run`` (the same for each item of a sequence, in order) for a
+        pipe whose pump calls them itself (see ``Pump._subscribe_direct``).
+
+        Each item adds 1 to ``counter.admitted``, as the pipe's inlet would, and outputs
+        are appended to ``state.items`` as ``observer.on_next`` (the buffer's ``put``)
+        would, which is called only when ``put`` would not simply append (the pipe ended,
+        the consumer closed). ``on_run`` returns after an error or the completion.
         """
-        if direct is None:
-            return self._build(observer, self._arguments)
-        return self._direct(observer, self._arguments, *direct)
+        functions: tuple[Callable[[Any], None], Callable[[Sequence[Any]], None]] = self._direct(
+            observer, self._arguments, counter, state
+        )
+        return functions
 
     def __call__(self, source: Observable[Any]) -> Observable[Any]:
         build, arguments = self._build, self._arguments
@@ -224,7 +232,7 @@ def _shape(steps: Sequence[Step]) -> tuple[Shape, tuple[tuple[Any, ...], ...]]:
     return tuple(shape), tuple(step.args for step in steps)
 
 
-Builder = Callable[..., Callable[[Any], None]]
+Builder = Callable[..., Any]
 
 _BUILDERS: dict[Shape, Builder] = {}
 
@@ -257,12 +265,13 @@ def _source(shape: Shape) -> str:
     body: list[str] = []
     completes = False  # a take or take_while came earlier: dropping an item must end too
 
+    # SKIP leaves this item (return, or continue in a run's loop); STOP leaves for good.
     def drop() -> list[str]:
-        return ["if done:", "    complete()", "return"] if completes else ["return"]
+        return ["if done:", "    complete()", "    STOP", "SKIP"] if completes else ["SKIP"]
 
     def guarded(*lines: str) -> list[str]:
         return ["try:", *(f"    {line}" for line in lines), "except Exception as error:",
-                "    fail(error)", "    return"]  # fmt: skip
+                "    fail(error)", "    STOP"]  # fmt: skip
 
     for i, (kind, variant) in enumerate(shape):
         setup.append(f"    a{i} = arguments[{i}]")
@@ -315,7 +324,7 @@ def _source(shape: Shape) -> str:
             if variant == "inclusive":
                 body += [f"if not r{i}:", "    done = True"]
             else:
-                body += [f"if not r{i}:", "    complete()", "    return"]
+                body += [f"if not r{i}:", "    complete()", "    STOP"]
             completes = True
         elif kind == "skip_while":
             setup += [f"    f{i} = a{i}[0]", f"    r{i} = False"]
@@ -336,22 +345,37 @@ def _source(shape: Shape) -> str:
             body += [f"h{i} = True", f"s{i} = key"]
         else:  # pragma: no cover - FUSABLE and this function change together
             raise AssertionError(f"no fused code for {kind!r} (one of {FUSABLE})")
-    lines = [*setup, "    def on_next(value):"]
-    if state:
-        lines.append(f"        nonlocal {', '.join(state)}")
+    head = [f"nonlocal {', '.join(state)}"] if state else []
     if direct:
-        lines.append("        counter.admitted += 1")
+        head.append("counter.admitted += 1")
     if completes:
-        lines.append("        done = False")
-    lines += [f"        {line}" for line in body]
+        head.append("done = False")
     if direct:  # PipeProducer.put, inlined: while below capacity, append and wake
-        lines += ["        if len(items) < state.capacity:", "            items.append(value)",
-                  "            if state.consumer_waiting is not None:",
-                  "                state.wake_consumer()", "        else:",
-                  "            emit(value)"]  # fmt: skip
+        out = ["if len(items) < state.capacity:", "    items.append(value)",
+               "    if state.consumer_waiting is not None:", "        state.wake_consumer()",
+               "else:", "    emit(value)"]  # fmt: skip
     else:
-        lines.append("        emit(value)")
+        out = ["emit(value)"]
     if completes:
-        lines += ["        if done:", "            complete()"]
-    lines.append("    return on_next")
-    return "\n".join(lines) + "\n"
+        out += ["if done:", "    complete()", "    STOP"]
+    lines = [*setup, "    def on_next(value):"]
+    lines += _rendered([*head, *body, *out], "        ", skip="return")
+    if not direct:
+        return "\n".join([*lines, "    return on_next"]) + "\n"
+    # A run of items at once (Pump._pump_runs): the same steps in a loop.
+    lines += ["    def on_run(values):"]
+    if state:
+        lines.append(f"        {head.pop(0)}")
+    lines.append("        for value in values:")
+    lines += _rendered([*head, *body, *out], "            ", skip="continue")
+    return "\n".join([*lines, "    return on_next, on_run"]) + "\n"
+
+
+def _rendered(lines: list[str], indent: str, *, skip: str) -> list[str]:
+    rendered = []
+    for line in lines:
+        statement = line.strip()
+        if statement in ("SKIP", "STOP"):
+            line = line.replace(statement, skip if statement == "SKIP" else "return")
+        rendered.append(indent + line)
+    return rendered

@@ -85,8 +85,10 @@ class Pump(Generic[T]):
         # A pulled source whose whole chain is one fused stage: the pump calls the fused
         # function itself, which puts its outputs straight into the buffer (_subscribe_direct).
         self._direct = None if isinstance(source, Observable) else fused
-        # What the pump calls with each item it pulls (set when the chain is subscribed).
+        # What the pump calls with each item it pulls (set when the chain is subscribed),
+        # and, for a chain that is one fused stage, with a run of items at once.
         self._emit: Callable[[Any], None] = self.inlet.on_next
+        self._push_run: Callable[[Sequence[Any]], None] | None = None
         self._scope: anyio.CancelScope | None = None
         self._pull_scope: anyio.CancelScope | None = None
         self._stop_requested = False
@@ -174,7 +176,8 @@ class Pump(Generic[T]):
         # The pump calls the fused function instead of the inlet's on_next, so it counts
         # what is admitted, as the inlet would. The inlet's observer is the same function
         # (one state), which only the source's end reaches through the inlet.
-        self._emit = on_next = fused.build(sink, direct=(inlet, self._state))
+        self._emit, self._push_run = fused.build_direct(sink, inlet, self._state)
+        on_next = self._emit
         self._subscription = sink.upstream = inlet.subscribe(
             on_next, sink.on_error, sink.on_completed, scheduler=scheduler
         )
@@ -370,6 +373,8 @@ class Pump(Generic[T]):
         """Pull a run when the consumer has room; push its items one by one as from a plain
         iterable, waiting for room between two of them, so the bound is still counted in
         items."""
+        if self._push_run is not None:
+            return await self._pump_fused_runs(next_run, self._push_run)
         countdown = _PULLS_PER_CHECKPOINT
         run: Sequence[Any] = ()
         # _pump_sync returns True at the end of a run only once there is room to pull again
@@ -387,6 +392,54 @@ class Pump(Generic[T]):
                 countdown = _PULLS_PER_CHECKPOINT
                 await anyio.lowlevel.checkpoint()
         return False
+
+    async def _pump_fused_runs(
+        self,
+        next_run: Callable[[], Awaitable[Sequence[Any]]],
+        push: Callable[[Sequence[Any]], None],
+    ) -> bool:
+        """_pump_runs for a chain that is one fused stage: each step gives at most one
+        output per item, so the pump pushes as many items at once as the buffer has room
+        for (one when it has none and the consumer waits), and the bound holds."""
+        state, producer = self._state, self._producer
+        items, limit = state.items, state.limit
+        scheduler = self.inlet.scheduler
+        assert scheduler is not None  # set before the pump starts
+        countdown = _PULLS_PER_CHECKPOINT
+        run: Sequence[Any] = ()
+        start = count = 0
+        while True:
+            if (len(items) >= limit or state.holds) and not producer.has_room():
+                await self._wait_for_room_held_back()
+                if state.ended or state.closed:
+                    return False
+                continue
+            if start >= count:  # the run is in: pull the next one, there is room for it
+                countdown -= count or 1
+                if countdown <= 0:  # runs that come without awaiting (see _pump_async)
+                    countdown = _PULLS_PER_CHECKPOINT
+                    await anyio.lowlevel.checkpoint()
+                try:
+                    run = await next_run()
+                except StopAsyncIteration:
+                    return True
+                except Exception as error:
+                    self._source_failed(error)
+                    return False
+                start, count = 0, len(run)
+                continue
+            room = max(limit - len(items), 1)
+            chunk = run if start == 0 and room >= count else run[start : start + room]
+            start += room
+            try:
+                push(chunk)
+                if scheduler.due_now:
+                    scheduler.run_due()
+            except Exception as error:
+                self._fail(error)
+                return False
+            if state.ended or state.closed:
+                return False
 
     async def _wait_for_room_held_back(self) -> None:
         """Wait for the consumer; meanwhile the source is held back, not idle."""
