@@ -20,7 +20,16 @@ What a closing source had received and not handed out (its read-ahead, at most
 ``receive_maximum`` with what is in hand) is not acked either: MQTT has no way to hand a
 message back, so with a ``client_id`` the session keeps it and delivers it again on the
 next connection, and without one it ends with the session (QoS 1 without a persistent
-session is at-least-once only while the connection lasts).
+session is at-least-once only while the connection lasts). A session keeps only what the
+broker allows: Mosquitto drops a client's QoS 1 and 2 messages past ``max_queued_messages``
+(1000 by default) beyond its in-flight window, while it is away or slow, and only logs it;
+raise that limit for a session that may fall so far behind.
+
+MQTT messages have no id that survives a redelivery (a packet id is reused), so
+``message.identity`` is None unless the source's ``identity=`` function reads one the
+publisher set (a payload field, an MQTT 5 user property). Without it, a checkpointed
+:class:`rxflow.Flow` cannot recognise a message it has counted already when the session
+delivers it again after a crash, and counts it twice.
 
 Both take the broker as a URL: ``mqtt://[user:password@]host[:port]`` (port 1883 by
 default) or ``mqtts://`` for TLS (port 8883, the system's trusted CAs unless you pass
