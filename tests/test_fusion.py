@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -479,3 +480,50 @@ async def test_runs_through_a_fused_chain(
     assert fused_result[:2] == plain[:2]
     if fused_result[1] is None:  # after an error, the unfused pipe may have pulled more
         assert fused_result[2] == plain[2]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    chain=st.lists(step_strategy(), min_size=1, max_size=4),
+    values=st.lists(st.integers(-3, 12), min_size=8, max_size=30),
+    size=st.integers(1, 12),
+    limit=st.integers(0, 8),
+    backend=st.sampled_from(["asyncio", "trio"]),
+)
+def test_random_chains_in_pipes_same_with_and_without_fusion(
+    chain: list[Operator], values: list[int], size: int, limit: int, backend: str
+) -> None:
+    """Random chains through open_pipe, over a list and over runs: the pump's own paths for
+    a chain that is one fused stage (per item, and a room's worth of a run at once)."""
+
+    class RunsOf:
+        def __init__(self) -> None:
+            self.left = list(values)
+
+        async def next_run(self) -> list[int]:
+            if not self.left:
+                raise StopAsyncIteration
+            run, self.left = self.left[:size], self.left[size:]
+            return run
+
+    async def read(source: Any) -> tuple[list[Any], str | None]:
+        got: list[Any] = []
+        try:
+            async with open_pipe(source, *chain, max_buffer_size=limit) as pipe:
+                async for item in pipe:
+                    got.append(item)
+        except Boom as error:
+            return got, repr(error)
+        return got, None
+
+    def both(make_source: Callable[[], Any]) -> list[tuple[list[Any], str | None]]:
+        results = []
+        for fusion in ("1", "0"):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("RXFLOW_FUSION", fusion)
+                results.append(anyio.run(read, make_source(), backend=backend))
+        return results
+
+    for make_source in (lambda: list(values), RunsOf):
+        fused_result, plain_result = both(make_source)
+        assert fused_result == plain_result
