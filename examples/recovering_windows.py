@@ -12,7 +12,12 @@ gracefully: a last checkpoint keeps the open windows for the next run.
 
 Brokers: ``jetstream``, ``redis``, ``rabbitmq``, ``mqtt`` (QoS 1, persistent session),
 ``kafka`` (a topic of one partition) and ``outbox`` (a PostgreSQL table read as a queue).
-``--name`` names the stream, queue, topic, table, group or session alike. With Redis::
+``--name`` names the stream, queue, topic, table, group or session alike. Each message
+must have an identity, by which a redelivery that a stored checkpoint covers is recognised
+(see docs/connectors.md): RabbitMQ messages carry the event's number as their
+``message_id``, and MQTT ones are named by the payload's ``n`` (``identity=``). Mosquitto
+keeps at most ``max_queued_messages`` (1000 by default) of a session's messages waiting and
+drops the rest: publish no more than that ahead of the MQTT worker. With Redis::
 
     python examples/recovering_windows.py publish redis --name demo --count 2000
     python examples/recovering_windows.py work redis --name demo \\
@@ -228,6 +233,16 @@ def _topic(name: str) -> str:
     return f"chaos/{name}"
 
 
+def _event_number(message: Message[Event]) -> int:
+    """An MQTT message's identity: its event's unique number (the payload's ``n``)."""
+    return int(message.value["n"])
+
+
+def _number_text(event: Event) -> str:
+    """A RabbitMQ message's ``message_id``: its event's unique number."""
+    return str(event["n"])
+
+
 @contextlib.asynccontextmanager
 async def open_source(broker: str, url: str, name: str) -> AsyncIterator[Any]:
     """The broker's source of the events, as every run of the worker opens it."""
@@ -241,11 +256,15 @@ async def open_source(broker: str, url: str, name: str) -> AsyncIterator[Any]:
     elif broker == "redis":
         source = c.redis_stream_source(url, name, name, "worker", codec="json")
     elif broker == "rabbitmq":
+        # Each message's identity is its AMQP message_id, which publish() sets: by it a
+        # redelivered message that a stored checkpoint covers is recognised.
         source = c.rabbitmq_source(url, name, codec="json", prefetch=IN_FLIGHT)
     elif broker == "mqtt":
+        # MQTT messages have no id of their own: the event's unique number names it.
         source = c.mqtt_source(
-            url, _topic(name), client_id=name, codec="json", receive_maximum=IN_FLIGHT
-        )
+            url, _topic(name), client_id=name, codec="json", receive_maximum=IN_FLIGHT,
+            identity=_event_number,
+        )  # fmt: skip
     elif broker == "kafka":
         source = c.kafka_source(
             url, name, name, codec="json", commit_interval=0.2,
@@ -328,7 +347,8 @@ async def publish(broker: str, url: str, name: str, events: Sequence[Event]) -> 
     elif broker == "redis":
         sink = c.redis_stream_sink(url, name, encoder="json")
     elif broker == "rabbitmq":
-        sink = c.rabbitmq_sink(url, routing_key=name, encoder="json")
+        # The event's number as message_id: the same if the event is published again.
+        sink = c.rabbitmq_sink(url, routing_key=name, encoder="json", message_id=_number_text)
     elif broker == "mqtt":
         sink = c.mqtt_sink(url, _topic(name), qos=1, encoder="json")
     elif broker == "kafka":
