@@ -26,9 +26,10 @@ own), for debugging and for the equivalence tests.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import anyio.lowlevel
 import attrs
 from reactivex import Observable, abc
 from reactivex.internal.utils import NotSet
@@ -43,6 +44,9 @@ Operator = Callable[[Observable[Any]], Observable[Any]]
 Shape = tuple[tuple[str, str], ...]
 
 _OFF = {"0", "false", "no", "off"}
+
+# A pump yields to the event loop at least this often, whatever its source does.
+PULLS_PER_CHECKPOINT = 128
 
 
 def fusion_enabled() -> bool:
@@ -92,20 +96,18 @@ class FusedOperator:
         on_next: Callable[[Any], None] = self._build(observer, self._arguments)
         return on_next
 
-    def build_direct(
-        self, observer: Any, counter: Any, state: Any
-    ) -> tuple[Callable[[Any], None], Callable[[Sequence[Any]], None]]:
-        """``on_next`` and ``on_run`` (the same for each item of a sequence, in order) for a
-        pipe whose pump calls them itself (see ``Pump._subscribe_direct``).
+    def build_direct(self, observer: Any, counter: Any, state: Any) -> DirectFunctions:
+        """``on_next``, ``on_run`` (the same for each item of a sequence, in order) and
+        ``pump_async`` (a pump's loop over an async source, the steps inline) for a pipe
+        whose pump calls them itself (see ``Pump._subscribe_direct``).
 
         Each item adds 1 to ``counter.admitted``, as the pipe's inlet would, and outputs
         are appended to ``state.items`` as ``observer.on_next`` (the buffer's ``put``)
         would, which is called only when ``put`` would not simply append (the pipe ended,
         the consumer closed). ``on_run`` returns after an error or the completion.
+        ``pump_async(pull, pump)`` is ``Pump._pump_async`` with the steps in its body.
         """
-        functions: tuple[Callable[[Any], None], Callable[[Sequence[Any]], None]] = self._direct(
-            observer, self._arguments, counter, state
-        )
+        functions: DirectFunctions = self._direct(observer, self._arguments, counter, state)
         return functions
 
     def __call__(self, source: Observable[Any]) -> Observable[Any]:
@@ -235,13 +237,22 @@ def _shape(steps: Sequence[Step]) -> tuple[Shape, tuple[tuple[Any, ...], ...]]:
 
 Builder = Callable[..., Any]
 
+DirectFunctions = tuple[
+    Callable[[Any], None],
+    Callable[[Sequence[Any]], None],
+    Callable[[Callable[[], Awaitable[Any]], Any], Awaitable[bool]],
+]
+
 _BUILDERS: dict[Shape, Builder] = {}
 
 
 def _builder(shape: Shape) -> Builder:
     build = _BUILDERS.get(shape)
     if build is None:
-        namespace: dict[str, Any] = {}
+        namespace: dict[str, Any] = {
+            "checkpoint": anyio.lowlevel.checkpoint,
+            "PULLS_PER_CHECKPOINT": PULLS_PER_CHECKPOINT,
+        }
         exec(compile(_source(shape), f"<rxflow fused {shape}>", "exec"), namespace)
         build = _BUILDERS[shape] = namespace["build"]
     return build
@@ -346,9 +357,8 @@ def _source(shape: Shape) -> str:
             body += [f"h{i} = True", f"s{i} = key"]
         else:  # pragma: no cover - FUSABLE and this function change together
             raise AssertionError(f"no fused code for {kind!r} (one of {FUSABLE})")
-    head = [f"nonlocal {', '.join(state)}"] if state else []
-    if direct:
-        head.append("counter.admitted += 1")
+    shared = [f"nonlocal {', '.join(state)}"] if state else []
+    head = ["counter.admitted += 1"] if direct else []
     if completes:
         head.append("done = False")
     if direct:  # PipeProducer.put, inlined: while below capacity, append and wake
@@ -359,24 +369,63 @@ def _source(shape: Shape) -> str:
         out = ["emit(value)"]
     if completes:
         out += ["if done:", "    complete()", "    STOP"]
+    steps = [*head, *body, *out]
     lines = [*setup, "    def on_next(value):"]
-    lines += _rendered([*head, *body, *out], "        ", skip="return")
+    lines += _rendered([*shared, *steps], "        ", skip="return")
     if not direct:
         return "\n".join([*lines, "    return on_next"]) + "\n"
-    # A run of items at once (Pump._pump_runs): the same steps in a loop.
-    lines += ["    def on_run(values):"]
-    if state:
-        lines.append(f"        {head.pop(0)}")
+    # A run of items at once (Pump._pump_fused_runs): the same steps in a loop.
+    lines += ["    def on_run(values):", *(f"        {line}" for line in shared)]
     lines.append("        for value in values:")
-    lines += _rendered([*head, *body, *out], "            ", skip="continue")
-    return "\n".join([*lines, "    return on_next, on_run"]) + "\n"
+    lines += _rendered(steps, "            ", skip="continue")
+    # Pump._pump_async with the steps inline: the same checks, in the same order per item.
+    lines += ["    async def pump_async(pull, pump):", *(f"        {line}" for line in shared)]
+    lines += [f"        {line}" for line in _PUMP_ASYNC_HEAD]
+    lines += _rendered(steps, "                ", skip="continue", stop="return False")
+    lines += [f"        {line}" for line in _PUMP_ASYNC_TAIL]
+    return "\n".join([*lines, "    return on_next, on_run, pump_async"]) + "\n"
 
 
-def _rendered(lines: list[str], indent: str, *, skip: str) -> list[str]:
+_PUMP_ASYNC_HEAD = """\
+has_room, wait_for_room = pump._producer.has_room, pump._wait_for_room_held_back
+scheduler, limit, countdown = pump.inlet.scheduler, state.limit, PULLS_PER_CHECKPOINT
+while True:
+    if scheduler.due_now:  # what the last item started that is due now runs first
+        try:
+            scheduler.run_due()
+        except Exception as error:
+            pump._fail(error)
+            return False
+    if state.ended or state.closed:
+        return False
+    countdown -= 1
+    if countdown < 0:  # a source that never awaits still lets other tasks run
+        countdown = PULLS_PER_CHECKPOINT
+        await checkpoint()
+        continue
+    if (len(items) >= limit or state.holds) and not has_room():
+        await wait_for_room()
+        continue
+    try:
+        value = await pull()
+    except StopAsyncIteration:
+        return True
+    except Exception as error:
+        pump._source_failed(error)
+        return False
+    try:""".splitlines()
+
+_PUMP_ASYNC_TAIL = """\
+    except Exception as error:  # from the pipe's end (what Pump._pump_async catches)
+        pump._fail(error)
+        return False""".splitlines()
+
+
+def _rendered(lines: list[str], indent: str, *, skip: str, stop: str = "return") -> list[str]:
     rendered = []
     for line in lines:
         statement = line.strip()
         if statement in ("SKIP", "STOP"):
-            line = line.replace(statement, skip if statement == "SKIP" else "return")
+            line = line.replace(statement, skip if statement == "SKIP" else stop)
         rendered.append(indent + line)
     return rendered

@@ -24,7 +24,7 @@ from anyio.abc import TaskStatus
 from reactivex import Observable, abc
 
 from rxflow._chain import chained
-from rxflow._fusion import DirectSink, FusedOperator
+from rxflow._fusion import PULLS_PER_CHECKPOINT, DirectFunctions, DirectSink, FusedOperator
 from rxflow._handoff import PipeProducer
 from rxflow._inlet import Inlet, can_be_read_again, describe_source
 from rxflow._loop_thread import LoopThread
@@ -50,8 +50,7 @@ Readable: TypeAlias = (
 )
 """What a pump reads once a source context manager was entered."""
 
-# The pump yields to the event loop at least this often, whatever the source does.
-_PULLS_PER_CHECKPOINT = 128
+_PULLS_PER_CHECKPOINT = PULLS_PER_CHECKPOINT  # a checkpoint at least this often
 
 
 class Pump(Generic[T]):
@@ -85,10 +84,8 @@ class Pump(Generic[T]):
         # A pulled source whose whole chain is one fused stage: the pump calls the fused
         # function itself, which puts its outputs straight into the buffer (_subscribe_direct).
         self._direct = None if isinstance(source, Observable) else fused
-        # What the pump calls with each item it pulls (set when the chain is subscribed),
-        # and, for a chain that is one fused stage, with a run of items at once.
-        self._emit: Callable[[Any], None] = self.inlet.on_next
-        self._push_run: Callable[[Sequence[Any]], None] | None = None
+        # A chain that is one fused stage: its on_next, on_run and pump loop (build_direct).
+        self._fused_functions: DirectFunctions | None = None
         self._scope: anyio.CancelScope | None = None
         self._pull_scope: anyio.CancelScope | None = None
         self._stop_requested = False
@@ -162,24 +159,18 @@ class Pump(Generic[T]):
                 self._subscription.dispose()
 
     def _subscribe_direct(self, fused: FusedOperator, scheduler: AnyioScheduler) -> None:
-        """Subscribe a chain that is one fused stage, so that the pump skips the observers
-        between itself and the fused function, and the function puts into the buffer.
+        """Subscribe a chain that is one fused stage, which the pump then calls itself.
 
-        It is what subscribing ``self._chain`` does, with two calls fewer per item: the
-        inlet's dispatch (its only observer is the fused stage: no operator in the chain
-        subscribes again) and the thread check of the outputs (the pump calls the function
-        on the loop's thread). The end works as through reactivex's observers: the sink
-        stops at the first error or completion and disposes the subscription.
+        As subscribing ``self._chain``, without the inlet's dispatch (the fused stage is its
+        only observer: nothing in the chain subscribes again) and the outputs' thread check
+        (the pump is on the loop's thread); the fused function counts what is admitted and
+        puts into the buffer, and the sink ends as reactivex's observers would.
         """
-        inlet = self.inlet
         sink = DirectSink(self._producer.put, self._on_chain_error, self._on_chain_completed)
-        # The pump calls the fused function instead of the inlet's on_next, so it counts
-        # what is admitted, as the inlet would. The inlet's observer is the same function
-        # (one state), which only the source's end reaches through the inlet.
-        self._emit, self._push_run = fused.build_direct(sink, inlet, self._state)
-        on_next = self._emit
-        self._subscription = sink.upstream = inlet.subscribe(
-            on_next, sink.on_error, sink.on_completed, scheduler=scheduler
+        functions = self._fused_functions = fused.build_direct(sink, self.inlet, self._state)
+        # The inlet's observer is the same on_next (one state): only the end goes through it.
+        self._subscription = sink.upstream = self.inlet.subscribe(
+            functions[0], sink.on_error, sink.on_completed, scheduler=scheduler
         )
 
     def _outputs_from_any_thread(self) -> Callable[[T], None]:
@@ -302,7 +293,9 @@ class Pump(Generic[T]):
     # pipe ended while pumping or the source failed (its error was passed on).
 
     async def _pump_async(self, pull: Callable[[], Awaitable[Any]]) -> bool:
-        emit, state = self._emit, self._state
+        if self._fused_functions is not None:  # this loop, with the fused steps in its body
+            return await self._fused_functions[2](pull, self)
+        emit, state = self.inlet.on_next, self._state
         items, limit = state.items, state.limit
         scheduler = self.inlet.scheduler
         assert scheduler is not None  # set before the pump starts
@@ -337,7 +330,8 @@ class Pump(Generic[T]):
                 await anyio.lowlevel.checkpoint()
 
     async def _pump_sync(self, pull: Callable[[], Any]) -> bool:
-        emit, state = self._emit, self._state
+        emit = self.inlet.on_next if self._fused_functions is None else self._fused_functions[0]
+        state = self._state
         items, limit = state.items, state.limit
         scheduler = self.inlet.scheduler
         assert scheduler is not None  # set before the pump starts
@@ -373,8 +367,8 @@ class Pump(Generic[T]):
         """Pull a run when the consumer has room; push its items one by one as from a plain
         iterable, waiting for room between two of them, so the bound is still counted in
         items."""
-        if self._push_run is not None:
-            return await self._pump_fused_runs(next_run, self._push_run)
+        if self._fused_functions is not None:
+            return await self._pump_fused_runs(next_run, self._fused_functions[1])
         countdown = _PULLS_PER_CHECKPOINT
         run: Sequence[Any] = ()
         # _pump_sync returns True at the end of a run only once there is room to pull again

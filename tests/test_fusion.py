@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -489,12 +490,14 @@ async def test_runs_through_a_fused_chain(
     size=st.integers(1, 12),
     limit=st.integers(0, 8),
     backend=st.sampled_from(["asyncio", "trio"]),
+    failing=st.booleans(),
 )
 def test_random_chains_in_pipes_same_with_and_without_fusion(
-    chain: list[Operator], values: list[int], size: int, limit: int, backend: str
+    chain: list[Operator], values: list[int], size: int, limit: int, backend: str, failing: bool
 ) -> None:
-    """Random chains through open_pipe, over a list and over runs: the pump's own paths for
-    a chain that is one fused stage (per item, and a room's worth of a run at once)."""
+    """Random chains through open_pipe, over a list, over runs and over an async generator:
+    the pump's own paths for a chain that is one fused stage (per item, a room's worth of a
+    run at once, and its async loop with the steps inline)."""
 
     class RunsOf:
         def __init__(self) -> None:
@@ -524,6 +527,44 @@ def test_random_chains_in_pipes_same_with_and_without_fusion(
                 results.append(anyio.run(read, make_source(), backend=backend))
         return results
 
-    for make_source in (lambda: list(values), RunsOf):
+    async def generated() -> Any:
+        for value in values:
+            yield value
+        if failing:
+            raise Boom("source")
+
+    for make_source in (lambda: list(values), RunsOf, generated):
         fused_result, plain_result = both(make_source)
         assert fused_result == plain_result
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["async generator", "iterator", "runs"])
+async def test_a_source_that_never_awaits_lets_other_tasks_run(kind: str) -> None:
+    """Everything is filtered out and the source never awaits: the fused pump loops still
+    let other tasks run (here, the one that stops the pipe)."""
+
+    async def endless_async() -> Any:
+        while True:
+            yield 1
+
+    def endless() -> Any:
+        while True:
+            yield 1
+
+    class EndlessRuns:
+        async def next_run(self) -> list[int]:
+            return [1] * 50
+
+    source = {"async generator": endless_async, "iterator": endless, "runs": EndlessRuns}[kind]()
+    with anyio.fail_after(30):  # a guard against a hang, not a measure
+        async with open_pipe(source, ops.filter(lambda _: False), ops.map(str)) as pipe:
+            assert pipe.plan()[0].fused
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_stop_soon, pipe)
+                assert [item async for item in pipe] == []
+
+
+async def _stop_soon(pipe: Any) -> None:
+    await anyio.lowlevel.checkpoint()
+    pipe.stop()
