@@ -8,6 +8,7 @@ it at.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from reactivex import Observable
@@ -16,6 +17,8 @@ from rxflow._fusion import FusedOperator, Operator, PipeStage, fuse
 from rxflow._fusion_steps import curried_name
 
 __all__ = ["chained", "name_of"]
+
+logger = logging.getLogger("rxflow.pipe")
 
 
 def chained(
@@ -26,6 +29,8 @@ def chained(
     does not return an Observable is refused at once (``ops.to_future()`` ends a chain; a
     pipe reads observables only)."""
     applied, plan = fuse(operators, name_of=name_of)
+    if plan and logger.isEnabledFor(logging.DEBUG):
+        logger.debug("open_pipe() runs its operators as: %s", ", ".join(map(str, plan)))
     chain = head
     for position, operator in applied:  # the position the user wrote it at, for errors
         try:

@@ -568,3 +568,13 @@ async def test_a_source_that_never_awaits_lets_other_tasks_run(kind: str) -> Non
 async def _stop_soon(pipe: Any) -> None:
     await anyio.lowlevel.checkpoint()
     pipe.stop()
+
+
+@pytest.mark.anyio
+async def test_the_plan_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG", logger="rxflow.pipe"):
+        async with open_pipe(range(3), ops.map(abs), ops.buffer_with_count(2)) as pipe:
+            assert [item async for item in pipe] == [[0, 1], [2]]
+    assert "open_pipe() runs its operators as: fused(map(abs)), ops.buffer_with_count" in (
+        caplog.text
+    )
