@@ -97,15 +97,16 @@ class FusedOperator:
         return on_next
 
     def build_direct(self, observer: Any, counter: Any, state: Any) -> DirectFunctions:
-        """``on_next``, ``on_run`` (the same for each item of a sequence, in order) and
-        ``pump_async`` (a pump's loop over an async source, the steps inline) for a pipe
+        """``on_next``, ``on_run`` (the same for each item of a sequence, in order),
+        ``pump_async`` and ``pump_sync`` (a pump's loops, the steps inline) for a pipe
         whose pump calls them itself (see ``Pump._subscribe_direct``).
 
         Each item adds 1 to ``counter.admitted``, as the pipe's inlet would, and outputs
         are appended to ``state.items`` as ``observer.on_next`` (the buffer's ``put``)
         would, which is called only when ``put`` would not simply append (the pipe ended,
         the consumer closed). ``on_run`` returns after an error or the completion.
-        ``pump_async(pull, pump)`` is ``Pump._pump_async`` with the steps in its body.
+        ``pump_async(pull, pump)`` is ``Pump._pump_async`` with the steps in its body,
+        ``pump_sync(pull, pump)`` ``Pump._pump_sync``.
         """
         functions: DirectFunctions = self._direct(observer, self._arguments, counter, state)
         return functions
@@ -241,6 +242,7 @@ DirectFunctions = tuple[
     Callable[[Any], None],
     Callable[[Sequence[Any]], None],
     Callable[[Callable[[], Awaitable[Any]], Any], Awaitable[bool]],
+    Callable[[Callable[[], Any], Any], Awaitable[bool]],
 ]
 
 _BUILDERS: dict[Shape, Builder] = {}
@@ -378,12 +380,20 @@ def _source(shape: Shape) -> str:
     lines += ["    def on_run(values):", *(f"        {line}" for line in shared)]
     lines.append("        for value in values:")
     lines += _rendered(steps, "            ", skip="continue")
-    # Pump._pump_async with the steps inline: the same checks, in the same order per item.
-    lines += ["    async def pump_async(pull, pump):", *(f"        {line}" for line in shared)]
-    lines += [f"        {line}" for line in _PUMP_ASYNC_HEAD]
-    lines += _rendered(steps, "                ", skip="continue", stop="return False")
-    lines += [f"        {line}" for line in _PUMP_ASYNC_TAIL]
-    return "\n".join([*lines, "    return on_next, on_run, pump_async"]) + "\n"
+    # Pump._pump_async and _pump_sync with the steps inline: the same checks, in the same
+    # order per item.
+    for name, pull, end in (
+        ("pump_async", "await pull()", "StopAsyncIteration"),
+        ("pump_sync", "pull()", "StopIteration"),
+    ):
+        lines += [f"    async def {name}(pull, pump):", *(f"        {line}" for line in shared)]
+        lines += [
+            f"        {line}".replace("await pull()", pull).replace("StopAsyncIteration", end)
+            for line in _PUMP_ASYNC_HEAD
+        ]
+        lines += _rendered(steps, "                ", skip="continue", stop="return False")
+        lines += [f"        {line}" for line in _PUMP_ASYNC_TAIL]
+    return "\n".join([*lines, "    return on_next, on_run, pump_async, pump_sync"]) + "\n"
 
 
 _PUMP_ASYNC_HEAD = """\

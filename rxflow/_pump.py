@@ -330,8 +330,9 @@ class Pump(Generic[T]):
                 await anyio.lowlevel.checkpoint()
 
     async def _pump_sync(self, pull: Callable[[], Any]) -> bool:
-        emit = self.inlet.on_next if self._fused_functions is None else self._fused_functions[0]
-        state = self._state
+        if self._fused_functions is not None:  # this loop, with the fused steps in its body
+            return await self._fused_functions[3](pull, self)
+        emit, state = self.inlet.on_next, self._state
         items, limit = state.items, state.limit
         scheduler = self.inlet.scheduler
         assert scheduler is not None  # set before the pump starts
