@@ -100,6 +100,10 @@ END_KEY = "__end__"  # the closing event's key: its windows never close, and are
 # after ack_wait, and sends nothing new while they fill max_ack_pending).
 IN_FLIGHT = 100
 JETSTREAM_ACK_WAIT = 2.0  # a killed worker's unacked messages come again after this long
+# A run that stops (or is aborted) with messages unacknowledged gives them back when its
+# source closes, after the pull request of its last fetch expired (so that they come again
+# at once, before newer messages): a short fetch keeps that wait short.
+JETSTREAM_FETCH_TIMEOUT = 0.5
 KAFKA_SESSION_TIMEOUT_MS = 6_000  # a killed worker leaves the group after this long
 
 Event = dict[str, Any]
@@ -252,6 +256,7 @@ async def open_source(broker: str, url: str, name: str) -> AsyncIterator[Any]:
         source: Any = c.jetstream_source(
             url, name, _subject(name), name, codec="json", create=True,
             ack_wait=JETSTREAM_ACK_WAIT, max_ack_pending=IN_FLIGHT,
+            fetch_timeout=JETSTREAM_FETCH_TIMEOUT,
         )  # fmt: skip
     elif broker == "redis":
         source = c.redis_stream_source(url, name, name, "worker", codec="json")

@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,10 +16,11 @@ import nats
 import pytest
 from reactivex import operators as ops
 
-from rxflow import open_pipe
+from rxflow import Flow, open_pipe, tumbling
 from rxflow.connectors import Message
 from rxflow.connectors.nats import JetStreamSource, jetstream_sink, jetstream_source
 from rxflow.errors import ServiceUnavailableError
+from rxflow.state import SQLiteStore
 from tests.connectors.conftest import require_service
 from tests.connectors.support import take, tcp_proxy, wait_until
 
@@ -313,3 +315,73 @@ async def test_sink_encoders(url: str, stream: str) -> None:
     async with jetstream_source(url, stream, f"{stream}.>", "enc") as source:
         values = [m.value for m in await take(source, 4)]
     assert sorted(values) == sorted([b"raw", b"text", b'{"json":true}', b'"quoted"'])
+
+
+async def test_messages_handed_out_and_never_settled_are_given_back_at_close(
+    url: str, stream: str
+) -> None:
+    await publish(url, f"{stream}.n", list(range(6)))
+    async with jetstream_source(url, stream, f"{stream}.>", "back", codec="json", batch=3) as src:
+        first = await take(src, 3)
+        await first[0].ack()
+    # 1 and 2 were handed out and never settled: nakked at close, so they come again at
+    # once and before 3, 4, 5 (left alone, JetStream would hold them for ack_wait, 30 s,
+    # and hand out 3, 4, 5 first).
+    async with jetstream_source(url, stream, f"{stream}.>", "back", codec="json") as source:
+        again = await take(source, 2)
+        assert [m.value for m in again] == [1, 2]
+        assert [m.identity for m in again] == [m.identity for m in first[1:]]
+        assert all(m.settlement.redelivered for m in again)
+        assert src.given_back == 2
+        rest = await take(source, 3)
+        assert [m.value for m in rest] == [3, 4, 5]
+        for message in [*again, *rest]:
+            await message.ack()
+        await all_acked(source)
+    assert source.given_back == 0
+
+
+async def test_an_aborted_checkpointed_flow_gets_its_open_window_back_in_order(
+    url: str, stream: str, tmp_path: Path
+) -> None:
+    # The aborted run read every event of window [0, 10) and stored no checkpoint: its
+    # messages are not acknowledged. The next run must get them before the later events
+    # (t = 100...), or the watermark passes their window and they are dropped as late.
+    await publish(url, f"{stream}.e", [{"t": float(t)} for t in range(10)])
+    written: list[list[float]] = []
+
+    def windows_of(source: JetStreamSource) -> Flow:
+        stage = tumbling(10, timestamp=lambda m: m.value["t"], out_of_orderness=5.0, name="w")
+        return (
+            Flow(stream)
+            .source(source)
+            .pipe(stage)
+            .sink(lambda window: written.append(sorted(m.value["t"] for m in window.items)))
+            .checkpoint(SQLiteStore(tmp_path / "state.db"), every=3600.0)
+        )
+
+    async with (
+        jetstream_source(
+            url, stream, f"{stream}.>", "win", codec="json", fetch_timeout=0.5
+        ) as source,
+        anyio.create_task_group() as tg,
+    ):
+        handle = windows_of(source).start(tg)
+
+        async def all_handed_out() -> bool:
+            info = await source.consumer_info()
+            return bool(info.num_ack_pending == 10 and source.buffered == 0)
+
+        await wait_until(all_handed_out)
+        handle.abort()
+    await publish(url, f"{stream}.e", [{"t": 100.0 + t} for t in range(5)])
+    async with (
+        jetstream_source(
+            url, stream, f"{stream}.>", "win", codec="json", fetch_timeout=0.5
+        ) as source,
+        anyio.create_task_group() as tg,
+    ):
+        handle = windows_of(source).start(tg)
+        await wait_until(lambda: bool(written))
+        handle.stop()
+    assert written[0] == [float(t) for t in range(10)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
@@ -38,6 +39,9 @@ __all__ = ["JetStreamSource", "jetstream_source"]
 
 DEFAULT_BATCH: Final = 32
 DEFAULT_FETCH_TIMEOUT_S: Final = 5.0
+# After a cancelled fetch's pull request expired at the server: what it was sent by then
+# has arrived (a round trip on a LAN is well below this).
+PULL_EXPIRY_MARGIN_S: Final = 0.1
 
 
 class _Subscribed(NamedTuple):
@@ -66,8 +70,11 @@ async def _subscribe(
     )
 
 
-async def _settle_all(settlements: Sequence[tuple[Msg, Verb]], confirm_acks: bool) -> None:
+async def _settle_all(
+    settlements: Sequence[tuple[Msg, Verb]], confirm_acks: bool, pulls: _Pulls
+) -> None:
     for msg, verb in settlements:
+        pulls.unsettled.pop(id(msg), None)
         if verb == "ack":
             # ack_sync waits for the server's reply; the others only reach the connection.
             await (msg.ack_sync() if confirm_acks else msg.ack())
@@ -77,10 +84,11 @@ async def _settle_all(settlements: Sequence[tuple[Msg, Verb]], confirm_acks: boo
             await msg.term()  # never delivered again
 
 
-async def _nak_each(msgs: Sequence[Msg]) -> int:
+async def _nak_each(msgs: Sequence[Msg], pulls: _Pulls) -> int:
     """Nak what can be nakked; a nak that cannot be sent leaves its message to ack_wait."""
     nakked = 0
     for msg in msgs:
+        pulls.unsettled.pop(id(msg), None)
         with contextlib.suppress(nats.errors.Error):
             await msg.nak()
             nakked += 1
@@ -109,13 +117,19 @@ class _Reader:
         # Under trio each call is a hop to the client's thread: settlements are queued and
         # written in runs, unless each ack is to wait for the server's confirmation.
         self.queues_settlements = host.hosted and not confirm_acks
+        self.pulls = _Pulls()  # see _Pulls: given back when the source closes
 
     async def fetch(self, count: int, max_bytes: int) -> list[Incoming[Msg]]:
         # nats-py's fetch() cannot put max_bytes in the pull request (nats.py issue 413):
         # the kit bounds the bytes by the count it asks for.
         try:
             return await self._host.call(
-                _fetch, self.subscription, count, self._fetch_timeout, self.roll_call
+                _fetch,
+                self.subscription,
+                count,
+                self._fetch_timeout,
+                self.roll_call,
+                self.pulls,
             )
         except nats.errors.ConnectionClosedError as error:
             raise ServiceUnavailableError(
@@ -124,7 +138,7 @@ class _Reader:
 
     async def settle(self, settlements: Sequence[tuple[Msg, Verb]]) -> None:
         try:
-            await self._host.call(_settle_all, settlements, self._confirm_acks)
+            await self._host.call(_settle_all, settlements, self._confirm_acks, self.pulls)
         except nats.errors.ConnectionClosedError as error:
             raise ServiceUnavailableError(
                 f"{self.name}: acknowledgements could not be sent: the connection to nats is "
@@ -132,8 +146,15 @@ class _Reader:
             ) from error
 
     async def release(self, unhanded: Sequence[Msg]) -> int:
+        # The kit calls this when the source closes (this reader has no requeue_rereads).
         # A nak, so JetStream delivers them again at once, to any worker of the durable.
-        return await self._host.call(_nak_each, unhanded) if unhanded else 0
+        return await self._host.call(_stop_and_nak, self.subscription, unhanded, self.pulls)
+
+    async def give_back(self) -> int:
+        """Nak every message handed out and never settled (the source is closing, after
+        its queued settlements were written), so JetStream delivers them again at once."""
+        left = list(self.pulls.unsettled.values())
+        return await self._host.call(_nak_each, left, self.pulls) if left else 0
 
     async def held_back(self) -> bool:
         """Whether the consumer has messages to deliver but may not: at max_ack_pending
@@ -143,18 +164,66 @@ class _Reader:
         return bool(info.num_pending) and limit > 0 and info.num_ack_pending >= limit
 
 
+class _Pulls:
+    """What this source has at the server: the messages fetched and not settled or released
+    yet, and when the pull request of a cancelled fetch expires. Touched on the client's
+    loop only."""
+
+    __slots__ = ("expires", "unsettled")
+
+    def __init__(self) -> None:
+        # By id; each is kept alive here, so no id is reused meanwhile. What is left when
+        # the source closes was handed out and never settled: it is nakked then
+        # (_Reader.give_back), or JetStream would hold it back until ack_wait while the
+        # next run reads on past it.
+        self.unsettled: dict[int, Msg] = {}
+        # The loop time the pull request of a fetch expires at the server, while the fetch
+        # waits (None once it returned). A fetch cancelled leaves its request waiting
+        # there until then: JetStream still sends it messages, to this subscription.
+        self.expires: float | None = None
+
+
+async def _stop_and_nak(subscription: Any, unhanded: Sequence[Msg], pulls: _Pulls) -> int:
+    """Stop the pull subscription, then nak ``unhanded`` (the source is closing).
+
+    A fetch cancelled by the close leaves its pull request waiting at the server, and
+    JetStream hands a message (a nakked one first) to the oldest waiting request: to this
+    subscription, which would drop it, leaving it to ack_wait (seen: the first message
+    nakked after the unsubscribe). So with messages to give back the subscription stays
+    until that request expired, and what it was sent meanwhile is given back too."""
+    loop = asyncio.get_running_loop()
+    if (unhanded or pulls.unsettled) and pulls.expires is not None:
+        await asyncio.sleep(max(0.0, pulls.expires - loop.time()) + PULL_EXPIRY_MARGIN_S)
+    with contextlib.suppress(nats.errors.Error):
+        await subscription.unsubscribe()
+    # nats-py keeps what arrived in the subscription's private queue after unsubscribe.
+    queue = getattr(getattr(subscription, "_sub", None), "_pending_queue", None)
+    while queue is not None and not queue.empty():
+        msg = queue.get_nowait()
+        if (msg.reply or "").startswith("$JS.ACK."):  # not a status message (408...)
+            pulls.unsettled[id(msg)] = msg
+    return await _nak_each(unhanded, pulls) if unhanded else 0
+
+
 async def _fetch(
-    subscription: Any, count: int, poll_s: float, roll_call: RollCall
+    subscription: Any, count: int, poll_s: float, roll_call: RollCall, pulls: _Pulls
 ) -> list[Incoming[Msg]]:
     """The next messages, described for the kit on the client's loop (under trio, its
     thread parses the metadata while the caller's thread goes on); [] if none came."""
     roll_call.fetching += 1  # a pull request of ours waits at the server meanwhile
+    pulls.expires = asyncio.get_running_loop().time() + poll_s
     try:
         msgs = await subscription.fetch(count, poll_s)
     except TimeoutError:  # nats-py's timeouts subclass it: nothing came, ask again
+        pulls.expires = None  # expired
         return []
     finally:
         roll_call.fetching -= 1
+    # nats-py returns once the batch is full or the request expired: it is done. Only a
+    # cancelled fetch leaves its request waiting at the server.
+    pulls.expires = None
+    for msg in msgs:
+        pulls.unsettled[id(msg)] = msg
     return [_incoming(msg) for msg in msgs]
 
 
@@ -182,6 +251,9 @@ class JetStreamSource(BrokerSource[Any, Msg]):
     Attributes:
         released: messages fetched and never handed out, nakked when the source closed so
             that JetStream delivers them again at once.
+        given_back: messages handed out and never settled, nakked when the source closed
+            so that JetStream delivers them again at once (an aborted flow's unacknowledged
+            messages, say), before any message it has not delivered yet.
         host: the :class:`~rxflow.connectors._asyncio_host.AsyncioHost` the client runs on.
         connection: the nats-py client (on :attr:`host`'s loop), for what this API lacks.
         in_flight_limit: the durable's ``max_ack_pending`` (an
@@ -210,6 +282,7 @@ class JetStreamSource(BrokerSource[Any, Msg]):
         self.connection = connection
         self._subscription = reader.subscription
         self._roll_call = reader.roll_call
+        self.given_back = 0
 
     async def other_workers(self) -> int:
         """How many other clients read the durable consumer now (best effort; it takes
@@ -275,7 +348,9 @@ async def jetstream_source(
             plus one message: a fetch asks for no more messages than fit at the average
             size seen so far (before the first, the stream's own average).
         fetch_timeout: how long one fetch waits for messages on the server before asking
-            again (the iteration itself waits as long as it takes).
+            again (the iteration itself waits as long as it takes). A source that closes
+            with messages to give back (nak) waits until its last pull request expired, up
+            to this long, so that the request takes none of them.
         ack_wait: seconds JetStream waits for an ack before delivering the message again
             (server default 30). Used when the consumer is created, like ``max_ack_pending``
             (the most messages delivered and not yet acknowledged, across all workers;
@@ -292,9 +367,11 @@ async def jetstream_source(
         connect_timeout: seconds to reach the server before ``ServiceUnavailableError``.
         connect_options: more keyword arguments for ``nats.connect`` (credentials, TLS...).
 
-    Leaving the block closes the connection. Messages fetched and never handed out are
-    nakked first, so they are delivered again at once; messages handed out and not
-    acknowledged by then are delivered again after ``ack_wait``.
+    Leaving the block closes the connection. Messages fetched and not settled by then are
+    nakked first (those never handed out, and those handed out and never acknowledged), so
+    JetStream delivers them again at once, before the messages it has not delivered yet: a
+    flow aborted with messages in its windows gets them back in order when it starts again.
+    Only a crash (no nak is sent) leaves them to ``ack_wait``.
 
     Each message's ``key`` is its subject and ``identity`` its stream sequence;
     ``message.settlement.redelivered`` says JetStream delivered it before. Settling a message
@@ -350,6 +427,7 @@ async def jetstream_source(
             fetch_timeout=fetch_timeout,
             confirm_acks=confirm_acks,
         )
+        source: JetStreamSource | None = None
         try:
             await host.call(roll_call.join)
             async with JetStreamSource(
@@ -363,6 +441,8 @@ async def jetstream_source(
                 yield source
         finally:
             with anyio.CancelScope(shield=True):
+                if source is not None:  # closed: its queued settlements are written
+                    source.given_back = await reader.give_back()
                 for leave in (roll_call.leave, subscribed.subscription.unsubscribe):
                     with contextlib.suppress(nats.errors.Error):
                         await host.call(leave)
