@@ -239,7 +239,7 @@ class Checkpointer:
             if assignment is None:
                 await self.prepare(partition)
                 assignment = assignments[partition]
-            if assignment.carried and getattr(item, "identity", None) in assignment.carried:
+            if assignment.carried and _recorded_as(item) in assignment.carried:
                 account.redelivered += 1
                 self._acker.put(item)  # the stored state holds it already
                 continue
@@ -317,7 +317,7 @@ class Checkpointer:
         cuts: dict[int, Covered] = {}
         for entry in entries:
             message = Delivery.message_of(entry)
-            identity = getattr(message, "identity", None)
+            identity = _recorded_as(message)
             assignment = by_partition.get(id(partition_of(message)))
             if identity is not None and assignment is not None:
                 cut = cuts.get(id(assignment))
@@ -356,7 +356,7 @@ class Checkpointer:
         assignments = self._assignments
         for entry in entries:
             message = Delivery.message_of(entry)
-            identity = getattr(message, "identity", None)
+            identity = _recorded_as(message)
             assignment = assignments.get(partition_of(message))
             if identity is not None and assignment is not None:
                 self._unconfirmed[id(message)] = (assignment, identity)
@@ -370,10 +370,24 @@ class Checkpointer:
         until = time.monotonic() + REDELIVERY_HORIZON
         for message in messages:
             assignment = self._assignments.get(partition_of(message))
-            identity = getattr(message, "identity", None)
+            identity = _recorded_as(message)
             if assignment is not None and identity is not None:
                 assignment.carried.add(identity)
                 assignment.carried_until = until
+
+
+def _recorded_as(message: Any) -> Hashable | None:
+    """How a checkpoint records a message: its identity within its source (the message's
+    ``source``, its connector's name), since two sources' identities may coincide (two
+    JetStream streams both count from 1, two queues' publishers may number alike). A
+    tuple identity is spread into the record, so that runs of Kafka offsets stay ranges."""
+    identity = getattr(message, "identity", None)
+    if identity is None:
+        return None
+    source = getattr(message, "source", "")
+    if type(identity) is tuple:
+        return (source, *identity)
+    return (source, identity)
 
 
 def _take_changes(assignment: _Assignment) -> None:

@@ -320,8 +320,8 @@ async def mqtt_source(
             m.headers.get("message-id")``); None for a message without one. MQTT has no
             message id of its own (the packet id is reused), so without this function
             ``message.identity`` is None, and a checkpointed :class:`rxflow.Flow` cannot
-            recognise a redelivered message it has counted already. It must be unique
-            across the flow's sources. A message the function fails on goes to
+            recognise a redelivered message it has counted already. It must name one
+            message of the subscription only. A message the function fails on goes to
             ``on_decode_error``.
 
     Each message's ``key`` is its topic and ``headers`` its MQTT 5 user properties. Ack each

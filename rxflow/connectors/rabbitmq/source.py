@@ -229,8 +229,9 @@ async def rabbitmq_source(
             m.headers.get("event-id")``), or None for a message without one. By default a
             message's identity is its AMQP ``message_id`` property, if the publisher set it
             (:func:`rabbitmq_sink` does). A checkpointed :class:`rxflow.Flow` needs it to
-            recognise a redelivered message it has counted already; it must be unique across
-            the flow's sources. A message the function fails on goes to ``on_decode_error``.
+            recognise a redelivered message it has counted already; it must name one
+            message of the queue only. A message the function fails on goes to
+            ``on_decode_error``.
 
     Each message's ``key`` is its routing key; ``headers`` and ``timestamp`` are the AMQP
     properties; ``message.identity`` is its ``message_id`` (or what ``identity`` returns);
