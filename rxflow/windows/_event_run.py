@@ -19,7 +19,7 @@ from rxflow._holds import NO_HOLDS, Hold, current_holds
 from rxflow._source_time import current_source_time
 from rxflow._state import StateTable
 from rxflow.scheduler import AnyioScheduler
-from rxflow.windows._durable import PROGRESS, ChangeMarks, Progress
+from rxflow.windows._durable import PROGRESS, ChangeMarks, ChunkKey, Progress, StoredLog
 from rxflow.windows._window import Window
 from rxflow.windows.processing import clock_of
 
@@ -51,11 +51,11 @@ class OpenWindow:
     holds: list[Hold] | ChangeMarks = attrs.field(factory=list)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # What a checkpoint stores of the window: all but its holds (none are taken in a
-        # durable scope, and its ChangeMarks refer to the live table).
+        # What a checkpoint stores of the window: its header. Its items are in the chunks
+        # of its log (its ChangeMarks), each stored once; holds are taken in no durable scope.
         return (
             OpenWindow,
-            (self.key, self.start, self.end, self.items, self.order, self.emitted,
+            (self.key, self.start, self.end, [], self.order, self.emitted,
              self.first, self.last, self.index, self.kept_from_end),
         )  # fmt: skip
 
@@ -257,16 +257,20 @@ class EventTimeRun:
     # -- durable state (a checkpointed flow; see the module docs) -------------------------
 
     def _track(self, window: OpenWindow) -> None:
-        """A new window: in a durable scope, keep it in the table (its key there is its
-        order, unique in the run) and let its items mark it changed."""
+        """A new window: in a durable scope, keep its header in the table (its key there is
+        its order, unique in the run) and its items in a log under the same key."""
         table = self.table
         if table is not None:
-            window.holds = ChangeMarks(table, window.order)
+            window.holds = ChangeMarks(
+                table, window.order, window.items, bounds_move=self.spec.aligned is None
+            )
             table.put(window.order, window)
 
     def _untrack(self, window: OpenWindow) -> None:
         if self.table is not None:
             self.table.delete(window.order)
+            assert isinstance(window.holds, ChangeMarks)
+            window.holds.delete()
 
     def _progressed(self) -> None:
         if self.table is not None:
@@ -280,13 +284,18 @@ class EventTimeRun:
         for slot, value in table.scan():
             if slot == PROGRESS:
                 self.max_seen, self.watermark = Progress.restored(value)
-            else:
+            elif not isinstance(slot, ChunkKey):
                 restored.append(value)
+        logs = StoredLog.all_in(table)
         # By order: sessions of a key are listed in the order they were made; an order is
         # never reused, so the run's next window comes after every restored one.
         restored.sort(key=lambda window: window.order)
         for window in restored:
-            window.holds = ChangeMarks(table, window.order)
+            log = logs.get(window.order)
+            window.items = [] if log is None else log.items
+            window.holds = ChangeMarks(
+                table, window.order, window.items, log, bounds_move=not aligned
+            )
             if aligned:
                 self.windows.setdefault(window.key, {})[window.index] = window
             else:
@@ -440,7 +449,7 @@ class EventTimeRun:
                 self._emit(window, update=False)
                 window.emitted = True
         if self.table is not None:  # every window is emitted: none is to be restored
-            for slot in [slot for slot, _ in self.table.scan() if slot != PROGRESS]:
+            for slot in [slot for slot, _ in self.table.scan() if slot != PROGRESS]:  # logs too
                 self.table.delete(slot)
         self._finish()
         if self.spec.late == "side":
