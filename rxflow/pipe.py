@@ -24,6 +24,7 @@ from rxflow._overflow import OVERFLOW_POLICIES, OverflowPolicy
 from rxflow._pump import Operator, Pump, Readable, SourceFactory, is_context_manager
 from rxflow._receiving import receive_when_ready
 from rxflow._runs import RunSource
+from rxflow._taking import PipeBatches, checked_max_items, empty_read_error, receive_batch
 from rxflow._task_groups import background_tasks
 
 __all__ = [
@@ -82,7 +83,8 @@ class PipeStats:
 class Pipe(ObjectReceiveStream[T]):
     """The consumer end of :func:`open_pipe`: an anyio ``ObjectReceiveStream`` of outputs.
 
-    Read it with ``async for item in pipe`` or ``await pipe.receive()``. An error raised by
+    Read it with ``async for item in pipe`` or ``await pipe.receive()``, or many items at a
+    time with :meth:`batches` and :meth:`receive_batch`. An error raised by
     the source or an operator comes out of the read as the original exception (with a note
     naming the pipe) after every item emitted before it; completion ends the iteration.
 
@@ -143,19 +145,58 @@ class Pipe(ObjectReceiveStream[T]):
             if state.producer_waiting is not None and len(items) <= state.low_water:
                 state.wake_producer()
             return item
-        if state.closed:
-            raise anyio.ClosedResourceError
-        if state.ended:
-            error, state.error = state.error, None
-            if error is not None:
-                raise error
-            raise anyio.EndOfStream
-        if state.producer_waiting is not None:
-            state.wake_producer()
-        raise anyio.WouldBlock
+        raise empty_read_error(state)
 
     async def _receive_when_ready(self) -> T:
         return await receive_when_ready(self.receive_nowait, self._state.consumer_wakeup)
+
+    async def receive_batch(self, max_items: int | None = None) -> list[T]:
+        """Every buffered item, oldest first, up to ``max_items`` (None: no limit), waiting
+        until there is at least one; raise ``anyio.EndOfStream`` when the pipe has completed.
+
+        The items taken leave the pipe's bound at once: the source is pulled again as if
+        they had been received one by one, so a slow consumer of batches still slows the
+        source, and a batch never holds more than the buffer did. As :meth:`receive`, it
+        returns without a checkpoint while items are buffered and blocks (cancellably) only
+        when none is; if the pipe failed, its error is raised after every item emitted
+        before it. The batch is a new list, the caller's to keep.
+
+        Example:
+            >>> import anyio
+            >>> from rxflow import open_pipe
+            >>> async def main():
+            ...     async with open_pipe(range(5), max_buffer_size=4) as pipe:
+            ...         await anyio.sleep(0)  # the pump fills the buffer meanwhile
+            ...         print(await pipe.receive_batch(max_items=3))
+            ...         print(await pipe.receive())
+            >>> anyio.run(main)
+            [0, 1, 2]
+            3
+        """
+        return await receive_batch(self._state, checked_max_items(max_items, "receive_batch()"))
+
+    def batches(self, max_items: int | None = None) -> AsyncIterator[list[T]]:
+        """Iterate over the outputs in lists, each what :meth:`receive_batch` returns.
+
+        The iteration ends when the pipe completes, and raises the pipe's error after the
+        last items if it failed; ``async for item in pipe`` may go on where a ``break`` from
+        it left off. Reading in batches skips the per-item ``await`` of ``async for``, which
+        matters when the pipe moves millions of small items.
+
+        Example:
+            >>> import anyio
+            >>> from reactivex import operators as ops
+            >>> from rxflow import open_pipe
+            >>> async def main():
+            ...     async with open_pipe(range(10), ops.map(lambda n: n * n)) as pipe:
+            ...         total = 0
+            ...         async for batch in pipe.batches(max_items=256):
+            ...             total += sum(batch)
+            ...         print(total)
+            >>> anyio.run(main)
+            285
+        """
+        return PipeBatches(self._state, checked_max_items(max_items, "batches()"))
 
     def stop(self) -> None:
         """Stop taking items from the source, gracefully.
