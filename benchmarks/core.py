@@ -12,6 +12,11 @@ streamz) and against the limits in the same run: the three steps fused into one 
 under an ``async for`` over the async generator (no operators), and that loop fed runs of
 256 items (one await per run). Every output is checked equal to reactivex's.
 
+``chain_batches``: the chain's pipe read with ``pipe.batches()`` (the consumer still visits
+every item), from the same async generator and from runs of 256 (a run source), against
+the same peers and limits, the fused loop fed runs of 256 above all; and the runs read with
+``async for``, to tell what reading in batches adds.
+
 ``memory``: a fast source and a consumer that yields to the loop twice per item. Peak RSS
 growth and the largest count of items admitted from the source but not yet received, which
 must stay within ``max_buffer_size``, against the same consumer reading the source directly
@@ -214,6 +219,77 @@ def chain(quick: bool) -> Iterator[dict[str, Any]]:
             yield row("chain_map_filter_scan", backend, count, rxflow, name, rate)
 
 
+# -- the chain read in batches: pipe.batches() --------------------------------------------
+
+
+class RunsOf:
+    """``runs_of(count, RUN)`` as a run source (what a broker source hands over): one
+    await per run, for open_pipe as for the fused-runs limit."""
+
+    def __init__(self, count: int) -> None:
+        self._runs = runs_of(count, RUN)
+
+    async def next_run(self) -> list[int]:
+        return await anext(self._runs)  # StopAsyncIteration at the end, as next_run says
+
+    async def aclose(self) -> None:
+        await self._runs.aclose()
+
+
+async def chain_rxflow_batches(count: int, runs: bool = False) -> int:
+    """The chain case's pipe read with ``pipe.batches()``; the consumer still visits every
+    item, as the ``async for`` one does."""
+    last = 0
+    source = RunsOf(count) if runs else numbers(count)
+    async with open_pipe(source, ops.map(triple), ops.filter(even), ops.scan(add, 0)) as p:
+        async for batch in p.batches():
+            for last in batch:
+                pass
+    return last
+
+
+async def chain_rxflow_runs(count: int) -> int:
+    """The chain over runs of ``RUN``, read with ``async for``."""
+    last = 0
+    async with open_pipe(RunsOf(count), ops.map(triple), ops.filter(even), ops.scan(add, 0)) as p:
+        async for last in p:
+            pass
+    return last
+
+
+def chain_batches(quick: bool) -> Iterator[dict[str, Any]]:
+    """The chain case's pipe read in batches, from the same async generator and from runs
+    of ``RUN``, against the limits and the peers measured in the same run."""
+    count = 100_000 if quick else 1_000_000
+    repeats = 2 if quick else 3
+    expected = chain_reactivex(count)
+    for backend in BACKENDS:
+        runner = partial(anyio.run, backend=backend)
+        rates = {
+            name: measured(count, run, expected, repeats)
+            for name, run in {
+                "batches": lambda: runner(chain_rxflow_batches, count),
+                "runs_batches": lambda: runner(chain_rxflow_batches, count, True),
+                "runs_async_for": lambda: runner(chain_rxflow_runs, count),
+                "reactivex_sync": lambda: chain_reactivex(count),
+                "async_generators": lambda: runner(chain_generators, count),
+                "fused_loop_async_for": lambda: runner(chain_fused, count),
+                f"fused_loop_runs_of_{RUN}": lambda: runner(chain_fused_runs, count),
+            }.items()
+        }
+        runs_limit = f"fused_loop_runs_of_{RUN}"
+        for case, mine, baselines in (
+            ("chain_map_filter_scan_read_in_batches", "batches",
+             ("reactivex_sync", "async_generators", "fused_loop_async_for")),
+            (f"chain_map_filter_scan_runs_of_{RUN}_read_in_batches", "runs_batches",
+             (runs_limit, "reactivex_sync", "async_generators")),
+            (f"chain_map_filter_scan_runs_of_{RUN}_async_for", "runs_async_for",
+             (runs_limit, "reactivex_sync")),
+        ):  # fmt: skip
+            for baseline in baselines:
+                yield row(case, backend, count, rates[mine], baseline, rates[baseline])
+
+
 # -- the limits: the same three steps without operators ------------------------------------
 
 
@@ -314,7 +390,12 @@ def memory(quick: bool) -> Iterator[dict[str, Any]]:
         )
 
 
-CASES = {"throughput": throughput, "chain": chain, "memory": memory}
+CASES = {
+    "throughput": throughput,
+    "chain": chain,
+    "chain_batches": chain_batches,
+    "memory": memory,
+}
 
 if __name__ == "__main__":
     # python -m benchmarks.core memory rxflow|direct BACKEND COUNT  (one run, one process)
