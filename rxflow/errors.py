@@ -37,6 +37,7 @@ __all__ = [
     "RecordRejected",
     "RecordsRefusedError",
     "RxflowError",
+    "ScopeFencedError",
     "ServiceUnavailableError",
     "SettledAfterCloseError",
     "SourceNotRerunnableError",
@@ -337,3 +338,31 @@ class StateNameError(RxflowError, ValueError):
         >>> isinstance(StateNameError("two operators are named 'tumbling'"), ValueError)
         True
     """
+
+
+class ScopeFencedError(RxflowError):
+    """A store refused a commit's changes of some scopes because another owner claimed them
+    since this writer did (their stored owner epoch is newer than the commit's): the writer
+    is a *zombie* for those scopes, such as a worker that lost a Kafka partition and still
+    checkpoints it. The refused scopes are left as the newer owner keeps them; a commit's
+    other scopes are committed, except that a commit that carried exactly-once sink rows
+    writes nothing at all when any of its scopes is refused (``committed`` is then empty).
+
+    A checkpointed :class:`rxflow.Flow` lets a fenced partition go, as a revocation does;
+    it fails with this error when the scope is not a partition (two runs of one flow hold
+    its state) or when the checkpoint carried exactly-once rows.
+
+    Attributes:
+        fenced: the refused scopes, in the commit's order.
+        committed: the scopes whose changes were stored.
+
+    Example:
+        >>> error = ScopeFencedError("...", fenced=["orders/3"], committed=["orders/1"])
+        >>> error.fenced, error.committed
+        (['orders/3'], ['orders/1'])
+    """
+
+    def __init__(self, message: str, *, fenced: Sequence[str], committed: Sequence[str]) -> None:
+        super().__init__(message)
+        self.fenced = list(fenced)
+        self.committed = list(committed)

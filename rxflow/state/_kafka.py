@@ -25,9 +25,8 @@ from rxflow.connectors.kafka._client import (
     started,
 )
 from rxflow.errors import RecordsRefusedError, ServiceUnavailableError
+from rxflow.state._kafka_produce import Plan, produce_claim, produce_commit
 from rxflow.state._kafka_records import (
-    ENTRY_HEADER,
-    MARKER_HEADER,
     MAX_TOPIC_LENGTH,
     Replay,
     changelog_of,
@@ -51,11 +50,6 @@ DEFAULT_REQUEST_TIMEOUT_S: Final = 30.0
 UNREACHABLE: Final = (*CONNECTION_ERRORS, aiokafka.errors.NodeNotReadyError)
 """What a record fails with when the cluster could not be reached (NodeNotReadyError: no
 connection to the partition's leader until the record expired)."""
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 class _Admin:
@@ -116,9 +110,17 @@ class KafkaChangelogStore(Store):
     the records before it are deleted with Kafka's DeleteRecords; it is not built (tansu,
     the broker the tests run, does not offer DeleteRecords).
 
-    **One writer per scope.** Kafka partition ownership gives each scope one writer at a
-    time; a worker that lost its partition and still commits (a zombie) can have its late
-    commit applied after the new owner's: fencing it needs Kafka transactions.
+    **Fencing at read.** Kafka partition ownership gives each scope one writer at a time,
+    but a worker that lost its partition may still commit (a zombie), and a topic cannot
+    compare and set. So :meth:`claim` produces a claim record into the scope's changelog
+    partition and returns its offset as the epoch; every commit marker carries the epoch
+    its writer claimed, and :meth:`load` leaves out every commit whose marker comes after a
+    newer claim of the scope (with its records). The new owner claims before it loads, so
+    what it loads is its predecessor's last commit before the claim, and no later restore
+    ever applies the zombie's commits on top of the new owner's. Unlike the other stores,
+    :meth:`commit` cannot refuse such a commit (it does not read the partition): it is
+    written, then ignored. (The zombie's offset commit is refused by the group
+    coordinator, as it belongs to an old generation of the consumer group.)
 
     Args:
         bootstrap: the cluster, ``"host:port"`` (several separated by commas, or a list).
@@ -320,7 +322,20 @@ class KafkaChangelogStore(Store):
         except UNREACHABLE as error:
             raise self._lost(error, "did not answer") from error
 
-    # -- load ----------------------------------------------------------------------------
+    # -- claim and load ------------------------------------------------------------------
+
+    async def claim(self, namespace: str, scope: str) -> int:
+        """A claim record in the scope's changelog partition, acknowledged; its offset is
+        the new epoch (offsets only grow, so a later claim has a higher one)."""
+        clients = self._opened()
+        topic, partition = await self._place(namespace, scope)
+        send = clients.producer.send
+        try:
+            return int(
+                await self._call(clients, produce_claim, send, topic, partition, namespace, scope)
+            )
+        except aiokafka.errors.KafkaError as error:
+            raise self._lost(error, f"did not store the claim of scope {scope!r}") from error
 
     async def load(self, namespace: str, scope: str) -> ScopeSnapshot:
         clients = self._opened()
@@ -353,7 +368,7 @@ class KafkaChangelogStore(Store):
                 for record in fetched.get(where, ()):
                     if record.offset >= end:
                         break
-                    add(record.key, record.value, record.headers)
+                    add(record.key, record.value, record.headers, record.offset)
                 reached = await consumer.position(where)
                 if reached > position:
                     position, answered = reached, loop.time()
@@ -373,14 +388,18 @@ class KafkaChangelogStore(Store):
         self, namespace: str, changes: Sequence[ScopeChanges], writes: Sequence[object] = ()
     ) -> None:
         clients = self._opened()
-        plans: list[_Plan] = []
+        plans: list[Plan] = []
         for scope_changes in changes:
             topic, partition = await self._place(namespace, scope_changes.scope)
             entries, marker = commit_records(os.urandom(8), namespace, scope_changes)
-            plans.append(_Plan(scope_changes.scope, topic, partition, entries, marker))
+            plans.append(
+                Plan(scope_changes.scope, topic, partition, entries, marker, scope_changes.epoch)
+            )
         if not plans:
             return
-        failed: dict[str, BaseException] = await self._call(clients, self._commit_there, plans)
+        failed: dict[str, BaseException] = await self._call(
+            clients, produce_commit, clients.producer.send, plans
+        )
         if not failed:
             return
         scope, error = next(iter(failed.items()))
@@ -393,79 +412,6 @@ class KafkaChangelogStore(Store):
             refused=list(failed.items()),
             stored=len(plans) - len(failed),
         ) from error
-
-    async def _commit_there(self, plans: list[_Plan]) -> dict[str, BaseException]:
-        """On the clients' loop: every scope's records, acknowledged, then the markers of
-        the scopes whose records all were; what failed, by scope."""
-        send = self._opened().producer.send
-        failed: dict[str, BaseException] = {}
-        sent: list[tuple[_Plan, list[asyncio.Future[Any]]]] = []
-        waiting: list[asyncio.Future[Any]] = []
-        try:
-            for plan in plans:
-                futures: list[asyncio.Future[Any]] = []
-                sent.append((plan, futures))
-                topic, partition = plan.topic, plan.partition
-                try:
-                    for key, value, header in plan.entries:
-                        futures.append(
-                            await send(
-                                topic,
-                                value,
-                                key=key,
-                                partition=partition,
-                                headers=[(ENTRY_HEADER, header)],
-                            )
-                        )
-                except aiokafka.errors.KafkaError as error:  # too large, buffer full
-                    failed[plan.scope] = error
-                waiting += futures
-            if waiting:
-                await asyncio.wait(waiting)
-            markers: list[tuple[str, asyncio.Future[Any]]] = []
-            waiting = []
-            for plan, futures in sent:
-                refused = next((f.exception() for f in futures if f.exception()), None)
-                if refused is not None:
-                    failed.setdefault(plan.scope, refused)
-                if plan.scope in failed:
-                    continue
-                meta, header = plan.marker
-                future = await send(
-                    plan.topic, meta, partition=plan.partition, headers=[(MARKER_HEADER, header)]
-                )
-                markers.append((plan.scope, future))
-                waiting.append(future)
-            if waiting:
-                await asyncio.wait(waiting)
-            for scope, future in markers:
-                if (refused := future.exception()) is not None:
-                    failed[scope] = refused
-        except asyncio.CancelledError:
-            for future in waiting:
-                future.add_done_callback(_retrieve)
-            for _, futures in sent:
-                for future in futures:
-                    future.add_done_callback(_retrieve)
-            raise
-        return failed
-
-
-class _Plan:
-    """One scope's part of a commit, ready to produce."""
-
-    __slots__ = ("entries", "marker", "partition", "scope", "topic")
-
-    def __init__(
-        self,
-        scope: str,
-        topic: str,
-        partition: int,
-        entries: list[tuple[bytes, bytes | None, bytes]],
-        marker: tuple[bytes, bytes],
-    ) -> None:
-        self.scope, self.topic, self.partition = scope, topic, partition
-        self.entries, self.marker = entries, marker
 
 
 class _Clients:

@@ -1,6 +1,7 @@
 """The Kafka changelog's record format and naming: where a scope's records go
 (:func:`changelog_of`), how a commit becomes records (:func:`commit_records`), and how a
-scope is rebuilt from them (:class:`Replay`), with what makes a commit atomic."""
+scope is rebuilt from them (:class:`Replay`), with what makes a commit atomic and what
+fences off a former owner's late commits."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from typing import Final
 from rxflow.state._store import ScopeChanges, ScopeSnapshot, StoredEntry
 
 __all__ = [
+    "CLAIM_HEADER",
     "ENTRY_HEADER",
+    "EPOCH_HEADER",
     "MARKER_HEADER",
     "MAX_TOPIC_LENGTH",
     "Replay",
     "changelog_of",
+    "claim_header",
     "commit_records",
+    "epoch_header",
     "topic_name",
 ]
 
@@ -28,6 +33,13 @@ ENTRY_HEADER: Final = "rxflow-entry"
 MARKER_HEADER: Final = "rxflow-commit"
 """A commit marker's header: the commit's id, its number of entries (u32), the namespace
 (u16 length, UTF-8) and the scope (the rest, UTF-8)."""
+CLAIM_HEADER: Final = "rxflow-claim"
+"""A claim record's header: the namespace (u16 length, UTF-8) and the scope (the rest).
+The claim's epoch is the record's offset in its partition."""
+EPOCH_HEADER: Final = "rxflow-epoch"
+"""A commit marker's second header, when its writer claimed the scope: that claim's epoch
+(signed 64-bit, big-endian). Markers without it (older ones, or written without a claim)
+are never fenced."""
 LEGAL_TOPIC: Final = re.compile(r"[^a-zA-Z0-9._-]")
 MAX_TOPIC_LENGTH: Final = 249
 
@@ -102,11 +114,28 @@ def entry_value(table: str, key: bytes, entry: StoredEntry) -> bytes:
     return expires + value
 
 
-def marker_header(commit_id: bytes, count: int, namespace: str, scope: str) -> bytes:
+def _scope_bytes(namespace: str, scope: str) -> bytes:
     name = namespace.encode()
-    return (
-        commit_id + count.to_bytes(4, "big") + len(name).to_bytes(2, "big") + name + scope.encode()
-    )
+    return len(name).to_bytes(2, "big") + name + scope.encode()
+
+
+def _scope_of(data: bytes) -> tuple[str, str]:
+    length = int.from_bytes(data[:2], "big")
+    return data[2 : 2 + length].decode(), data[2 + length :].decode()
+
+
+def marker_header(commit_id: bytes, count: int, namespace: str, scope: str) -> bytes:
+    return commit_id + count.to_bytes(4, "big") + _scope_bytes(namespace, scope)
+
+
+def claim_header(namespace: str, scope: str) -> bytes:
+    """The header of a claim record of ``scope`` (:data:`CLAIM_HEADER`)."""
+    return _scope_bytes(namespace, scope)
+
+
+def epoch_header(epoch: int) -> bytes:
+    """The value of a commit marker's :data:`EPOCH_HEADER`."""
+    return epoch.to_bytes(8, "big", signed=True)
 
 
 def commit_records(
@@ -142,9 +171,24 @@ class Replay:
     place in it) was seen. So a commit whose marker never came (a crash while producing,
     a cancelled commit, a refused record) is left out whether later commits follow it or
     not, and a record the producer sent twice (a retry) counts once.
+
+    Fencing: a claim record of the scope sets the fence to its offset (the claim's epoch);
+    a marker whose epoch is below the fence is a former owner's commit produced after the
+    new owner claimed the scope, and is left out with its entries (counted in
+    :attr:`fenced`). A marker before the claim is applied: the new owner loaded it.
     """
 
-    __slots__ = ("_entries", "_id", "_names", "_pending", "_scope", "_tables", "meta")
+    __slots__ = (
+        "_entries",
+        "_fence",
+        "_id",
+        "_names",
+        "_pending",
+        "_scope",
+        "_tables",
+        "fenced",
+        "meta",
+    )
 
     def __init__(self, namespace: str, scope: str) -> None:
         self._scope = (namespace, scope)
@@ -155,9 +199,15 @@ class Replay:
         self._tables: dict[str, dict[bytes, tuple[bytes, float | None]]] = {}
         self._names: dict[bytes, str] = {}  # a table's name as records spell it
         self.meta: bytes | None = None
+        self._fence = -1  # the offset of the scope's newest claim record so far
+        self.fenced = 0  # commits left out because a newer claim came before their marker
 
     def add(
-        self, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        offset: int = -1,
     ) -> None:
         if not headers:
             return  # not a record of this store
@@ -168,16 +218,22 @@ class Replay:
                 self._id, self._entries = commit_id, self._pending.setdefault(commit_id, {})
             self._entries[data[8:12]] = (key or b"", value)
         elif kind == MARKER_HEADER:
-            self._marker(data, value)
+            epoch = None
+            if len(headers) > 1 and headers[1][0] == EPOCH_HEADER:
+                epoch = int.from_bytes(headers[1][1], "big", signed=True)
+            self._marker(data, value, epoch)
+        elif kind == CLAIM_HEADER and _scope_of(data) == self._scope:
+            self._fence = offset
 
-    def _marker(self, data: bytes, meta: bytes | None) -> None:
+    def _marker(self, data: bytes, meta: bytes | None, epoch: int | None) -> None:
         commit_id, count = data[:8], int.from_bytes(data[8:12], "big")
-        length = int.from_bytes(data[12:14], "big")
-        namespace = data[14 : 14 + length].decode()
         entries = self._pending.pop(commit_id, {})
         self._id, self._entries = b"", {}
-        if (namespace, data[14 + length :].decode()) != self._scope:
+        if _scope_of(data[12:]) != self._scope:
             return  # another scope's commit, in a partition they share
+        if epoch is not None and epoch < self._fence:
+            self.fenced += 1
+            return  # a former owner's, produced after the scope was claimed again
         # Places are 4 bytes big-endian: count of them, all below count, is every one.
         if len(entries) != count or (count and max(entries) >= count.to_bytes(4, "big")):
             return  # some entry of it was never stored: not committed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store, StoredEntry
+from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store, StoredEntry, fenced_error
 
 __all__ = ["MemoryStore"]
 
@@ -36,6 +36,8 @@ class MemoryStore(Store):
         # (namespace, scope) → table → key → entry; and (namespace, scope) → meta.
         self._tables: dict[tuple[str, str], dict[str, dict[bytes, StoredEntry]]] = {}
         self._meta: dict[tuple[str, str], bytes] = {}
+        # (namespace, scope) → its owner epoch, raised by each claim.
+        self._epochs: dict[tuple[str, str], int] = {}
         self.commits = 0  # commits stored so far
 
     @property
@@ -47,6 +49,11 @@ class MemoryStore(Store):
 
     async def close(self) -> None:
         return None
+
+    async def claim(self, namespace: str, scope: str) -> int:
+        epoch = self._epochs.get((namespace, scope), 0) + 1
+        self._epochs[(namespace, scope)] = epoch
+        return epoch
 
     async def load(self, namespace: str, scope: str) -> ScopeSnapshot:
         now = time.time()
@@ -63,8 +70,15 @@ class MemoryStore(Store):
     async def commit(
         self, namespace: str, changes: Sequence[ScopeChanges], writes: Sequence[object] = ()
     ) -> None:
-        # Nothing here awaits, so each commit is applied whole: atomic, as the ABC asks.
+        # Nothing here awaits, so each commit is applied whole: atomic, as the ABC asks, and
+        # no claim comes between a scope's epoch check and its changes.
+        fenced, committed = [], []
         for change in changes:
+            stored = self._epochs.get((namespace, change.scope), 0)
+            if change.epoch is not None and stored > change.epoch:
+                fenced.append((change.scope, stored, change.epoch))
+                continue
+            committed.append(change.scope)
             tables = self._tables.setdefault((namespace, change.scope), {})
             for name, puts in change.puts.items():
                 tables.setdefault(name, {}).update(puts)
@@ -73,4 +87,7 @@ class MemoryStore(Store):
                 for key in keys:
                     table.pop(key, None)
             self._meta[(namespace, change.scope)] = change.meta
-        self.commits += 1
+        if committed or not fenced:
+            self.commits += 1
+        if fenced:
+            raise fenced_error(self.description, namespace, fenced, committed)

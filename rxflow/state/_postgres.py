@@ -1,9 +1,12 @@
 """State in PostgreSQL (:class:`PostgresStore`), through asyncpg (hosted on an asyncio loop
 of its own under trio, as the PostgreSQL connectors do).
 
-Two tables, made if missing: ``<prefix>_entries`` (namespace, scope, tbl, key, value,
-expires_at; the first four its primary key) and ``<prefix>_meta`` (namespace, scope, meta).
-A commit is one transaction for all its scopes, each table's puts one ``INSERT ... SELECT
+Three tables, made if missing: ``<prefix>_entries`` (namespace, scope, tbl, key, value,
+expires_at; the first four its primary key), ``<prefix>_meta`` (namespace, scope, meta) and
+``<prefix>_owners`` (namespace, scope, epoch: each scope's owner epoch, see
+:meth:`~rxflow.state.Store.claim`). A commit is one transaction for all its scopes, which
+first reads the epochs of its scopes (``FOR SHARE``: a claim waits for the commit to end)
+and leaves out the scopes claimed since; then, each table's puts one ``INSERT ... SELECT
 FROM unnest(...)`` of arrays (one statement per table, however many keys), and the rows that
 exactly-once ``postgres_sink``s on the same database staged for the checkpoint
 (:class:`~rxflow.connectors.postgres.sink.StagedRows`).
@@ -39,6 +42,7 @@ from rxflow.state._store import (
     Store,
     StoredEntry,
     TransactionalSink,
+    fenced_error,
 )
 
 with requires_extra("postgres", feature="PostgresStore (rxflow.state)"):
@@ -65,8 +69,9 @@ class PostgresStore(Store):
         dsn: the server, as asyncpg takes it (``postgresql://user:password@host:port/db``;
             asyncpg 0.32 refuses libpq's ``host=... dbname=...`` form). The password never
             shows in errors nor in :attr:`description`.
-        table_prefix: the names of the two tables (``<prefix>_entries``,
-            ``<prefix>_meta``), made when the store opens if they are missing.
+        table_prefix: the names of the three tables (``<prefix>_entries``,
+            ``<prefix>_meta``, ``<prefix>_owners``), made when the store opens if they are
+            missing.
 
     Example:
         >>> store = PostgresStore("postgresql://app:s3cret@db.local/orders")
@@ -100,7 +105,12 @@ class PostgresStore(Store):
         self._database = database_of(dsn)
         self._prefix = table_prefix
         entries, meta = quote_ident(f"{table_prefix}_entries"), quote_ident(f"{table_prefix}_meta")
-        self._sql = _Statements(entries, meta, quote_ident(f"{table_prefix}_entries_expiry"))
+        self._sql = _Statements(
+            entries,
+            meta,
+            quote_ident(f"{table_prefix}_entries_expiry"),
+            quote_ident(f"{table_prefix}_owners"),
+        )
         self._host: AsyncioHost | None = None
         # Invariant: used by one call at a time (the one holding _lock); None while closed
         # or after a call was cancelled mid-way (the next call connects again).
@@ -141,6 +151,12 @@ class PostgresStore(Store):
                         await close(host, connection)
                     await host.__aexit__(None, None, None)
 
+    async def claim(self, namespace: str, scope: str) -> int:
+        async def raise_epoch(connection: asyncpg.Connection) -> int:
+            return int(await connection.fetchval(self._sql.claim, namespace, scope))
+
+        return await self._call(raise_epoch)
+
     async def load(self, namespace: str, scope: str) -> ScopeSnapshot:
         async def read(connection: asyncpg.Connection) -> ScopeSnapshot:
             # One snapshot: the entries and the meta of the same commit.
@@ -173,12 +189,27 @@ class PostgresStore(Store):
             return
         rows = [self._writable(write) for write in writes]
         sql = self._sql
+        fenced: list[tuple[str, int, int]] = []
 
         async def write(connection: asyncpg.Connection) -> None:
+            fenced.clear()
             async with connection.transaction():
                 now = time.time()
                 for change in changes:
+                    if change.epoch is None:
+                        continue
+                    stored = await connection.fetchval(sql.epoch, namespace, change.scope)
+                    if stored is not None and stored > change.epoch:
+                        fenced.append((change.scope, stored, change.epoch))
+                if fenced and rows:
+                    # The rows are the whole checkpoint's, of every scope: write none (the
+                    # error rolls the transaction back).
+                    raise fenced_error(self.description, namespace, fenced, [], writes=True)
+                refused = {scope for scope, _, _ in fenced}
+                for change in changes:
                     scope = change.scope
+                    if scope in refused:
+                        continue
                     await connection.execute(sql.purge, namespace, scope, now)
                     for table, keys in change.deletes.items():
                         if keys:
@@ -195,6 +226,10 @@ class PostgresStore(Store):
         await self._call(write)
         for staged in rows:
             staged.committed()
+        if fenced:
+            refused = {scope for scope, _, _ in fenced}
+            committed = [change.scope for change in changes if change.scope not in refused]
+            raise fenced_error(self.description, namespace, fenced, committed)
 
     def _writable(self, write: object) -> StagedRows:
         if not isinstance(write, StagedRows):
@@ -276,7 +311,7 @@ async def _put(
 class _Statements:
     """The store's SQL, with its tables' quoted names in place."""
 
-    def __init__(self, entries: str, meta: str, expiry_index: str) -> None:
+    def __init__(self, entries: str, meta: str, expiry_index: str, owners: str) -> None:
         self.create = f"""
             CREATE TABLE IF NOT EXISTS {entries} (
                 namespace text NOT NULL, scope text NOT NULL, tbl text NOT NULL,
@@ -286,7 +321,18 @@ class _Statements:
                 WHERE expires_at IS NOT NULL;
             CREATE TABLE IF NOT EXISTS {meta} (
                 namespace text NOT NULL, scope text NOT NULL, meta bytea NOT NULL,
+                PRIMARY KEY (namespace, scope));
+            CREATE TABLE IF NOT EXISTS {owners} (
+                namespace text NOT NULL, scope text NOT NULL, epoch bigint NOT NULL,
                 PRIMARY KEY (namespace, scope))"""
+        self.claim = f"""
+            INSERT INTO {owners} AS o (namespace, scope, epoch) VALUES ($1, $2, 1)
+            ON CONFLICT (namespace, scope) DO UPDATE SET epoch = o.epoch + 1
+            RETURNING epoch"""
+        # FOR SHARE: a claim of the scope (an update of the row) waits until the commit
+        # that read the epoch has ended, so none comes between the check and the changes.
+        self.epoch = f"""
+            SELECT epoch FROM {owners} WHERE namespace = $1 AND scope = $2 FOR SHARE"""
         self.put = f"""
             INSERT INTO {entries} (namespace, scope, tbl, key, value, expires_at)
             SELECT $1, $2, $3, k, v, e

@@ -7,6 +7,11 @@ one transaction can write them all)::
     <prefix>:{<namespace>:<scope>}:t:<table>   hash: key -> expiry header + value
     <prefix>:{<namespace>:<scope>}:tables      set: the scope's table names
     <prefix>:{<namespace>:<scope>}:meta        string: the meta of the last commit
+    <prefix>:{<namespace>:<scope>}:owner       integer: the owner epoch (INCR by a claim)
+
+A commit of a scope with an epoch WATCHes the owner key, reads it, and runs its MULTI/EXEC
+only if no newer owner claimed the scope; a claim in between fails the EXEC, and the check
+is made again (then it refuses).
 
 Namespaces and scopes are percent-encoded (``%3A`` for ``:``), so that no two (namespace,
 scope) pairs share a key. Redis 7.0 has no expiry per hash field: each value starts with a
@@ -32,11 +37,11 @@ from rxflow.connectors._extras import requires_extra
 from rxflow.connectors._redact import mask_url, mask_urls_in
 from rxflow.connectors.redis._client import CONNECTION_ERRORS, connected
 from rxflow.errors import ServiceUnavailableError
-from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store, StoredEntry
+from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store, StoredEntry, fenced_error
 
 with requires_extra("redis", feature="RedisStore (rxflow.state)"):
     from redis.connection import parse_url
-    from redis.exceptions import DataError
+    from redis.exceptions import DataError, WatchError
 
 __all__ = ["RedisStore"]
 
@@ -120,6 +125,10 @@ class RedisStore(Store):
         """The start of every key of the scope: ``<prefix>:{<namespace>:<scope>}``."""
         return f"{self._prefix}:{{{quote(namespace, safe='')}:{quote(scope, safe='')}}}"
 
+    async def claim(self, namespace: str, scope: str) -> int:
+        host, client = self._connected()
+        return int(await self._run(host, client.incr, f"{self._keys(namespace, scope)}:owner"))
+
     async def load(self, namespace: str, scope: str) -> ScopeSnapshot:
         host, client = self._connected()
         base = self._keys(namespace, scope)
@@ -166,10 +175,19 @@ class RedisStore(Store):
         self, namespace: str, changes: Sequence[ScopeChanges], writes: Sequence[object] = ()
     ) -> None:
         host, client = self._connected()
+        fenced: list[tuple[str, int, int]] = []
+        committed: list[str] = []
         for change in changes:
             puts = {table: _encoded(entries) for table, entries in change.puts.items() if entries}
             base = self._keys(namespace, change.scope)
-            await self._run(host, _write_scope, client, base, change, puts)
+            stored = await self._run(host, _write_scope, client, base, change, puts)
+            if stored is None:
+                committed.append(change.scope)
+            else:
+                assert change.epoch is not None  # only a commit with an epoch is refused
+                fenced.append((change.scope, stored, change.epoch))
+        if fenced:
+            raise fenced_error(self.description, namespace, fenced, committed)
 
     def _connected(self) -> tuple[AsyncioHost, Any]:
         if self._host is None:
@@ -191,9 +209,26 @@ class RedisStore(Store):
 
 async def _write_scope(
     client: Any, base: str, change: ScopeChanges, puts: Mapping[str, Mapping[bytes, bytes]]
-) -> None:
-    """One scope's changes in one MULTI/EXEC (on the client's loop)."""
+) -> int | None:
+    """One scope's changes in one MULTI/EXEC (on the client's loop), unless the scope was
+    claimed since ``change.epoch``: then the stored epoch, and nothing written."""
+    while True:
+        try:
+            return await _write_scope_once(client, base, change, puts)
+        except WatchError:
+            continue  # a claim came in between: look at the epoch again
+
+
+async def _write_scope_once(
+    client: Any, base: str, change: ScopeChanges, puts: Mapping[str, Mapping[bytes, bytes]]
+) -> int | None:
     async with client.pipeline(transaction=True) as pipe:
+        if change.epoch is not None:
+            await pipe.watch(f"{base}:owner")  # the EXEC fails if a claim comes meanwhile
+            stored = await pipe.get(f"{base}:owner")
+            if stored is not None and int(stored) > change.epoch:
+                return int(stored)
+            pipe.multi()
         for table, keys in change.deletes.items():
             if keys:
                 pipe.hdel(f"{base}:t:{table}", *keys)
@@ -209,6 +244,7 @@ async def _write_scope(
                 f"RedisStore.commit: the keys and values of scope {change.scope!r} must be "
                 f"bytes ({error}); nothing of the scope's changes was written"
             ) from None
+    return None
 
 
 async def _purge(client: Any, expired: Mapping[bytes, Sequence[bytes]]) -> None:

@@ -14,7 +14,18 @@ What a store keeps, in its own terms:
   for each partition of a partitioned one; a scope is the unit of restore and of atomicity;
 * *tables* inside a scope: one per stateful operator, keys and values as ``bytes``, each
   entry with an optional expiry time;
-* one ``meta`` record per scope, written with every commit of that scope.
+* one ``meta`` record per scope, written with every commit of that scope;
+* one *owner epoch* per scope (see :meth:`Store.claim`), which fences off a scope's former
+  owner.
+
+Fencing: the flow that takes a scope (at its start, or when a Kafka partition is assigned
+to it) claims it before it loads it, and every commit of the scope carries the epoch it
+claimed (:attr:`ScopeChanges.epoch`). A store refuses the changes of a scope that was
+claimed again since (its stored epoch is newer), in the same atomic write as the commit,
+and reports them with :class:`~rxflow.errors.ScopeFencedError`; so a worker that lost a
+partition and still checkpoints it never overwrites its new owner's state. (The Kafka
+changelog store, which cannot compare and set, fences at read instead: see
+:class:`~rxflow.state.KafkaChangelogStore`.)
 """
 
 from __future__ import annotations
@@ -26,7 +37,16 @@ from typing import Any, Protocol, Self
 
 import attrs
 
-__all__ = ["ScopeChanges", "ScopeSnapshot", "Store", "StoredEntry", "TransactionalSink"]
+from rxflow.errors import ScopeFencedError
+
+__all__ = [
+    "ScopeChanges",
+    "ScopeSnapshot",
+    "Store",
+    "StoredEntry",
+    "TransactionalSink",
+    "fenced_error",
+]
 
 
 @attrs.frozen
@@ -59,6 +79,10 @@ class ScopeChanges:
     """Table name → keys to remove (a key absent from the store is no error)."""
     meta: bytes
     """Replaces the scope's meta."""
+    epoch: int | None = None
+    """The owner epoch the writer claimed the scope with (:meth:`Store.claim`): the store
+    refuses these changes if the scope was claimed again since. ``None`` commits whoever
+    owns the scope (tools and tests; a flow always gives its epoch)."""
 
 
 class TransactionalSink(Protocol):
@@ -96,7 +120,11 @@ class Store(abc.ABC):
       changes and its meta, or none of them;
     * :meth:`load` returns what the last commit of the scope left, whichever process wrote
       it, without the entries that have expired;
-    * namespaces and scopes are independent: a commit or a load of one never touches another.
+    * namespaces and scopes are independent: a commit or a load of one never touches another;
+    * fencing: :meth:`claim` raises a scope's owner epoch durably, and a commit of a scope
+      whose :attr:`ScopeChanges.epoch` is older than the scope's stored epoch leaves the
+      scope as it is and is reported with :class:`~rxflow.errors.ScopeFencedError` (a
+      Kafka changelog instead leaves it out of every later load).
     """
 
     async def __aenter__(self) -> Self:
@@ -120,6 +148,13 @@ class Store(abc.ABC):
         """Release connections; safe to call after a failed :meth:`open`."""
 
     @abc.abstractmethod
+    async def claim(self, namespace: str, scope: str) -> int:
+        """Take ownership of ``scope``: raise its owner epoch, durably and atomically, and
+        return the new epoch. Commits that carry an older epoch of the scope are refused
+        from now on. Claim before :meth:`load`, so that what is loaded is the last state a
+        former owner could store."""
+
+    @abc.abstractmethod
     async def load(self, namespace: str, scope: str) -> ScopeSnapshot:
         """Everything the last commit of ``scope`` left."""
 
@@ -129,7 +164,12 @@ class Store(abc.ABC):
     ) -> None:
         """Apply each scope's puts, deletes and meta, each scope atomically; and ``writes``,
         what exactly-once sinks staged for this checkpoint (only a store whose
-        :meth:`can_write` accepted those sinks gets any), in the same transaction."""
+        :meth:`can_write` accepted those sinks gets any), in the same transaction.
+
+        Raises:
+            ScopeFencedError: some scopes were claimed by a newer owner than the epoch
+                their changes carry; those were left as they are, the others committed
+                (none, and none of ``writes``, if ``writes`` were given)."""
 
     def can_write(self, sink: TransactionalSink) -> bool:
         """Whether :meth:`commit` can apply ``sink``'s staged writes in its own transaction
@@ -141,3 +181,29 @@ class Store(abc.ABC):
     def description(self) -> str:
         """Where the state goes, for logs and errors, without credentials
         (``"sqlite:/var/lib/app/state.db"``, ``"redis://cache:6379/0"``)."""
+
+
+def fenced_error(
+    store: str,
+    namespace: str,
+    fenced: Sequence[tuple[str, int, int]],
+    committed: Sequence[str],
+    writes: bool = False,
+) -> ScopeFencedError:
+    """The error a store raises for the scopes it refused: ``fenced`` holds ``(scope,
+    stored epoch, the commit's epoch)``."""
+    scope, stored, epoch = fenced[0]
+    scopes = ", ".join(repr(scope) for scope, _, _ in fenced)
+    if writes:
+        outcome = "nothing of the commit was written, nor any exactly-once row"
+    else:
+        outcome = f"those scopes were left as their new owner keeps them ({len(committed)} "
+        outcome += "other scopes were committed)"
+    return ScopeFencedError(
+        f"{store}: flow {namespace!r} lost scope(s) {scopes} to a newer owner (scope "
+        f"{scope!r} was claimed with epoch {stored}, this commit carries epoch {epoch}); "
+        f"{outcome}. The state is the new owner's now: stop writing it (a worker that lost "
+        "a partition lets it go; two runs of one flow must not share its name)",
+        fenced=[scope for scope, _, _ in fenced],
+        committed=committed,
+    )

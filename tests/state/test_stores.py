@@ -111,7 +111,9 @@ async def _drop_postgres_tables(prefix: str) -> None:
 
     connection = await asyncpg.connect(POSTGRES_DSN)
     try:
-        await connection.execute(f'DROP TABLE IF EXISTS "{prefix}_entries", "{prefix}_meta"')
+        await connection.execute(
+            f'DROP TABLE IF EXISTS "{prefix}_entries", "{prefix}_meta", "{prefix}_owners"'
+        )
     finally:
         await connection.close()
 
