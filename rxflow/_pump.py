@@ -408,12 +408,15 @@ class Pump(Generic[T]):
                 await self._wait_for_room_held_back()
                 if state.ended or state.closed:
                     return False
+                # That wait let the consumer and every other task run: a checkpoint is due
+                # again only after as many items (not one more task switch per buffer).
+                countdown = _PULLS_PER_CHECKPOINT
                 continue
             if start >= count:  # the run is in: pull the next one, there is room for it
-                countdown -= count or 1
                 if countdown <= 0:  # runs that come without awaiting (see _pump_async)
                     countdown = _PULLS_PER_CHECKPOINT
                     await anyio.lowlevel.checkpoint()
+                countdown -= 1  # an empty run counts as one item
                 try:
                     run = await next_run()
                 except StopAsyncIteration:
@@ -426,6 +429,7 @@ class Pump(Generic[T]):
             room = max(limit - len(items), 1)
             chunk = run if start == 0 and room >= count else run[start : start + room]
             start += room
+            countdown -= len(chunk)
             try:
                 push(chunk)
                 if scheduler.due_now:
