@@ -119,7 +119,17 @@ class Pipe(ObjectReceiveStream[T]):
         return await self._receive_when_ready()
 
     async def __anext__(self) -> T:
-        # receive_nowait() inlined: this is the per-item path of `async for`.
+        # receive_nowait() inlined: this is the per-item path of `async for`. No checkpoint
+        # while items are buffered: the pump, the pipe's timers and other tasks that push
+        # refill the buffer only while this task is suspended, so a consumer that awaits
+        # nothing else (and pushes nothing itself) still finds it empty, and blocks (a
+        # cancellation point), at least once per max_buffer_size items plus what operators
+        # emit on their own. A checkpoint
+        # every N items would add a pass of the event loop each time for no fairness
+        # gained. What is left per item is this coroutine: an async generator returned by
+        # __aiter__ measured ~20 ns/item less (of ~400 through the chain benchmark), but an
+        # iterator held across a cancellation would then end silently instead of going
+        # on; batches() skips the per-item await altogether.
         items = self._items
         if items:
             item = items.popleft()
