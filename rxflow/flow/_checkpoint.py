@@ -19,6 +19,17 @@ source message only once a stored checkpoint covers it, as Flink does. A checkpo
    atomic write of the store;
 4. acknowledges those messages.
 
+Fencing: a flow claims each scope before it loads it (:meth:`Store.claim`: the scope's owner
+epoch, raised) and every commit carries that epoch, so a store refuses the commit of a flow
+that lost the scope to a newer owner (a worker that lost a Kafka partition without noticing,
+and still checkpoints it). The flow then lets the partition go as a revocation does: its
+operators are dropped without emitting, its state and its messages are let go (the source
+commits no offset of a revoked partition), and the new owner's state stays as it stored it.
+A fenced scope that is no partition (two runs of one flow name share its state) and a
+checkpoint that carried exactly-once rows (they mix every scope's outputs, so the store
+wrote none) fail the flow with :class:`~rxflow.errors.ScopeFencedError` instead: nothing of
+that checkpoint was acknowledged, and whoever owns the scopes now redoes it.
+
 After a crash, the flow loads each scope's tables before it pushes a message of that scope,
 and a message that the last checkpoint covered but whose ack did not reach its system
 (a crash between 3 and 4) is acknowledged again without being pushed: the stored state holds
@@ -41,11 +52,12 @@ from typing import Any
 import anyio
 
 from rxflow._state import DELETED, StateScope, StateTable
-from rxflow.errors import StateNameError
+from rxflow.errors import ScopeFencedError, StateNameError
 from rxflow.flow._accounts import SourceAccount
 from rxflow.flow._acker import Acker
 from rxflow.flow._covered import Covered
 from rxflow.flow._delivery import Delivery
+from rxflow.flow._fencing import fencing_failure
 from rxflow.partitions import partition_of
 from rxflow.state._store import (
     ScopeChanges,
@@ -79,11 +91,21 @@ def scope_of(partition: object) -> str:
 class _Assignment:
     """One scope's state as this worker holds it, from its restore until it is revoked."""
 
-    __slots__ = ("carried", "carried_until", "partition", "restored", "scope", "tables", "unstored")
+    __slots__ = (
+        "carried",
+        "carried_until",
+        "epoch",
+        "partition",
+        "restored",
+        "scope",
+        "tables",
+        "unstored",
+    )
 
-    def __init__(self, partition: object, snapshot: ScopeSnapshot) -> None:
+    def __init__(self, partition: object, snapshot: ScopeSnapshot, epoch: int) -> None:
         self.partition = partition
         self.scope = scope_of(partition)
+        self.epoch = epoch  # the owner epoch this worker claimed the scope with
         # Operators' tables by name, with the operator object that owns each name.
         self.tables: dict[str, tuple[object, StateTable[Any, Any]]] = {}
         # Stored tables not asked for yet (an operator asks when it is subscribed).
@@ -177,13 +199,17 @@ class Checkpointer:
     # -- restoring -----------------------------------------------------------------------
 
     async def prepare(self, partition: object = None) -> None:
-        """Load the scope of ``partition`` (None: the unpartitioned scope) unless it is
-        loaded; its operators find their tables restored when they are subscribed."""
+        """Claim and load the scope of ``partition`` (None: the unpartitioned scope) unless
+        it is loaded; its operators find their tables restored when they are subscribed.
+        The claim comes first: a former owner can store nothing after it, so what is loaded
+        is the scope's last state."""
         if partition in self._assignments:
             return
-        snapshot = await self._store.load(self._namespace, scope_of(partition))
+        scope = scope_of(partition)
+        epoch = await self._store.claim(self._namespace, scope)
+        snapshot = await self._store.load(self._namespace, scope)
         if partition not in self._assignments:
-            self._assignments[partition] = _Assignment(partition, snapshot)
+            self._assignments[partition] = _Assignment(partition, snapshot, epoch)
             logger.debug(
                 "flow %s: restored state scope %r (%d tables)",
                 self._namespace,
@@ -237,6 +263,11 @@ class Checkpointer:
             partition = partition_of(item)
             assignment = assignments.get(partition)
             if assignment is None:
+                if partition is not None and partition.revoked:
+                    # Not claimed: the scope is its new owner's (a claim would fence it). The
+                    # operators drop the record, as any of a revoked partition.
+                    yield account, item
+                    continue
                 await self.prepare(partition)
                 assignment = assignments[partition]
             if assignment.carried and _recorded_as(item) in assignment.carried:
@@ -278,7 +309,10 @@ class Checkpointer:
                 changes = self._changes(assignments, entries)
                 staged = [write for _, write in writes if write]
                 if changes or staged:
-                    await self._store.commit(self._namespace, changes, staged)
+                    try:
+                        await self._store.commit(self._namespace, changes, staged)
+                    except ScopeFencedError as error:
+                        self._let_go_fenced(error, assignments, changes, bool(staged))
             except BaseException:
                 delivery.uncover(entries)  # the next checkpoint covers them
                 for sink, write in writes:
@@ -349,8 +383,47 @@ class Checkpointer:
                         deletes.setdefault(name, []).append(key)
                     else:
                         puts.setdefault(name, {})[key] = entry
-            changes.append(ScopeChanges(assignment.scope, puts, deletes, _meta(covered)))
+            changes.append(
+                ScopeChanges(assignment.scope, puts, deletes, _meta(covered), assignment.epoch)
+            )
         return changes
+
+    def _let_go_fenced(
+        self,
+        error: ScopeFencedError,
+        assignments: list[_Assignment],
+        changes: list[ScopeChanges],
+        staged: bool,
+    ) -> None:
+        """The store refused the scopes in ``error.fenced``: a newer owner claimed them.
+        Let each go as a revocation does (see the module docstring); raise when that is not
+        enough (the scope is no partition, exactly-once rows were in the commit, or some
+        other scope was not committed either)."""
+        fenced = set(error.fenced)
+        lost = [a for a in assignments if a.scope in fenced]
+        failure = fencing_failure(
+            self._namespace,
+            error,
+            [a.partition for a in lost],
+            [change.scope for change in changes],
+            staged,
+        )
+        if failure is not None:
+            raise failure from error
+        for assignment in lost:
+            logger.warning(
+                "flow %s: state scope %r was claimed by a newer owner (this worker lost the "
+                "partition without being told); letting it go as a revoked partition",
+                self._namespace,
+                assignment.scope,
+            )
+            assignment.partition.revoke()  # type: ignore[attr-defined]  # revocable, above
+            if self._assignments.get(assignment.partition) is assignment:
+                del self._assignments[assignment.partition]
+        gone = {id(assignment) for assignment in lost}
+        self._unconfirmed = {
+            key: held for key, held in self._unconfirmed.items() if id(held[0]) not in gone
+        }
 
     def _track_acks(self, entries: list[Any]) -> None:
         assignments = self._assignments
