@@ -15,7 +15,6 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from rxflow._handoff import PipeState
-from rxflow._receiving import receive_when_ready
 
 __all__ = [
     "PipeBatches",
@@ -59,12 +58,10 @@ def empty_read_error(state: PipeState[Any]) -> BaseException:
 
 
 def take_batch(state: PipeState[T], max_items: int | None) -> list[T]:
-    """Every buffered item, oldest first, up to ``max_items`` (None: no limit); raises as
-    ``empty_read_error`` says when none is buffered."""
+    """Every buffered item, oldest first, up to ``max_items`` (None: no limit); at least
+    one must be buffered."""
     items = state.items
     count = len(items)
-    if not count:
-        raise empty_read_error(state)
     if max_items is None or count <= max_items:
         batch = list(items)
         items.clear()
@@ -83,9 +80,12 @@ def take_batch(state: PipeState[T], max_items: int | None) -> list[T]:
 async def receive_batch(state: PipeState[T], max_items: int | None) -> list[T]:
     """:func:`take_batch`, waiting for the pump while nothing is buffered (a cancellation
     point then, and only then, as ``Pipe.receive``)."""
-    if state.items:
-        return take_batch(state, max_items)
-    return await receive_when_ready(lambda: take_batch(state, max_items), state.consumer_wakeup)
+    while not state.items:  # (no WouldBlock raised and caught per wait)
+        error = empty_read_error(state)  # this wakes a pump that waits for room
+        if not isinstance(error, anyio.WouldBlock):
+            raise error
+        await state.consumer_wakeup().wait()
+    return take_batch(state, max_items)
 
 
 class PipeBatches(AsyncIterator[list[T]], Generic[T]):
