@@ -195,3 +195,21 @@ async def test_a_zombie_writes_no_exactly_once_rows() -> None:
     finally:
         await _sql(f'DROP TABLE IF EXISTS "{table}"')
         await anyio.to_thread.run_sync(lambda: asyncio.run(_drop_postgres_tables(prefix)))
+
+
+async def test_over_a_kafka_changelog_a_zombies_commit_is_never_restored() -> None:
+    # The changelog cannot refuse the zombie's commit: it is written after the new owner's
+    # claim, and every load leaves it out. (Its acks are Kafka offset commits, which the
+    # group coordinator refuses from a member of an old generation.)
+    from rxflow.state import KafkaChangelogStore
+
+    host, port = require_service("kafka")
+    topic = f"rxflow-fence-{uuid.uuid4().hex[:10]}"
+
+    def store() -> Store:
+        return KafkaChangelogStore(f"{host}:{port}", topic=topic, partitions=1)
+
+    _, _, new_acks, failure = await zombie_and_new_owner("totals", store, lambda: lambda item: None)
+    assert failure is None
+    assert sorted(new_acks) == [0, 1]
+    assert await counts_restored("totals", store()) == [("a", 2), ("b", 2)]
