@@ -352,3 +352,30 @@ async def test_windows_read_in_batches_keep_their_times() -> None:
         (pytest.approx(3.0), [[4, 5]]),
         (pytest.approx(3.25), [[]]),  # the source ended: the open window is flushed
     ]
+
+
+@pytest.mark.parametrize("reading", ["items", "batches"])
+async def test_a_reader_that_awaits_nothing_else_is_still_cancellable(reading: str) -> None:
+    """An endless source and a loop body without an await: the read blocks whenever the
+    buffer is empty, which lets another task cancel the reader (a hang fails the test)."""
+    source = TrackedSource()  # endless, never awaits
+    received = 0
+    with anyio.fail_after(30):  # a guard against a hang, not a measure
+        async with anyio.create_task_group() as tasks:
+            with anyio.CancelScope() as scope:
+                tasks.start_soon(_cancel_soon, scope)  # it runs only if the reader lets it
+                async with open_pipe(source, max_buffer_size=16) as pipe:
+                    if reading == "items":
+                        async for _ in pipe:
+                            received += 1
+                    else:
+                        async for batch in pipe.batches():
+                            received += len(batch)
+    assert scope.cancelled_caught
+    assert received > 0
+    assert source.closed
+
+
+async def _cancel_soon(scope: anyio.CancelScope) -> None:
+    await slow()
+    scope.cancel()
