@@ -335,53 +335,131 @@ async def test_messages_handed_out_and_never_settled_are_given_back_at_close(
         assert src.given_back == 2
         rest = await take(source, 3)
         assert [m.value for m in rest] == [3, 4, 5]
+        # Nakked, they were due at once: read first, and nothing was held back for them.
+        assert source.survey.pending == 2
+        assert source.waited == 0
         for message in [*again, *rest]:
             await message.ack()
         await all_acked(source)
     assert source.given_back == 0
 
 
-async def test_an_aborted_checkpointed_flow_gets_its_open_window_back_in_order(
-    url: str, stream: str, tmp_path: Path
+def _windows_into(
+    name: str, written: list[list[float]], source: JetStreamSource, store: Path
+) -> Flow:
+    """Flow ``name``: event-time tumbling(10) windows (5 s out of order) of ``{"t"}``
+    events, each written as its sorted times; checkpointed only when the flow stops."""
+    stage = tumbling(10, timestamp=lambda m: m.value["t"], out_of_orderness=5.0, name="w")
+    return (
+        Flow(name)
+        .source(source)
+        .pipe(stage)
+        .sink(lambda window: written.append(sorted(m.value["t"] for m in window.items)))
+        .checkpoint(SQLiteStore(store), every=3600.0)
+    )
+
+
+async def _crash_holding(url: str, stream: str, durable: str, count: int) -> None:
+    """A worker that takes ``count`` messages and dies: its connection goes before it can
+    settle or give back anything (as after SIGKILL), so JetStream holds them for ack_wait."""
+    async with jetstream_source(
+        url, stream, f"{stream}.>", durable, codec="json", batch=count, ack_wait=2
+    ) as source:
+        await take(source, count)
+        await source.host.call(source.connection.close)
+    assert source.given_back == 0  # nothing could be nakked
+
+
+async def test_a_crashed_workers_messages_come_before_newer_ones(url: str, stream: str) -> None:
+    await publish(url, f"{stream}.n", list(range(5)))
+    await _crash_holding(url, stream, "crash", 3)
+    await publish(url, f"{stream}.n", list(range(5, 10)))
+    # Read on at once, the next worker would get 3..9 first and 0, 1, 2 one ack_wait
+    # later: after newer messages, late for an event-time window that restarted.
+    async with jetstream_source(
+        url, stream, f"{stream}.>", "crash", codec="json", batch=4, fetch_timeout=0.5
+    ) as source:
+        got = await take(source, 10)
+        assert [m.value for m in got] == list(range(10))
+        assert [m.settlement.redelivered for m in got[:3]] == [True] * 3
+        assert source.survey.pending == 3
+        assert 0 < source.waited <= 2.2  # newer ones held back until 0..2 were due
+        for message in got:
+            await message.ack()
+        await all_acked(source)
+    # Nothing left behind: the next worker reads at once.
+    await publish(url, f"{stream}.n", [10])
+    async with jetstream_source(url, stream, f"{stream}.>", "crash", codec="json") as source:
+        with anyio.fail_after(1):
+            assert [m.value for m in await take(source, 1)] == [10]
+        assert source.survey.pending == 0
+
+
+async def test_redeliveries_first_false_reads_on_at_once(url: str, stream: str) -> None:
+    await publish(url, f"{stream}.n", list(range(5)))
+    await _crash_holding(url, stream, "eager", 3)
+    async with jetstream_source(
+        url, stream, f"{stream}.>", "eager", codec="json", redeliveries_first=False
+    ) as source:
+        got = await take(source, 5)
+        assert [m.value for m in got] == [3, 4, 0, 1, 2]  # 0..2 after ack_wait
+        assert source.survey.pending == 0
+
+
+async def test_another_workers_unacked_messages_are_not_waited_for(url: str, stream: str) -> None:
+    await publish(url, f"{stream}.n", list(range(6)))
+    async with jetstream_source(
+        url, stream, f"{stream}.>", "shared", codec="json", batch=2, ack_wait=30
+    ) as alive:
+        await take(alive, 2)  # held, unacknowledged, by a worker that is still there
+        async with jetstream_source(
+            url, stream, f"{stream}.>", "shared", codec="json", ack_wait=30
+        ) as source:
+            with anyio.fail_after(5):  # not ack_wait (30 s)
+                got = await take(source, 4)
+            assert [m.value for m in got] == [2, 3, 4, 5]
+            assert source.survey.pending == 0
+
+
+@pytest.mark.parametrize("ending", ["abort", "crash"])
+async def test_a_checkpointed_flow_that_ended_gets_its_open_window_back_in_order(
+    url: str, stream: str, tmp_path: Path, ending: str
 ) -> None:
-    # The aborted run read every event of window [0, 10) and stored no checkpoint: its
+    # The first run read every event of window [0, 10) and stored no checkpoint: its
     # messages are not acknowledged. The next run must get them before the later events
     # (t = 100...), or the watermark passes their window and they are dropped as late.
+    # Aborted, the run nakked them as its source closed; crashed (its connection gone
+    # first, as after SIGKILL) it could not, and they come again only after ack_wait: the
+    # next run holds the newer events back until then.
     await publish(url, f"{stream}.e", [{"t": float(t)} for t in range(10)])
     written: list[list[float]] = []
 
     def windows_of(source: JetStreamSource) -> Flow:
-        stage = tumbling(10, timestamp=lambda m: m.value["t"], out_of_orderness=5.0, name="w")
-        return (
-            Flow(stream)
-            .source(source)
-            .pipe(stage)
-            .sink(lambda window: written.append(sorted(m.value["t"] for m in window.items)))
-            .checkpoint(SQLiteStore(tmp_path / "state.db"), every=3600.0)
+        return _windows_into(stream, written, source, tmp_path / "state.db")
+
+    def reading() -> Any:
+        return jetstream_source(
+            url, stream, f"{stream}.>", "win", codec="json", ack_wait=2, fetch_timeout=0.5
         )
 
-    async with (
-        jetstream_source(
-            url, stream, f"{stream}.>", "win", codec="json", fetch_timeout=0.5
-        ) as source,
-        anyio.create_task_group() as tg,
-    ):
-        handle = windows_of(source).start(tg)
+    async with reading() as first:
+        async with anyio.create_task_group() as tg:
+            handle = windows_of(first).start(tg)
 
-        async def all_handed_out() -> bool:
-            info = await source.consumer_info()
-            return bool(info.num_ack_pending == 10 and source.buffered == 0)
+            async def all_handed_out() -> bool:
+                info = await first.consumer_info()
+                return bool(info.num_ack_pending == 10 and first.buffered == 0)
 
-        await wait_until(all_handed_out)
-        handle.abort()
+            await wait_until(all_handed_out)
+            handle.abort()
+        if ending == "crash":
+            await first.host.call(first.connection.close)  # no nak reaches the server
+    assert first.given_back == (10 if ending == "abort" else 0)
     await publish(url, f"{stream}.e", [{"t": 100.0 + t} for t in range(5)])
-    async with (
-        jetstream_source(
-            url, stream, f"{stream}.>", "win", codec="json", fetch_timeout=0.5
-        ) as source,
-        anyio.create_task_group() as tg,
-    ):
+    async with reading() as source, anyio.create_task_group() as tg:
         handle = windows_of(source).start(tg)
         await wait_until(lambda: bool(written))
         handle.stop()
     assert written[0] == [float(t) for t in range(10)]
+    assert source.survey.pending == 10
+    assert (source.waited > 0) == (ending == "crash")

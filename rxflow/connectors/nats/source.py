@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
@@ -27,6 +28,7 @@ from rxflow.connectors.nats._client import (
     connected,
     ensure_stream,
 )
+from rxflow.connectors.nats._orphans import NOTHING_PENDING, Recovery, Survey, survey
 from rxflow.connectors.nats._workers import RollCall
 from rxflow.errors import ServiceUnavailableError
 
@@ -36,6 +38,8 @@ with requires_extra("nats"):
     from nats.aio.msg import Msg
 
 __all__ = ["JetStreamSource", "jetstream_source"]
+
+logger = logging.getLogger("rxflow.connectors")
 
 DEFAULT_BATCH: Final = 32
 DEFAULT_FETCH_TIMEOUT_S: Final = 5.0
@@ -84,6 +88,13 @@ async def _settle_all(
             await msg.term()  # never delivered again
 
 
+async def _in_progress_each(msgs: Sequence[Msg]) -> None:
+    """Restart each message's ack_wait (a message that cannot be told keeps its own)."""
+    for msg in msgs:
+        with contextlib.suppress(nats.errors.Error):
+            await msg.in_progress()
+
+
 async def _nak_each(msgs: Sequence[Msg], pulls: _Pulls) -> int:
     """Nak what can be nakked; a nak that cannot be sent leaves its message to ack_wait."""
     nakked = 0
@@ -108,9 +119,15 @@ class _Reader:
         roll_call: RollCall,
         fetch_timeout: float,
         confirm_acks: bool,
+        redeliveries_first: bool,
     ) -> None:
         self._host, self.subscription, self.name = host, subscribed.subscription, name
         self.roll_call = roll_call
+        # Whether the first fetch surveys what gone workers left pending (_orphans); the
+        # Recovery that fetches while that comes again (plain fetches once it is over).
+        self._survey_first = redeliveries_first
+        self.recovery: Recovery | None = None
+        self.survey = NOTHING_PENDING  # what the first fetch found
         self._fetch_timeout, self._confirm_acks = fetch_timeout, confirm_acks
         # The durable's max_ack_pending: JetStream delivers no more unacknowledged messages.
         self.in_flight_limit = subscribed.in_flight_limit
@@ -122,6 +139,18 @@ class _Reader:
     async def fetch(self, count: int, max_bytes: int) -> list[Incoming[Msg]]:
         # nats-py's fetch() cannot put max_bytes in the pull request (nats.py issue 413):
         # the kit bounds the bytes by the count it asks for.
+        if self._survey_first:  # the first fetch (the kit fetches one at a time)
+            self._survey_first = False
+            await self._survey()
+        if self.recovery is not None and not self.recovery.over:
+            return await self.recovery.fetch(count, self._fetch, self._in_progress)
+        return await self._fetch(count)
+
+    async def _in_progress(self, msgs: list[Msg]) -> None:
+        if msgs:
+            await self._host.call(_in_progress_each, msgs)
+
+    async def _fetch(self, count: int) -> list[Incoming[Msg]]:
         try:
             return await self._host.call(
                 _fetch,
@@ -135,6 +164,19 @@ class _Reader:
             raise ServiceUnavailableError(
                 f"{self.name}: the connection to nats was closed while reading"
             ) from error
+
+    async def _survey(self) -> None:
+        self.survey = found = await self._host.call(survey, self.subscription, self.roll_call)
+        if found.pending:
+            logger.info(
+                "%s: %d message(s) delivered before this worker started are unacknowledged "
+                "and no other worker holds them: they are read first (a crashed worker's "
+                "come again within %.1f s; newer messages wait for them)",
+                self.name,
+                found.pending,
+                found.wait,
+            )
+            self.recovery = Recovery(found)
 
     async def settle(self, settlements: Sequence[tuple[Msg, Verb]]) -> None:
         try:
@@ -254,6 +296,12 @@ class JetStreamSource(BrokerSource[Any, Msg]):
         given_back: messages handed out and never settled, nakked when the source closed
             so that JetStream delivers them again at once (an aborted flow's unacknowledged
             messages, say), before any message it has not delivered yet.
+        survey: what the first fetch found pending (delivered, not acknowledged) with no
+            other worker to settle it, and read first (see ``redeliveries_first``): a
+            ``(pending, boundary, wait)`` tuple (how many; the stream sequence of the last
+            delivery; the seconds until all are due again, at most).
+        waited: seconds the source held newer messages back until a crashed worker's
+            messages were due again.
         host: the :class:`~rxflow.connectors._asyncio_host.AsyncioHost` the client runs on.
         connection: the nats-py client (on :attr:`host`'s loop), for what this API lacks.
         in_flight_limit: the durable's ``max_ack_pending`` (an
@@ -282,7 +330,17 @@ class JetStreamSource(BrokerSource[Any, Msg]):
         self.connection = connection
         self._subscription = reader.subscription
         self._roll_call = reader.roll_call
+        self._reader = reader
         self.given_back = 0
+
+    @property
+    def survey(self) -> Survey:
+        return self._reader.survey
+
+    @property
+    def waited(self) -> float:
+        recovery = self._reader.recovery
+        return recovery.waited if recovery is not None else 0.0
 
     async def other_workers(self) -> int:
         """How many other clients read the durable consumer now (best effort; it takes
@@ -326,6 +384,7 @@ async def jetstream_source(
     ack_wait: float | None = None,
     max_ack_pending: int | None = None,
     confirm_acks: bool = False,
+    redeliveries_first: bool = True,
     create: bool = False,
     connect_timeout: float = CONNECT_TIMEOUT_S,
     connect_options: Mapping[str, Any] | None = None,
@@ -363,6 +422,13 @@ async def jetstream_source(
         confirm_acks: make ``message.ack()`` wait for the server's confirmation (a round
             trip per ack) instead of returning once the ack is handed to the connection. An
             unconfirmed ack lost with its connection only means one more delivery.
+        redeliveries_first: if the source starts while the durable has messages delivered
+            and not acknowledged, and no other worker reads the durable, it reads them
+            first: those a closing source nakked at once, and those a crashed worker left
+            (JetStream delivers them again only ``ack_wait`` after their delivery) by
+            holding newer messages back (one fetch's worth) until they came. A restarted
+            flow's event-time windows need that: after newer ones, they would be late.
+            False: read on at once, and get them whenever they come.
         create: create the stream (capturing ``subject``) if it does not exist.
         connect_timeout: seconds to reach the server before ``ServiceUnavailableError``.
         connect_options: more keyword arguments for ``nats.connect`` (credentials, TLS...).
@@ -371,7 +437,8 @@ async def jetstream_source(
     nakked first (those never handed out, and those handed out and never acknowledged), so
     JetStream delivers them again at once, before the messages it has not delivered yet: a
     flow aborted with messages in its windows gets them back in order when it starts again.
-    Only a crash (no nak is sent) leaves them to ``ack_wait``.
+    Only a crash (no nak is sent) leaves them to ``ack_wait``; the next source to start on
+    the durable then waits for them before it reads newer ones (``redeliveries_first``).
 
     Each message's ``key`` is its subject and ``identity`` its stream sequence;
     ``message.settlement.redelivered`` says JetStream delivered it before. Settling a message
@@ -426,6 +493,7 @@ async def jetstream_source(
             roll_call=roll_call,
             fetch_timeout=fetch_timeout,
             confirm_acks=confirm_acks,
+            redeliveries_first=redeliveries_first,
         )
         source: JetStreamSource | None = None
         try:
