@@ -8,18 +8,18 @@ import heapq
 import itertools
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
 from reactivex import abc
 from reactivex.disposable import SerialDisposable
 
-from rxflow._holds import NO_HOLDS, Hold, current_holds
+from rxflow._holds import NO_HOLDS, NoHolds, current_holds
 from rxflow._source_time import current_source_time
 from rxflow._state import StateTable
 from rxflow.scheduler import AnyioScheduler
 from rxflow.windows._durable import PROGRESS, ChangeMarks, ChunkKey, Progress, StoredLog
+from rxflow.windows._open_window import OpenWindow  # also named here for older checkpoints
 from rxflow.windows._window import Window
 from rxflow.windows.processing import clock_of
 
@@ -27,37 +27,6 @@ if TYPE_CHECKING:
     from rxflow.windows.event_time import EventTimeWindows
 
 __all__ = ["EventTimeRun", "OpenWindow"]
-
-
-@attrs.define(eq=False)
-class OpenWindow:
-    """An open (or, for updates, recently closed) window's state."""
-
-    key: Any
-    start: float
-    end: float
-    items: list[Any]
-    order: int
-    emitted: bool = False
-    first: float = 0.0  # sessions: the earliest and latest timestamps in it
-    last: float = 0.0
-    index: int = 0  # aligned windows: start = index * every
-    # Emitted windows kept for updates: the end they had when emitted, which with
-    # allowed_lateness says when they are forgotten (a session updated later may end later).
-    kept_from_end: float = 0.0
-    # The holds on the items not emitted yet (in a flow, claims on their source messages:
-    # rxflow._holds), one per item placed in this window. In a durable scope no hold is
-    # taken and this is the window's ChangeMarks instead.
-    holds: list[Hold] | ChangeMarks = attrs.field(factory=list)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # What a checkpoint stores of the window: its header. Its items are in the chunks
-        # of its log (its ChangeMarks), each stored once; holds are taken in no durable scope.
-        return (
-            OpenWindow,
-            (self.key, self.start, self.end, [], self.order, self.emitted,
-             self.first, self.last, self.index, self.kept_from_end),
-        )  # fmt: skip
 
 
 class EventTimeRun:
@@ -100,6 +69,10 @@ class EventTimeRun:
         # as they change, and no holds are taken: the checkpoints cover the items.
         self.table = table
         self.holds = current_holds() if table is None else NO_HOLDS
+        # Whether an item placed in a window needs an entry in its `holds`: a claim on its
+        # source message (in a flow) or a change mark (in a durable scope); outside both,
+        # nothing is appended, and an emission needs no holds context either.
+        self.marks_items = table is not None or type(self.holds) is not NoHolds
         # Read once: on_next runs per item, and attribute chains cost there.
         aligned = spec.aligned
         self.tumbling_every = aligned.every if aligned is not None and not aligned.sliding else None
@@ -122,22 +95,35 @@ class EventTimeRun:
         key = spec.key(item) if spec.key is not None else None
         spec.metrics.received += 1
         aligned = spec.aligned
-        if aligned is None:
+        every = self.tumbling_every
+        if every is not None:  # tumbling: exactly one window, no range to build
+            by_index = self.windows.get(key)
+            if by_index is None:
+                by_index = self.windows[key] = {}
+            index = int(t // every)
+            window = by_index.get(index)
+            if window is not None and not window.emitted:
+                window.items.append(item)
+                self.held += 1
+                if self.marks_items:
+                    window.holds.append(self.holds.hold())
+                missed_a_window = False
+            else:
+                missed_a_window = not self._place(item, key, index, window)
+        elif aligned is None:
             missed_a_window = not self._place_in_session(item, key, t)
         else:
             missed_a_window = False
             by_index = self.windows.get(key)
             if by_index is None:
                 by_index = self.windows[key] = {}
-            # Tumbling windows (every == span): exactly one index, no range to build.
-            every = self.tumbling_every
-            indexes = aligned.windows_for(t) if every is None else (int(t // every),)
-            for index in indexes:
+            for index in aligned.windows_for(t):
                 window = by_index.get(index)
                 if window is not None and not window.emitted:
                     window.items.append(item)
                     self.held += 1
-                    window.holds.append(self.holds.hold())
+                    if self.marks_items:
+                        window.holds.append(self.holds.hold())
                 elif not self._place(item, key, index, window):
                     missed_a_window = True
         if missed_a_window and spec.late == "side":
@@ -190,7 +176,13 @@ class EventTimeRun:
         spec = self.spec
         gap = spec.gap
         assert gap is not None
-        sessions = self.sessions.setdefault(key, [])
+        sessions = self.sessions.get(key)
+        if sessions is None:  # the key's first session (or first since its last closed)
+            if t + gap <= self.watermark:
+                self._late_without_window(item, key, t, t + gap)
+                return False
+            self._start_session(item, key, t)
+            return True
         if len(sessions) == 1:  # the usual case: the key's one session, open, and t in reach
             only = sessions[0]
             if not only.emitted and t < only.last + gap and only.first < t + gap:
@@ -209,26 +201,31 @@ class EventTimeRun:
         first = min([t, *(s.first for s in open_ones)])
         last = max([t, *(s.last for s in open_ones)])
         if spec.max_duration is not None and last + gap - first > spec.max_duration:
-            self._start_session(item, t)  # would run too long: a session of its own
+            self._start_session(item, key, t)  # would run too long: a session of its own
             return True
-        session = self._start_session(item, t, merging=open_ones)
+        session = self._start_session(item, key, t, merging=open_ones)
         session.first, session.last = first, last
         session.start, session.end = first, last + gap
         return True
 
-    def _start_session(self, item: Any, t: float, merging: Iterable[OpenWindow] = ()) -> OpenWindow:
-        """A new session holding ``item`` (after the items of the sessions it merges)."""
+    def _start_session(
+        self, item: Any, key: Any, t: float, merging: Sequence[OpenWindow] = ()
+    ) -> OpenWindow:
+        """A new session of ``key`` holding ``item`` (after the items of the sessions it
+        merges)."""
         gap = self.spec.gap
         assert gap is not None
-        key = self.spec.key(item) if self.spec.key is not None else None
-        sessions = self.sessions.setdefault(key, [])
+        sessions = self.sessions.get(key)
+        if sessions is None:
+            sessions = self.sessions[key] = []
         session = OpenWindow(key, t, t + gap, [], next(self.order), first=t, last=t)
         self._track(session)
-        for merged in sorted(merging, key=lambda s: s.order):
-            session.items.extend(merged.items)
-            session.holds.extend(merged.holds)
-            sessions.remove(merged)
-            self._untrack(merged)
+        if merging:
+            for merged in sorted(merging, key=lambda s: s.order):
+                session.items.extend(merged.items)
+                session.holds.extend(merged.holds)
+                sessions.remove(merged)
+                self._untrack(merged)
         self._add(session, item)
         sessions.append(session)
         heapq.heappush(self.closing, (session.end, session.order, session))
@@ -242,7 +239,7 @@ class EventTimeRun:
         first, last = min(session.first, t), max(session.last, t)
         max_duration = self.spec.max_duration
         if max_duration is not None and last + gap - first > max_duration:
-            self._start_session(item, t)
+            self._start_session(item, session.key, t)
             return True
         session.first, session.last = first, last
         session.start, session.end = first, last + gap
@@ -252,7 +249,8 @@ class EventTimeRun:
     def _add(self, window: OpenWindow, item: Any) -> None:
         window.items.append(item)
         self.held += 1
-        window.holds.append(self.holds.hold())
+        if self.marks_items:
+            window.holds.append(self.holds.hold())
 
     # -- durable state (a checkpointed flow; see the module docs) -------------------------
 
@@ -410,6 +408,9 @@ class EventTimeRun:
         emitted = Window(window.key, window.start, window.end, tuple(window.items), update=update)
         # The window's output now carries the claims on its items' source messages (in a
         # durable scope there are none, and the window keeps its ChangeMarks).
+        if not self.marks_items:
+            self.observer.on_next(emitted)
+            return
         held = window.holds
         if self.table is None:
             window.holds = []
