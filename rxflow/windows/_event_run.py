@@ -117,8 +117,8 @@ class EventTimeRun:
             by_index = self.windows.get(key)
             if by_index is None:
                 by_index = self.windows[key] = {}
-            for index in aligned.windows_for(t):
-                window = by_index.get(index)
+            for index in aligned.windows_for(t):  # as for tumbling, per window (inlined:
+                window = by_index.get(index)  # a method call per item costs ~10%)
                 if window is not None and not window.emitted:
                     window.items.append(item)
                     self.held += 1
