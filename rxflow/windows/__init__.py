@@ -101,7 +101,9 @@ def tumbling(
             passes with processing time, so windows still close (``None``: never).
         scheduler: the clock and timers (default: the subscription's; a pipe's
             ``AnyioScheduler`` inside :func:`rxflow.open_pipe`).
-        name: the stage's name in metrics.
+        name: the stage's name (in metrics, and the name of its state in a checkpointed
+            flow: two windows of one flow need different names, and the name must stay
+            the same across restarts for the state to be restored).
 
     Example:
         >>> import reactivex
