@@ -29,6 +29,13 @@ from rxflow.connectors.nats._client import (
     ensure_stream,
 )
 from rxflow.connectors.nats._orphans import NOTHING_PENDING, Recovery, Survey, survey
+from rxflow.connectors.nats._settling import (
+    Pulls,
+    in_progress_each,
+    nak_each,
+    settle_all,
+    stop_and_nak,
+)
 from rxflow.connectors.nats._workers import RollCall
 from rxflow.errors import ServiceUnavailableError
 
@@ -43,9 +50,6 @@ logger = logging.getLogger("rxflow.connectors")
 
 DEFAULT_BATCH: Final = 32
 DEFAULT_FETCH_TIMEOUT_S: Final = 5.0
-# After a cancelled fetch's pull request expired at the server: what it was sent by then
-# has arrived (a round trip on a LAN is well below this).
-PULL_EXPIRY_MARGIN_S: Final = 0.1
 
 
 class _Subscribed(NamedTuple):
@@ -72,38 +76,6 @@ async def _subscribe(
         InFlightLimit(pending_limit, "max_ack_pending") if pending_limit > 0 else None,
         state.bytes // state.messages if state is not None and state.messages else None,
     )
-
-
-async def _settle_all(
-    settlements: Sequence[tuple[Msg, Verb]], confirm_acks: bool, pulls: _Pulls
-) -> None:
-    for msg, verb in settlements:
-        pulls.unsettled.pop(id(msg), None)
-        if verb == "ack":
-            # ack_sync waits for the server's reply; the others only reach the connection.
-            await (msg.ack_sync() if confirm_acks else msg.ack())
-        elif verb == "requeue":
-            await msg.nak()  # delivered again at once, not after ack_wait
-        else:
-            await msg.term()  # never delivered again
-
-
-async def _in_progress_each(msgs: Sequence[Msg]) -> None:
-    """Restart each message's ack_wait (a message that cannot be told keeps its own)."""
-    for msg in msgs:
-        with contextlib.suppress(nats.errors.Error):
-            await msg.in_progress()
-
-
-async def _nak_each(msgs: Sequence[Msg], pulls: _Pulls) -> int:
-    """Nak what can be nakked; a nak that cannot be sent leaves its message to ack_wait."""
-    nakked = 0
-    for msg in msgs:
-        pulls.unsettled.pop(id(msg), None)
-        with contextlib.suppress(nats.errors.Error):
-            await msg.nak()
-            nakked += 1
-    return nakked
 
 
 class _Reader:
@@ -134,7 +106,7 @@ class _Reader:
         # Under trio each call is a hop to the client's thread: settlements are queued and
         # written in runs, unless each ack is to wait for the server's confirmation.
         self.queues_settlements = host.hosted and not confirm_acks
-        self.pulls = _Pulls()  # see _Pulls: given back when the source closes
+        self.pulls = Pulls()  # see Pulls: given back when the source closes
 
     async def fetch(self, count: int, max_bytes: int) -> list[Incoming[Msg]]:
         # nats-py's fetch() cannot put max_bytes in the pull request (nats.py issue 413):
@@ -148,7 +120,7 @@ class _Reader:
 
     async def _in_progress(self, msgs: list[Msg]) -> None:
         if msgs:
-            await self._host.call(_in_progress_each, msgs)
+            await self._host.call(in_progress_each, msgs)
 
     async def _fetch(self, count: int) -> list[Incoming[Msg]]:
         try:
@@ -180,7 +152,7 @@ class _Reader:
 
     async def settle(self, settlements: Sequence[tuple[Msg, Verb]]) -> None:
         try:
-            await self._host.call(_settle_all, settlements, self._confirm_acks, self.pulls)
+            await self._host.call(settle_all, settlements, self._confirm_acks, self.pulls)
         except nats.errors.ConnectionClosedError as error:
             raise ServiceUnavailableError(
                 f"{self.name}: acknowledgements could not be sent: the connection to nats is "
@@ -190,13 +162,13 @@ class _Reader:
     async def release(self, unhanded: Sequence[Msg]) -> int:
         # The kit calls this when the source closes (this reader has no requeue_rereads).
         # A nak, so JetStream delivers them again at once, to any worker of the durable.
-        return await self._host.call(_stop_and_nak, self.subscription, unhanded, self.pulls)
+        return await self._host.call(stop_and_nak, self.subscription, unhanded, self.pulls)
 
     async def give_back(self) -> int:
         """Nak every message handed out and never settled (the source is closing, after
         its queued settlements were written), so JetStream delivers them again at once."""
         left = list(self.pulls.unsettled.values())
-        return await self._host.call(_nak_each, left, self.pulls) if left else 0
+        return await self._host.call(nak_each, left, self.pulls) if left else 0
 
     async def held_back(self) -> bool:
         """Whether the consumer has messages to deliver but may not: at max_ack_pending
@@ -206,49 +178,8 @@ class _Reader:
         return bool(info.num_pending) and limit > 0 and info.num_ack_pending >= limit
 
 
-class _Pulls:
-    """What this source has at the server: the messages fetched and not settled or released
-    yet, and when the pull request of a cancelled fetch expires. Touched on the client's
-    loop only."""
-
-    __slots__ = ("expires", "unsettled")
-
-    def __init__(self) -> None:
-        # By id; each is kept alive here, so no id is reused meanwhile. What is left when
-        # the source closes was handed out and never settled: it is nakked then
-        # (_Reader.give_back), or JetStream would hold it back until ack_wait while the
-        # next run reads on past it.
-        self.unsettled: dict[int, Msg] = {}
-        # The loop time the pull request of a fetch expires at the server, while the fetch
-        # waits (None once it returned). A fetch cancelled leaves its request waiting
-        # there until then: JetStream still sends it messages, to this subscription.
-        self.expires: float | None = None
-
-
-async def _stop_and_nak(subscription: Any, unhanded: Sequence[Msg], pulls: _Pulls) -> int:
-    """Stop the pull subscription, then nak ``unhanded`` (the source is closing).
-
-    A fetch cancelled by the close leaves its pull request waiting at the server, and
-    JetStream hands a message (a nakked one first) to the oldest waiting request: to this
-    subscription, which would drop it, leaving it to ack_wait (seen: the first message
-    nakked after the unsubscribe). So with messages to give back the subscription stays
-    until that request expired, and what it was sent meanwhile is given back too."""
-    loop = asyncio.get_running_loop()
-    if (unhanded or pulls.unsettled) and pulls.expires is not None:
-        await asyncio.sleep(max(0.0, pulls.expires - loop.time()) + PULL_EXPIRY_MARGIN_S)
-    with contextlib.suppress(nats.errors.Error):
-        await subscription.unsubscribe()
-    # nats-py keeps what arrived in the subscription's private queue after unsubscribe.
-    queue = getattr(getattr(subscription, "_sub", None), "_pending_queue", None)
-    while queue is not None and not queue.empty():
-        msg = queue.get_nowait()
-        if (msg.reply or "").startswith("$JS.ACK."):  # not a status message (408...)
-            pulls.unsettled[id(msg)] = msg
-    return await _nak_each(unhanded, pulls) if unhanded else 0
-
-
 async def _fetch(
-    subscription: Any, count: int, poll_s: float, roll_call: RollCall, pulls: _Pulls
+    subscription: Any, count: int, poll_s: float, roll_call: RollCall, pulls: Pulls
 ) -> list[Incoming[Msg]]:
     """The next messages, described for the kit on the client's loop (under trio, its
     thread parses the metadata while the caller's thread goes on); [] if none came."""
