@@ -93,7 +93,14 @@ class Recovery:
         """The next messages, through ``fetch(count)``; ``touch(handles)`` restarts the
         ack_wait of held messages as they are handed out."""
         while True:
-            if self._all_came_or_due():
+            if self.came >= self.survey.pending:
+                # Every pending message came again: the held ones are the next in line.
+                if not self.held:
+                    return await fetch(count)
+                out, self.held = self.held[:count], self.held[count:]
+                await touch([incoming.handle for incoming in out])
+                return out
+            if anyio.current_time() >= self.deadline:
                 # Whatever is still pending is due: a fetch gets it before newer messages.
                 held = {id(incoming) for incoming in self.held}
                 merged = sorted([*self.held, *await fetch(count)], key=_sequence)
