@@ -35,15 +35,15 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, Final, Self
+from typing import Any, Final, Self, cast
 
 import attrs
 from anyio import EndOfStream
 from anyio.abc import ByteReceiveStream
 
 from rxflow.connectors._byte_streams import FramedReading
-from rxflow.connectors._framing import BadFrame, Frame
-from rxflow.connectors._message import Message, Settlement
+from rxflow.connectors._framing import BadFrame, FrameRun, Record
+from rxflow.connectors._message import Message, Settlement, make_message
 from rxflow.connectors.codecs import SKIPPED, Decoder
 from rxflow.errors import FramingError
 
@@ -198,70 +198,114 @@ class MessageStream:
 
     async def _decode(
         self,
-        frames: Sequence[Frame],
+        records: Sequence[Record],
         *,
         key: str | bytes | None,
         headers: Mapping[str, str],
         timestamp: float | None,
+        clean: bool = True,
     ) -> list[Message[Any]]:
-        """The messages of ``frames``, all sharing ``headers``: see :meth:`_decode_frames`."""
-        run, _ = await self._decode_frames(frames, key, headers, timestamp, 0, 0)
+        """The messages of ``records``, all sharing ``headers``: see :meth:`_decode_run`."""
+        run, _, _ = await self._decode_run(records, None, clean, key, headers, timestamp, 0, 0)
         return run
 
-    async def _decode_frames(
+    async def _decode_run(
         self,
-        frames: Sequence[Frame],
+        records: Sequence[Record],
+        ends: Sequence[int] | None,
+        clean: bool,
         key: str | bytes | None,
         headers: Mapping[str, str] | None,
         timestamp: float | None,
         position: int,
         line: int,
-    ) -> tuple[list[Message[Any]], int]:
-        """The messages of ``frames`` and the number of the last frame's line.
+    ) -> tuple[list[Message[Any]], int, int]:
+        """The messages of ``records``, the stream position past them and the number of the
+        last one's line.
 
         ``headers=None`` gives each message its :class:`OffsetHeaders`, counting from
-        ``position`` and ``line``. A frame the decode policy refuses to set aside ends the
-        run: its error is kept for the next call, after the messages before it.
+        ``position`` (where the first record starts) and ``line``, with each record's end
+        from ``ends`` (or, if ``None``, its bytes and a newline; see
+        :class:`~rxflow.connectors._framing.FrameRun`); with headers the position is
+        returned as given. A record the decode policy refuses to set aside ends the run:
+        its error is kept for the next call, after the messages before it.
         """
         decoder = self.decoder
-        codec = decoder.codec
+        values: list[Any] | None = None
+        failure: Exception | None = None
+        decode_many = decoder.decode_many
+        if clean and decode_many is not None:
+            try:
+                values = decode_many(cast("Sequence[bytes]", records))
+            except Exception:
+                values = None  # one failed: decode them one by one to apply the policy
+            else:
+                decoder.decoded += len(values)
+        at_once = values is not None  # every record decoded, none set aside
+        if values is None:
+            values, failure = await self._decode_each(records, key)
         source = decoder.source
         run: list[Message[Any]] = []
+        append = run.append
+        # One loop per case, each as short as it can be: this is the cost of a record.
+        if headers is not None:
+            if at_once:
+                for value in values:
+                    append(make_message(value, key, headers, timestamp, source, Settlement()))
+            else:
+                for value in values:
+                    if value is not SKIPPED:
+                        append(make_message(value, key, headers, timestamp, source, Settlement()))
+        elif ends is None:
+            for record, value in zip(records, values, strict=False):  # values may stop early
+                line += 1
+                end = position + len(cast(bytes, record)) + 1
+                if value is not SKIPPED:
+                    offsets = OffsetHeaders(position, end, line)
+                    append(make_message(value, key, offsets, timestamp, source, Settlement()))
+                position = end
+        else:
+            for end, value in zip(ends, values, strict=False):
+                line += 1
+                if value is not SKIPPED:
+                    offsets = OffsetHeaders(position, end, line)
+                    append(make_message(value, key, offsets, timestamp, source, Settlement()))
+                position = end
+        if failure is not None:
+            if not run:
+                raise failure
+            self._failure = failure
+            self._ended = True
+        return run, position, line
+
+    async def _decode_each(
+        self, records: Sequence[Record], key: str | bytes | None
+    ) -> tuple[list[Any], Exception | None]:
+        """Each record's value or :data:`SKIPPED`, one at a time with the decode policy; the
+        values stop before a record the policy did not set aside, returned with its error."""
+        decoder = self.decoder
+        codec = decoder.codec
+        values: list[Any] = []
         decoded = 0
         try:
-            for data, end in frames:
+            for data in records:
                 # The codec is called here rather than through ``await decoder.decode()``:
-                # one coroutine less per record is a tenth of a file source's time per line.
-                if isinstance(data, BadFrame):
+                # one coroutine less per record.
+                if type(data) is BadFrame:
                     value = await decoder.reject(data.prefix, FramingError(data.reason), key=key)
                 else:
                     try:
-                        value = codec(data)
+                        value = codec(cast(bytes, data))
                     except Exception as error:
-                        value = await decoder.reject(data, error, key=key)
+                        value = await decoder.reject(cast(bytes, data), error, key=key)
                     else:
                         decoded += 1
-                line += 1
-                start, position = position, end
-                if value is not SKIPPED:
-                    run.append(
-                        Message(
-                            value,
-                            key,
-                            OffsetHeaders(start, end, line) if headers is None else headers,
-                            timestamp,
-                            source,
-                            Settlement(),
-                        )
-                    )
+                values.append(value)
         except Exception as error:
-            if not run:
-                raise
-            self._failure = error
-            self._ended = True
+            return values, error
         finally:
             decoder.decoded += decoded
-        return run, line
+        return values, None
 
     async def aclose(self) -> None:
         """Stop reading; what was not taken is dropped."""
@@ -314,7 +358,7 @@ class FramedStream(MessageStream):
         self._position = position  # where the next frame starts
         self._line = 0  # frames read since the stream (re)started
         self._at_end = at_end
-        self._frames: list[Frame] = []  # the frames of the last read
+        self._frames = FrameRun([], [], position, True)  # the frames of the last read
         self._decoded = 0  # how many of self._frames were decoded
         self._timestamp: float | None = None  # when the last read came, with ``stamp``
         self._restart: Restart | None = None  # where to count from once self._frames are out
@@ -323,17 +367,22 @@ class FramedStream(MessageStream):
     async def _read_run(self) -> list[Message[Any]]:
         while True:
             frames, start = self._frames, self._decoded
-            if start < len(frames):
-                part = (
-                    frames[start : start + RUN_LIMIT]
-                    if start or len(frames) > RUN_LIMIT
-                    else frames
+            records, ends = frames.records, frames.ends
+            if start < len(records):
+                if start or len(records) > RUN_LIMIT:
+                    records = records[start : start + RUN_LIMIT]
+                    ends = ends[start : start + RUN_LIMIT] if ends is not None else None
+                self._decoded = start + len(records)
+                run, self._position, self._line = await self._decode_run(
+                    records,
+                    ends,
+                    frames.clean,
+                    self._key,
+                    self._headers,
+                    self._timestamp,
+                    self._position,
+                    self._line,
                 )
-                self._decoded = start + len(part)
-                run, self._line = await self._decode_frames(
-                    part, self._key, self._headers, self._timestamp, self._position, self._line
-                )
-                self._position = part[-1][1]
                 if run:
                     return run
                 continue
@@ -353,14 +402,18 @@ class FramedStream(MessageStream):
             chunk = await anext(self._chunks)
         except StopAsyncIteration:
             self._finished = True
-            self._frames = self._framer.finish()
+            self._frames = self._framer.finish_run()
         else:
             if type(chunk) is Restart:
                 self._restart = chunk
-                self._frames = self._framer.finish() if chunk.flush else []
+                self._frames = (
+                    self._framer.finish_run() if chunk.flush else FrameRun([], [], 0, True)
+                )
                 self._framer.reset(chunk.position)
             else:
-                self._frames = self._framer.feed(chunk)  # type: ignore[arg-type]
+                self._frames = self._framer.split(chunk)  # type: ignore[arg-type]
+        if self._frames.records:
+            self._position = self._frames.start
         self._decoded = 0
         if self._stamp:
             self._timestamp = time.time()

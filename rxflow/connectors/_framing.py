@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Literal, Protocol
+from itertools import accumulate
+from typing import Any, Final, Literal, Protocol, cast
 
 import attrs
 
@@ -48,6 +49,7 @@ __all__ = [
     "BadFrame",
     "ChunkFramer",
     "Frame",
+    "FrameRun",
     "Framer",
     "Framing",
     "FramingError",
@@ -80,11 +82,64 @@ class BadFrame:
     reason: str
 
 
-Frame = tuple["bytes | BadFrame", int]  # the record, and the stream position just past it
+Record = bytes | BadFrame  # a frame's bytes, or why there are none
+Frame = tuple[Record, int]  # the record, and the stream position just past it
+
+
+class FrameRun:
+    """The frames of one read, as one list of records: what a source decodes at once.
+
+    ``ends`` holds the stream position just past each record, or is ``None`` where each
+    record was its bytes then ``b"\\n"`` (lines without ``\\r``, the common case): the
+    positions then follow from the lengths, computed only by a source that reports them
+    (a file's offsets), not built per line by the framer. ``clean``: no record is a
+    :class:`BadFrame`, so a codec may decode the run in one call.
+
+    Example:
+        >>> run = make_framer("lines").split(b"one\\ntwo\\nthr")
+        >>> run.records, run.ends, run.start, run.frames()
+        ([b'one', b'two'], None, 0, [(b'one', 4), (b'two', 8)])
+    """
+
+    __slots__ = ("clean", "ends", "records", "start")
+
+    def __init__(
+        self, records: list[Record], ends: list[int] | None, start: int, clean: bool
+    ) -> None:
+        self.records = records  # the frames, in stream order
+        self.ends = ends  # the position past each record (None: see the class docstring)
+        self.start = start  # the stream position of the first record's first byte
+        self.clean = clean  # True only if no record is a BadFrame
+
+    @classmethod
+    def of(cls, frames: Sequence[Frame], start: int) -> FrameRun:
+        """The run of ``frames`` (records with their end positions), the first at ``start``."""
+        records = [record for record, _ in frames]
+        clean = not any(type(record) is BadFrame for record in records)
+        return cls(records, [end for _, end in frames], start, clean)
+
+    def positions(self) -> list[int]:
+        """The stream position just past each record."""
+        if self.ends is not None:
+            return self.ends
+        lengths = [len(cast(bytes, record)) + 1 for record in self.records]
+        return list(accumulate(lengths, initial=self.start))[1:]
+
+    def frames(self) -> list[Frame]:
+        """Each record with the position just past it."""
+        return list(zip(self.records, self.positions(), strict=True))
 
 
 class Framer(Protocol):
     def feed(self, chunk: bytes) -> list[Frame]: ...
+
+    def split(self, chunk: bytes) -> FrameRun:
+        """What :meth:`feed` returns, as a :class:`FrameRun`."""
+        ...
+
+    def finish_run(self) -> FrameRun:
+        """What :meth:`finish` returns, as a :class:`FrameRun`."""
+        ...
 
     def finish(self) -> list[Frame]:
         """The frames still pending at the end of the stream."""
@@ -108,46 +163,62 @@ class LineFramer:
         self._position = position  # stream position where the pending bytes start
 
     def feed(self, chunk: bytes) -> list[Frame]:
+        return self.split(chunk).frames()
+
+    def split(self, chunk: bytes) -> FrameRun:
         if self._discarding:
             end = chunk.find(b"\n")
             if end < 0:
                 self._position += len(chunk)
-                return []
+                return FrameRun([], [], self._position, True)
             self._position += end + 1
             self._discarding = False
             chunk = chunk[end + 1 :]
+        start = self._position
         if b"\n" not in chunk:
             # Scan each byte for b"\n" once: a long line arriving in many reads is gathered,
             # not searched again and again.
             self._pending += chunk
-            return self._check_pending([])
+            return self._check_pending(FrameRun([], [], start, True))
         if self._pending:
             chunk = bytes(self._pending) + chunk
             self._pending.clear()
         lines = chunk.split(b"\n")
-        self._pending += lines.pop()
-        frames: list[Frame] = []
-        position = self._position
+        rest = lines.pop()
+        self._pending += rest
+        complete = len(chunk) - len(rest)  # the complete lines' bytes, newlines included
         limit = self.max_line_length
+        if b"\r" not in chunk and (complete <= limit or max(map(len, lines)) <= limit):
+            # The common case, checked for the whole read at once: nothing to strip or
+            # refuse, so the lines are the run as split, their positions left implicit.
+            self._position = start + complete
+            return self._check_pending(FrameRun(cast(list[Record], lines), None, start, True))
+        records: list[Record] = []
+        ends: list[int] = []
+        position = start
+        clean = True
         for line in lines:
             position += len(line) + 1
+            ends.append(position)
             if len(line) > limit:
-                frames.append((self._too_long(line, len(line)), position))
-            elif line[-1:] == b"\r":
-                frames.append((line[:-1], position))
+                records.append(self._too_long(line, len(line)))
+                clean = False
             else:
-                frames.append((line, position))
+                records.append(line[:-1] if line[-1:] == b"\r" else line)
         self._position = position
-        return self._check_pending(frames)
+        return self._check_pending(FrameRun(records, ends, start, clean))
 
-    def _check_pending(self, frames: list[Frame]) -> list[Frame]:
+    def _check_pending(self, run: FrameRun) -> FrameRun:
         """Report an unfinished line as soon as it is too long, and drop what it holds."""
         if len(self._pending) > self.max_line_length:
             self._position += len(self._pending)
-            frames.append((self._too_long(self._pending, None), self._position))
+            run.ends = run.positions()
+            run.records.append(self._too_long(self._pending, None))
+            run.ends.append(self._position)
+            run.clean = False
             self._pending = bytearray()
             self._discarding = True
-        return frames
+        return run
 
     def _too_long(self, line: bytes | bytearray, length: int | None) -> BadFrame:
         size = f"of {length} bytes" if length is not None else "still unfinished"
@@ -156,6 +227,10 @@ class LineFramer:
             f"a line {size} is longer than max_line_length={self.max_line_length}; "
             "raise max_line_length if such lines are expected",
         )
+
+    def finish_run(self) -> FrameRun:
+        start = self._position
+        return FrameRun.of(self.finish(), start)
 
     def finish(self) -> list[Frame]:
         if not self._pending:
@@ -177,6 +252,15 @@ class LengthFramer:
         self._buffer = bytearray()
         self._skip = 0  # bytes still to discard of an oversized frame, already reported
         self._position = position  # stream position of the start of self._buffer
+        self._start = position  # where the first frame of the last read started
+
+    def split(self, chunk: bytes) -> FrameRun:
+        frames = self.feed(chunk)
+        return FrameRun.of(frames, self._start)
+
+    def finish_run(self) -> FrameRun:
+        start = self._position
+        return FrameRun.of(self.finish(), start)
 
     def feed(self, chunk: bytes) -> list[Frame]:
         if self._skip:
@@ -184,6 +268,7 @@ class LengthFramer:
             self._skip -= dropped
             self._position += dropped
             chunk = chunk[dropped:]
+        self._start = self._position  # where the first frame of this read starts
         buffer = self._buffer
         buffer += chunk
         frames: list[Frame] = []
@@ -243,8 +328,16 @@ class ChunkFramer:
         self._position += len(chunk)
         return [(chunk, self._position)]
 
+    def split(self, chunk: bytes) -> FrameRun:
+        start = self._position
+        self._position += len(chunk)
+        return FrameRun([chunk], [self._position], start, True)
+
     def finish(self) -> list[Frame]:
         return []
+
+    def finish_run(self) -> FrameRun:
+        return FrameRun([], [], self._position, True)
 
 
 def check_framing(

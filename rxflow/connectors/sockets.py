@@ -44,7 +44,7 @@ from rxflow._checks import check_count
 from rxflow._task_groups import background_tasks
 from rxflow.connectors import _byte_streams as byte_streams
 from rxflow.connectors._framed_sources import FramedStream, MessageStream
-from rxflow.connectors._framing import DeadLetter, Frame
+from rxflow.connectors._framing import DeadLetter, FrameRun
 from rxflow.connectors._message import Message
 from rxflow.connectors.codecs import Codec, CodecName, DecodePolicy, Decoder
 from rxflow.errors import ServiceUnavailableError
@@ -133,7 +133,7 @@ async def tcp_source(
             yield records
 
 
-Batch = tuple[str, float, list[Frame]]  # a connection's peer, when its read came, its frames
+Batch = tuple[str, float, FrameRun]  # a connection's peer, when its read came, its frames
 
 
 class TcpServerSource(MessageStream):
@@ -170,7 +170,13 @@ class TcpServerSource(MessageStream):
         """Decode the batches of frames the connections hand over, as the consumer asks."""
         async for peer, timestamp, frames in self._batches:
             # The headers are shared by the messages of one read.
-            run = await self._decode(frames, key=peer, headers={"peer": peer}, timestamp=timestamp)
+            run = await self._decode(
+                frames.records,
+                key=peer,
+                headers={"peer": peer},
+                timestamp=timestamp,
+                clean=frames.clean,
+            )
             if run:
                 return run
         raise StopAsyncIteration
@@ -228,8 +234,8 @@ async def tcp_server_source(
                 except CONNECTION_LOST:
                     server.lost += 1  # this client is gone; the others go on
                     return
-                frames = framer.feed(chunk) if chunk is not None else framer.finish()
-                if frames:
+                frames = framer.split(chunk) if chunk is not None else framer.finish_run()
+                if frames.records:
                     try:
                         await send.send((peer, time.time(), frames))
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -281,9 +287,8 @@ class UdpSource(MessageStream):
             if self._received % 64 == 0:
                 await anyio.lowlevel.checkpoint()  # a flood of datagrams must not starve the loop
             sender = _address(address)
-            frame = [(data, 0)]
             run = await self._decode(
-                frame, key=sender, headers={"peer": sender}, timestamp=time.time()
+                [data], key=sender, headers={"peer": sender}, timestamp=time.time()
             )
             if run:
                 return run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Generic, Literal, TypedDict, TypeVar, Unpack, cast, overload
 
 import attrs
@@ -49,6 +49,31 @@ def as_json(data: bytes) -> Any:
 
 
 CODECS: Final[dict[str, CodecFunction]] = {"bytes": as_bytes, "text": as_text, "json": as_json}
+
+ManyCodec = Callable[[Sequence[bytes]], list[Any]]
+"""A codec applied to a run of records at once: their values, in order."""
+
+
+def _bytes_many(records: Sequence[bytes]) -> list[bytes]:
+    return list(map(bytes, records))
+
+
+def _text_many(records: Sequence[bytes]) -> list[str]:
+    return list(map(_utf8, records))
+
+
+def _json_many(records: Sequence[bytes]) -> list[Any]:
+    return list(map(_json.loads, records))
+
+
+_utf8: Final = bytes.decode  # UTF-8 and strict by default, as as_text
+# The built-in codecs over a run, one C loop each: pure functions, so that where one record
+# fails the run can be decoded again record by record to find it and apply the policy.
+_MANY: Final[dict[CodecFunction, ManyCodec]] = {
+    as_bytes: _bytes_many,
+    as_text: _text_many,
+    as_json: _json_many,
+}
 _CODEC: Final = Resolution(CODECS, record_decoder, what="codec", function="bytes -> value")
 
 
@@ -153,6 +178,9 @@ class Decoder(Generic[ValueT]):
         source: str = "source",
     ) -> None:
         self.codec: Callable[[bytes], ValueT] = resolve_codec(codec, where=source)
+        # The codec over a run of records in one call, where it is a built-in one (pure:
+        # a run in which a record fails may be decoded again one by one); else None.
+        self.decode_many: ManyCodec | None = _MANY.get(self.codec)
         if on_decode_error not in DECODE_POLICIES:
             raise ValueError(
                 f"{source}: on_decode_error must be one of {', '.join(map(repr, DECODE_POLICIES))}"
