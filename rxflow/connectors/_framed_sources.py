@@ -43,7 +43,7 @@ from anyio.abc import ByteReceiveStream
 
 from rxflow.connectors._byte_streams import FramedReading
 from rxflow.connectors._framing import BadFrame, FrameRun, Record
-from rxflow.connectors._message import Message, Settlement, make_message
+from rxflow.connectors._message import Message, NoOpSettlement, make_message
 from rxflow.connectors.codecs import SKIPPED, Decoder
 from rxflow.errors import FramingError
 
@@ -251,25 +251,27 @@ class MessageStream:
         if headers is not None:
             if at_once:
                 for value in values:
-                    append(make_message(value, key, headers, timestamp, source, Settlement()))
+                    append(make_message(value, key, headers, timestamp, source, NoOpSettlement()))
             else:
                 for value in values:
                     if value is not SKIPPED:
-                        append(make_message(value, key, headers, timestamp, source, Settlement()))
+                        append(
+                            make_message(value, key, headers, timestamp, source, NoOpSettlement())
+                        )
         elif ends is None:
             for record, value in zip(records, values, strict=False):  # values may stop early
                 line += 1
                 end = position + len(cast(bytes, record)) + 1
                 if value is not SKIPPED:
                     offsets = OffsetHeaders(position, end, line)
-                    append(make_message(value, key, offsets, timestamp, source, Settlement()))
+                    append(make_message(value, key, offsets, timestamp, source, NoOpSettlement()))
                 position = end
         else:
             for end, value in zip(ends, values, strict=False):
                 line += 1
                 if value is not SKIPPED:
                     offsets = OffsetHeaders(position, end, line)
-                    append(make_message(value, key, offsets, timestamp, source, Settlement()))
+                    append(make_message(value, key, offsets, timestamp, source, NoOpSettlement()))
                 position = end
         if failure is not None:
             if not run:
