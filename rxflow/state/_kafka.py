@@ -4,8 +4,8 @@ Faust model)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -25,14 +25,10 @@ from rxflow.connectors.kafka._client import (
     started,
 )
 from rxflow.errors import RecordsRefusedError, ServiceUnavailableError
+from rxflow.state._kafka_index import Index
 from rxflow.state._kafka_produce import Plan, produce_claim, produce_commit
-from rxflow.state._kafka_records import (
-    MAX_TOPIC_LENGTH,
-    Replay,
-    changelog_of,
-    commit_records,
-    topic_name,
-)
+from rxflow.state._kafka_records import MAX_TOPIC_LENGTH, changelog_of, commit_records, topic_name
+from rxflow.state._kafka_snapshots import DEFAULT_SNAPSHOT_AFTER, Job, Tally, load_scope
 from rxflow.state._kafka_topics import Changelog, Creation, changelog_partitions
 from rxflow.state._store import ScopeChanges, ScopeSnapshot, Store
 
@@ -42,6 +38,8 @@ with requires_extra("kafka"):
     import aiokafka.errors  # type: ignore[import-untyped]
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT_S", "KafkaChangelogStore"]
+
+logger = logging.getLogger("rxflow.state")
 
 MAX_BATCH_BYTES: Final = 1024 * 1024
 FETCH_PARTITION_BYTES: Final = 8 * 1024 * 1024
@@ -180,6 +178,7 @@ class KafkaChangelogStore(Store):
         sasl_plain_username: str | None = None,
         sasl_plain_password: str | None = None,
         ssl_context: Any = None,
+        snapshot_after: int | None = DEFAULT_SNAPSHOT_AFTER,
     ) -> None:
         where = "KafkaChangelogStore()"
         if topic is not None and (
@@ -194,6 +193,7 @@ class KafkaChangelogStore(Store):
         self._replication = check_count(
             where, "replication_factor", replication_factor, optional=True
         )
+        self._floor = check_count(where, "snapshot_after", snapshot_after, minimum=0, optional=True)
         self._connect_timeout = check_seconds(where, "connect_timeout", connect_timeout)
         self._request_timeout = check_seconds(where, "request_timeout", request_timeout)
         self._options = client_options(
@@ -212,6 +212,13 @@ class KafkaChangelogStore(Store):
         self._creation = Creation(
             self.description, self._partitions, self._replication, self._request_timeout
         )
+        self._claimed: dict[tuple[str, str], int] = {}  # the epochs this store claimed
+        self._tallies: dict[tuple[str, str], Tally] = {}  # of the scopes it loaded
+        self._scope_locks: dict[tuple[str, str], anyio.Lock] = {}
+        self.records_read = 0
+        """Changelog records the loads of this store read (their snapshots' checks too)."""
+        self.snapshots = 0
+        """Snapshots this store wrote, completely."""
 
     @property
     def description(self) -> str:
@@ -263,6 +270,14 @@ class KafkaChangelogStore(Store):
                 await stack.enter_async_context(started(host, consumer, options, within=within)),
                 await stack.enter_async_context(
                     started(host, lambda: _Admin(options), options, within=within)
+                ),
+                Index(
+                    host,
+                    stack,
+                    options,
+                    within=within,
+                    timeout=self._request_timeout,
+                    description=self.description,
                 ),
             )
         except BaseException as error:
@@ -331,56 +346,58 @@ class KafkaChangelogStore(Store):
         topic, partition = await self._place(namespace, scope)
         send = clients.producer.send
         try:
-            return int(
+            epoch = int(
                 await self._call(clients, produce_claim, send, topic, partition, namespace, scope)
             )
         except aiokafka.errors.KafkaError as error:
             raise self._lost(error, f"did not store the claim of scope {scope!r}") from error
+        self._claimed[namespace, scope] = epoch
+        return epoch
 
     async def load(self, namespace: str, scope: str) -> ScopeSnapshot:
+        async with self._scope_lock(namespace, scope):
+            job = await self._read(namespace, scope, self._claimed.get((namespace, scope)))
+        return job.replay.snapshot(time.time())
+
+    def _scope_lock(self, namespace: str, scope: str) -> anyio.Lock:
+        """Held while a scope is committed or read: a snapshot holds the state the read
+        found, so no commit of the scope may come between the two."""
+        lock = self._scope_locks.get((namespace, scope))
+        if lock is None:
+            lock = self._scope_locks[namespace, scope] = anyio.Lock()
+        return lock
+
+    async def _read(self, namespace: str, scope: str, epoch: int | None) -> Job:
+        """The scope rebuilt from its changelog, and a snapshot of it written if its log
+        is long enough (only by the owner of ``epoch``); the scope's lock held."""
         clients = self._opened()
         topic, partition = await self._place(namespace, scope)
         async with clients.load_lock:  # one consumer, assigned one partition at a time
-            replay: Replay = await self._call(
-                clients, self._replay_there, topic, partition, Replay(namespace, scope)
+            indexer = None if self._floor is None else await clients.index.consumer(namespace)
+            job = Job(
+                namespace,
+                scope,
+                topic,
+                partition,
+                consumer=clients.consumer,
+                send=clients.producer.send,
+                indexer=indexer,
+                epoch=epoch,
+                floor=self._floor,
+                timeout=self._request_timeout,
+                description=self.description,
             )
-        return replay.snapshot(time.time())
-
-    async def _replay_there(self, topic: str, partition: int, replay: Replay) -> Replay:
-        """On the clients' loop: every record of the partition up to its end offset now,
-        through ``replay``."""
-        consumer = self._opened().consumer
-        where = aiokafka.TopicPartition(topic, partition)
-        # The offsets first: once a partition is assigned, the consumer fetches, and a
-        # broker answers a connection's requests in order (behind a fetch's wait).
-        position = (await consumer.beginning_offsets([where]))[where]
-        end = (await consumer.end_offsets([where]))[where]
-        if position >= end:
-            return replay  # nothing was ever committed there (or all of it was deleted)
-        consumer.assign([where])
-        try:
-            consumer.seek(where, position)
-            loop = asyncio.get_running_loop()
-            answered = loop.time()
-            add = replay.add
-            while position < end:
-                fetched = await consumer.getmany(where, timeout_ms=500)
-                for record in fetched.get(where, ()):
-                    if record.offset >= end:
-                        break
-                    add(record.key, record.value, record.headers, record.offset)
-                reached = await consumer.position(where)
-                if reached > position:
-                    position, answered = reached, loop.time()
-                elif loop.time() - answered > self._request_timeout:
-                    raise ServiceUnavailableError(
-                        f"{self.description} sent nothing of {topic!r} partition {partition} "
-                        f"for {self._request_timeout:g} s (at offset {position} of {end}); "
-                        "check that the cluster is up"
-                    )
-        finally:
-            consumer.unsubscribe()  # fetch nothing more of it meanwhile
-        return replay
+            try:
+                await self._call(clients, load_scope, job)
+            finally:
+                self.records_read += job.read
+        if job.plan is not None:
+            self.snapshots += 1
+        if job.recorded and job.plan is not None:
+            admin, lock = clients.admin.client, clients.topics_lock
+            await clients.index.delete_before(admin, lock, topic, partition, job.plan.first)
+        self._tallies[namespace, scope] = job.tally(time.time())
+        return job
 
     # -- commit --------------------------------------------------------------------------
 
@@ -397,9 +414,15 @@ class KafkaChangelogStore(Store):
             )
         if not plans:
             return
-        failed: dict[str, BaseException] = await self._call(
-            clients, produce_commit, clients.producer.send, plans
-        )
+        async with contextlib.AsyncExitStack() as locks:
+            for scope in sorted({plan.scope for plan in plans}):
+                await locks.enter_async_context(self._scope_lock(namespace, scope))
+            failed: dict[str, BaseException] = await self._call(
+                clients, produce_commit, clients.producer.send, plans
+            )
+            for plan in plans:
+                if plan.scope not in failed:
+                    await self._count(namespace, plan)
         if not failed:
             return
         scope, error = next(iter(failed.items()))
@@ -413,13 +436,37 @@ class KafkaChangelogStore(Store):
             stored=len(plans) - len(failed),
         ) from error
 
+    async def _count(self, namespace: str, plan: Plan) -> None:
+        """A commit's records counted into its scope's log; read again for a snapshot when
+        the log may have grown long enough (the scope's lock held)."""
+        tally = self._tallies.get((namespace, plan.scope))
+        if tally is None or plan.epoch is None:
+            return  # a scope this store did not load, or a writer without a claim
+        tally.since += len(plan.entries) + 1
+        if tally.since <= tally.check_at:
+            return
+        try:
+            await self._read(namespace, plan.scope, plan.epoch)
+        except (ServiceUnavailableError, aiokafka.errors.KafkaError) as error:
+            # The commit is stored; its snapshot can wait for the next one.
+            logger.warning(
+                "%s: scope %r of %r was committed, but reading it for a snapshot failed: %s",
+                self.description,
+                plan.scope,
+                namespace,
+                self._options.scrub(str(error)),
+            )
+
 
 class _Clients:
     """An open store's clients, on ``host``'s loop, and the locks that order their use."""
 
-    __slots__ = ("admin", "consumer", "host", "load_lock", "producer", "topics_lock")
+    __slots__ = ("admin", "consumer", "host", "index", "load_lock", "producer", "topics_lock")
 
-    def __init__(self, host: AsyncioHost, producer: Any, consumer: Any, admin: _Admin) -> None:
+    def __init__(
+        self, host: AsyncioHost, producer: Any, consumer: Any, admin: _Admin, index: Index
+    ) -> None:
         self.host, self.producer, self.consumer, self.admin = host, producer, consumer, admin
+        self.index = index
         self.load_lock = anyio.Lock()
         self.topics_lock = anyio.Lock()

@@ -13,6 +13,7 @@ from rxflow.state._kafka_records import (
     ENTRY_HEADER,
     EPOCH_HEADER,
     MARKER_HEADER,
+    SNAPSHOT_HEADER,
     claim_header,
     epoch_header,
 )
@@ -32,9 +33,20 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 
 class Plan:
-    """One scope's part of a commit, ready to produce."""
+    """One scope's part of a commit (or a snapshot of the scope), ready to produce;
+    :attr:`first` and :attr:`last` are where it went, once produced."""
 
-    __slots__ = ("entries", "epoch", "marker", "partition", "scope", "topic")
+    __slots__ = (
+        "entries",
+        "epoch",
+        "first",
+        "last",
+        "marker",
+        "partition",
+        "scope",
+        "snapshot",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -44,14 +56,21 @@ class Plan:
         entries: list[tuple[bytes, bytes | None, bytes]],
         marker: tuple[bytes, bytes],
         epoch: int | None,
+        *,
+        snapshot: bool = False,
     ) -> None:
         self.scope, self.topic, self.partition = scope, topic, partition
         self.entries, self.marker, self.epoch = entries, marker, epoch
+        self.snapshot = snapshot
+        self.first = -1  # the offset of its first record (an entry, or the marker alone)
+        self.last = -1  # the offset of its marker
 
     def marker_headers(self) -> list[tuple[str, bytes]]:
         headers = [(MARKER_HEADER, self.marker[1])]
         if self.epoch is not None:
             headers.append((EPOCH_HEADER, epoch_header(self.epoch)))
+        if self.snapshot:
+            headers.append((SNAPSHOT_HEADER, b""))
         return headers
 
 
@@ -91,7 +110,7 @@ async def produce_commit(send: Send, plans: list[Plan]) -> dict[str, BaseExcepti
             waiting += futures
         if waiting:
             await asyncio.wait(waiting)
-        markers: list[tuple[str, asyncio.Future[Any]]] = []
+        markers: list[tuple[Plan, list[asyncio.Future[Any]], asyncio.Future[Any]]] = []
         waiting = []
         for plan, futures in sent:
             refused = next((f.exception() for f in futures if f.exception()), None)
@@ -102,13 +121,16 @@ async def produce_commit(send: Send, plans: list[Plan]) -> dict[str, BaseExcepti
             future = await send(
                 plan.topic, plan.marker[0], partition=plan.partition, headers=plan.marker_headers()
             )
-            markers.append((plan.scope, future))
+            markers.append((plan, futures, future))
             waiting.append(future)
         if waiting:
             await asyncio.wait(waiting)
-        for scope, future in markers:
+        for plan, futures, future in markers:
             if (refused := future.exception()) is not None:
-                failed[scope] = refused
+                failed[plan.scope] = refused
+            else:
+                plan.last = future.result().offset
+                plan.first = min((f.result().offset for f in futures), default=plan.last)
     except asyncio.CancelledError:
         for future in waiting:
             future.add_done_callback(_retrieve)

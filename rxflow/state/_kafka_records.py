@@ -20,6 +20,7 @@ __all__ = [
     "EPOCH_HEADER",
     "MARKER_HEADER",
     "MAX_TOPIC_LENGTH",
+    "SNAPSHOT_HEADER",
     "Replay",
     "changelog_of",
     "claim_header",
@@ -40,6 +41,9 @@ EPOCH_HEADER: Final = "rxflow-epoch"
 """A commit marker's second header, when its writer claimed the scope: that claim's epoch
 (signed 64-bit, big-endian). Markers without it (older ones, or written without a claim)
 are never fenced."""
+SNAPSHOT_HEADER: Final = "rxflow-snapshot"
+"""A commit marker's flag header (empty value) when the commit is a snapshot: its entries
+are every live entry of the scope, and a load replaces the scope's state with them."""
 LEGAL_TOPIC: Final = re.compile(r"[^a-zA-Z0-9._-]")
 MAX_TOPIC_LENGTH: Final = 249
 
@@ -176,6 +180,10 @@ class Replay:
     a marker whose epoch is below the fence is a former owner's commit produced after the
     new owner claimed the scope, and is left out with its entries (counted in
     :attr:`fenced`). A marker before the claim is applied: the new owner loaded it.
+
+    Snapshots: a complete snapshot (a marker flagged :data:`SNAPSHOT_HEADER`, not fenced)
+    replaces the scope's tables with its entries, and its epoch fences later commits as a
+    claim would; :attr:`snapshot_at` is where it starts, so a load may start there.
     """
 
     __slots__ = (
@@ -185,9 +193,13 @@ class Replay:
         "_names",
         "_pending",
         "_scope",
+        "_starts",
         "_tables",
+        "alone",
         "fenced",
         "meta",
+        "records",
+        "snapshot_at",
     )
 
     def __init__(self, namespace: str, scope: str) -> None:
@@ -201,6 +213,10 @@ class Replay:
         self.meta: bytes | None = None
         self._fence = -1  # the offset of the scope's newest claim record so far
         self.fenced = 0  # commits left out because a newer claim came before their marker
+        self._starts: dict[bytes, int] = {}  # commit id -> the offset of its first record
+        self.records = 0  # records added
+        self.alone = True  # no record added was of another scope, or of another writer
+        self.snapshot_at = -1  # where the last snapshot applied starts (its first record)
 
     def add(
         self,
@@ -209,27 +225,42 @@ class Replay:
         headers: Sequence[tuple[str, bytes]],
         offset: int = -1,
     ) -> None:
+        self.records += 1
         if not headers:
-            return  # not a record of this store
+            self.alone = False  # not a record of this store
+            return
         kind, data = headers[0]
         if kind == ENTRY_HEADER:
             commit_id = data[:8]
             if commit_id != self._id:  # (a commit's records come one after the other)
-                self._id, self._entries = commit_id, self._pending.setdefault(commit_id, {})
+                entries = self._pending.get(commit_id)
+                if entries is None:
+                    entries = self._pending[commit_id] = {}
+                    self._starts[commit_id] = offset
+                self._id, self._entries = commit_id, entries
             self._entries[data[8:12]] = (key or b"", value)
         elif kind == MARKER_HEADER:
-            epoch = None
-            if len(headers) > 1 and headers[1][0] == EPOCH_HEADER:
-                epoch = int.from_bytes(headers[1][1], "big", signed=True)
-            self._marker(data, value, epoch)
+            epoch, snapshot = None, False
+            for name, raw in headers[1:]:
+                if name == EPOCH_HEADER:
+                    epoch = int.from_bytes(raw, "big", signed=True)
+                elif name == SNAPSHOT_HEADER:
+                    snapshot = True
+            self._marker(data, value, epoch, snapshot, offset)
         elif kind == CLAIM_HEADER and _scope_of(data) == self._scope:
             self._fence = offset
+        else:
+            self.alone = False  # another scope's claim, or not a record of this store
 
-    def _marker(self, data: bytes, meta: bytes | None, epoch: int | None) -> None:
+    def _marker(
+        self, data: bytes, meta: bytes | None, epoch: int | None, snapshot: bool, offset: int
+    ) -> None:
         commit_id, count = data[:8], int.from_bytes(data[8:12], "big")
         entries = self._pending.pop(commit_id, {})
+        start = self._starts.pop(commit_id, offset)
         self._id, self._entries = b"", {}
         if _scope_of(data[12:]) != self._scope:
+            self.alone = False
             return  # another scope's commit, in a partition they share
         if epoch is not None and epoch < self._fence:
             self.fenced += 1
@@ -237,6 +268,15 @@ class Replay:
         # Places are 4 bytes big-endian: count of them, all below count, is every one.
         if len(entries) != count or (count and max(entries) >= count.to_bytes(4, "big")):
             return  # some entry of it was never stored: not committed
+        if snapshot:
+            # The scope's whole state: what came before it no longer counts. Its epoch
+            # was the newest claim when it was written (else it would be fenced above),
+            # so it fences commits after it as those claims did, for a load that
+            # starts at it and never sees them.
+            self._tables = {}
+            self.snapshot_at = start
+            if epoch is not None:
+                self._fence = max(self._fence, epoch)
         puts = []
         for key, value in entries.values():  # deletes first: a put of the commit wins
             if value is None:
@@ -254,6 +294,20 @@ class Replay:
             (expires,) = unpack(value)
             table[key[2 + length :]] = (value[8:], None if expires != expires else expires)
         self.meta = meta or b""
+
+    @property
+    def fence(self) -> int:
+        """The newest epoch that fences the scope's commits so far (-1: none)."""
+        return self._fence
+
+    def live(self, now: float) -> int:
+        """How many entries have not expired at ``now``."""
+        return sum(
+            1
+            for entries in self._tables.values()
+            for _, expires in entries.values()
+            if expires is None or expires > now
+        )
 
     def _split(self, key: bytes) -> tuple[str, bytes]:
         """A record key's table name and the entry's key."""
