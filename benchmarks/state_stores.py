@@ -17,6 +17,13 @@ backend, against the same commands written with the raw client on asyncio (a MUL
 HSET and SET; an unnest upsert in a transaction). Needs the local servers
 (``RXFLOW_REDIS_URL``, ``RXFLOW_POSTGRES_DSN``).
 
+``state_store_kafka_load``: seconds to load a scope of 1,000 keys (100-byte values) from a
+Kafka changelog after 100 checkpoints that each changed every key, by
+``KafkaChangelogStore`` on each backend: with snapshots (the default; the commits wrote
+them as the log grew, and a load starts at the newest) against the same log written
+without (``snapshot_after=None``: the load reads all 101,000 records). Needs tansu (the
+test extra) or ``RXFLOW_KAFKA_BOOTSTRAP``; ``ratio`` is the speed-up.
+
 Both sides store the expiry with each entry and filter it at load. rocksdict is not a
 dependency of rxflow: without it installed, the RocksDB figures are left out.
 """
@@ -37,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 
 from benchmarks._measure import BACKENDS, best_rate, row
 from rxflow.state._sqlite import SQLiteStore
@@ -383,11 +391,74 @@ async def _drop(kind: str, prefix: str) -> None:
         await connection.close()
 
 
+async def kafka_changelog(
+    bootstrap: str, namespace: str, checkpoints: list[ScopeChanges], after: int | None
+) -> None:
+    """The checkpoints committed by a flow's owner of scope ``""`` (claim, load, commits)."""
+    from rxflow.state._kafka import KafkaChangelogStore
+
+    async with KafkaChangelogStore(bootstrap, snapshot_after=after) as store:
+        epoch = await store.claim(namespace, "")
+        await store.load(namespace, "")
+        for changes in checkpoints:
+            await store.commit(namespace, [attrs.evolve(changes, epoch=epoch)])
+
+
+async def kafka_loads(
+    bootstrap: str, namespace: str, after: int | None, repeats: int
+) -> tuple[float, int, int]:
+    """The fastest of ``repeats`` loads of the scope, in seconds; the keys loaded and the
+    records one load read."""
+    from rxflow.state._kafka import KafkaChangelogStore
+
+    async with KafkaChangelogStore(bootstrap, snapshot_after=after) as store:
+        best, keys = float("inf"), 0
+        for _ in range(repeats):
+            started = time.perf_counter()
+            keys = len((await store.load(namespace, "")).tables["totals"])
+            best = min(best, time.perf_counter() - started)
+        return best, keys, store.records_read // repeats
+
+
+def kafka_load(quick: bool) -> Iterator[dict[str, Any]]:
+    """Load after many checkpoints, with snapshots against without."""
+    from benchmarks.connectors_kafka import broker
+
+    keys, rounds, repeats = 1_000, (30 if quick else 100), (2 if quick else 3)
+    checkpoints = [checkpoint(keys, n) for n in range(rounds)]
+    with broker() as bootstrap:
+        names = {after: f"bench-{uuid.uuid4().hex[:8]}" for after in (None, 1000)}
+        for after, name in names.items():
+            anyio.run(kafka_changelog, bootstrap, name, checkpoints, after)
+        for backend in BACKENDS:
+            found = {
+                after: anyio.run(kafka_loads, bootstrap, name, after, repeats, backend=backend)
+                for after, name in names.items()
+            }
+            (plain, plain_keys, plain_read), (snap, snap_keys, snap_read) = found.values()
+            if plain_keys != keys or snap_keys != keys:
+                raise AssertionError(f"kafka loads found {plain_keys} and {snap_keys} keys")
+            yield row(
+                "state_store_kafka_load",
+                backend,
+                keys,
+                keys / snap,
+                "no_snapshots",
+                keys / plain,
+                checkpoints=rounds,
+                load_s=round(snap, 4),
+                no_snapshots_load_s=round(plain, 4),
+                records_read=snap_read,
+                no_snapshots_records_read=plain_read,
+            )
+
+
 CASES: dict[str, Callable[[bool], Iterable[dict[str, Any]]]] = {
     "state_store_commit": commit,
     "state_store_load": load,
     "state_store_redis": partial(server_store, kind="redis"),
     "state_store_postgres": partial(server_store, kind="postgres"),
+    "state_store_kafka_load": kafka_load,
 }
 
 if __name__ == "__main__":

@@ -81,12 +81,12 @@ class KafkaChangelogStore(Store):
     and per put (value: the expiry time, then the value; key: the table's name, then the
     key), waits until the brokers acknowledged all of them (``acks="all"``), then produces
     the scope's commit marker (its meta, the commit's id and number of records) and waits
-    for that too. :meth:`load` reads the partition from its beginning up to its end offset
-    when the load starts (a fetch of whole batches at a time, no consumer group) and
-    applies a commit's records only when its marker comes and every record it counts was
-    seen. So a commit cut short (a crash, a cancellation, a refused record) is left out
-    whatever follows it, and a record the producer sent twice counts once. Entries that
-    had expired are not loaded.
+    for that too. :meth:`load` reads the partition from its beginning (or its newest
+    snapshot, below) up to its end offset when the load starts (a fetch of whole batches
+    at a time) and applies a commit's records only when its marker comes and every record
+    it counts was seen. So a commit cut short (a crash, a cancellation, a refused record)
+    is left out whatever follows it, and a record the producer sent twice counts once.
+    Entries that had expired are not loaded.
 
     **Why log compaction is off.** Compaction keeps only the newest record of each key. A
     committed value followed by a newer record of the same key from a commit that never
@@ -98,15 +98,28 @@ class KafkaChangelogStore(Store):
     ``retention.bytes=-1``): the default 7-day retention would delete the state of a key
     not written for a week.
 
-    **What bounds the topic's size: nothing yet.** A changelog grows by every commit's
-    changes (a checkpoint writes each changed key once, however often it changed), and a
-    restore reads all of it. Measured with tansu on a 2-core machine, 100,000 keys of 100
-    bytes: a commit 1.2-1.4 s, a load 0.6-0.8 s (about 130,000 records a second), on both
-    backends. Give a table whose keys change all the time longer checkpoint intervals, or
-    another store.
-    The way to bound it is a full snapshot of a scope written at restore, after which
-    the records before it are deleted with Kafka's DeleteRecords; it is not built (tansu,
-    the broker the tests run, does not offer DeleteRecords).
+    **Snapshots: what bounds a restore and the topic.** When a scope's log, from where a
+    load starts, holds more than ``2 * live entries + snapshot_after`` records, its owner
+    (the store that claimed it, at its load or a commit) writes a snapshot: a commit of
+    every live entry (with its expiry) and the meta, its marker flagged as a snapshot and
+    carrying the owner's epoch, atomic like any commit. A load that meets a complete one
+    replaces the scope's state with it, and its epoch fences later commits of older
+    epochs as a claim would. So the log since the newest snapshot stays within a constant
+    factor of the live state (each record written costs O(1) snapshot work, amortized).
+    Where the partition holds this scope alone (nothing of another namespace or scope,
+    nor anything else, from the start of the partition up to the snapshot's marker), the
+    snapshot's first offset is committed as the offset of consumer group
+    ``"rxflow-changelog-<namespace>"``, and loads start there (a load checks that a whole
+    snapshot starts there, else reads from the beginning). Then the records before it are
+    deleted with Kafka's DeleteRecords: on Apache Kafka the partition holds at most about
+    ``3 * live + snapshot_after`` records. Brokers without DeleteRecords (tansu, the tests'
+    broker) keep them, logged once at INFO: the topic grows, the restores do not. A
+    partition that scopes share (a fixed ``topic``, namespaces whose names map to one
+    topic) is never snapshotted, and is read whole. Measured with tansu (``python -m
+    benchmarks --only state_store_kafka_load``): 1,000 keys changed by each of 100
+    checkpoints load in 7-8 ms (2,002 records read) instead of 330 ms (100,101), on both
+    backends; a load reads about 130,000 records a second, a commit of 100,000 keys of
+    100 bytes takes 1.2-1.4 s.
 
     **Fencing at read.** Kafka partition ownership gives each scope one writer at a time,
     but a worker that lost its partition may still commit (a zombie), and a topic cannot
@@ -139,6 +152,8 @@ class KafkaChangelogStore(Store):
         sasl_plain_username: the SASL user.
         sasl_plain_password: the SASL password (never shown in errors or logs).
         ssl_context: an ``ssl.SSLContext`` for ``SSL``/``SASL_SSL``.
+        snapshot_after: the records a scope's log may hold beyond twice its live entries
+            before its owner writes a snapshot; ``None``: never (loads read all the log).
 
     Raises:
         ServiceUnavailableError: the cluster cannot be reached, refuses the credentials, or
