@@ -84,6 +84,18 @@ class ScopeChanges:
     refuses these changes if the scope was claimed again since. ``None`` commits whoever
     owns the scope (tools and tests; a flow always gives its epoch)."""
 
+    def __attrs_post_init__(self) -> None:
+        # A key both put and deleted has no one meaning: stores would differ on which wins.
+        for table, keys in self.deletes.items():
+            put = self.puts.get(table)
+            both = put.keys() & set(keys) if put else ()
+            if both:
+                raise ValueError(
+                    f"ScopeChanges for scope {self.scope!r}: key {min(both)!r} of table "
+                    f"{table!r} is both put and deleted; give each key one change (the "
+                    "last one)"
+                )
+
 
 class TransactionalSink(Protocol):
     """A sink that writes exactly once by writing in the flow's checkpoints: what a flow

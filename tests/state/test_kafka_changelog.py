@@ -216,7 +216,7 @@ async def test_a_fixed_topic_keeps_scopes_and_namespaces_that_share_a_partition_
     async with store(topic=topic, partitions=1) as kept:
         await kept.commit(one, [change("a/0", {"t": {b"k": b"one-a"}}), change("b/0", {})])
         await kept.commit(other, [change("a/0", {"t": {b"k": b"other-a"}}, {"t": [b"j"]})])
-        await kept.commit(one, [change("b/0", {"t": {b"k": b"one-b"}}, {"t": [b"k"]})])
+        await kept.commit(one, [change("b/0", {"t": {b"k": b"one-b"}}, {"t": [b"gone"]})])
         loaded = [values(await kept.load(n, s)) for n in (one, other) for s in ("a/0", "b/0")]
     assert loaded == [
         {"t": {b"k": b"one-a"}},

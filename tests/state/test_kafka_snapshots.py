@@ -45,7 +45,7 @@ NOW = time.time()
 def workload(seed: int, commits: int) -> list[ScopeChanges]:
     """Commits of scope ``""`` over a few keys of two tables: overwrites, deletes, entries
     that expired long ago and entries that expire in an hour. (No commit puts and deletes
-    one key: MemoryStore applies the delete last, the Kafka changelog the put.)"""
+    one key: ScopeChanges refuses that.)"""
     rng = random.Random(seed)
     out = []
     for n in range(commits):

@@ -303,9 +303,8 @@ async def test_a_commit_that_fails_midway_leaves_the_scope_as_it_was(
         await store.commit(namespace, [ScopeChanges("s", before.tables, {}, b"m-old")])
         # The engine refuses the last value, after it took the deletes and the first table.
         bad = entries(10, b"new") | {b"z": StoredEntry({"not": "bytes"})}  # type: ignore[arg-type]
-        failing = ScopeChanges(
-            "s", {"a": entries(1000, b"new"), "b": bad}, {"a": [b"k1", b"k2"]}, b"m-new"
-        )
+        new = {key: entry for key, entry in entries(1000, b"new").items() if key != b"k1"}
+        failing = ScopeChanges("s", {"a": new, "b": bad}, {"a": [b"k1"]}, b"m-new")
         with pytest.raises(TypeError, match="must be bytes"):
             await store.commit(namespace, [failing])
         assert await store.load(namespace, "s") == before
@@ -486,3 +485,12 @@ async def test_a_store_that_is_not_open_says_so(make_store: MakeStore, namespace
         await store.load(namespace, "")
     with contextlib.suppress(Exception):
         await store.close()
+
+
+def test_a_key_both_put_and_deleted_in_one_commit_is_refused() -> None:
+    # Stores would disagree on which change wins (MemoryStore applied the delete, the Kafka
+    # changelog the put), so the changes are refused where they are made.
+    with pytest.raises(ValueError, match=r"key b'k' of table 't' is both put and deleted"):
+        ScopeChanges("s", {"t": {b"k": StoredEntry(b"v")}}, {"t": [b"k"]}, b"")
+    # The same key in two tables, or a delete of another key, is fine.
+    ScopeChanges("s", {"t": {b"k": StoredEntry(b"v")}}, {"u": [b"k"], "t": [b"j"]}, b"")
