@@ -83,6 +83,14 @@ class AckHolds(Protocol):
         the partition's new owner reads them again."""
         ...
 
+    def overlapping_windows(self, stage: str) -> None:
+        """Operator ``stage``, which keeps items in overlapping event-time windows by their
+        holds, is being subscribed: raise if the flow could not rebuild such windows after a
+        crash. An item's message is acknowledged once every window holding it was written,
+        so messages delivered again would rebuild a window some of whose items were
+        acknowledged with the window before it, and it would be emitted as if whole."""
+        ...
+
 
 class NoHolds:
     """The holds outside a flow: nothing is tracked, every method does nothing."""
@@ -112,6 +120,9 @@ class NoHolds:
 
     def let_go(self, partition: object) -> None:
         return None
+
+    def overlapping_windows(self, stage: str) -> None:
+        return None  # outside a flow nothing is acknowledged, and nothing delivered again
 
 
 class _Nothing:

@@ -38,6 +38,7 @@ from typing import Any
 
 import anyio
 import attrs
+import reactivex
 from reactivex import Observable
 from reactivex import operators as ops
 
@@ -105,6 +106,9 @@ class Delivery(AckHolds):
         self._pushing: int | None = None  # the message being pushed through the operators
         self._attached: tuple[int, ...] = ()  # what a holder's output being emitted carries
         self.linking = False  # some source wants to know which messages made one output
+        # Set when the flow reads a source that delivers unacknowledged messages again and
+        # has no checkpoints: the error for an operator keeping overlapping windows.
+        self.refuse_overlapping: Callable[[str], Exception] | None = None
         # The checkpoint epoch that outputs emitted now belong to: each checkpoint's barrier
         # ends one. A transactional sink writes an output with the checkpoint of its epoch.
         self.epoch = 0
@@ -160,6 +164,12 @@ class Delivery(AckHolds):
         if self._pushing is not None:
             sequence, self._pushing = self._pushing, None
             self._release(sequence)
+
+    def push_failed(self) -> None:
+        """The operators failed while the admitted message was pushed (the flow fails with
+        their error): its push never ends, so it is never acknowledged and its system
+        delivers it again. Acknowledging it would lose it: nothing was made of it."""
+        self._pushing = None
 
     # -- stateful operators --------------------------------------------------------------
 
@@ -302,6 +312,10 @@ class Delivery(AckHolds):
                     entry.account.held -= 1
                     self._held_messages -= 1
                 self._settle(sequence, entry)
+
+    def overlapping_windows(self, stage: str) -> None:
+        if self.refuse_overlapping is not None:
+            raise self.refuse_overlapping(stage)
 
     def _link(self, held: tuple[int, ...]) -> None:
         """Tell each source which of its messages made the output being emitted."""
@@ -463,5 +477,8 @@ class Output:
 
 
 def tag_outputs(delivery: Delivery) -> Callable[[Observable[Any]], Observable[Output]]:
-    """The last operator of a flow: each output takes its claims with it."""
-    return ops.map(delivery.output)
+    """The last operator of a flow: each output takes its claims with it, and an error of
+    the operators during a push leaves the message being pushed unsettled."""
+    return reactivex.compose(
+        ops.map(delivery.output), ops.do_action(on_error=lambda _: delivery.push_failed())
+    )

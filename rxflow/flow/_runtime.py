@@ -5,6 +5,7 @@ aborts, or fails with the one error that ended it."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,6 @@ from rxflow.flow.metrics import FlowSnapshot
 from rxflow.partitions import per_partition
 from rxflow.pipe import Pipe, open_pipe
 from rxflow.state._store import Store, TransactionalSink
-from rxflow.windows import EventTimeWindows
 
 if TYPE_CHECKING:
     from rxflow.flow._builder import Flow
@@ -212,7 +212,7 @@ class FlowHandle:
             for source, items in zip(self._flow._sources, sources, strict=True):
                 source.decoder = getattr(items, "decoder", None)
             if checkpointer is None:
-                _refuse_sliding_windows_over_redelivery(self._flow, sources)
+                delivery.refuse_overlapping = _overlap_refusal(self._flow, sources)
             self._accounts = [
                 SourceAccount(
                     source_name(source, items),
@@ -312,28 +312,29 @@ class FlowHandle:
             logger.info("%s", self.snapshot().progress_line())
 
 
-def _refuse_sliding_windows_over_redelivery(flow: Flow, sources: list[Any]) -> None:
-    """Event-time sliding windows over a source that delivers unacknowledged messages again
-    need checkpoints. Without them, after a crash a window whose items were partly
-    acknowledged (those whose other windows were written too) is built again from the rest
-    and emitted as if whole: the messages alone cannot rebuild overlapping windows."""
-    sliding = [
-        operator.metrics.name
-        for operator in flow._operators
-        if isinstance(operator, EventTimeWindows)
-        and operator.aligned is not None
-        and operator.aligned.sliding
-    ]
+def _overlap_refusal(flow: Flow, sources: list[Any]) -> Callable[[str], Exception] | None:
+    """The error for event-time sliding windows (wherever they are in the chain: at the top,
+    or inside ``group_by``/``flat_map``), when the flow reads a source that delivers
+    unacknowledged messages again and has no checkpoints; None when they are safe. Without
+    checkpoints, after a crash a window whose items were partly acknowledged (those whose
+    other windows were written too) is built again from the rest and emitted as if whole:
+    the messages alone cannot rebuild overlapping windows."""
     redelivering = [items for items in sources if callable(getattr(items, "link_many", None))]
-    if sliding and redelivering:
-        raise FlowStateError(
-            f"flow {flow.name!r}: the event-time sliding windows {sliding[0]!r} overlap, so "
-            f"after a crash the messages that {getattr(redelivering[0], 'name', 'the source')} "
-            "delivers again cannot rebuild a window some of whose items were acknowledged "
-            "with the window before it; it would be emitted with part of its items. Add "
-            ".checkpoint(store) (rxflow.state.SQLiteStore needs no server): the windows' "
-            "contents are then stored and recover exactly"
+    if not redelivering:
+        return None
+    source = getattr(redelivering[0], "name", "the source")
+
+    def refusal(stage: str) -> Exception:
+        return FlowStateError(
+            f"flow {flow.name!r}: the event-time sliding windows {stage!r} overlap, so "
+            f"after a crash the messages that {source} delivers again cannot rebuild a "
+            "window some of whose items were acknowledged with the window before it; it "
+            "would be emitted with part of its items. Add .checkpoint(store) "
+            "(rxflow.state.SQLiteStore needs no server): the windows' contents are then "
+            "stored and recover exactly"
         )
+
+    return refusal
 
 
 def _links_outputs(items: Any) -> bool:

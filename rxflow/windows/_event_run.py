@@ -69,6 +69,8 @@ class EventTimeRun:
         # as they change, and no holds are taken: the checkpoints cover the items.
         self.table = table
         self.holds = current_holds() if table is None else NO_HOLDS
+        if table is None and spec.aligned is not None and spec.aligned.sliding:
+            self.holds.overlapping_windows(spec.metrics.name)  # refused where unrecoverable
         # Whether an item placed in a window needs an entry in its `holds`: a claim on its
         # source message (in a flow) or a change mark (in a durable scope); outside both,
         # nothing is appended, and an emission needs no holds context either.

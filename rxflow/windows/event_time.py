@@ -47,7 +47,6 @@ from reactivex.scheduler import TimeoutScheduler
 from reactivex.subject import Subject
 
 from rxflow._typevars import TimedT
-from rxflow.windows._durable import durable_table
 from rxflow.windows._event_run import EventTimeRun
 from rxflow.windows._stage import WindowStage
 from rxflow.windows._window import Window
@@ -133,7 +132,7 @@ class EventTimeWindows(WindowStage[EventTimeRun], Generic[TimedT]):
             observer: abc.ObserverBase[Window[T]], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             chosen = self.scheduler or scheduler or TimeoutScheduler.singleton()
-            run = EventTimeRun(self, observer, chosen, durable_table(self.metrics.name, self))
+            run = EventTimeRun(self, observer, chosen, self.durable_table())
             self._runs.add(run)
             # Upstream gets the subscription's own scheduler: the fallback is only this
             # operator's clock, and would make a synchronous source push from timer threads.

@@ -40,7 +40,7 @@ from reactivex.scheduler import TimeoutScheduler
 from rxflow._holds import NO_HOLDS, AckHolds, Hold, current_holds
 from rxflow._stage_metrics import StageMetrics
 from rxflow._state import StateTable
-from rxflow.windows._durable import OpenItems, OpenSessions, durable_table
+from rxflow.windows._durable import OpenItems, OpenSessions
 from rxflow.windows._stage import WindowStage
 from rxflow.windows._window import Window
 
@@ -155,7 +155,7 @@ class ProcessingTimeWindows(WindowStage[_Run]):
             # The chain is built at subscription, once the scheduler is known: the one
             # given, else the subscription's (the pipe's AnyioScheduler in a pipe).
             chosen = self._scheduler or subscription_scheduler or TimeoutScheduler.singleton()
-            run = _Run(chosen, self._sliding, durable_table(self.metrics.name, self))
+            run = _Run(chosen, self._sliding, self.durable_table())
             self._runs.add(run)
             windows = self._build(source, chosen, run).pipe(
                 ops.finally_action(lambda: self._runs.discard(run))

@@ -263,6 +263,41 @@ async def test_sliding_event_time_windows_over_redelivery_need_checkpoints() -> 
     await flow.sink(lambda window: None).checkpoint(store).run()  # with checkpoints: runs
 
 
+async def test_sliding_windows_inside_group_by_are_refused_where_they_cannot_recover() -> None:
+    # Windows nested in a flat_map are not among the flow's operators: they are checked when
+    # they are subscribed (the first group), and the flow fails before it acknowledges
+    # anything. Over a redelivering source without checkpoints, overlapping windows cannot
+    # be rebuilt; with checkpoints, the groups' subscriptions would share one stored state.
+    # Over a source that does not deliver again, they run.
+    import reactivex
+    from reactivex import operators as ops
+
+    from rxflow import sliding
+    from rxflow.errors import FlowStateError, StateNameError
+
+    def per_value() -> Callable[[Observable[Any]], Observable[Any]]:
+        windows = sliding(10.0, 5.0, timestamp=lambda message: 1.0, name="inner")
+        return reactivex.compose(
+            ops.group_by(lambda message: message.value),
+            ops.flat_map(lambda group: group.pipe(windows)),
+        )
+
+    store, log = MemoryStore(), []
+    source = Redelivering(messages(log, store, ["a", "b"]))
+    flow = Flow("nested").source(source).pipe(per_value()).sink(lambda window: None)
+    with pytest.raises(FlowStateError, match=r"sliding windows 'inner' overlap.*broker:clicks"):
+        await flow.run()
+    source = Redelivering(messages(log, store, ["a", "b"]))
+    flow = Flow("nested").source(source).pipe(per_value()).sink(lambda window: None)
+    with pytest.raises(StateNameError, match=r"'inner' is subscribed again.*key="):
+        await flow.checkpoint(store).run()
+    assert log == []  # nothing was acknowledged
+    written: list[Any] = []
+    plain = Flow("plain").source(messages(log, store, ["a", "b"])).pipe(per_value())
+    await plain.sink(written.append).run()
+    assert sorted((window.key, len(window)) for window in written) == [(None, 1)] * 4
+
+
 async def test_a_checkpoint_waits_for_map_async_before_its_barrier() -> None:
     # A message inside map_async when a checkpoint starts reaches the counter after it: the
     # checkpoint admits nothing and waits for the call, so the message it covers (and acks)
