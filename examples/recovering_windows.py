@@ -97,7 +97,7 @@ JITTER = 1.0
 END_KEY = "__end__"  # the closing event's key: its windows never close, and are ignored
 # Each source's in-flight limit (prefetch, receive maximum, max_ack_pending). It bounds how
 # far out of order redelivered messages come (JetStream redelivers a killed worker's only
-# after ack_wait, and sends nothing new while they fill max_ack_pending).
+# after ack_wait: the next worker's source holds newer messages back until then).
 IN_FLIGHT = 100
 JETSTREAM_ACK_WAIT = 2.0  # a killed worker's unacked messages come again after this long
 # A run that stops (or is aborted) with messages unacknowledged gives them back when its
