@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast
 
 import anyio
+import anyio.abc
 import sniffio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -47,6 +49,8 @@ class AsyncioHost:
         self._portal: BlockingPortal | None = None
         self._trio_token: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the portal's
+        self._calls: _Calls | None = None  # where hosted calls run, on the portal's loop
+        self._serving: Future[None] | None = None  # the task that holds _calls open
 
     @property
     def hosted(self) -> bool:
@@ -57,17 +61,20 @@ class AsyncioHost:
         if sniffio.current_async_library() != "asyncio":
             import trio
 
-            self._trio_token = trio.lowlevel.current_trio_token()
+            self._trio_token = token = trio.lowlevel.current_trio_token()
             portal_cm = start_blocking_portal("asyncio", name="rxflow asyncio host")
+            calls = _Calls(token)
 
-            def start() -> tuple[BlockingPortal, asyncio.AbstractEventLoop]:
+            def start() -> tuple[BlockingPortal, asyncio.AbstractEventLoop, Future[None]]:
                 portal = portal_cm.__enter__()
-                return portal, portal.call(asyncio.get_running_loop)
+                serving, loop = portal.start_task(calls.serve, name="rxflow hosted calls")
+                return portal, loop, serving
 
             # Not abandoned when cancelled (anyio's default): the portal is always kept, to
             # be stopped by __aexit__.
             self._portal_cm = portal_cm
-            self._portal, self._loop = await anyio.to_thread.run_sync(start)
+            self._portal, self._loop, self._serving = await anyio.to_thread.run_sync(start)
+            self._calls = calls
         return self
 
     async def __aexit__(
@@ -78,9 +85,21 @@ class AsyncioHost:
     ) -> None:
         if self._portal_cm is not None:
             portal_cm, self._portal_cm, self._portal = self._portal_cm, None, None
-            self._loop = None
+            loop, calls, serving = self._loop, self._calls, self._serving
+            self._loop = self._calls = self._serving = None
+            assert loop is not None
+            assert calls is not None
+            assert serving is not None
+
+            def stop() -> None:
+                # Every call was awaited to its end by its caller: the task group is empty.
+                loop.call_soon_threadsafe(calls.close)
+                with contextlib.suppress(Exception):
+                    serving.result()
+                portal_cm.__exit__(None, None, None)
+
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(portal_cm.__exit__, None, None, None)
+                await anyio.to_thread.run_sync(stop)
 
     async def call(
         self,
@@ -96,44 +115,29 @@ class AsyncioHost:
         ``close_if_cancelled``, on the client's loop, first: give it for a call that opens
         something (a connection), so that a cancelled open leaves nothing open.
         """
-        if self._portal is None:
+        if self._calls is None:
             return await function(*args)
         import trio
 
-        token, loop = self._trio_token, self._loop
+        loop = self._loop
         assert loop is not None
-        cancel: _Cancel = _Cancel()
-
-        async def run_there() -> T | _Cancel:
-            with anyio.CancelScope() as scope:
-                cancel.scope = scope
-                if cancel.requested:  # before the task started
-                    scope.cancel()
-                return await function(*args)
-            return cancel  # the scope caught the cancellation: the call did not complete
-
-        # The portal's own way to cancel (``future.cancel()``) races with the task's end in
-        # anyio 4 (a callback from this thread reads the task's scope after the task has
-        # cleared it, and logs an AttributeError): the cancel is handed over on the loop.
-        future = self._portal.start_task_soon(run_there)
-        done = trio.Event()  # the task has ended: the future holds its outcome
-        future.add_done_callback(lambda _: token.run_sync_soon(done.set))
+        # Handed over without waiting for the client's loop to take it (the portal's
+        # start_task_soon blocks this thread until that loop has started the task): one
+        # wake-up of each thread per call, not two round trips.
+        call: _Call = _Call(function, args)
+        call.done = done = trio.Event()
+        loop.call_soon_threadsafe(self._calls.start, call)
         try:
             await done.wait()
         except trio.Cancelled:
-            loop.call_soon_threadsafe(cancel.request)
+            loop.call_soon_threadsafe(call.cancel)
             with trio.CancelScope(shield=True):
                 await done.wait()
-                completed = not future.cancelled() and future.exception() is None
-                if completed and close_if_cancelled is not None:
-                    result = future.result()
-                    if result is not cancel:
-                        with contextlib.suppress(Exception):  # the cancellation matters
-                            await self.call(close_if_cancelled, result)
+                if call.completed and close_if_cancelled is not None:
+                    with contextlib.suppress(Exception):  # the cancellation matters
+                        await self.call(close_if_cancelled, cast(T, call.value))
             raise
-        outcome = future.result()
-        assert outcome is not cancel  # only ever cancelled from here
-        return cast(T, outcome)
+        return cast(T, call.outcome())
 
     def call_soon_here(self, function: Callable[..., object], *args: Any) -> None:
         """From a client callback (on the client's loop), run ``function`` on the caller's
@@ -153,19 +157,95 @@ class AsyncioHost:
             yield item
 
 
-class _Cancel:
-    """A hosted call's cancellation, handed to the client's loop (read and set there only)."""
+class _Call:
+    """One hosted call. ``done`` is set (on the caller's loop) once its task has ended;
+    every other field is written on the client's loop before that, and read after it."""
 
-    __slots__ = ("requested", "scope")
+    __slots__ = (
+        "args",
+        "cancel_requested",
+        "completed",
+        "done",
+        "error",
+        "function",
+        "scope",
+        "value",
+    )
 
-    def __init__(self) -> None:
-        self.requested = False
-        self.scope: anyio.CancelScope | None = None
+    def __init__(self, function: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        self.function, self.args = function, args
+        self.done: Any = None  # a trio.Event
+        self.value: Any = None
+        self.completed = False  # the function returned (even if cancelled as it did)
+        self.error: BaseException | None = None
+        self.cancel_requested = False
+        self.scope: anyio.CancelScope | None = None  # while it runs
 
-    def request(self) -> None:
-        self.requested = True
+    def cancel(self) -> None:
+        """On the client's loop: the caller was cancelled."""
+        self.cancel_requested = True
         if self.scope is not None:
             self.scope.cancel()
+
+    def outcome(self) -> Any:
+        """The result, or the error, of a call that ended (and was not cancelled)."""
+        if self.error is not None:
+            error, self.error = self.error, None  # no cycle through its traceback
+            if isinstance(error, asyncio.CancelledError):  # the host closed under it
+                raise RuntimeError(
+                    "a call to the asyncio client was cancelled because the client's loop "
+                    "stopped; make every call inside the AsyncioHost block"
+                ) from error
+            raise error
+        assert self.completed  # only ever cancelled by its caller, who does not ask
+        return self.value
+
+
+class _Calls:
+    """The task group, on the client's loop, that hosted calls run in (so that none
+    outlives the host: it is closed, and waited for, when the host exits)."""
+
+    def __init__(self, token: Any) -> None:
+        self._token = token  # the caller's trio loop
+        self._tasks: asyncio.TaskGroup | None = None
+        self._closed: asyncio.Event | None = None
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[Any]) -> None:
+        self._closed = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            task_status.started(asyncio.get_running_loop())
+            await self._closed.wait()
+        self._tasks = None
+
+    def close(self) -> None:
+        assert self._closed is not None
+        self._closed.set()
+
+    def start(self, call: _Call) -> None:
+        """On the client's loop (from ``call_soon_threadsafe``): run the call."""
+        if self._tasks is None:
+            call.error = RuntimeError("the asyncio host is closed; make calls inside its block")
+            self._token.run_sync_soon(call.done.set)
+            return
+        self._tasks.create_task(self._run(call))
+
+    async def _run(self, call: _Call) -> None:
+        # The task's context is a copy of the caller's (call_soon_threadsafe took it), so
+        # contextvars set there are seen here; but the library running here is asyncio.
+        sniffio.current_async_library_cvar.set("asyncio")
+        try:
+            with anyio.CancelScope() as scope:
+                call.scope = scope
+                if call.cancel_requested:  # before the task started
+                    scope.cancel()
+                call.value = await call.function(*call.args)
+                call.completed = True
+        except BaseException as error:  # handed to the caller, who raises it
+            call.error = error
+        finally:
+            call.scope = None
+            self._token.run_sync_soon(call.done.set)
 
 
 class ClientPart(Protocol):
