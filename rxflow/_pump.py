@@ -14,7 +14,15 @@ instead of pumped, and the producer end applies the overflow policy to what it p
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, Generic, TypeAlias, TypeGuard, TypeVar
 
@@ -25,6 +33,7 @@ from reactivex import Observable, abc
 
 from rxflow._chain import chained
 from rxflow._fusion import PULLS_PER_CHECKPOINT, DirectFunctions, DirectSink, FusedOperator
+from rxflow._fusion_code import pump_fused_runs
 from rxflow._handoff import PipeProducer
 from rxflow._inlet import Inlet, can_be_read_again, describe_source
 from rxflow._loop_thread import LoopThread
@@ -49,8 +58,6 @@ Readable: TypeAlias = (
     AsyncIterable[Any] | Iterable[Any] | RunSource[Any] | Observable[Any] | SourceFactory
 )
 """What a pump reads once a source context manager was entered."""
-
-_PULLS_PER_CHECKPOINT = PULLS_PER_CHECKPOINT  # a checkpoint at least this often
 
 
 class Pump(Generic[T]):
@@ -239,10 +246,10 @@ class Pump(Generic[T]):
                         exhausted = await self._pump_runs(readable.next_run)
                     elif isinstance(readable, AsyncIterable):
                         iterator = aiter(readable)
-                        exhausted = await self._pump_async(iterator.__anext__)
+                        exhausted = await self._pump_async(iterator)
                     else:
                         iterator = iter(readable)
-                        exhausted = await self._pump_sync(iterator.__next__)
+                        exhausted = await self._pump_sync(iterator)
                 if exhausted and not self._is_over():
                     try:
                         self.inlet.on_completed()
@@ -292,14 +299,15 @@ class Pump(Generic[T]):
     # pushes the items of a run). Each returns True when the source is exhausted, False when the
     # pipe ended while pumping or the source failed (its error was passed on).
 
-    async def _pump_async(self, pull: Callable[[], Awaitable[Any]]) -> bool:
+    async def _pump_async(self, iterator: AsyncIterator[Any]) -> bool:
         if self._fused_functions is not None:  # this loop, with the fused steps in its body
-            return await self._fused_functions[2](pull, self)
+            return await self._fused_functions[2](iterator, self)
+        pull = iterator.__anext__
         emit, state = self.inlet.on_next, self._state
         items, limit = state.items, state.limit
         scheduler = self.inlet.scheduler
         assert scheduler is not None  # set before the pump starts
-        countdown = _PULLS_PER_CHECKPOINT
+        countdown = PULLS_PER_CHECKPOINT
         while True:
             if (len(items) >= limit or state.holds) and not self._producer.has_room():
                 await self._wait_for_room_held_back()
@@ -324,19 +332,19 @@ class Pump(Generic[T]):
                 return False
             countdown -= 1
             if not countdown:
-                # A source that never awaits, feeding operators that hold or drop items
-                # (filter, delay), would otherwise never let other tasks run.
-                countdown = _PULLS_PER_CHECKPOINT
+                # else a source that never awaits, into filter or delay, starves other tasks
+                countdown = PULLS_PER_CHECKPOINT
                 await anyio.lowlevel.checkpoint()
 
-    async def _pump_sync(self, pull: Callable[[], Any]) -> bool:
+    async def _pump_sync(self, iterator: Iterator[Any]) -> bool:
         if self._fused_functions is not None:  # this loop, with the fused steps in its body
-            return await self._fused_functions[3](pull, self)
+            return await self._fused_functions[3](iterator, self)
+        pull = iterator.__next__
         emit, state = self.inlet.on_next, self._state
         items, limit = state.items, state.limit
         scheduler = self.inlet.scheduler
         assert scheduler is not None  # set before the pump starts
-        countdown = _PULLS_PER_CHECKPOINT
+        countdown = PULLS_PER_CHECKPOINT
         while True:
             if (len(items) >= limit or state.holds) and not self._producer.has_room():
                 await self._wait_for_room_held_back()
@@ -361,7 +369,7 @@ class Pump(Generic[T]):
                 return False
             countdown -= 1
             if not countdown:
-                countdown = _PULLS_PER_CHECKPOINT
+                countdown = PULLS_PER_CHECKPOINT
                 await anyio.lowlevel.checkpoint()
 
     async def _pump_runs(self, next_run: Callable[[], Awaitable[Sequence[Any]]]) -> bool:
@@ -369,12 +377,12 @@ class Pump(Generic[T]):
         iterable, waiting for room between two of them, so the bound is still counted in
         items."""
         if self._fused_functions is not None:
-            return await self._pump_fused_runs(next_run, self._fused_functions[1])
-        countdown = _PULLS_PER_CHECKPOINT
+            return await pump_fused_runs(next_run, self._fused_functions[1], self)
+        countdown = PULLS_PER_CHECKPOINT
         run: Sequence[Any] = ()
         # _pump_sync returns True at the end of a run only once there is room to pull again
         # (it checks before every pull), so the next run is pulled with room for it.
-        while await self._pump_sync(iter(run).__next__):
+        while await self._pump_sync(iter(run)):
             try:
                 run = await next_run()
             except StopAsyncIteration:
@@ -384,61 +392,9 @@ class Pump(Generic[T]):
                 return False
             countdown -= len(run) or 1
             if countdown <= 0:  # runs that come without awaiting (see _pump_async)
-                countdown = _PULLS_PER_CHECKPOINT
+                countdown = PULLS_PER_CHECKPOINT
                 await anyio.lowlevel.checkpoint()
         return False
-
-    async def _pump_fused_runs(
-        self,
-        next_run: Callable[[], Awaitable[Sequence[Any]]],
-        push: Callable[[Sequence[Any]], None],
-    ) -> bool:
-        """_pump_runs for a chain that is one fused stage: each step gives at most one
-        output per item, so the pump pushes as many items at once as the buffer has room
-        for (one when it has none and the consumer waits), and the bound holds."""
-        state, producer = self._state, self._producer
-        items, limit = state.items, state.limit
-        scheduler = self.inlet.scheduler
-        assert scheduler is not None  # set before the pump starts
-        countdown = _PULLS_PER_CHECKPOINT
-        run: Sequence[Any] = ()
-        start = count = 0
-        while True:
-            if (len(items) >= limit or state.holds) and not producer.has_room():
-                await self._wait_for_room_held_back()
-                if state.ended or state.closed:
-                    return False
-                # That wait let the consumer and every other task run: a checkpoint is due
-                # again only after as many items (not one more task switch per buffer).
-                countdown = _PULLS_PER_CHECKPOINT
-                continue
-            if start >= count:  # the run is in: pull the next one, there is room for it
-                if countdown <= 0:  # runs that come without awaiting (see _pump_async)
-                    countdown = _PULLS_PER_CHECKPOINT
-                    await anyio.lowlevel.checkpoint()
-                countdown -= 1  # an empty run counts as one item
-                try:
-                    run = await next_run()
-                except StopAsyncIteration:
-                    return True
-                except Exception as error:
-                    self._source_failed(error)
-                    return False
-                start, count = 0, len(run)
-                continue
-            room = max(limit - len(items), 1)
-            chunk = run if start == 0 and room >= count else run[start : start + room]
-            start += room
-            countdown -= len(chunk)
-            try:
-                push(chunk)
-                if scheduler.due_now:
-                    scheduler.run_due()
-            except Exception as error:
-                self._fail(error)
-                return False
-            if state.ended or state.closed:
-                return False
 
     async def _wait_for_room_held_back(self) -> None:
         """Wait for the consumer; meanwhile the source is held back, not idle."""
