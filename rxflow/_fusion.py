@@ -98,18 +98,19 @@ class FusedOperator:
         return on_next
 
     def build_direct(self, observer: Any, counter: Any, state: Any) -> DirectFunctions:
-        """``on_next``, ``on_run`` (the same for each item of a sequence, in order),
+        """``on_next``, ``on_run`` (the same for the items of a sequence, in order),
         ``pump_async`` and ``pump_sync`` (a pump's loops, the steps inline) for a pipe
         whose pump calls them itself (see ``Pump._subscribe_direct``).
 
         Each item adds 1 to ``counter.admitted``, as the pipe's inlet would, and outputs
         are appended to ``state.items`` as ``observer.on_next`` (the buffer's ``put``)
         would, which is called only when ``put`` would not simply append (the pipe ended,
-        the consumer closed). ``on_run`` returns after an error or the completion; it is
-        given a list or a tuple, cut to the buffer's room, while the pipe is open, and
-        counts its items once (those its steps reached). ``pump_async(pull, pump)`` is
-        ``Pump._pump_async`` with the steps in its body, ``pump_sync(pull, pump)``
-        ``Pump._pump_sync`` (:mod:`rxflow._fusion_code` says what each checks per item).
+        the consumer closed). ``on_run(values, start, room)`` pushes the items of a list
+        or a tuple from ``start`` on until ``room`` outputs went into the buffer, an error
+        or the completion, while the pipe is open, counts them once and returns the
+        position reached. ``pump_async(iterator, pump)`` is ``Pump._pump_async`` with the
+        steps in its body, ``pump_sync(iterator, pump)`` ``Pump._pump_sync``
+        (:mod:`rxflow._fusion_code` says what each checks per item).
         """
         functions: DirectFunctions = self._direct(observer, self._arguments, counter, state)
         return functions

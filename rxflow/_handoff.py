@@ -33,9 +33,13 @@ import anyio.lowlevel
 
 from rxflow._overflow import OverflowBuffer, OverflowPolicy
 
-__all__ = ["PipeProducer", "PipeState"]
+__all__ = ["YIELDS", "PipeProducer", "PipeState"]
 
 T = TypeVar("T")
+
+# How many times a side may yield to the other side, runnable, before it parks on its
+# event (see PipeState.consumer_runnable).
+YIELDS = 2
 
 
 class PipeState(Generic[T]):
@@ -102,12 +106,13 @@ class PipeState(Generic[T]):
         self.consumer_waiting: anyio.Event | None = None
         # Set while the pump waits for room; the consumer sets and clears it.
         self.producer_waiting: anyio.Event | None = None
-        # How many times the producer side (the consumer) may still yield to the other
-        # side, a checkpoint, instead of parking on its event when it must wait: 2 once the
-        # other side was woken or yielded itself, so that it is runnable (trio may run the
-        # two in either order within one batch: a second yield comes after it). An event
-        # round trip costs about twice a pair of checkpoints (9 vs 4 us on asyncio, 10 vs 6
-        # on trio), and each full buffer costs two waits. A side yields only when the other
+        # How many times the producer side (the consumer) may still yield to the consumer
+        # (the producer side), a checkpoint, instead of parking on its event when it must
+        # wait: YIELDS from when the consumer (the producer side) was woken or yielded
+        # itself, so that it is runnable, until it runs again here (trio may run the two in
+        # either order within one batch: a second yield comes after it). An event round
+        # trip costs about twice a pair of checkpoints (9 vs 4 us on asyncio, 10 vs 6 on
+        # trio), and each full buffer costs two waits. A side yields only when the other
         # can go on (the pump, to a consumer with items; the consumer, to a pump with room),
         # and each yield uses one, so a side whose peer is busy elsewhere parks after two.
         self.consumer_runnable = 0
@@ -134,9 +139,10 @@ class PipeState(Generic[T]):
         sets (made when the consumer first waits), or, while the producer side is runnable
         (see ``producer_runnable``), one already set: waiting on it yields to the producer,
         which refills the buffer, without parking."""
+        self.consumer_runnable = 0  # it runs: a yield to it from now on would be in vain
         if self.producer_runnable and self.limit and not self.holds:
             self.producer_runnable -= 1
-            self.consumer_runnable = 2
+            self.consumer_runnable = YIELDS
             ready = self._ready
             if ready is None:
                 ready = self._ready = anyio.Event()
@@ -151,14 +157,14 @@ class PipeState(Generic[T]):
         if waiting is not None:
             waiting.set()
             self.consumer_waiting = None
-            self.consumer_runnable = 2
+            self.consumer_runnable = YIELDS
 
     def wake_producer(self) -> None:
         waiting = self.producer_waiting
         if waiting is not None:
             waiting.set()
             self.producer_waiting = None
-            self.producer_runnable = 2
+            self.producer_runnable = YIELDS
 
 
 class PipeProducer(Generic[T]):
@@ -234,12 +240,13 @@ class PipeProducer(Generic[T]):
         while not (state.closed or state.ended or self.has_room(inner_source=inner_source)):
             if state.consumer_runnable and state.items:  # it takes items: yield to it
                 state.consumer_runnable -= 1
-                state.producer_runnable = 2
+                state.producer_runnable = YIELDS
                 await anyio.lowlevel.checkpoint()
-                continue
-            if state.producer_waiting is None:
-                state.producer_waiting = anyio.Event()
-            await state.producer_waiting.wait()
+            else:
+                if state.producer_waiting is None:
+                    state.producer_waiting = anyio.Event()
+                await state.producer_waiting.wait()
+            state.producer_runnable = 0  # it runs
 
     @property
     def is_open(self) -> bool:
