@@ -126,6 +126,8 @@ class BrokerSettlement(Settlement, Generic[H]):
         identity: Hashable | None,
         redelivered: bool | None = None,
     ) -> None:
+        # _making.messages_of makes settlements without this __init__: a field
+        # added here is set there too.
         super().__init__(identity)
         self._source = source
         self._handle = handle

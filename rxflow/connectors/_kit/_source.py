@@ -12,6 +12,7 @@ import anyio
 
 from rxflow._source_time import current_source_time
 from rxflow._task_groups import background_tasks
+from rxflow.connectors._kit._making import decode_run, messages_of
 from rxflow.connectors._kit._records import (
     DEFAULT_READ_AHEAD_BYTES,
     Decoded,
@@ -221,35 +222,36 @@ class BrokerSource(Generic[T, H]):
                 return run
 
     def _decode_at_once(self, run: list[Message[T]]) -> None:
-        """Hand out buffered records into ``run`` while each decodes at once (bytes that
-        the codec takes without failing): one loop, no await per record. It stops at the
-        first record that needs the full path (:meth:`_next_buffered`): a decode failure,
-        a codec that must await, fields, a rejection, a revoked partition."""
+        """Hand out into ``run`` the buffered records at the head that need nothing but the
+        codec (bytes, of a partition still assigned), as one run: decoded in one call where
+        the codec is a built-in one (:attr:`Decoder.decode_many`), then made into messages
+        in one loop, no await and no function call per record. It stops at the first
+        record that needs the full path (:meth:`_next_buffered`): a decode failure, fields,
+        a rejection, a :class:`Decoded` value, a revoked partition, an ``identity_of``."""
         decoder, fetched = self.decoder, self._fetched
-        if decoder is None:
+        if decoder is None or self.identity_of is not None:
             return
-        codec = decoder.codec
-        decoded = size = 0
-        try:
-            while fetched:
-                incoming = fetched[0]
-                payload = incoming.payload
-                if type(payload) is not bytes or (
-                    incoming.partition is not None and incoming.partition.revoked
-                ):
-                    return
-                try:
-                    value = codec(payload)
-                    message = self._message(incoming, value)
-                except Exception:
-                    return  # the full path applies the decode policy to it
-                fetched.popleft()
-                decoded += 1
-                size += incoming.size
-                run.append(message)
-        finally:
-            decoder.decoded += decoded
-            self.buffered_bytes -= size
+        payloads: list[bytes] = []
+        checked: Any = None  # the last partition seen not revoked (a run shares one)
+        for incoming in fetched:
+            payload, partition = incoming[0], incoming[8]
+            if type(payload) is not bytes:
+                break
+            if partition is not checked:
+                if partition is not None and partition.revoked:
+                    break
+                checked = partition
+            payloads.append(payload)
+        if not payloads:
+            return
+        values = decode_run(decoder, payloads)
+        count = len(values)
+        if not count:
+            return
+        records = [fetched.popleft() for _ in range(count)]
+        run.extend(messages_of(self, records, values))
+        decoder.decoded += count
+        self.buffered_bytes -= sum([incoming[6] for incoming in records])
 
     async def _next_buffered(self) -> Message[T] | None:
         """Decode the record at the head; None if the decode policy set it aside."""
@@ -299,21 +301,9 @@ class BrokerSource(Generic[T, H]):
         With ``identity_of`` (and ``identify``), its identity is what that function says;
         if it fails, this raises an error that says so (its ``__cause__`` is the
         function's), and the record stays at the head of the buffer."""
-        settlement = BrokerSettlement(
-            self, incoming.handle, incoming.identity, incoming.redelivered
-        )
-        message: Message[T] = Message(
-            value,
-            incoming.key,
-            incoming.headers,
-            incoming.timestamp,
-            self.name,
-            settlement,
-            incoming.partition,
-            incoming.offset,
-        )
+        (message,) = messages_of(self, (incoming,), (value,))
         if self.identity_of is not None and identify:
-            settlement.identity = self._identify(message)
+            message.settlement.identity = self._identify(message)
         return message
 
     def _identify(self, message: Message[T]) -> Hashable | None:

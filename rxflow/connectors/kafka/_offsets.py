@@ -17,7 +17,7 @@ contents, written again: at-least-once, never a different window).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 __all__ = ["PartitionOffsets"]
 
@@ -79,9 +79,29 @@ class PartitionOffsets:
         if offset >= self._next:
             self._next = offset + 1
 
+    def fetched_run(self, offsets: Sequence[int]) -> None:
+        """Records fetched in one go, in ascending order (what one fetch brought of this
+        partition): the same as :meth:`fetched` of each, in one step when all of them are
+        new (past every record fetched before), as they are but after a rewind."""
+        if not offsets:
+            return
+        if offsets[0] < self._next:  # a rewound partition read again: one by one
+            for offset in offsets:
+                self.fetched(offset)
+            return
+        # Each is above every offset in the heap (all below _next) and they ascend: so
+        # appended in order, they keep it a heap.
+        self._unsettled.update(offsets)
+        self._heap.extend(offsets)
+        self._next = offsets[-1] + 1
+
     def settled(self, offset: int) -> None:
         """A record was acknowledged, or rejected: done with."""
         self._unsettled.discard(offset)
+
+    def settled_many(self, offsets: Iterable[int]) -> None:
+        """Records acknowledged, or rejected: :meth:`settled` of each."""
+        self._unsettled.difference_update(offsets)
 
     def rewind(self, offset: int) -> None:
         """The partition is read again from ``offset`` (a requeued record): it stays
@@ -107,6 +127,9 @@ class PartitionOffsets:
         """The offset to commit now: at most the lowest unsettled offset, moved down to the
         start of any linked group that it would split; never below the last commit."""
         heap, unsettled = self._heap, self._unsettled
+        if len(heap) > 2 * len(unsettled) + 64:
+            # Mostly settled records, which would each be popped: a sorted list is a heap.
+            self._heap = heap = sorted(unsettled)
         while heap and heap[0] not in unsettled:
             heapq.heappop(heap)
         point = heap[0] if heap else self._next

@@ -169,7 +169,7 @@ class GroupMember:
 
     async def fetch(self, count: int, max_bytes: int) -> list[Incoming[Handle]]:
         try:
-            records = await self._host.call(self._fetch_there, count, max_bytes)
+            records, runs = await self._host.call(self._fetch_there, count, max_bytes)
         except CONNECTION_ERRORS as error:
             raise unavailable(self._options, error, "was lost while reading") from error
         if not records:
@@ -179,13 +179,12 @@ class GroupMember:
                 await self._probe()
             return records
         self._contact = time.monotonic()
-        for incoming in records:  # the trackers learn what was fetched (caller's loop)
-            assigned, offset = incoming.handle
-            offsets = assigned.offsets
-            if offsets is None:
-                offsets = assigned.offsets = PartitionOffsets(offset)
-            offsets.fetched(offset)
-            assigned.next_offset = offset + 1
+        for assigned, offsets in runs:  # the trackers learn what was fetched (caller's loop)
+            tracker = assigned.offsets
+            if tracker is None:
+                tracker = assigned.offsets = PartitionOffsets(offsets[0])
+            tracker.fetched_run(offsets)
+            assigned.next_offset = offsets[-1] + 1
         return records
 
     async def _probe(self) -> None:
@@ -205,9 +204,13 @@ class GroupMember:
         else:
             self._contact = time.monotonic()
 
-    async def _fetch_there(self, count: int, max_bytes: int) -> list[Incoming[Handle]]:
+    async def _fetch_there(
+        self, count: int, max_bytes: int
+    ) -> tuple[list[Incoming[Handle]], list[tuple[_Assigned, list[int]]]]:
         """On the client's loop: resume, one getmany, pause; the records as the kit's, at
-        most ``max_bytes`` of values (plus the record that reaches it).
+        most ``max_bytes`` of values (plus the record that reaches it), and the offsets
+        taken of each assignment, ascending (one tracker update per partition, not one
+        per record).
 
         Kafka bounds a fetch in bytes only by whole record batches (a producer's batch
         can hold many records), so the bytes are bounded here: the partitions of what is
@@ -229,6 +232,7 @@ class GroupMember:
             if tps:
                 consumer.pause(*tps)
         fetched: list[Incoming[Handle]] = []
+        runs: list[tuple[_Assigned, list[int]]] = []
         text_keys, no_value = self._text_keys, Decoded(None)
         room = max_bytes
         for tp, records in batches.items():
@@ -239,6 +243,9 @@ class GroupMember:
                 consumer.seek(tp, records[0].offset)
                 continue
             topic, index, partition = tp.topic, tp.partition, assigned.partition
+            taken: list[int] = []
+            runs.append((assigned, taken))
+            add_offset = taken.append
             # One loop, locals only: this runs for every record.
             for record in records:
                 if room <= 0:
@@ -272,29 +279,41 @@ class GroupMember:
                         ),
                     )
                 )
+                add_offset(offset)
                 room -= size
-        return fetched
+        return fetched, [run for run in runs if run[1]]
 
     # -- settling ------------------------------------------------------------------------
 
     async def settle(self, settlements: Sequence[tuple[Handle, Verb]]) -> None:
         """Trackers only: ack and reject settle the offset; requeue keeps it unsettled and
         seeks its partition back to it (it and what follows are read again). Settlements
-        of a revoked partition are ignored: its new owner reads those records again."""
+        of a revoked partition are ignored: its new owner reads those records again.
+
+        In order; a run of acks (and rejects) of one assignment is one tracker update."""
         rewinds: dict[_Assigned, int] | None = None
+        done: list[int] = []  # offsets of `last` settled and not told to its tracker yet
+        last: _Assigned | None = None
         for (assigned, offset), verb in settlements:
+            if assigned is not last or verb == "requeue":
+                if done:
+                    _settle_offsets(last, done)
+                    done = []
+                last = assigned
+            if verb != "requeue":
+                done.append(offset)
+                continue
             if assigned.partition.revoked:
                 continue
             offsets = assigned.offsets
             assert offsets is not None  # made when its first record was fetched
-            if verb != "requeue":
-                offsets.settled(offset)
-                continue
             offsets.rewind(offset)
             if offset < assigned.next_offset:
                 assigned.next_offset = offset
                 rewinds = rewinds or {}
                 rewinds[assigned] = offset
+        if done:
+            _settle_offsets(last, done)
         self._advanced = True
         if rewinds:
             await self._host.call(self._seek_there, rewinds)
@@ -443,6 +462,17 @@ class GroupMember:
         consumer = self.consumer
         assert consumer is not None, "the consumer is attached before it starts"
         return consumer
+
+
+def _settle_offsets(assigned: _Assigned | None, offsets: list[int]) -> None:
+    """Acks and rejects of one assignment's records: its tracker forgets them (unless it
+    was revoked: then its new owner reads them again)."""
+    assert assigned is not None  # offsets come with the assignment they are of
+    if assigned.partition.revoked:
+        return
+    tracker = assigned.offsets
+    assert tracker is not None  # made when its first record was fetched
+    tracker.settled_many(offsets)
 
 
 def _text(data: bytes | None) -> str:
