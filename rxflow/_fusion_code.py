@@ -296,7 +296,7 @@ _PUMP = """\
         NONLOCAL
         has_room, wait_for_room = pump._producer.has_room, pump._wait_for_room_held_back
         scheduler, limit, countdown = pump.inlet.scheduler, state.limit, PULLS_PER_CHECKPOINT
-        iterator = $iterating(iterator)
+        iterator, wakes = $iterating(iterator), state.consumer_wakes
         while True:
             if scheduler.due_now:  # what the last items started that is due now runs first
                 try:
@@ -308,9 +308,10 @@ _PUMP = """\
                 return False
             if countdown <= 0:  # a source that never awaits still lets other tasks run
                 countdown = PULLS_PER_CHECKPOINT
-                state.producer_runnable = YIELDS  # and goes on: a consumer yields, not parks
+                if state.consumer_wakes == wakes:  # ahead of the consumer, it goes on at
+                    state.producer_runnable = YIELDS  # once: the consumer yields, not parks
                 await checkpoint()
-                state.producer_runnable = 0
+                state.producer_runnable, wakes = 0, state.consumer_wakes
                 continue
             stretch = limit - len(items)
             if stretch <= 0 or state.holds:
@@ -360,7 +361,7 @@ async def pump_fused_runs(
     state, producer = pump._state, pump._producer
     items, limit = state.items, state.limit
     scheduler = pump.inlet.scheduler
-    countdown = PULLS_PER_CHECKPOINT
+    countdown, wakes = PULLS_PER_CHECKPOINT, state.consumer_wakes
     run: Sequence[Any] = ()
     start = count = 0
     while True:
@@ -373,9 +374,10 @@ async def pump_fused_runs(
         if start >= count:  # the run is in: pull the next one, there is room for it
             if countdown <= 0:  # runs that come without awaiting (see _PUMP)
                 countdown = PULLS_PER_CHECKPOINT
-                state.producer_runnable = YIELDS  # and goes on: a consumer yields, not parks
+                if state.consumer_wakes == wakes:  # ahead of the consumer (see _PUMP)
+                    state.producer_runnable = YIELDS
                 await anyio.lowlevel.checkpoint()
-                state.producer_runnable = 0
+                state.producer_runnable, wakes = 0, state.consumer_wakes
             countdown -= 1  # an empty run counts as one item
             try:
                 run = await next_run()

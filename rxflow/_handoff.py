@@ -51,6 +51,7 @@ class PipeState(Generic[T]):
         "closed",
         "consumer_runnable",
         "consumer_waiting",
+        "consumer_wakes",
         "ended",
         "error",
         "holds",
@@ -117,6 +118,9 @@ class PipeState(Generic[T]):
         # and each yield uses one, so a side whose peer is busy elsewhere parks after two.
         self.consumer_runnable = 0
         self.producer_runnable = 0
+        # Times the consumer was woken from its event: a pump that pulled without waking it
+        # is ahead of it, and lets it yield (not park) while the pump itself yields.
+        self.consumer_wakes = 0
         self._ready: anyio.Event | None = None  # set at once: waiting on it is a checkpoint
         # The producer finished: the consumer gets `items`, then `error` (once) or the end.
         self.ended = False
@@ -158,6 +162,7 @@ class PipeState(Generic[T]):
             waiting.set()
             self.consumer_waiting = None
             self.consumer_runnable = YIELDS
+            self.consumer_wakes += 1
 
     def wake_producer(self) -> None:
         waiting = self.producer_waiting

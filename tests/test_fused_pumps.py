@@ -9,6 +9,7 @@ pipe seen between two items, each the same with fusion on and off, on both backe
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from reactivex import Observable
 from reactivex import operators as ops
 
 from rxflow import open_pipe
+from rxflow._handoff import YIELDS, PipeState
 
 Operator = Callable[[Observable[Any]], Observable[Any]]
 
@@ -284,3 +286,57 @@ async def test_iterators_without_iter_are_read_whole(source: type) -> None:
     async with open_pipe(source(), ops.map(lambda n: n + 1), max_buffer_size=8) as pipe:
         assert pipe.plan()[0].fused
         assert [item async for item in pipe] == list(range(1, 301))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("batches", [False, True])
+@pytest.mark.parametrize("fusion", ["1", "0"])
+async def test_a_side_whose_peer_waits_elsewhere_parks_instead_of_yielding_on(
+    batches: bool, fusion: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A side that must wait yields (instead of parking on its event) only while the other
+    side is runnable, and at most YIELDS times per wake: a consumer reading a source that
+    sleeps between items, and a pump feeding a consumer that sleeps between reads, park
+    rather than spin (which would yield hundreds of times during each sleep)."""
+    monkeypatch.setenv("RXFLOW_FUSION", fusion)
+    consumer_yields = pump_yields = 0
+    wakeup = PipeState.consumer_wakeup
+    checkpoint = anyio.lowlevel.checkpoint
+
+    def counted_wakeup(state: PipeState[Any]) -> anyio.Event:
+        nonlocal consumer_yields
+        event = wakeup(state)
+        consumer_yields += event.is_set()  # set already: waiting on it is a yield
+        return event
+
+    async def counted_checkpoint() -> None:
+        nonlocal pump_yields
+        pump_yields += sys._getframe(1).f_code.co_name == "wait_for_room"
+        await checkpoint()
+
+    monkeypatch.setattr(PipeState, "consumer_wakeup", counted_wakeup)
+    monkeypatch.setattr(anyio.lowlevel, "checkpoint", counted_checkpoint)
+
+    async def slow_source() -> AsyncIterator[int]:
+        for n in range(20):
+            await anyio.sleep(0.001)
+            yield n
+
+    async def read(pipe: Any, pause: float) -> list[int]:
+        got: list[int] = []
+        if batches:
+            async for batch in pipe.batches():
+                got += batch
+                await anyio.sleep(pause)
+        else:
+            async for item in pipe:
+                got.append(item)
+                await anyio.sleep(pause)
+        return got
+
+    async with open_pipe(slow_source(), ops.map(abs), max_buffer_size=4) as pipe:
+        assert await read(pipe, 0) == list(range(20))
+    assert consumer_yields <= YIELDS * 20
+    async with open_pipe(range(60), ops.map(abs), max_buffer_size=4) as pipe:
+        assert await read(pipe, 0.001) == list(range(60))
+    assert pump_yields <= YIELDS * 60
