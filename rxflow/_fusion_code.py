@@ -26,9 +26,9 @@ allow:
   once (exactly, however it ends: the run's iterator says how far it got).
 
 Measured on map -> filter -> scan (benchmarks ``chain``, ``chain_batches``, full size, both
-backends): runs of 256 read in batches went from 0.41-0.44x the fused loop's own speed to
-0.56-0.61x, an async generator read with ``async for`` from 0.88-0.90x synchronous
-reactivex to 1.05-1.22x.
+backends, two runs on a shared machine): runs of 256 read in batches went from 0.38-0.44x
+the fused loop's own speed to 0.49-0.63x, an async generator read with ``async for`` from
+0.88-0.90x synchronous reactivex to 1.05-1.22x.
 """
 
 from __future__ import annotations
