@@ -173,7 +173,8 @@ class Message(_WeakReferable, Generic[T]):
 
     def with_value(self, value: U) -> Message[U]:
         """The same message (same settlement) carrying another value, such as a parsed one."""
-        return Message(
+        # A draft (see _MessageDraft): ops.map(lambda m: m.with_value(...)) makes one per item.
+        return _MessageDraft(
             value,
             self.key,
             self.headers,
@@ -182,7 +183,7 @@ class Message(_WeakReferable, Generic[T]):
             self.settlement,
             self.partition,
             self.offset,
-        )
+        )  # type: ignore[return-value]  # it is a Message once made
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled as a record (a checkpointed window's contents): the settlement is a handle
@@ -236,6 +237,8 @@ class _MessageDraft(_WeakReferable, Generic[T]):
         timestamp: float | None,
         source: str,
         settlement: Settlement,
+        partition: Partition | None = None,
+        offset: int | None = None,
     ) -> None:
         self.value = value
         self.key = key
@@ -243,8 +246,8 @@ class _MessageDraft(_WeakReferable, Generic[T]):
         self.timestamp = timestamp
         self.source = source
         self.settlement = settlement
-        self.partition = None
-        self.offset = None
+        self.partition = partition
+        self.offset = offset
         _set_attribute(self, "__class__", Message)
 
 
