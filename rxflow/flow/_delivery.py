@@ -38,9 +38,7 @@ from typing import Any
 
 import anyio
 import attrs
-import reactivex
-from reactivex import Observable
-from reactivex import operators as ops
+from reactivex import Observable, abc
 
 from rxflow._holds import AckHolds, holds_activated
 from rxflow._source_time import SourceTime
@@ -106,8 +104,7 @@ class Delivery(AckHolds):
         self._pushing: int | None = None  # the message being pushed through the operators
         self._attached: tuple[int, ...] = ()  # what a holder's output being emitted carries
         self.linking = False  # some source wants to know which messages made one output
-        # Set when the flow reads a source that delivers unacknowledged messages again and
-        # has no checkpoints: the error for an operator keeping overlapping windows.
+        # The error for overlapping windows: set over a redelivering source, no checkpoints.
         self.refuse_overlapping: Callable[[str], Exception] | None = None
         # The checkpoint epoch that outputs emitted now belong to: each checkpoint's barrier
         # ends one. A transactional sink writes an output with the checkpoint of its epoch.
@@ -166,9 +163,7 @@ class Delivery(AckHolds):
             self._release(sequence)
 
     def push_failed(self) -> None:
-        """The operators failed while the admitted message was pushed (the flow fails with
-        their error): its push never ends, so it is never acknowledged and its system
-        delivers it again. Acknowledging it would lose it: nothing was made of it."""
+        """The operators failed pushing the admitted message: it is never acknowledged."""
         self._pushing = None
 
     # -- stateful operators --------------------------------------------------------------
@@ -478,7 +473,28 @@ class Output:
 
 def tag_outputs(delivery: Delivery) -> Callable[[Observable[Any]], Observable[Output]]:
     """The last operator of a flow: each output takes its claims with it, and an error of
-    the operators during a push leaves the message being pushed unsettled."""
-    return reactivex.compose(
-        ops.map(delivery.output), ops.do_action(on_error=lambda _: delivery.push_failed())
-    )
+    the operators during a push leaves the message being pushed unsettled (one operator,
+    not map + do_action: it runs per output)."""
+    output = delivery.output
+
+    def operator(source: Observable[Any]) -> Observable[Output]:
+        def subscribe(
+            observer: abc.ObserverBase[Output], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            def on_next(value: Any) -> None:
+                try:
+                    tagged = output(value)
+                except Exception as error:
+                    on_error(error)
+                    return
+                observer.on_next(tagged)
+
+            def on_error(error: Exception) -> None:
+                delivery.push_failed()
+                observer.on_error(error)
+
+            return source.subscribe(on_next, on_error, observer.on_completed, scheduler=scheduler)
+
+        return Observable(subscribe)
+
+    return operator
