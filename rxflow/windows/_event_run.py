@@ -78,6 +78,8 @@ class EventTimeRun:
         # Read once: on_next runs per item, and attribute chains cost there.
         aligned = spec.aligned
         self.tumbling_every = aligned.every if aligned is not None and not aligned.sliding else None
+        self.session_gap = spec.gap if spec.gap is not None else 0.0
+        self.sessions_unbounded = spec.max_duration is None  # no session splits for length
         if table is not None:
             self._restore(table)
 
@@ -113,7 +115,28 @@ class EventTimeRun:
             else:
                 missed_a_window = not self._place(item, key, index, window)
         elif aligned is None:
-            missed_a_window = not self._place_in_session(item, key, t)
+            sessions = self.sessions.get(key)
+            only = sessions[0] if sessions is not None and len(sessions) == 1 else None
+            gap = self.session_gap
+            if (
+                only is not None
+                and not only.emitted
+                and t < only.last + gap
+                and only.first < t + gap
+                and self.sessions_unbounded
+            ):  # the usual case, inlined as tumbling's: the key's one open session grows
+                if t > only.last:
+                    only.last = t
+                    only.end = t + gap
+                elif t < only.first:
+                    only.first = only.start = t
+                only.items.append(item)
+                self.held += 1
+                if self.marks_items:
+                    only.holds.append(self.holds.hold())
+                missed_a_window = False
+            else:
+                missed_a_window = not self._place_in_session(item, key, t)
         else:
             missed_a_window = False
             by_index = self.windows.get(key)
