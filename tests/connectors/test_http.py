@@ -134,6 +134,37 @@ def test_the_parser_bounds_what_it_holds() -> None:
             parser.feed(b"data: 0123456789\n")
 
 
+# Events of one shape, which the parser reads a column at a time when a chunk holds several.
+SHAPES = st.sampled_from(
+    [("id", "data"), ("data",), ("event", "id", "data"), ("data", "event"), ("id", "data", "id")]
+)
+VALUES = st.sampled_from(["", "7", " x", '{"n": 1}', "é", "a\0b", "\udcff"])
+
+
+@given(SHAPES, st.lists(st.tuples(VALUES, VALUES, VALUES), min_size=1, max_size=8),
+       st.sampled_from([b"\n", b"\r\n", b"\r"]), st.integers(0, 40))  # fmt: skip
+def test_runs_of_one_shape_parse_as_line_by_line(
+    shape: tuple[str, ...], values: list[tuple[str, str, str]], end: bytes, cut: int
+) -> None:
+    events_lines = [
+        [f"{field}: {value}" for field, value in zip(shape, fields, strict=False)] + [""]
+        for fields in values
+    ]
+    lines = [line.encode("utf-8", "surrogateescape") for event in events_lines for line in event]
+    stream = b"".join(line + end for line in lines)
+    by_line = SseParser(last_event_id="0")
+    expected = [event for at in range(len(stream)) for event in by_line.feed(stream[at : at + 1])]
+    at_once = SseParser(last_event_id="0")
+    events = at_once.feed(stream[:cut]) + at_once.feed(stream[cut:])
+    assert events == expected
+    assert (at_once.last_event_id, at_once._id) == (by_line.last_event_id, by_line._id)
+
+
+def test_the_parser_gives_events_as_columns_too() -> None:
+    columns = SseParser().feed_columns(EDGE_CASES)
+    assert list(zip(*columns, strict=True)) == [tuple(event) for event in EDGE_EVENTS]
+
+
 # -- sse_source --------------------------------------------------------------------------
 
 
@@ -248,6 +279,22 @@ async def test_sse_hands_a_pipe_what_one_read_brought_as_a_run() -> None:
         open_pipe(source, ops.map(value_of)) as pipe,
     ):
         assert [value async for value in pipe] == [0, 1, 2, 3, 4, 6]
+    many = b"".join(event(str(n), id=str(n)) for n in range(300))
+    async with (
+        serving({"GET /events": stream_of(many)}) as server,
+        sse_source(server.url("/events"), codec="json", reconnect=False) as source,
+    ):
+        runs = [await source.next_run()]
+        while sum(map(len, runs)) < 300:
+            runs.append(await source.next_run())
+        assert max(map(len, runs)) == 128  # one read's events, in runs of at most RUN_LIMIT
+        messages = [message for run in runs for message in run]
+        assert [(m.value, m.key, m.headers) for m in messages[:2]] == [
+            (0, "0", {"event": "message"}),
+            (1, "1", {"event": "message"}),
+        ]
+        await messages[0].ack()
+        assert (messages[0].settled, messages[1].settled) == ("ack", None)
 
 
 @pytest.mark.anyio
@@ -270,7 +317,7 @@ async def test_sse_reads_only_what_the_consumer_pulls() -> None:
         await take(source, 3)
         await anyio.wait_all_tasks_blocked()  # the server is stuck on a full socket
         assert sent < total / 4  # what the socket buffers and one read hold, no more
-        assert len(source._events) < 64 * 2  # parsed ahead: one chunk's events at most
+        assert len(source._events.datas) < 64 * 2  # parsed ahead: one chunk's events at most
 
 
 @pytest.mark.anyio

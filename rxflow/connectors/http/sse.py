@@ -9,7 +9,6 @@ socket, and TCP flow control holds the server back. The wire format is parsed by
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +17,8 @@ import anyio
 
 from rxflow._checks import check_count, check_seconds
 from rxflow.connectors._extras import requires_extra
-from rxflow.connectors._message import Message
+from rxflow.connectors._framed_sources import RUN_LIMIT
+from rxflow.connectors._message import Message, NoOpSettlement, make_message
 from rxflow.connectors._redact import mask_url
 from rxflow.connectors.codecs import (
     SKIPPED,
@@ -36,7 +36,12 @@ from rxflow.connectors.http._client import (
     using_client,
 )
 from rxflow.connectors.http._retry import MAX_BACKOFF, reconnect_delay, worth_retrying
-from rxflow.connectors.http._sse_wire import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SseParser
+from rxflow.connectors.http._sse_wire import (
+    DEFAULT_MAX_EVENT_BYTES,
+    EventColumns,
+    ServerSentEvent,
+    SseParser,
+)
 from rxflow.errors import HttpResponseError, ServiceUnavailableError
 from rxflow.strategies import Retry
 
@@ -92,7 +97,8 @@ class SseSource:
         )
         self._timeout = timeout
         self._parser = SseParser(last_event_id, max_event_bytes=max_event_bytes)
-        self._events: deque[ServerSentEvent] = deque()  # parsed from the last chunk read
+        self._events = EventColumns([], [], [])  # parsed from the last chunk read
+        self._taken = 0  # how many of self._events became messages (or were set aside)
         self._response: httpx.Response | None = None
         self._chunks: AsyncIterator[bytes] | None = None
         self._ended = False
@@ -118,24 +124,56 @@ class SseSource:
 
     async def next_run(self) -> list[Message[Any]]:
         """The messages of the events parsed and not yet taken, else of the next piece of
-        the body (what one read brought): one await for many events, which
-        :func:`rxflow.open_pipe` prefers to ``__anext__``. Empty when the piece read
-        completed no event; ``StopAsyncIteration`` at the end of the stream."""
-        return await self._messages(most=None)
+        the body (what one read brought), at most ``RUN_LIMIT`` of them: one await for many
+        events, which :func:`rxflow.open_pipe` prefers to ``__anext__``. Empty when the
+        piece read completed no event; ``StopAsyncIteration`` at the end of the stream."""
+        return await self._messages(most=RUN_LIMIT)
 
-    async def _messages(self, most: int | None) -> list[Message[Any]]:
-        """Up to ``most`` messages (all, if None) of the parsed events, reading and parsing
-        the next piece of the body first if none is left."""
-        events = self._events
-        if not events:
+    async def _messages(self, most: int) -> list[Message[Any]]:
+        """Up to ``most`` messages of the parsed events, reading and parsing the next piece
+        of the body first if none is left.
+
+        A run's data goes to the codec in one call where the codec allows
+        (``decoder.decode_many``); if an event in it fails, the run is decoded again one
+        event at a time, so that the events before the failing one come first and the
+        failing one goes through ``decoder.decode`` (its policy) at the next call.
+        """
+        start = self._taken
+        if start >= len(self._events.datas):
             await self._parse_next_piece()
+            start = 0
+        types, datas, ids = self._events
+        end = min(start + most, len(datas))
+        decoder = self.decoder
+        values: list[Any] | None = None
+        if decoder.decode_many is not None:
+            try:
+                values = decoder.decode_many(datas[start:end])
+            except Exception:
+                values = None  # one failed: decode one by one, to apply the policy to it
+            else:
+                decoder.decoded += len(values)
+        if values is None:
+            return await self._decode_each(start, end)
+        self._taken = end
+        source = decoder.source
+        # Each with a settlement of its own, though acking does nothing: the message's
+        # settled state is its own. make_message: the cheap way to a Message.
+        return [
+            make_message(value, event_id or None, {"event": kind}, None, source, NoOpSettlement())
+            for value, kind, event_id in zip(values, types[start:end], ids[start:end], strict=True)
+        ]
+
+    async def _decode_each(self, start: int, end: int) -> list[Message[Any]]:
+        """The messages of the events ``start:end``, decoded one at a time; a failing event
+        after others ends the run and is left for the next call."""
+        types, datas, ids = self._events
         decoder = self.decoder
         codec, source = decoder.codec, decoder.source
         run: list[Message[Any]] = []
-        while events and (most is None or len(run) < most):
-            event = events.popleft()
-            kind, data, event_id = event
-            key = event_id or None
+        index = start
+        while index < end:
+            data, key = datas[index], ids[index] or None
             # The codec is called here directly, the common case; a failure goes through
             # decode(), which calls it again and applies the decode policy.
             try:
@@ -143,12 +181,17 @@ class SseSource:
                 decoder.decoded += 1
             except Exception:
                 if run:  # what decoded before it goes first: the policy may raise
-                    events.appendleft(event)
                     break
+                self._taken = index + 1  # taken, whatever the policy does with it
                 value = await decoder.decode(data, key=key)
                 if value is SKIPPED:
+                    index += 1
                     continue
-            run.append(Message(value, key, {"event": kind}, source=source))
+            run.append(
+                make_message(value, key, {"event": types[index]}, None, source, NoOpSettlement())
+            )
+            index += 1
+        self._taken = index
         return run
 
     async def _parse_next_piece(self) -> None:
@@ -156,7 +199,7 @@ class SseSource:
         if chunk is None:
             raise StopAsyncIteration
         try:
-            self._events.extend(self._parser.feed(chunk))
+            events = self._parser.feed_columns(chunk)
         except ValueError as error:
             await self.aclose()
             raise HttpResponseError(
@@ -164,6 +207,7 @@ class SseSource:
                 url=mask_url(self.url),
                 status_code=200,
             ) from error
+        self._events, self._taken = events, 0
 
     async def aclose(self) -> None:
         """Close the connection; iteration ends."""
