@@ -94,7 +94,7 @@ class SseParser:
     ``event: `` at most once, is parsed a column at a time with bytes methods (joined,
     counted, split: no Python code per event); anything else (comments, ``retry``,
     several data lines, mixed shapes) goes line by line. Both give the same events, which
-    the tests check by feeding the same bytes cut everywhere.
+    the tests check against the same bytes fed a byte at a time (line by line, always).
 
     Example:
         >>> parser = SseParser()
