@@ -208,10 +208,7 @@ class EventTimeRun:
                 return False
             self._start_session(item, key, t)
             return True
-        if len(sessions) == 1:  # the usual case: the key's one session, open, and t in reach
-            only = sessions[0]
-            if not only.emitted and t < only.last + gap and only.first < t + gap:
-                return self._extend(only, item, t)
+        # (The usual case, the key's one open session in reach, grew it in on_next.)
         touching = [s for s in sessions if t < s.last + gap and s.first < t + gap]
         if len(touching) == 1 and not touching[0].emitted:
             return self._extend(touching[0], item, t)
