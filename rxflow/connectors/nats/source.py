@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Final, NamedTuple
 
 import anyio
@@ -183,21 +184,27 @@ async def _fetch(
 ) -> list[Incoming[Msg]]:
     """The next messages, described for the kit on the client's loop (under trio, its
     thread parses the metadata while the caller's thread goes on); [] if none came."""
+    msgs = await pulls.pull(partial(_pull, subscription, count, poll_s, roll_call, pulls))
+    return [_incoming(msg) for msg in msgs]
+
+
+async def _pull(
+    subscription: Any, count: int, poll_s: float, roll_call: RollCall, pulls: Pulls
+) -> list[Msg]:
+    """One nats-py fetch, its messages unsettled from now on (see Pulls.pull)."""
     roll_call.fetching += 1  # a pull request of ours waits at the server meanwhile
     pulls.expires = asyncio.get_running_loop().time() + poll_s
     try:
-        msgs = await subscription.fetch(count, poll_s)
+        msgs: list[Msg] = await subscription.fetch(count, poll_s)
     except TimeoutError:  # nats-py's timeouts subclass it: nothing came, ask again
-        pulls.expires = None  # expired
         return []
     finally:
+        # nats-py returns once the batch is full or the request expired: it is done.
+        pulls.expires = None
         roll_call.fetching -= 1
-    # nats-py returns once the batch is full or the request expired: it is done. Only a
-    # cancelled fetch leaves its request waiting at the server.
-    pulls.expires = None
     for msg in msgs:
         pulls.unsettled[id(msg)] = msg
-    return [_incoming(msg) for msg in msgs]
+    return msgs
 
 
 def _incoming(msg: Msg) -> Incoming[Msg]:
@@ -224,9 +231,10 @@ class JetStreamSource(BrokerSource[Any, Msg]):
     Attributes:
         released: messages fetched and never handed out, nakked when the source closed so
             that JetStream delivers them again at once.
-        given_back: messages handed out and never settled, nakked when the source closed
-            so that JetStream delivers them again at once (an aborted flow's unacknowledged
-            messages, say), before any message it has not delivered yet.
+        given_back: messages handed out and never settled (an aborted flow's
+            unacknowledged messages, say), or fetched for a read the close cancelled,
+            nakked when the source closed so that JetStream delivers them again at once,
+            before any message it has not delivered yet.
         survey: what the first fetch found pending (delivered, not acknowledged) with no
             other worker to settle it, and read first (see ``redeliveries_first``): a
             ``(pending, boundary, wait)`` tuple (how many; the stream sequence of the last
