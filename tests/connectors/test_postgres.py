@@ -12,6 +12,7 @@ import anyio
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
+from rxflow import open_pipe
 from rxflow.connectors import Message
 from rxflow.connectors._asyncio_host import AsyncioHost
 from rxflow.connectors.codecs import DecodeFailure
@@ -20,6 +21,7 @@ from rxflow.connectors.postgres import (
     postgres_sink,
     postgres_table_source,
 )
+from rxflow.connectors.postgres.listen import RUN_LIMIT
 from rxflow.errors import DecodeError, ServiceUnavailableError, SourceOverflowError
 from tests.connectors.conftest import require_service
 from tests.connectors.support import take
@@ -192,6 +194,39 @@ async def test_decode_policies(dsn: str, admin: Admin, policy: Any) -> None:
     else:
         assert source.decoder.dead_lettered == 1
         assert [(failure.data, failure.key) for failure in failures] == [(b"{oops", channel)]
+
+
+async def test_a_burst_is_handed_over_in_runs_in_order(dsn: str, admin: Admin) -> None:
+    channel = unique("runs")
+    async with postgres_listen_source(dsn, channel, codec="json") as source:
+        await admin.notify(channel, *(f'{{"n": {n}}}' for n in range(300)))
+        await wait_received(source, 300)
+        runs = [await source.next_run() for _ in range(3)]
+        assert [len(run) for run in runs] == [RUN_LIMIT, RUN_LIMIT, 300 - 2 * RUN_LIMIT]
+        assert [m.value["n"] for run in runs for m in run] == list(range(300))
+        assert {m.key for run in runs for m in run} == {channel}
+        assert source.decoder.decoded == 300
+        await admin.notify(channel, '{"n": 300}', '{"n": 301}')  # read through a pipe
+        async with open_pipe(source) as pipe:
+            assert [m.value["n"] for m in await take(pipe, 2)] == [300, 301]
+
+
+@pytest.mark.parametrize("policy", ["raise", "skip"])
+async def test_a_payload_the_codec_rejects_ends_a_run_before_it(
+    dsn: str, admin: Admin, policy: Any
+) -> None:
+    channel = unique("decode_runs")
+    async with postgres_listen_source(dsn, channel, codec="json", on_decode_error=policy) as source:
+        await admin.notify(channel, '{"n": 1}', '{"n": 2}', "{oops", '{"n": 3}')
+        await wait_received(source, 4)
+        assert [m.value for m in await source.next_run()] == [{"n": 1}, {"n": 2}]
+        if policy == "raise":
+            with pytest.raises(DecodeError, match=rf"postgresql:{channel}"):
+                await source.next_run()
+        else:
+            assert [m.value for m in await source.next_run()] == [{"n": 3}]
+            assert source.decoder.skipped == 1
+        assert source.decoder.decoded == 2 + (policy == "skip")
 
 
 async def test_a_terminated_listening_connection_ends_the_stream_naming_the_service(

@@ -14,17 +14,19 @@ NOTIFY is fire-and-forget, which shapes what the source can promise:
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
 from rxflow._checks import check_count
 from rxflow._overflow import OverflowBuffer, OverflowPolicy
 from rxflow.connectors._asyncio_host import AsyncioHost
-from rxflow.connectors._message import Message
+from rxflow.connectors._kit._making import decode_run
+from rxflow.connectors._message import Message, NoOpSettlement, make_message
 from rxflow.connectors.codecs import SKIPPED, Codec, CodecName, DecodeFailure, DecodePolicy, Decoder
 from rxflow.connectors.postgres._connection import (
     DEFAULT_APPLICATION_NAME,
@@ -38,6 +40,10 @@ from rxflow.errors import ServiceUnavailableError, SourceOverflowError
 __all__ = ["PostgresListenSource", "postgres_listen_source"]
 
 Notification = tuple[int, str, float]  # the sender's pid, the payload, when it arrived
+
+RUN_LIMIT: Final = 128
+"""The most messages :meth:`PostgresListenSource.next_run` makes at once: a burst of 10,000
+buffered notifications becomes messages a run at a time, not all 10,000 at once."""
 
 
 class PostgresListenSource:
@@ -105,7 +111,38 @@ class PostgresListenSource:
             value = await self.decoder.decode(payload.encode(), key=self.channel)
             if value is SKIPPED:  # nothing to ack: a notification has no settlement
                 continue
-            return Message(value, self.channel, {"pid": str(pid)}, timestamp, self.name)
+            return self._message(value, pid, timestamp)
+
+    async def next_run(self) -> list[Message[Any]]:
+        """The messages of the notifications buffered now, at most :data:`RUN_LIMIT` of
+        them (waiting for one if none is): one await for a burst, which
+        :func:`rxflow.open_pipe` prefers to ``__anext__``. ``StopAsyncIteration`` at the end.
+
+        A run's payloads go to the codec in one call where the codec allows; a payload it
+        rejects ends the run before it, and goes through the decode policy at the next call
+        (so what came before it is never lost to its error)."""
+        items = self._buffer.items
+        if not items:
+            return [await self.__anext__()]
+        notifications = list(itertools.islice(items, RUN_LIMIT))
+        decoder = self.decoder
+        values = decode_run(decoder, [payload.encode() for _, payload, _ in notifications])
+        if not values:  # the first one fails: its policy applies
+            return [await self.__anext__()]
+        for _ in values:  # taken only now: nothing awaited since they were looked at
+            items.popleft()
+        decoder.decoded += len(values)
+        message = self._message
+        return [
+            message(value, pid, timestamp)
+            for value, (pid, _, timestamp) in zip(values, notifications, strict=False)
+        ]
+
+    def _message(self, value: Any, pid: int, timestamp: float) -> Message[Any]:
+        # A settlement of its own (the message's settled state), though acking does nothing.
+        return make_message(
+            value, self.channel, {"pid": str(pid)}, timestamp, self.name, NoOpSettlement()
+        )
 
     # The methods below run on the caller's loop (asyncpg's callbacks hand over to it).
 
