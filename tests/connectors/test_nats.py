@@ -438,8 +438,11 @@ async def test_a_checkpointed_flow_that_ended_gets_its_open_window_back_in_order
         return _windows_into(stream, written, source, tmp_path / "state.db")
 
     def reading() -> Any:
+        # ack_wait long enough that, crashed, the next run starts before the first run's
+        # messages are due even on a loaded machine (with 2 s, a run that took longer to
+        # close found them due already, waited for nothing, and failed the last assert).
         return jetstream_source(
-            url, stream, f"{stream}.>", "win", codec="json", ack_wait=2, fetch_timeout=0.5
+            url, stream, f"{stream}.>", "win", codec="json", ack_wait=5, fetch_timeout=0.5
         )
 
     async with reading() as first:
