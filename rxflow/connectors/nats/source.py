@@ -30,6 +30,7 @@ from rxflow.connectors.nats._client import (
     ensure_stream,
 )
 from rxflow.connectors.nats._orphans import NOTHING_PENDING, Recovery, Survey, survey
+from rxflow.connectors.nats._reply import delivery_of
 from rxflow.connectors.nats._settling import (
     Pulls,
     in_progress_each,
@@ -208,17 +209,17 @@ async def _pull(
 
 
 def _incoming(msg: Msg) -> Incoming[Msg]:
-    metadata = msg.metadata
+    delivery = delivery_of(msg)  # not msg.metadata: see _reply
     # Positional: a NamedTuple built from keywords costs a microsecond more, per message.
     return Incoming(
         msg.data,
         msg,
         msg.subject,  # key
         dict(msg.headers) if msg.headers else NO_HEADERS,
-        metadata.timestamp.timestamp(),
-        metadata.sequence.stream,  # identity: the same on every delivery of the message
+        delivery.timestamp,
+        delivery.stream_sequence,  # identity: the same on every delivery of the message
         len(msg.data),  # size
-        metadata.num_delivered > 1,  # redelivered
+        delivery.num_delivered > 1,  # redelivered
     )
 
 
