@@ -44,6 +44,7 @@ import random
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -74,6 +75,8 @@ __all__ = [
     "window_flow",
     "work",
 ]
+
+logger = logging.getLogger("recovering_windows")
 
 BROKERS = ("jetstream", "redis", "rabbitmq", "mqtt", "kafka", "outbox")
 DEFAULT_URLS = {
@@ -169,19 +172,34 @@ def three_windows() -> Callable[[Observable[Any]], Observable[tuple[str, Window[
         session a 40.0 43.0 1
         sliding a -5.0 5.0 2
     """
-    common: dict[str, Any] = {"timestamp": _time, "out_of_orderness": OUT_OF_ORDERNESS}
+    # late="side": an input late for a window it belongs to is logged (see _log_late), not
+    # dropped silently; with these settings none ever is, so such a line means an input lost.
+    common: dict[str, Any] = {
+        "timestamp": _time, "out_of_orderness": OUT_OF_ORDERNESS, "late": "side",
+    }  # fmt: skip
+    windows = {
+        "tumbling": tumbling(TUMBLING, key=_key, name="tumbling", **common),
+        "sliding": sliding(*SLIDING, key=_key, name="sliding", **common),
+        "session": session(_key, SESSION_GAP, name="session", **common),
+    }
+    for kind, operator in windows.items():
+        operator.late_items.subscribe(partial(_log_late, kind))
 
     def stages(shared: Observable[Any]) -> Observable[tuple[str, Window[Any]]]:
         def tagged(kind: str, operator: Any) -> Observable[tuple[str, Window[Any]]]:
             return shared.pipe(operator, ops.map(lambda window: (kind, window)))
 
-        return reactivex.merge(
-            tagged("tumbling", tumbling(TUMBLING, key=_key, name="tumbling", **common)),
-            tagged("sliding", sliding(*SLIDING, key=_key, name="sliding", **common)),
-            tagged("session", session(_key, SESSION_GAP, name="session", **common)),
-        )  # fmt: skip
+        return reactivex.merge(*(tagged(kind, operator) for kind, operator in windows.items()))
 
     return ops.publish(stages)
+
+
+def _log_late(kind: str, message: Message[Event]) -> None:
+    event = message.value
+    logger.warning(
+        "input %s (key %s, t %s, identity %r) came after its %s window was emitted: left out",
+        event["n"], event["key"], event["t"], getattr(message, "identity", None), kind,
+    )  # fmt: skip
 
 
 def window_line(kind: str, window: Window[Any]) -> str:

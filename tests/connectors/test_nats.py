@@ -13,6 +13,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import nats
+import nats.js.api
 import pytest
 from reactivex import operators as ops
 
@@ -393,6 +394,46 @@ async def test_a_crashed_workers_messages_come_before_newer_ones(url: str, strea
         with anyio.fail_after(1):
             assert [m.value for m in await take(source, 1)] == [10]
         assert source.survey.pending == 0
+
+
+async def _crash_touching(url: str, stream: str, durable: str) -> None:
+    """A raw nats-py worker that takes 3 messages, says it is still working on the second
+    one a second later (``in_progress``), and dies without settling any."""
+    client = await nats.connect(url)
+    try:
+        config = nats.js.api.ConsumerConfig(ack_wait=2)
+        js = client.jetstream()
+        subscription = await js.pull_subscribe(
+            f"{stream}.>", durable=durable, stream=stream, config=config
+        )
+        held = await subscription.fetch(3, timeout=5)
+        await asyncio.sleep(1.0)  # real time: JetStream's ack_wait runs on its own clock
+        await held[1].in_progress()
+        await client.flush()
+    finally:
+        await client.close()
+
+
+async def test_a_crashed_workers_message_touched_after_its_last_delivery_comes_first(
+    url: str, stream: str
+) -> None:
+    # A worker that told JetStream it was still working on a message (in_progress, as a
+    # source does for the newer messages it held back) restarted that message's ack_wait
+    # after its delivery. The next worker waits for it too, not only for those due one
+    # ack_wait after their delivery: JetStream counts the in_progress as the consumer's
+    # last activity (delivered.last_active), which bounds the wait (_orphans.survey).
+    await publish(url, f"{stream}.n", list(range(5)))
+    await anyio.to_thread.run_sync(asyncio.run, _crash_touching(url, stream, "touch"))
+    await publish(url, f"{stream}.n", list(range(5, 10)))
+    async with jetstream_source(
+        url, stream, f"{stream}.>", "touch", codec="json", batch=4, fetch_timeout=0.5
+    ) as source:
+        got = await take(source, 10)
+        assert sorted(m.value for m in got[:3]) == [0, 1, 2]
+        assert [m.value for m in got[3:]] == list(range(3, 10))
+        for message in got:
+            await message.ack()
+        await all_acked(source)
 
 
 async def test_redeliveries_first_false_reads_on_at_once(url: str, stream: str) -> None:

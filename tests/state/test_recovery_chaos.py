@@ -29,6 +29,7 @@ incomplete, is refused now).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -45,6 +46,7 @@ from typing import Any
 import anyio
 import attrs
 import pytest
+import reactivex
 import reactivex.operators as ops
 
 from rxflow import Flow, Window, sliding, tumbling
@@ -282,6 +284,24 @@ def test_each_check_catches_its_failure() -> None:
     assert len(check(lines[1:], expected).missing) == 1
 
 
+def test_an_input_late_for_its_windows_is_logged_by_the_worker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The example's settings make no input late, so a late one is an input lost: the
+    # worker says which, for each kind of window, in the log a failed check prints.
+    far = 10 * (EXAMPLE.OUT_OF_ORDERNESS + EXAMPLE.TUMBLING)
+    events = [{"key": "a", "t": 1.0, "n": 0}, {"key": "a", "t": far, "n": 1}]
+    events.append({"key": "a", "t": 2.0, "n": 2})
+    with caplog.at_level(logging.WARNING, logger="recovering_windows"):
+        reactivex.from_iterable([Message(event) for event in events]).pipe(
+            EXAMPLE.three_windows()
+        ).subscribe(lambda _: None)
+    late = [record.getMessage() for record in caplog.records]
+    assert all(line.startswith("input 2 (key a, t 2.0,") for line in late), late
+    kinds = sorted(line.split(" its ")[1].split()[0] for line in late)
+    assert kinds == ["session", "sliding", "tumbling"]
+
+
 # -- SIGKILL ------------------------------------------------------------------------------
 
 
@@ -305,7 +325,13 @@ class Worker:
         return self.process is not None and self.process.returncode is None
 
     def stderr(self) -> str:
-        return self.log.read_text()[-3000:] if self.log.exists() else ""
+        """What the workers logged that says what happened: every line but the progress
+        lines (starts, recoveries, late inputs, errors), then the end of the log."""
+        if not self.log.exists():
+            return ""
+        text = self.log.read_text()
+        notable = [line for line in text.splitlines() if " | " not in line]
+        return "\n".join(notable[-80:]) + "\n...\n" + text[-1500:]
 
     async def kill(self) -> None:
         assert self.process is not None
